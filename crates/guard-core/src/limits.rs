@@ -1,0 +1,46 @@
+//! Hard limits checked before a record is parsed.
+
+use serde::{Deserialize, Serialize};
+
+/// Default for [`Limits::max_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_BYTES: usize = 1 << 20;
+/// Default for [`Limits::max_depth`].
+pub const DEFAULT_MAX_DEPTH: usize = 32;
+/// Default for [`Limits::max_fields`].
+pub const DEFAULT_MAX_FIELDS: usize = 1_024;
+/// Default for [`Limits::max_array_len`]: room for a 224×224 RGB tensor flattened.
+pub const DEFAULT_MAX_ARRAY_LEN: usize = 200_000;
+/// Default for [`Limits::max_string_len`]: 64 KiB.
+pub const DEFAULT_MAX_STRING_LEN: usize = 64 * 1024;
+/// Largest depth a configuration may ask for; the JSON decoder's own recursion guard is 128.
+pub const MAX_CONFIGURABLE_DEPTH: usize = 120;
+
+/// Bounds enforced on the raw bytes before any tree is built. Work spent on a record is bounded
+/// by these numbers, not by the record's size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted message payload in bytes; larger ones are quarantined as `limit.bytes`
+    /// without being scanned.
+    pub max_bytes: usize,
+    /// Deepest accepted nesting of arrays and objects (`limit.depth`); at most 120.
+    pub max_depth: usize,
+    /// Most members one object may have (`limit.fields`).
+    pub max_fields: usize,
+    /// Most elements one array may have (`limit.array_len`).
+    pub max_array_len: usize,
+    /// Longest string or key, in bytes of its JSON text (`limit.string_len`).
+    pub max_string_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_fields: DEFAULT_MAX_FIELDS,
+            max_array_len: DEFAULT_MAX_ARRAY_LEN,
+            max_string_len: DEFAULT_MAX_STRING_LEN,
+        }
+    }
+}

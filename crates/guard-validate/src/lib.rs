@@ -1,0 +1,134 @@
+//! Limits, decoding and schema validation: everything the guard decides about one record from
+//! its bytes alone.
+//!
+//! The order is the point: [`prescan`] bounds the work on the raw bytes before [`decode`] builds
+//! a tree, and only a bounded, duplicate-free tree reaches the [`DomainSchema`]. Every failure
+//! becomes a [`Reason`] with a stable code; nothing here panics or allocates beyond the limits.
+
+mod decode;
+mod prescan;
+mod schema;
+
+pub use decode::decode;
+pub use prescan::prescan;
+pub use schema::{DomainSchema, FeatureField, GuardSection, TensorField, MAX_REASONS_PER_RECORD};
+
+use guard_core::{Judgement, Limits, Reason, ReasonCode, Record, Verdict};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Errors loading schemas. Records never produce errors: they produce reasons.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValidateError {
+    /// A schema file could not be read.
+    #[error("cannot read schema file {path}: {source}")]
+    SchemaRead {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A schema file is not a valid domain schema.
+    #[error("invalid schema {path} at {key:?}: {message}")]
+    SchemaInvalid {
+        /// The file.
+        path: PathBuf,
+        /// The offending key (empty when the file is not JSON).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Judges records: limits, decoding, and the schema routed by topic.
+#[derive(Debug, Clone)]
+pub struct Judge {
+    limits: Limits,
+    routes: HashMap<String, Arc<DomainSchema>>,
+}
+
+impl Judge {
+    /// A judge with the given limits and topic → schema routes.
+    pub fn new(limits: Limits, routes: HashMap<String, Arc<DomainSchema>>) -> Self {
+        Self { limits, routes }
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The schema routed for a topic.
+    pub fn schema_for(&self, topic: &str) -> Option<&Arc<DomainSchema>> {
+        self.routes.get(topic)
+    }
+
+    /// Judge one record of `topic`. Never panics; bad input yields a quarantine verdict.
+    pub fn judge(&self, topic: &str, record: &Record) -> Judgement {
+        let schema = self.routes.get(topic);
+        let schema_id = schema.map(|s| Arc::clone(s.id()));
+        let verdict = match self.verdict(schema, record) {
+            Ok(()) => Verdict::Pass,
+            Err(reasons) => Verdict::Quarantine(reasons),
+        };
+        Judgement { verdict, schema_id }
+    }
+
+    fn verdict(&self, schema: Option<&Arc<DomainSchema>>, record: &Record) -> Result<(), Vec<Reason>> {
+        if record.payload_len > self.limits.max_bytes {
+            return Err(vec![Reason::new(
+                ReasonCode::LIMIT_BYTES,
+                format!("payload is {} bytes, limit {}", record.payload_len, self.limits.max_bytes),
+            )]);
+        }
+        let Some(bytes) = record.payload.as_deref() else {
+            return Err(vec![Reason::new(ReasonCode::DECODE_EMPTY, "tombstone (null payload)")]);
+        };
+        prescan(bytes, &self.limits).map_err(|r| vec![r])?;
+        let value = decode(bytes).map_err(|r| vec![r])?;
+        let Some(schema) = schema else {
+            return Err(vec![Reason::new(ReasonCode::ROUTE_UNKNOWN_TOPIC, "no schema is routed for this topic")]);
+        };
+        schema.check(&value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(payload: Option<&[u8]>) -> Record {
+        Record {
+            offset: 0,
+            timestamp_ms: None,
+            key: None,
+            headers: vec![],
+            payload: payload.map(<[u8]>::to_vec),
+            payload_len: payload.map_or(0, <[u8]>::len),
+        }
+    }
+
+    #[test]
+    fn unrouted_topic_is_quarantined() {
+        let j = Judge::new(Limits::default(), HashMap::new());
+        let v = j.judge("t", &record(Some(b"{}"))).verdict;
+        assert_eq!(v, Verdict::reject(Reason::new(ReasonCode::ROUTE_UNKNOWN_TOPIC, "no schema is routed for this topic")));
+    }
+
+    #[test]
+    fn truncated_oversize_payload_is_limit_bytes() {
+        let j = Judge::new(Limits::default(), HashMap::new());
+        let mut r = record(Some(b"{"));
+        r.payload_len = Limits::default().max_bytes + 1;
+        match j.judge("t", &r).verdict {
+            Verdict::Quarantine(rs) => assert_eq!(rs[0].code, ReasonCode::LIMIT_BYTES),
+            Verdict::Pass => panic!("must not pass"),
+        }
+        match j.judge("t", &record(None)).verdict {
+            Verdict::Quarantine(rs) => assert_eq!(rs[0].code, ReasonCode::DECODE_EMPTY),
+            Verdict::Pass => panic!("must not pass"),
+        }
+    }
+}

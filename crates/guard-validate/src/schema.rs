@@ -1,0 +1,289 @@
+//! Domain schemas: a JSON Schema (draft 2020-12) plus the `x-guard` section that names the
+//! features, the label, tensor fields and the source field.
+//!
+//! One file drives validation, feature extraction, statistics and (later) the model's input
+//! order, so it is checked hard at load time: every pointer must be well formed and every
+//! feature name unique.
+
+use crate::ValidateError;
+use guard_core::{Reason, ReasonCode};
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Most schema errors reported for one record; the rest are summarised.
+pub const MAX_REASONS_PER_RECORD: usize = 8;
+
+/// The `x-guard` section of a domain schema.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GuardSection {
+    /// Stable schema identity written with every verdict, e.g. `shuttle-v1`.
+    pub id: String,
+    /// JSON pointer to the producer/source field, if records carry one.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// JSON pointer to the label.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Number of label classes, for categorical labels `0..classes`.
+    #[serde(default)]
+    pub label_classes: Option<usize>,
+    /// Numeric features in model input order.
+    #[serde(default)]
+    pub numeric: Vec<FeatureField>,
+    /// Categorical features.
+    #[serde(default)]
+    pub categorical: Vec<FeatureField>,
+    /// Tensor fields (flattened row-major) with their shape.
+    #[serde(default)]
+    pub tensors: Vec<TensorField>,
+}
+
+/// A named feature at a JSON pointer.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureField {
+    /// Feature name, unique within the schema.
+    pub name: String,
+    /// JSON pointer to the value.
+    pub pointer: String,
+}
+
+/// A tensor field: a flat numeric array with a declared shape.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TensorField {
+    /// Tensor name, unique within the schema.
+    pub name: String,
+    /// JSON pointer to the flat array.
+    pub pointer: String,
+    /// Shape, e.g. `[28, 28]`; the array length must equal the product.
+    pub shape: Vec<usize>,
+}
+
+/// A loaded, compiled domain schema.
+pub struct DomainSchema {
+    id: Arc<str>,
+    guard: GuardSection,
+    validator: jsonschema::Validator,
+    tensor_lens: Vec<usize>,
+}
+
+impl std::fmt::Debug for DomainSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DomainSchema").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl DomainSchema {
+    /// Load and compile a schema file.
+    pub fn load(path: &Path) -> Result<Self, ValidateError> {
+        let text = std::fs::read(path).map_err(|source| ValidateError::SchemaRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let value: Value = serde_json::from_slice(&text).map_err(|e| ValidateError::SchemaInvalid {
+            path: path.to_path_buf(),
+            key: String::new(),
+            message: e.to_string(),
+        })?;
+        Self::from_value(&value).map_err(|(key, message)| ValidateError::SchemaInvalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        })
+    }
+
+    /// Compile a schema document; errors name the offending key.
+    pub fn from_value(value: &Value) -> Result<Self, (String, String)> {
+        let section = value
+            .get("x-guard")
+            .ok_or_else(|| ("x-guard".to_owned(), "missing x-guard section".to_owned()))?;
+        let guard: GuardSection = serde_json::from_value(section.clone())
+            .map_err(|e| ("x-guard".to_owned(), e.to_string()))?;
+        let mut names = std::collections::HashSet::new();
+        let pointers = guard
+            .numeric
+            .iter()
+            .chain(&guard.categorical)
+            .map(|f| (f.name.as_str(), f.pointer.as_str()))
+            .chain(guard.tensors.iter().map(|t| (t.name.as_str(), t.pointer.as_str())));
+        for (name, pointer) in pointers {
+            if !names.insert(name.to_owned()) {
+                return Err(("x-guard".to_owned(), format!("feature name {name:?} is used twice")));
+            }
+            check_pointer(pointer).map_err(|m| (format!("x-guard.{name}"), m))?;
+        }
+        for p in guard.source.iter().chain(&guard.label) {
+            check_pointer(p).map_err(|m| ("x-guard".to_owned(), m))?;
+        }
+        let mut tensor_lens = Vec::new();
+        for t in &guard.tensors {
+            let len = t.shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d)).unwrap_or(0);
+            if len == 0 {
+                return Err((format!("x-guard.{}", t.name), "tensor shape must be non-empty and non-zero".into()));
+            }
+            tensor_lens.push(len);
+        }
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(value)
+            .map_err(|e| (e.instance_path().to_string(), e.to_string()))?;
+        Ok(Self {
+            id: Arc::from(guard.id.as_str()),
+            guard,
+            validator,
+            tensor_lens,
+        })
+    }
+
+    /// The schema identity (`x-guard.id`).
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// The `x-guard` section.
+    pub fn guard(&self) -> &GuardSection {
+        &self.guard
+    }
+
+    /// Validate a decoded record: JSON Schema first, then the x-guard rules (tensor shapes).
+    pub fn check(&self, value: &Value) -> Result<(), Vec<Reason>> {
+        if self.validator.is_valid(value) {
+            return self.check_tensors(value);
+        }
+        let mut reasons = Vec::new();
+        let mut total = 0usize;
+        for err in self.validator.iter_errors(value) {
+            total += 1;
+            if reasons.len() < MAX_REASONS_PER_RECORD {
+                reasons.push(
+                    Reason::new(ReasonCode::schema(err.kind().keyword()), err.to_string())
+                        .at(err.instance_path().to_string()),
+                );
+            }
+        }
+        if total > reasons.len() {
+            if let Some(last) = reasons.last_mut() {
+                last.detail.push_str(&format!(" (+{} more errors)", total - MAX_REASONS_PER_RECORD));
+            }
+        }
+        if reasons.is_empty() {
+            // is_valid and iter_errors disagreeing would be a validator bug; still never pass it.
+            reasons.push(Reason::new(ReasonCode::SCHEMA_OTHER, "schema rejected the record"));
+        }
+        Err(reasons)
+    }
+
+    fn check_tensors(&self, value: &Value) -> Result<(), Vec<Reason>> {
+        for (t, want) in self.guard.tensors.iter().zip(&self.tensor_lens) {
+            let got = value.pointer(&t.pointer).and_then(Value::as_array).map(Vec::len);
+            if got != Some(*want) {
+                return Err(vec![Reason::new(
+                    ReasonCode::schema("items"),
+                    format!("tensor {} must have {} elements for shape {:?}, has {:?}", t.name, want, t.shape, got),
+                )
+                .at(t.pointer.clone())]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Numeric features in declared order (`NaN` where absent or not a number), for statistics
+    /// and scoring.
+    pub fn numeric_features(&self, value: &Value) -> Vec<f64> {
+        self.guard
+            .numeric
+            .iter()
+            .map(|f| value.pointer(&f.pointer).and_then(Value::as_f64).unwrap_or(f64::NAN))
+            .collect()
+    }
+
+    /// The record's label as a string, if the schema names one and the record has it.
+    pub fn label(&self, value: &Value) -> Option<String> {
+        let v = value.pointer(self.guard.label.as_deref()?)?;
+        Some(match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    }
+
+    /// The record's source (producer) field, if the schema names one.
+    pub fn source<'v>(&self, value: &'v Value) -> Option<&'v str> {
+        value.pointer(self.guard.source.as_deref()?)?.as_str()
+    }
+}
+
+fn check_pointer(p: &str) -> Result<(), String> {
+    if p.is_empty() || p.starts_with('/') {
+        Ok(())
+    } else {
+        Err(format!("{p:?} is not a JSON pointer (must start with '/')"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> DomainSchema {
+        let v = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "required": ["features", "label"],
+            "properties": {
+                "features": {"type": "array", "items": {"type": "number", "maximum": 10}, "minItems": 2, "maxItems": 2},
+                "label": {"type": "integer", "minimum": 0, "maximum": 1},
+                "img": {"type": "array", "items": {"type": "integer"}}
+            },
+            "x-guard": {
+                "id": "t-v1", "label": "/label", "label_classes": 2,
+                "numeric": [{"name": "a", "pointer": "/features/0"}, {"name": "b", "pointer": "/features/1"}],
+                "tensors": [{"name": "img", "pointer": "/img", "shape": [2, 2]}]
+            }
+        });
+        match DomainSchema::from_value(&v) {
+            Ok(s) => s,
+            Err(e) => panic!("schema should compile: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn keeps_keyword_and_instance_path() {
+        let s = schema();
+        let errs = s.check(&json!({"features": [1, 11], "label": 0, "img": [0,0,0,0]})).err().unwrap_or_default();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].code.as_str(), "schema.maximum");
+        assert_eq!(errs[0].path.as_deref(), Some("/features/1"));
+        let errs = s.check(&json!({"features": [1, 2]})).err().unwrap_or_default();
+        assert_eq!(errs[0].code.as_str(), "schema.required");
+    }
+
+    #[test]
+    fn tensor_shape_is_enforced() {
+        let s = schema();
+        assert!(s.check(&json!({"features": [1, 2], "label": 1, "img": [0,0,0,0]})).is_ok());
+        let errs = s.check(&json!({"features": [1, 2], "label": 1, "img": [0,0,0]})).err().unwrap_or_default();
+        assert_eq!(errs[0].code.as_str(), "schema.items");
+    }
+
+    #[test]
+    fn extracts_features_and_label() {
+        let s = schema();
+        let v = json!({"features": [1.5, 2], "label": 1});
+        assert_eq!(s.numeric_features(&v), vec![1.5, 2.0]);
+        assert_eq!(s.label(&v).as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn bad_x_guard_is_refused_with_key() {
+        let v = json!({"type": "object", "x-guard": {"id": "x", "numeric": [{"name": "a", "pointer": "nope"}]}});
+        let err = DomainSchema::from_value(&v).err();
+        assert_eq!(err.map(|e| e.0), Some("x-guard.a".to_owned()));
+        let v = json!({"type": "object", "x-guard": {"id": "x", "bogus": 1}});
+        assert!(DomainSchema::from_value(&v).err().is_some_and(|e| e.1.contains("bogus")));
+    }
+}
