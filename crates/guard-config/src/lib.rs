@@ -1,1 +1,582 @@
-//! placeholder
+//! ingest-guard configuration: serde structs with a documented default for every field, layered
+//! loading (built-in defaults, then the TOML file, then `GUARD__SECTION__KEY` environment
+//! variables), and validation that reports **every** problem at once, each naming the file and key.
+//!
+//! Unknown keys are rejected. They are collected with `serde_ignored` rather than
+//! `deny_unknown_fields`, because the latter stops at the first one and `ingest-guard check` must
+//! list all problems in one run. Validation does no I/O; the binary's `check` adds the checks that
+//! need it (schema files, broker reachability).
+
+use guard_core::Limits;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Prefix of environment overrides; `__` separates nesting levels.
+pub const ENV_PREFIX: &str = "GUARD__";
+
+/// Default for [`KafkaConfig::brokers`].
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+/// Default for [`KafkaConfig::group_id`].
+pub const DEFAULT_GROUP_ID: &str = "ingest-guard";
+/// Default for [`KafkaConfig::session_timeout_ms`].
+pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 10_000;
+/// Default for [`KafkaConfig::commit_interval_ms`].
+pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 1_000;
+/// Default for [`KafkaConfig::probe_interval_ms`].
+pub const DEFAULT_PROBE_INTERVAL_MS: u64 = 2_000;
+/// Default for [`KafkaConfig::queued_max_kbytes`]: 16 MiB of prefetched messages.
+pub const DEFAULT_QUEUED_MAX_KBYTES: u64 = 16 * 1024;
+/// Default for [`KafkaConfig::provenance_header`].
+pub const DEFAULT_PROVENANCE_HEADER: &str = "x-guard-source";
+/// Default for [`KafkaConfig::retry_backoff_ms`].
+pub const DEFAULT_RETRY_BACKOFF_MS: u64 = 500;
+/// Default for [`PipelineConfig::batch_max_records`].
+pub const DEFAULT_BATCH_MAX_RECORDS: usize = 1_000;
+/// Default for [`PipelineConfig::batch_max_wait_ms`].
+pub const DEFAULT_BATCH_MAX_WAIT_MS: u64 = 20;
+/// Default for [`PipelineConfig::channel_capacity`].
+pub const DEFAULT_CHANNEL_CAPACITY: usize = 4;
+/// Default for [`PipelineConfig::workers`].
+pub const DEFAULT_WORKERS: usize = 1;
+/// Default for [`PipelineConfig::drain_timeout_ms`].
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
+/// Default for [`QuarantineConfig::dir`].
+pub const DEFAULT_QUARANTINE_DIR: &str = "quarantine";
+/// Default for [`QuarantineConfig::roll_max_rows`].
+pub const DEFAULT_ROLL_MAX_ROWS: usize = 50_000;
+/// Default for [`QuarantineConfig::roll_max_bytes`]: 16 MiB of buffered payload per partition.
+pub const DEFAULT_ROLL_MAX_BYTES: usize = 16 << 20;
+/// Default for [`QuarantineConfig::roll_max_age_ms`].
+pub const DEFAULT_ROLL_MAX_AGE_MS: u64 = 2_000;
+/// Default for [`QuarantineConfig::oversize_prefix_bytes`].
+pub const DEFAULT_OVERSIZE_PREFIX_BYTES: usize = 64 * 1024;
+/// Default for [`QuarantineConfig::zstd_level`].
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// Default for [`ServerConfig::listen`].
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9898";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Kafka connection, consumer group and output topic.
+    pub kafka: KafkaConfig,
+    /// Hard limits enforced before parsing.
+    pub limits: Limits,
+    /// Which domain schema judges which input topic; the input topics are exactly these.
+    pub routes: Vec<Route>,
+    /// Batching, back-pressure and mode.
+    pub pipeline: PipelineConfig,
+    /// Where and how quarantined records are written.
+    pub quarantine: QuarantineConfig,
+    /// The HTTP server for metrics and health.
+    pub server: ServerConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Kafka settings shared by the consumer and the clean-record producer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated `host:port`.
+    pub brokers: String,
+    /// Consumer group; instances with the same group split the partitions.
+    pub group_id: String,
+    /// Topic that receives records that pass; required in `enforce` mode.
+    pub output_topic: Option<String>,
+    /// librdkafka properties for both clients (TLS, SASL, ...), passed through verbatim.
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties for the consumer only.
+    pub consumer_properties: BTreeMap<String, String>,
+    /// librdkafka properties for the producer only.
+    pub producer_properties: BTreeMap<String, String>,
+    /// Group session timeout in milliseconds.
+    pub session_timeout_ms: u64,
+    /// How often durable progress is committed, in milliseconds.
+    pub commit_interval_ms: u64,
+    /// How often the broker is probed for `/readyz`, in milliseconds.
+    pub probe_interval_ms: u64,
+    /// Bound on prefetched, not yet processed messages, in KiB (`queued.max.messages.kbytes`).
+    pub queued_max_kbytes: u64,
+    /// Header added to each forwarded record with its source `topic/partition/offset`; empty
+    /// disables it.
+    pub provenance_header: String,
+    /// Back-off between retries of a failed produce, in milliseconds.
+    pub retry_backoff_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: DEFAULT_BROKERS.into(),
+            group_id: DEFAULT_GROUP_ID.into(),
+            output_topic: None,
+            properties: BTreeMap::new(),
+            consumer_properties: BTreeMap::new(),
+            producer_properties: BTreeMap::new(),
+            session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
+            commit_interval_ms: DEFAULT_COMMIT_INTERVAL_MS,
+            probe_interval_ms: DEFAULT_PROBE_INTERVAL_MS,
+            queued_max_kbytes: DEFAULT_QUEUED_MAX_KBYTES,
+            provenance_header: DEFAULT_PROVENANCE_HEADER.into(),
+            retry_backoff_ms: DEFAULT_RETRY_BACKOFF_MS,
+        }
+    }
+}
+
+/// An input topic and the schema that judges it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Route {
+    /// Input topic name.
+    pub topic: String,
+    /// Domain schema file; relative paths are resolved against the config file's folder.
+    pub schema: PathBuf,
+}
+
+/// What the guard does with records that pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Forward passing records to `kafka.output_topic`, quarantine the rest.
+    #[default]
+    Enforce,
+    /// Forward nothing; quarantine copies of suspects only (observe before enforcing).
+    Monitor,
+}
+
+/// Batching and back-pressure.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PipelineConfig {
+    /// `enforce` or `monitor`.
+    pub mode: Mode,
+    /// Most records in one per-partition batch.
+    pub batch_max_records: usize,
+    /// Longest a partial batch waits before it is dispatched, in milliseconds.
+    pub batch_max_wait_ms: u64,
+    /// Batches that may wait between stages; when full the consumer pauses.
+    pub channel_capacity: usize,
+    /// Validation threads; partitions are sharded over them so per-partition order holds.
+    pub workers: usize,
+    /// Longest a rebalance or shutdown waits for in-flight records to become durable, in ms.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            batch_max_records: DEFAULT_BATCH_MAX_RECORDS,
+            batch_max_wait_ms: DEFAULT_BATCH_MAX_WAIT_MS,
+            channel_capacity: DEFAULT_CHANNEL_CAPACITY,
+            workers: DEFAULT_WORKERS,
+            drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
+        }
+    }
+}
+
+/// The Parquet quarantine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QuarantineConfig {
+    /// Folder for quarantine files (`topic=…/partition=…/…parquet`); relative to the config file.
+    pub dir: PathBuf,
+    /// A partition's open file is written once it holds this many rows.
+    pub roll_max_rows: usize,
+    /// ... or this many payload bytes.
+    pub roll_max_bytes: usize,
+    /// ... or its oldest row is this old, in milliseconds (bounds commit latency).
+    pub roll_max_age_ms: u64,
+    /// Payload bytes kept for a record over `limits.max_bytes` (the rest is dropped, the
+    /// original length is recorded).
+    pub oversize_prefix_bytes: usize,
+    /// zstd compression level.
+    pub zstd_level: i32,
+    /// Back-off between retries of a failed write, in milliseconds.
+    pub retry_backoff_ms: u64,
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(DEFAULT_QUARANTINE_DIR),
+            roll_max_rows: DEFAULT_ROLL_MAX_ROWS,
+            roll_max_bytes: DEFAULT_ROLL_MAX_BYTES,
+            roll_max_age_ms: DEFAULT_ROLL_MAX_AGE_MS,
+            oversize_prefix_bytes: DEFAULT_OVERSIZE_PREFIX_BYTES,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+            retry_backoff_ms: DEFAULT_RETRY_BACKOFF_MS,
+        }
+    }
+}
+
+/// HTTP server for `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Address to listen on; loopback by default.
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.into(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// `tracing` filter directive, e.g. `info` or `ingest_guard=debug,info`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// One configuration problem, naming where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file (or `environment`) the problem comes from.
+    pub file: String,
+    /// Dotted key, e.g. `kafka.brokers` or `routes[1].schema`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.file, self.key, self.message)
+    }
+}
+
+/// Loading failed; every problem found is listed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// One or more problems; see the list.
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    /// The problems.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid(p) => p,
+        }
+    }
+}
+
+/// A loaded config and the problems found so far (empty when valid).
+#[derive(Debug)]
+pub struct Loaded {
+    /// The config (defaults where the file could not be read).
+    pub config: Config,
+    /// Every problem found; `check` prints them all.
+    pub problems: Vec<Problem>,
+}
+
+impl Config {
+    /// Load `path` with environment overrides from the process and validate it.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let loaded = Self::load_lenient(path, std::env::vars());
+        if loaded.problems.is_empty() {
+            Ok(loaded.config)
+        } else {
+            Err(ConfigError::Invalid(loaded.problems))
+        }
+    }
+
+    /// Load and validate, collecting problems instead of stopping at the first one.
+    pub fn load_lenient(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Loaded {
+        let file = path.display().to_string();
+        let mut problems = Vec::new();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(Problem { file, key: String::new(), message: format!("cannot read: {e}") });
+                return Loaded { config: Config::default(), problems };
+            }
+        };
+        let mut config = Self::parse_str(&text, &file, env, &mut problems);
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        problems.extend(config.validate(&file));
+        Loaded { config, problems }
+    }
+
+    /// Parse TOML text plus environment overrides; problems are appended.
+    pub fn parse_str(
+        text: &str,
+        file: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        problems: &mut Vec<Problem>,
+    ) -> Config {
+        let mut table: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(Problem { file: file.into(), key: String::new(), message: e.to_string() });
+                return Config::default();
+            }
+        };
+        let mut from_env = Vec::new();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+            if path.iter().any(String::is_empty) {
+                problems.push(Problem { file: "environment".into(), key: name, message: "empty key segment".into() });
+                continue;
+            }
+            set_path(&mut table, &path, parse_env_value(&value));
+            from_env.push(path.join("."));
+        }
+        let mut unknown = Vec::new();
+        let de = toml::Value::Table(table);
+        let result: Result<Config, _> = serde_ignored::deserialize(de, |p| unknown.push(p.to_string()));
+        for key in unknown {
+            let origin = if from_env.iter().any(|e| e == &key) { "environment" } else { file };
+            problems.push(Problem { file: origin.into(), key, message: "unknown key".into() });
+        }
+        match result {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(Problem { file: file.into(), key: String::new(), message: e.to_string() });
+                Config::default()
+            }
+        }
+    }
+
+    /// Resolve relative schema and quarantine paths against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for r in &mut self.routes {
+            if r.schema.is_relative() && !r.schema.as_os_str().is_empty() {
+                r.schema = base.join(&r.schema);
+            }
+        }
+        if self.quarantine.dir.is_relative() {
+            self.quarantine.dir = base.join(&self.quarantine.dir);
+        }
+    }
+
+    /// Cross-field checks without I/O. Returns every problem found.
+    pub fn validate(&self, file: &str) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            out.push(Problem { file: file.into(), key: key.into(), message });
+        };
+        for (i, b) in self.kafka.brokers.split(',').enumerate() {
+            if let Err(m) = check_broker(b.trim()) {
+                bad("kafka.brokers", format!("entry {i} {b:?}: {m}"));
+            }
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            bad("kafka.group_id", "must not be empty".into());
+        }
+        if self.routes.is_empty() {
+            bad("routes", "at least one [[routes]] entry (topic and schema) is required".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            if let Err(m) = check_topic(&r.topic) {
+                bad(&format!("routes[{i}].topic"), m);
+            }
+            if !seen.insert(r.topic.clone()) {
+                bad(&format!("routes[{i}].topic"), format!("topic {:?} is routed twice", r.topic));
+            }
+            if r.schema.as_os_str().is_empty() {
+                bad(&format!("routes[{i}].schema"), "missing schema file".into());
+            }
+        }
+        match (&self.pipeline.mode, &self.kafka.output_topic) {
+            (Mode::Enforce, None) => bad("kafka.output_topic", "required when pipeline.mode = \"enforce\"".into()),
+            (_, Some(t)) => {
+                if let Err(m) = check_topic(t) {
+                    bad("kafka.output_topic", m);
+                }
+                if self.routes.iter().any(|r| &r.topic == t) {
+                    bad("kafka.output_topic", format!("{t:?} is also an input topic (records would loop)"));
+                }
+            }
+            (Mode::Monitor, None) => {}
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.max_bytes", l.max_bytes),
+            ("limits.max_depth", l.max_depth),
+            ("limits.max_fields", l.max_fields),
+            ("limits.max_array_len", l.max_array_len),
+            ("limits.max_string_len", l.max_string_len),
+            ("pipeline.batch_max_records", self.pipeline.batch_max_records),
+            ("pipeline.channel_capacity", self.pipeline.channel_capacity),
+            ("pipeline.workers", self.pipeline.workers),
+            ("quarantine.roll_max_rows", self.quarantine.roll_max_rows),
+            ("quarantine.roll_max_bytes", self.quarantine.roll_max_bytes),
+        ] {
+            if v == 0 {
+                bad(key, "must be greater than 0".into());
+            }
+        }
+        if l.max_depth > guard_core::limits::MAX_CONFIGURABLE_DEPTH {
+            bad("limits.max_depth", format!("at most {}", guard_core::limits::MAX_CONFIGURABLE_DEPTH));
+        }
+        if self.kafka.session_timeout_ms < 1_000 {
+            bad("kafka.session_timeout_ms", "at least 1000".into());
+        }
+        if !(1..=22).contains(&self.quarantine.zstd_level) {
+            bad("quarantine.zstd_level", "between 1 and 22".into());
+        }
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            bad("server.listen", format!("{:?} is not an ip:port address", self.server.listen));
+        }
+        if self.quarantine.dir.as_os_str().is_empty() {
+            bad("quarantine.dir", "must not be empty".into());
+        }
+        out
+    }
+}
+
+fn check_broker(b: &str) -> Result<(), String> {
+    let (host, port) = b.rsplit_once(':').ok_or("expected host:port")?;
+    let host = host.trim_start_matches("PLAINTEXT://").trim_start_matches("SSL://");
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err("bad host".into());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("bad port {port:?}")),
+    }
+}
+
+fn check_topic(t: &str) -> Result<(), String> {
+    if t.is_empty() || t.len() > 249 || t == "." || t == ".." {
+        return Err(format!("{t:?} is not a valid topic name"));
+    }
+    if !t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        return Err(format!("{t:?} may only contain ASCII letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+fn parse_env_value(v: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {v}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(v.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut cur = table;
+    for p in parents {
+        let entry = cur.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        match entry {
+            toml::Value::Table(t) => cur = t,
+            _ => return,
+        }
+    }
+    cur.insert(last.clone(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+output_topic = "clean"
+[[routes]]
+topic = "in"
+schema = "s.json"
+"#;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> (Config, Vec<Problem>) {
+        let mut problems = Vec::new();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let c = Config::parse_str(text, "test.toml", env, &mut problems);
+        problems.extend(c.validate("test.toml"));
+        (c, problems)
+    }
+
+    #[test]
+    fn good_config_has_no_problems() {
+        let (c, p) = parse(GOOD, &[]);
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(c.pipeline.batch_max_records, DEFAULT_BATCH_MAX_RECORDS);
+    }
+
+    #[test]
+    fn reports_every_problem_with_key() {
+        let text = format!("{GOOD}\n[pipeline]\nbogus = 1\nworkers = 0\n");
+        let text = text.replace("127.0.0.1:9092", "not a host:99999");
+        let (_, p) = parse(&text, &[]);
+        let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"pipeline.bogus"), "{p:?}");
+        assert!(keys.contains(&"kafka.brokers"), "{p:?}");
+        assert!(keys.contains(&"pipeline.workers"), "{p:?}");
+        assert!(p.iter().all(|p| p.file == "test.toml"));
+    }
+
+    #[test]
+    fn env_overrides_win_and_unknown_env_keys_are_named() {
+        let (c, p) = parse(GOOD, &[("GUARD__KAFKA__GROUP_ID", "g2"), ("GUARD__PIPELINE__WORKERS", "3")]);
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(c.kafka.group_id, "g2");
+        assert_eq!(c.pipeline.workers, 3);
+        let (_, p) = parse(GOOD, &[("GUARD__KAFKA__NOPE", "1")]);
+        assert_eq!(p, vec![Problem { file: "environment".into(), key: "kafka.nope".into(), message: "unknown key".into() }]);
+    }
+
+    #[test]
+    fn enforce_needs_output_topic_that_is_not_an_input() {
+        let (_, p) = parse(&GOOD.replace("output_topic = \"clean\"", ""), &[]);
+        assert!(p.iter().any(|p| p.key == "kafka.output_topic"));
+        let (_, p) = parse(&GOOD.replace("\"clean\"", "\"in\""), &[]);
+        assert!(p.iter().any(|p| p.key == "kafka.output_topic" && p.message.contains("loop")));
+    }
+
+    #[test]
+    fn every_shipped_config_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let loaded = Config::load_lenient(&path, std::iter::empty());
+                assert!(loaded.problems.is_empty(), "{}: {:?}", path.display(), loaded.problems);
+                n += 1;
+            }
+        }
+        assert!(n >= 1, "config/ has no .toml files");
+    }
+}

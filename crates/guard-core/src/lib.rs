@@ -10,7 +10,7 @@
 //! * a quarantined record always carries at least one stable [`ReasonCode`].
 
 mod health;
-mod limits;
+pub mod limits;
 mod reason;
 mod record;
 

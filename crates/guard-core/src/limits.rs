@@ -18,7 +18,7 @@ pub const MAX_CONFIGURABLE_DEPTH: usize = 120;
 /// Bounds enforced on the raw bytes before any tree is built. Work spent on a record is bounded
 /// by these numbers, not by the record's size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Limits {
     /// Largest accepted message payload in bytes; larger ones are quarantined as `limit.bytes`
     /// without being scanned.

@@ -1,1 +1,51 @@
-//! placeholder
+//! The quarantine: Parquet files of held records with machine-readable reasons.
+//!
+//! Invariants this crate keeps (DESIGN.md 1 and 2):
+//! * a file becomes visible only whole: it is written to a temporary name, fsynced, renamed, and
+//!   its folder fsynced ([`LocalDirStore::put`]); only then may the offsets in it be committed;
+//! * a file's name carries topic, partition and the **input** offset range it covers
+//!   (`topic=T/partition=P/<first>-<last>.parquet`, offsets zero-padded), so after a crash the
+//!   guard knows which offsets are already durable ([`covered_until`]) and a replay does not write
+//!   the same records twice.
+//!
+//! Writing goes through the small [`QuarantineStore`] trait so object storage can follow the
+//! local folder.
+
+mod buffer;
+mod encode;
+mod read;
+mod store;
+
+pub use buffer::{PartitionBuffer, RollPolicy};
+pub use encode::{arrow_schema, encode, QuarantineRow, ReasonEntry};
+pub use read::{list_files, read_file, FileInfo, StoredRow};
+pub use store::{covered_until, file_name, parse_file_name, partition_prefix, LocalDirStore, QuarantineStore};
+
+/// Errors of the quarantine store and codec.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuarantineError {
+    /// Filesystem (or object store) failure: retry with back-off, report not-ready.
+    #[error("quarantine i/o error on {path}: {source}")]
+    Io {
+        /// Path involved.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Parquet or Arrow failure while encoding or decoding.
+    #[error("parquet error: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Arrow failure while building a batch.
+    #[error("arrow error: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// A file does not have the quarantine layout.
+    #[error("not a quarantine file: {0}")]
+    Format(String),
+}
+
+impl QuarantineError {
+    pub(crate) fn io(path: impl std::fmt::Display, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_string(), source }
+    }
+}
