@@ -1,1 +1,21 @@
-fn main() {}
+//! `ingest-guard`: the binary that wires the stages together.
+//!
+//! Only this crate knows every stage; the library crates know `guard-core` and their own job.
+
+mod cli;
+mod run;
+mod stage;
+mod tools;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    match cli::dispatch(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

@@ -1,1 +1,33 @@
-//! placeholder
+//! ingest-guard's Kafka edges: the consumer-group source and the clean-record sink.
+//!
+//! The source runs the rdkafka consumer on its own thread. It cuts per-partition batches,
+//! registers each with the [`AckTracker`](guard_pipeline::AckTracker) at the moment it is handed
+//! on, and commits only the tracker's contiguous durable prefix. When downstream is full it
+//! pauses its partitions and keeps polling, so group membership survives back-pressure and
+//! memory stays bounded. On revocation it first drains: it waits (bounded) until everything in
+//! flight is durable, commits that synchronously, and only then lets the partitions go
+//! (the commit rule is the one rust-rdkafka's `at_least_once` example states).
+//!
+//! The sink produces passing records with an idempotent producer, keeps key, headers and
+//! timestamp, and retries failed deliveries until they succeed: a record is never dropped
+//! because the broker was away.
+
+mod client;
+mod sink;
+mod source;
+
+pub use client::{consumer_config, producer_config};
+pub use sink::CleanSink;
+pub use source::{FlushSignal, Source, SourceSettings};
+
+/// Errors of the Kafka edges.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KafkaGuardError {
+    /// librdkafka refused a client configuration or operation.
+    #[error("kafka client error: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    /// The consumer thread could not be started or died.
+    #[error("consumer thread failed: {0}")]
+    Thread(String),
+}

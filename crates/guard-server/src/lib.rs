@@ -1,1 +1,81 @@
-//! placeholder
+//! The guard's HTTP surface: `/metrics` (Prometheus text), `/healthz` (the process is alive)
+//! and `/readyz` (the guard can make records durable: joined, broker reachable, sinks healthy).
+//!
+//! The server knows only [`Health`] and a render function for metrics, so it stays independent
+//! of the metrics backend and of the stages. It binds to loopback by default.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use guard_core::Health;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Renders the Prometheus exposition text.
+pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Extra facts `/readyz` reports next to health (e.g. mode, version).
+pub type ReadyExtras = Arc<serde_json::Map<String, serde_json::Value>>;
+
+/// Errors of the HTTP server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The server stopped with an error.
+    #[error("http server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+#[derive(Clone)]
+struct AppState {
+    health: Arc<Health>,
+    render: RenderMetrics,
+    extras: ReadyExtras,
+}
+
+/// The router, for embedding or tests.
+pub fn router(health: Arc<Health>, render: RenderMetrics, extras: ReadyExtras) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(AppState { health, render, extras })
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], (s.render)()).into_response()
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let report = s.health.report();
+    let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let mut body = match serde_json::to_value(&report) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    for (k, v) in s.extras.iter() {
+        body.insert(k.clone(), v.clone());
+    }
+    (status, Json(serde_json::Value::Object(body))).into_response()
+}
+
+/// Bind `addr` and serve until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+    tracing::info!(%addr, "http server listening");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve)
+}

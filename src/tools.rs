@@ -1,0 +1,181 @@
+//! Helpers for demos, tests and benchmarks: produce a file's lines as records, create topics,
+//! and a bare pass-through (consume and re-produce with no checks) as the benchmark baseline.
+
+use anyhow::Context;
+use clap::Subcommand;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::ClientConfig;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Subcommand)]
+pub enum ToolsCommand {
+    /// Produce each line of a file as one record (bytes as they are, without the newline).
+    Produce {
+        /// Bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Topic to produce to.
+        #[arg(long)]
+        topic: String,
+        /// File with one payload per line.
+        #[arg(long)]
+        file: PathBuf,
+        /// Produce the file this many times.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// Leave keys null (default: the line number as key).
+        #[arg(long)]
+        null_keys: bool,
+        /// librdkafka `message.max.bytes` for the producer.
+        #[arg(long, default_value_t = 1_000_000)]
+        message_max_bytes: usize,
+    },
+    /// Create a topic (no error if it exists).
+    CreateTopic {
+        /// Bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Topic name.
+        #[arg(long)]
+        topic: String,
+        /// Partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+    },
+    /// Benchmark baseline: consume `count` records from one topic and re-produce the same bytes
+    /// to another with no checks, same client library; prints records/s.
+    Passthrough {
+        /// Bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Input topic.
+        #[arg(long)]
+        from: String,
+        /// Output topic.
+        #[arg(long)]
+        to: String,
+        /// Consumer group.
+        #[arg(long, default_value = "passthrough")]
+        group: String,
+        /// Stop after this many records.
+        #[arg(long)]
+        count: u64,
+    },
+}
+
+pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ToolsCommand::Produce { brokers, topic, file, repeat, null_keys, message_max_bytes } => {
+            let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("linger.ms", "5")
+                .set("message.max.bytes", message_max_bytes.to_string())
+                .set("enable.idempotence", "true")
+                .create()
+                .context("creating producer")?;
+            let lines: Vec<Vec<u8>> = std::io::BufReader::new(std::fs::File::open(&file).with_context(|| file.display().to_string())?)
+                .split(b'\n')
+                .collect::<Result<_, _>>()?;
+            let started = Instant::now();
+            let mut n = 0u64;
+            for _ in 0..repeat {
+                for (i, line) in lines.iter().enumerate() {
+                    let key = i.to_string();
+                    loop {
+                        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&topic).payload(line.as_slice());
+                        if !null_keys {
+                            rec = rec.key(key.as_bytes());
+                        }
+                        match producer.send(rec) {
+                            Ok(()) => break,
+                            Err((e, _)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                                producer.poll(Duration::from_millis(5));
+                            }
+                            Err((e, _)) => anyhow::bail!("produce failed: {e}"),
+                        }
+                    }
+                    n += 1;
+                }
+            }
+            producer.flush(Duration::from_secs(60)).context("flushing producer")?;
+            let secs = started.elapsed().as_secs_f64();
+            println!("produced {n} records to {topic} in {secs:.2}s ({:.0} records/s)", n as f64 / secs);
+            Ok(ExitCode::SUCCESS)
+        }
+        ToolsCommand::CreateTopic { brokers, topic, partitions } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(create_topic(&brokers, &topic, partitions))?;
+            println!("topic {topic} ready ({partitions} partitions)");
+            Ok(ExitCode::SUCCESS)
+        }
+        ToolsCommand::Passthrough { brokers, from, to, group, count } => passthrough(&brokers, &from, &to, &group, count),
+    }
+}
+
+/// Create a topic; an existing one is fine.
+pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let results = admin
+        .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await?;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => anyhow::bail!("creating topic {t}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn passthrough(brokers: &str, from: &str, to: &str, group: &str, count: u64) -> anyhow::Result<ExitCode> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .set("fetch.wait.max.ms", "100")
+        .create()?;
+    consumer.subscribe(&[from])?;
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("enable.idempotence", "true")
+        .create()?;
+    let mut n = 0u64;
+    let mut started: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while n < count && Instant::now() < deadline {
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let m = m?;
+        started.get_or_insert_with(Instant::now);
+        loop {
+            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(to);
+            if let Some(p) = m.payload() {
+                rec = rec.payload(p);
+            }
+            if let Some(k) = m.key() {
+                rec = rec.key(k);
+            }
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((e, _)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => anyhow::bail!("produce failed: {e}"),
+            }
+        }
+        n += 1;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    println!("{{\"passthrough_records\":{n},\"seconds\":{secs:.3},\"records_per_sec\":{:.0}}}", n as f64 / secs.max(1e-9));
+    Ok(ExitCode::SUCCESS)
+}
