@@ -1,0 +1,455 @@
+//! Test support: a real Kafka-protocol broker (Tansu) per test on a free loopback port, the
+//! real `ingest-guard` binary as a child process, and readers for the output topic and the
+//! quarantine folder. The broker binary comes from `TANSU_BIN` (scripts/setup.sh installs it).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::ClientConfig;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn unique(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
+    format!("{prefix}-{}-{n}-{t}", std::process::id())
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A Tansu broker with in-memory storage on its own port.
+pub struct Broker {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let bin = std::env::var("TANSU_BIN").expect(
+            "TANSU_BIN must point at the tansu broker binary: run scripts/test.sh (it installs the broker), \
+             or scripts/setup.sh and export TANSU_BIN=.tools/tansu",
+        );
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(bin)
+            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "broker did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child, addr }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        send_signal(self.child.id(), sig);
+    }
+
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        let out = Command::new(guard_bin())
+            .args(["tools", "create-topic", "--brokers", &self.addr, "--topic", topic, "--partitions", &partitions.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "create-topic: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        send_signal(self.child.id(), "CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Send a signal (by name: STOP, CONT, TERM, KILL) with kill(1); no unsafe code in tests.
+pub fn send_signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args(["-s", sig, &pid.to_string()]).status();
+}
+
+pub fn guard_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ingest-guard")
+}
+
+/// A guard process with its own config, quarantine folder and HTTP port.
+pub struct Guard {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub port: u16,
+    pub quarantine: PathBuf,
+    pub log: PathBuf,
+}
+
+pub struct GuardSpec<'a> {
+    pub brokers: &'a str,
+    pub group: &'a str,
+    pub routes: &'a [(&'a str, &'a str)],
+    pub output: Option<&'a str>,
+    pub extra: &'a str,
+}
+
+impl Guard {
+    pub fn new(dir: &Path, spec: &GuardSpec<'_>) -> Guard {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port();
+        let quarantine = dir.join("quarantine");
+        let mut text = format!(
+            "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\nsession_timeout_ms = 6000\ncommit_interval_ms = 500\nprobe_interval_ms = 500\n",
+            spec.brokers, spec.group
+        );
+        if let Some(o) = spec.output {
+            text.push_str(&format!("output_topic = \"{o}\"\n"));
+        }
+        text.push_str(&format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[quarantine]\ndir = \"{}\"\nroll_max_age_ms = 500\n", quarantine.display()));
+        text.push_str(spec.extra);
+        for (topic, schema) in spec.routes {
+            text.push_str(&format!("\n[[routes]]\ntopic = \"{topic}\"\nschema = \"{}\"\n", repo().join("schemas").join(schema).display()));
+        }
+        let config = dir.join(format!("guard-{port}.toml"));
+        std::fs::write(&config, text).unwrap();
+        Guard { child: None, dir: dir.to_path_buf(), config, port, quarantine, log: dir.join(format!("guard-{port}.log")) }
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(guard_bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit (status 0).
+    pub fn term(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else { return false };
+        send_signal(c.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.port, path)
+    }
+
+    pub fn ready(&self) -> bool {
+        self.get("/readyz").is_some_and(|(code, _)| code == 200)
+    }
+
+    pub fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.ready() {
+            assert!(Instant::now() < deadline, "guard not ready in {timeout:?}; log:\n{}", self.log_tail());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn metrics(&self) -> HashMap<String, f64> {
+        let Some((_, body)) = self.get("/metrics") else { return HashMap::new() };
+        parse_metrics(&body)
+    }
+
+    /// Sum of a metric over all label sets.
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        sum_metric(&self.metrics(), name)
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Peak resident set size of the guard process (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn sum_metric(m: &HashMap<String, f64>, name: &str) -> f64 {
+    m.iter().filter(|(k, _)| *k == name || k.starts_with(&format!("{name}{{"))).map(|(_, v)| v).sum()
+}
+
+pub fn parse_metrics(body: &str) -> HashMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((code, body))
+}
+
+pub fn producer(brokers: &str, max_bytes: usize) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("message.max.bytes", max_bytes.to_string())
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap()
+}
+
+/// Produce `(key, payload)` pairs round-robin over `partitions`; returns (partition, key) per
+/// record in order. Offsets are recovered from the data later.
+pub fn produce(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, records: &[(Option<String>, Vec<u8>)], partitions: i32) {
+    for (i, (key, payload)) in records.iter().enumerate() {
+        loop {
+            let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).payload(payload.as_slice()).partition(i as i32 % partitions);
+            if let Some(k) = key {
+                rec = rec.key(k.as_str());
+            }
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((e, _)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                    p.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => panic!("produce: {e}"),
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// Read a topic from the beginning until `until` says stop or `idle` passes with nothing new.
+/// Returns, per record: key, partition, offset, provenance header.
+pub struct OutRecord {
+    pub key: Option<String>,
+    pub partition: i32,
+    pub offset: i64,
+    pub source: Option<String>,
+    pub timestamp: Option<i64>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+pub fn read_topic(brokers: &str, topic: &str, expect_at_least: usize, idle: Duration) -> Vec<OutRecord> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while Instant::now() < deadline {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let headers: Vec<(String, Option<Vec<u8>>)> = m
+                    .headers()
+                    .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
+                    .unwrap_or_default();
+                let source = headers
+                    .iter()
+                    .find(|(k, _)| k == "x-guard-source")
+                    .and_then(|(_, v)| v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()));
+                out.push(OutRecord {
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    source,
+                    timestamp: m.timestamp().to_millis(),
+                    headers,
+                });
+                last = Instant::now();
+            }
+            Some(Err(e)) => panic!("read {topic}: {e}"),
+            None => {
+                if out.len() >= expect_at_least && last.elapsed() > idle {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// All quarantined rows under `dir`, keyed by (topic, partition, offset) -> (count, reason codes).
+pub fn quarantined(dir: &Path) -> BTreeMap<(String, i32, i64), (usize, Vec<String>)> {
+    let mut out: BTreeMap<(String, i32, i64), (usize, Vec<String>)> = BTreeMap::new();
+    for f in guard_quarantine::list_files(dir).unwrap() {
+        for r in guard_quarantine::read_file(&f.path).unwrap() {
+            let e = out.entry((r.topic.clone(), r.partition, r.offset)).or_insert((0, r.reason_codes.clone()));
+            e.0 += 1;
+        }
+    }
+    out
+}
+
+/// Input offsets per partition of `topic`, read back from the input topic itself.
+pub fn input_offsets(brokers: &str, topic: &str, n: usize) -> Vec<(i32, i64, Option<String>)> {
+    read_topic(brokers, topic, n, Duration::from_secs(2)).into_iter().map(|r| (r.partition, r.offset, r.key)).collect()
+}
+
+/// Wait until `cond` holds or panic after `timeout` with `what`.
+pub fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Shuttle records: valid ones from the committed real samples, cycled to `n`, with keys
+/// `v<i>`; every `bad_every`-th record is a hostile fixture keyed `h<i>:<expected code>`.
+pub fn shuttle_mix(n: usize, bad_every: usize) -> Vec<(Option<String>, Vec<u8>)> {
+    let valid: Vec<Vec<u8>> = std::fs::read(repo().join("schemas/samples/shuttle.valid.jsonl"))
+        .unwrap()
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    let hostile = small_hostile("shuttle");
+    (0..n)
+        .map(|i| {
+            if bad_every > 0 && i % bad_every == bad_every - 1 {
+                let (code, payload) = &hostile[(i / bad_every) % hostile.len()];
+                (Some(format!("h{i}:{code}")), payload.clone())
+            } else {
+                (Some(format!("v{i}")), valid[i % valid.len()].clone())
+            }
+        })
+        .collect()
+}
+
+/// Hostile fixtures for a topic kind: (expected code, payload).
+pub fn small_hostile(kind: &str) -> Vec<(String, Vec<u8>)> {
+    use base64::Engine;
+    std::fs::read_to_string(repo().join("schemas/samples/hostile.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["topic"] == kind).then(|| {
+                let p = base64::engine::general_purpose::STANDARD.decode(v["payload_b64"].as_str().unwrap()).unwrap();
+                (v["code"].as_str().unwrap().to_owned(), p)
+            })
+        })
+        .collect()
+}
+
+/// Check that every input offset is in output ∪ quarantine; returns (output duplicates,
+/// quarantine duplicates). Quarantined records must carry the code their key names.
+pub fn reconcile(brokers: &str, input: &str, output: &str, qdir: &Path, n: usize) -> (usize, usize, usize, usize) {
+    let inputs = input_offsets(brokers, input, n);
+    assert_eq!(inputs.len(), n, "input topic holds all records");
+    let q = quarantined(qdir);
+    let expected_out = inputs.len() - q.len();
+    let out = read_topic(brokers, output, expected_out, Duration::from_secs(3));
+    let mut seen_out: HashMap<String, usize> = HashMap::new();
+    for r in &out {
+        *seen_out.entry(r.source.clone().expect("provenance header")).or_default() += 1;
+    }
+    let mut missing = Vec::new();
+    let mut wrong = Vec::new();
+    for (p, o, key) in &inputs {
+        let in_out = seen_out.contains_key(&format!("{input}/{p}/{o}"));
+        let in_q = q.get(&(input.to_owned(), *p, *o));
+        if !in_out && in_q.is_none() {
+            missing.push((p, o));
+        }
+        if let (Some(k), Some((_, codes))) = (key, in_q) {
+            let want = k.split_once(':').map(|(_, c)| c);
+            if want != codes.first().map(String::as_str) {
+                wrong.push((k.clone(), codes.clone()));
+            }
+        }
+        if let Some(k) = key {
+            if k.starts_with('h') && in_out {
+                wrong.push((k.clone(), vec!["passed".into()]));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{} offsets missing, first {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(wrong.is_empty(), "{} wrong verdicts, first {:?}", wrong.len(), &wrong[..wrong.len().min(5)]);
+    let out_dups = seen_out.values().map(|c| c - 1).sum::<usize>();
+    let q_dups = q.values().map(|(c, _)| c - 1).sum::<usize>();
+    (out.len(), q.len(), out_dups, q_dups)
+}
+
+/// Sum over partitions of the group's committed offsets for `topic` (offsets are dense from 0
+/// in a fresh topic, so this equals the number of committed records).
+pub fn committed_total(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    match c.committed_offsets(tpl, Duration::from_secs(5)) {
+        Ok(list) => list.elements().iter().map(|e| e.offset().to_raw().unwrap_or(0).max(0)).sum(),
+        Err(_) => -1,
+    }
+}
