@@ -99,14 +99,20 @@ pub fn check_problems(path: &Path, connect: bool) -> (Vec<String>, Option<Config
     }
     let dir = &cfg.quarantine.dir;
     if dir.exists() && !dir.is_dir() {
-        out.push(format!("{file}: quarantine.dir: {} exists and is not a folder", dir.display()));
+        out.push(format!(
+            "{file}: quarantine.dir: {} exists and is not a folder",
+            dir.display()
+        ));
     }
     if connect && out.is_empty() {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let consumer: Result<BaseConsumer, _> = guard_kafka::consumer_config(&cfg).create();
         match consumer.map(|c| c.fetch_metadata(None, std::time::Duration::from_secs(5))) {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) | Err(e) => out.push(format!("{file}: kafka.brokers: cannot reach {}: {e}", cfg.kafka.brokers)),
+            Ok(Err(e)) | Err(e) => out.push(format!(
+                "{file}: kafka.brokers: cannot reach {}: {e}",
+                cfg.kafka.brokers
+            )),
         }
     }
     (out, Some(cfg))
@@ -139,7 +145,12 @@ fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
         QuarantineCommand::Ls { dir, config, json } => {
             let dir = match (dir, config) {
                 (Some(d), _) => d,
-                (None, Some(c)) => Config::load(&c).map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?.quarantine.dir,
+                (None, Some(c)) => {
+                    Config::load(&c)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?
+                        .quarantine
+                        .dir
+                }
                 (None, None) => anyhow::bail!("give --dir or --config"),
             };
             let files = guard_quarantine::list_files(&dir).with_context(|| format!("listing {}", dir.display()))?;
@@ -148,11 +159,20 @@ fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
                     println!("{}", serde_json::to_string(f)?);
                 }
             } else {
-                println!("{:<28} {:>5} {:>12} {:>12} {:>8} {:>10}  path", "topic", "part", "first", "last", "rows", "bytes");
+                println!(
+                    "{:<28} {:>5} {:>12} {:>12} {:>8} {:>10}  path",
+                    "topic", "part", "first", "last", "rows", "bytes"
+                );
                 for f in &files {
                     println!(
                         "{:<28} {:>5} {:>12} {:>12} {:>8} {:>10}  {}",
-                        f.topic, f.partition, f.first_offset, f.last_offset, f.rows, f.bytes, f.path.display()
+                        f.topic,
+                        f.partition,
+                        f.first_offset,
+                        f.last_offset,
+                        f.rows,
+                        f.bytes,
+                        f.path.display()
                     );
                 }
                 let rows: i64 = files.iter().map(|f| f.rows.max(0)).sum();
@@ -162,7 +182,10 @@ fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
         }
         QuarantineCommand::Show { path, json, limit } => {
             let files: Vec<PathBuf> = if path.is_dir() {
-                guard_quarantine::list_files(&path)?.into_iter().map(|f| f.path).collect()
+                guard_quarantine::list_files(&path)?
+                    .into_iter()
+                    .map(|f| f.path)
+                    .collect()
             } else {
                 vec![path]
             };
@@ -181,7 +204,13 @@ fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
                         if payload.len() > preview.len() || row.payload_truncated {
                             preview.push('…');
                         }
-                        println!("{}[{}]@{}  {}", row.topic, row.partition, row.offset, row.reason_codes.join(","));
+                        println!(
+                            "{}[{}]@{}  {}",
+                            row.topic,
+                            row.partition,
+                            row.offset,
+                            row.reason_codes.join(",")
+                        );
                         for r in &row.reasons {
                             println!("    {} {} {}", r.code, r.path.as_deref().unwrap_or(""), r.detail);
                         }

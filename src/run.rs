@@ -1,7 +1,7 @@
 //! `ingest-guard run`: wiring of source → judge workers → sink stage, plus telemetry and the
 //! HTTP server, and graceful shutdown on SIGTERM/SIGINT.
 
-use crate::stage::{Judged, SinkStage};
+use crate::stage::{lock, worker, QuarantineStage, QuarantineWork, Summary, WorkerCtx};
 use anyhow::Context;
 use guard_config::{Config, LogFormat, Mode};
 use guard_core::{Batch, Health};
@@ -14,17 +14,21 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::{error, info, info_span};
+use tracing::{error, info};
 
 /// Latency buckets (seconds) for every `*_seconds` histogram.
-const SECONDS_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 pub fn init_tracing(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match cfg.log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -41,18 +45,58 @@ fn init_metrics() -> anyhow::Result<PrometheusHandle> {
 
 fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!("guard_source_records_total", Unit::Count, "Records consumed from input topics");
+    describe_counter!(
+        "guard_source_records_total",
+        Unit::Count,
+        "Records consumed from input topics"
+    );
     describe_counter!("guard_source_bytes_total", Unit::Bytes, "Payload bytes consumed");
-    describe_counter!("guard_pipeline_records_passed_total", Unit::Count, "Records that passed every check");
-    describe_counter!("guard_pipeline_records_quarantined_total", Unit::Count, "Records quarantined, by primary reason");
-    describe_histogram!("guard_pipeline_batch_duration_seconds", Unit::Seconds, "Time to judge one batch");
-    describe_histogram!("guard_validate_record_max_duration_seconds", Unit::Seconds, "Slowest single record judged in each batch");
-    describe_gauge!("guard_kafka_uncommitted_records", Unit::Count, "Records consumed but not yet committed (commit lag held by this instance)");
+    describe_counter!(
+        "guard_pipeline_records_passed_total",
+        Unit::Count,
+        "Records that passed every check"
+    );
+    describe_counter!(
+        "guard_pipeline_records_quarantined_total",
+        Unit::Count,
+        "Records quarantined, by primary reason"
+    );
+    describe_histogram!(
+        "guard_pipeline_batch_duration_seconds",
+        Unit::Seconds,
+        "Time to judge one batch"
+    );
+    describe_histogram!(
+        "guard_validate_record_max_duration_seconds",
+        Unit::Seconds,
+        "Slowest single record judged in each batch"
+    );
+    describe_gauge!(
+        "guard_kafka_uncommitted_records",
+        Unit::Count,
+        "Records consumed but not yet committed (commit lag held by this instance)"
+    );
     describe_counter!("guard_kafka_commits_total", Unit::Count, "Successful offset commits");
-    describe_counter!("guard_kafka_commit_failures_total", Unit::Count, "Failed offset commits (retried)");
-    describe_counter!("guard_quarantine_files_written_total", Unit::Count, "Quarantine files made durable");
-    describe_counter!("guard_quarantine_write_failures_total", Unit::Count, "Failed quarantine writes (retried)");
-    describe_counter!("guard_sink_retries_total", Unit::Count, "Clean records re-sent after a failed delivery");
+    describe_counter!(
+        "guard_kafka_commit_failures_total",
+        Unit::Count,
+        "Failed offset commits (retried)"
+    );
+    describe_counter!(
+        "guard_quarantine_files_written_total",
+        Unit::Count,
+        "Quarantine files made durable"
+    );
+    describe_counter!(
+        "guard_quarantine_write_failures_total",
+        Unit::Count,
+        "Failed quarantine writes (retried)"
+    );
+    describe_counter!(
+        "guard_sink_retries_total",
+        Unit::Count,
+        "Clean records re-sent after a failed delivery"
+    );
     describe_gauge!("guard_health_ready", Unit::Count, "1 when /readyz reports ready");
 }
 
@@ -64,30 +108,6 @@ pub fn build_judge(cfg: &Config) -> anyhow::Result<Judge> {
         routes.insert(r.topic.clone(), Arc::new(schema));
     }
     Ok(Judge::new(cfg.limits.clone(), routes))
-}
-
-fn worker(mut rx: mpsc::Receiver<Batch>, judge: Arc<Judge>, tx: mpsc::Sender<Judged>) {
-    while let Some(batch) = rx.blocking_recv() {
-        let span = info_span!("judge", topic = %batch.tp.topic, partition = batch.tp.partition, first = batch.first_offset(), last = batch.last_offset());
-        let _entered = span.enter();
-        let started = Instant::now();
-        let mut slowest = Duration::ZERO;
-        let judgements = batch
-            .records
-            .iter()
-            .map(|r| {
-                let t = Instant::now();
-                let j = judge.judge(&batch.tp.topic, r);
-                slowest = slowest.max(t.elapsed());
-                j
-            })
-            .collect();
-        metrics::histogram!("guard_pipeline_batch_duration_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("guard_validate_record_max_duration_seconds").record(slowest.as_secs_f64());
-        if tx.blocking_send(Judged { batch, judgements }).is_err() {
-            break;
-        }
-    }
 }
 
 pub fn run(cfg: Config) -> anyhow::Result<ExitCode> {
@@ -140,23 +160,42 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     let store: Arc<dyn QuarantineStore> = Arc::new(LocalDirStore::new(&cfg.quarantine.dir));
 
     // Stages, joined by bounded channels.
-    let (judged_tx, judged_rx) = mpsc::channel::<Judged>(p.channel_capacity);
+    let summary = Arc::new(Mutex::new(Summary {
+        quarantine_dir: cfg.quarantine.dir.display().to_string(),
+        ..Summary::default()
+    }));
+    // Quarantine work items are small (rows of suspects only), so this channel is deeper: a
+    // file write in progress must not stall the clean path.
+    let (q_tx, q_rx) = mpsc::channel::<QuarantineWork>(p.channel_capacity * 16);
     let mut work_txs = Vec::new();
     let mut workers = Vec::new();
     for i in 0..p.workers {
         let (tx, rx) = mpsc::channel::<Batch>(p.channel_capacity);
         work_txs.push(tx);
-        let (judge, out) = (Arc::clone(&judge), judged_tx.clone());
+        let ctx = WorkerCtx {
+            judge: Arc::clone(&judge),
+            clean: clean.clone(),
+            tracker: Arc::clone(&tracker),
+            summary: Arc::clone(&summary),
+            out: q_tx.clone(),
+        };
         workers.push(
             std::thread::Builder::new()
                 .name(format!("guard-judge-{i}"))
-                .spawn(move || worker(rx, judge, out))
+                .spawn(move || worker(rx, ctx))
                 .context("spawning judge worker")?,
         );
     }
-    drop(judged_tx);
-    let stage = SinkStage::new(&cfg, Arc::clone(&tracker), Arc::clone(&health), Arc::clone(&flush), clean, store);
-    let sink_task = tokio::spawn(stage.run(judged_rx));
+    drop(q_tx);
+    let stage = QuarantineStage::new(
+        &cfg,
+        Arc::clone(&tracker),
+        Arc::clone(&health),
+        Arc::clone(&flush),
+        store,
+        Arc::clone(&summary),
+    );
+    let quarantine_task = tokio::spawn(stage.run(q_rx));
 
     // Broker probe and metrics upkeep.
     let probe_health = Arc::clone(&health);
@@ -165,7 +204,9 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     tokio::spawn(async move {
         loop {
             let pr = prober.clone();
-            let ok = tokio::task::spawn_blocking(move || pr.probe(Duration::from_secs(2))).await.unwrap_or(false);
+            let ok = tokio::task::spawn_blocking(move || pr.probe(Duration::from_secs(2)))
+                .await
+                .unwrap_or(false);
             probe_health.set_broker_reachable(ok);
             metrics::gauge!("guard_health_ready").set(if probe_health.is_ready() { 1.0 } else { 0.0 });
             prom_upkeep.run_upkeep();
@@ -208,7 +249,11 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     for w in workers {
         let _ = tokio::task::spawn_blocking(move || w.join()).await;
     }
-    let summary = sink_task.await.context("sink stage")?;
+    quarantine_task.await.context("quarantine stage")?;
+    if let Some(c) = &clean {
+        c.flush(Duration::from_secs(10));
+    }
+    let summary = lock(&summary).clone();
     let _ = http_stop_tx.send(());
     info!(
         records_in = summary.records_in,

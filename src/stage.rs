@@ -1,22 +1,35 @@
-//! The sink stage: takes judged batches, sends passing records to the clean sink, buffers
-//! quarantined ones per partition, writes quarantine files durably, and acknowledges each part
-//! of each batch to the tracker only once it is durable.
+//! The two stages after the source.
+//!
+//! * [`worker`] (one thread per shard of partitions): judges a batch, hands the passing records
+//!   to the clean sink (the broker's acknowledgement of the whole batch acknowledges its
+//!   [`Part::Clean`]), turns the rest into quarantine rows and passes them on.
+//! * [`QuarantineStage`] (one async task): buffers rows per partition, writes quarantine files
+//!   durably, and acknowledges [`Part::Quarantine`] of each batch only once its rows are in a
+//!   fsynced file. A failing store is retried with back-off; meanwhile nothing is acknowledged,
+//!   the bounded channels fill and the source pauses.
 
 use guard_config::Config;
-use guard_core::{Batch, Health, Judgement, Record, TopicPartition, Verdict, GUARD_VERSION};
+use guard_core::{Batch, Health, Record, TopicPartition, Verdict, GUARD_VERSION};
 use guard_kafka::{CleanSink, FlushSignal};
 use guard_pipeline::{AckTracker, Part};
-use guard_quarantine::{covered_until, encode, file_name, PartitionBuffer, QuarantineRow, QuarantineStore, ReasonEntry, RollPolicy};
+use guard_quarantine::{
+    covered_until, encode, file_name, PartitionBuffer, QuarantineRow, QuarantineStore, ReasonEntry, RollPolicy,
+};
+use guard_validate::Judge;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
-/// A batch with one judgement per record.
-pub struct Judged {
-    pub batch: Batch,
-    pub judgements: Vec<Judgement>,
+/// Quarantined rows of one batch (possibly none), with the batch's coordinates.
+pub struct QuarantineWork {
+    pub tp: TopicPartition,
+    pub generation: u64,
+    pub seq: u64,
+    pub first: i64,
+    pub last: i64,
+    pub rows: Vec<QuarantineRow>,
 }
 
 /// Totals for the shutdown summary.
@@ -30,22 +43,7 @@ pub struct Summary {
     pub quarantine_dir: String,
 }
 
-pub struct SinkStage {
-    tracker: Arc<Mutex<AckTracker>>,
-    health: Arc<Health>,
-    flush: Arc<FlushSignal>,
-    clean: Option<CleanSink>,
-    store: Arc<dyn QuarantineStore>,
-    buffers: HashMap<TopicPartition, (u64, PartitionBuffer)>,
-    in_flight: Arc<Semaphore>,
-    max_in_flight: u32,
-    policy: RollPolicy,
-    zstd_level: i32,
-    backoff: Duration,
-    summary: Summary,
-}
-
-fn lock(m: &Mutex<AckTracker>) -> std::sync::MutexGuard<'_, AckTracker> {
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -55,26 +53,154 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-impl SinkStage {
+/// What a worker needs.
+pub struct WorkerCtx {
+    pub judge: Arc<Judge>,
+    pub clean: Option<CleanSink>,
+    pub tracker: Arc<Mutex<AckTracker>>,
+    pub summary: Arc<Mutex<Summary>>,
+    pub out: mpsc::Sender<QuarantineWork>,
+}
+
+/// Judge batches, forward passing records, pass quarantine rows on. Runs on its own thread.
+pub fn worker(mut rx: mpsc::Receiver<Batch>, ctx: WorkerCtx) {
+    while let Some(batch) = rx.blocking_recv() {
+        let Batch {
+            tp,
+            seq,
+            generation,
+            records,
+        } = batch;
+        let (first, last) = (
+            records.first().map_or(-1, |r| r.offset),
+            records.last().map_or(-1, |r| r.offset),
+        );
+        let span = info_span!("judge", topic = %tp.topic, partition = tp.partition, first, last);
+        let _entered = span.enter();
+        let started = Instant::now();
+        let mut slowest = Duration::ZERO;
+        let judgements: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let t = Instant::now();
+                let j = ctx.judge.judge(&tp.topic, r);
+                slowest = slowest.max(t.elapsed());
+                j
+            })
+            .collect();
+        metrics::histogram!("guard_validate_record_max_duration_seconds").record(slowest.as_secs_f64());
+
+        // Clean part: the broker's acknowledgement of the whole batch acknowledges it.
+        let clean: Vec<&Record> = records
+            .iter()
+            .zip(&judgements)
+            .filter(|(_, j)| j.verdict.is_pass())
+            .map(|(r, _)| r)
+            .collect();
+        let passed = clean.len() as u64;
+        match &ctx.clean {
+            Some(sink) => {
+                let tracker = Arc::clone(&ctx.tracker);
+                let tp2 = tp.clone();
+                sink.send_batch(
+                    &tp,
+                    &clean,
+                    Box::new(move || lock(&tracker).ack(&tp2, generation, seq, Part::Clean)),
+                );
+            }
+            None => lock(&ctx.tracker).ack(&tp, generation, seq, Part::Clean),
+        }
+        drop(clean);
+
+        // Quarantine part.
+        let at = now_ms();
+        let mut by_reason: HashMap<&'static str, u64> = HashMap::new();
+        let mut rows = Vec::new();
+        for (record, j) in records.into_iter().zip(judgements) {
+            let Verdict::Quarantine(reasons) = j.verdict else {
+                continue;
+            };
+            let primary = reasons.first().map_or("unknown", |r| r.code.as_str());
+            *by_reason.entry(primary).or_default() += 1;
+            rows.push(QuarantineRow {
+                topic: Arc::clone(&tp.topic),
+                partition: tp.partition,
+                offset: record.offset,
+                timestamp_ms: record.timestamp_ms,
+                key: record.key,
+                headers: record.headers,
+                payload: record.payload,
+                payload_len: record.payload_len as i64,
+                reasons: reasons.iter().map(ReasonEntry::from).collect(),
+                schema_id: j.schema_id,
+                guard_version: GUARD_VERSION,
+                quarantined_at_ms: at,
+                anomaly_score: None,
+                label_score: None,
+                model_id: None,
+            });
+        }
+        let topic_label = tp.topic.to_string();
+        metrics::counter!("guard_pipeline_records_passed_total", "topic" => topic_label.clone()).increment(passed);
+        {
+            let mut s = lock(&ctx.summary);
+            s.records_in += passed + rows.len() as u64;
+            s.passed += passed;
+            s.quarantined += rows.len() as u64;
+            for (reason, count) in &by_reason {
+                *s.by_reason.entry((*reason).to_owned()).or_default() += count;
+            }
+        }
+        for (reason, count) in by_reason {
+            metrics::counter!("guard_pipeline_records_quarantined_total", "topic" => topic_label.clone(), "reason" => reason)
+                .increment(count);
+        }
+        metrics::histogram!("guard_pipeline_batch_duration_seconds").record(started.elapsed().as_secs_f64());
+        if ctx
+            .out
+            .blocking_send(QuarantineWork {
+                tp,
+                generation,
+                seq,
+                first,
+                last,
+                rows,
+            })
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+pub struct QuarantineStage {
+    tracker: Arc<Mutex<AckTracker>>,
+    health: Arc<Health>,
+    flush: Arc<FlushSignal>,
+    store: Arc<dyn QuarantineStore>,
+    buffers: HashMap<TopicPartition, (u64, PartitionBuffer)>,
+    policy: RollPolicy,
+    zstd_level: i32,
+    backoff: Duration,
+    summary: Arc<Mutex<Summary>>,
+}
+
+impl QuarantineStage {
     pub fn new(
         cfg: &Config,
         tracker: Arc<Mutex<AckTracker>>,
         health: Arc<Health>,
         flush: Arc<FlushSignal>,
-        clean: Option<CleanSink>,
         store: Arc<dyn QuarantineStore>,
+        summary: Arc<Mutex<Summary>>,
     ) -> Self {
         let q = &cfg.quarantine;
-        let max_in_flight = (cfg.pipeline.channel_capacity * 4).max(4) as u32;
         Self {
             tracker,
             health,
             flush,
-            clean,
             store,
             buffers: HashMap::new(),
-            in_flight: Arc::new(Semaphore::new(max_in_flight as usize)),
-            max_in_flight,
             policy: RollPolicy {
                 max_rows: q.roll_max_rows,
                 max_bytes: q.roll_max_bytes,
@@ -82,17 +208,17 @@ impl SinkStage {
             },
             zstd_level: q.zstd_level,
             backoff: Duration::from_millis(q.retry_backoff_ms.max(10)),
-            summary: Summary { quarantine_dir: q.dir.display().to_string(), ..Summary::default() },
+            summary,
         }
     }
 
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Judged>) -> Summary {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<QuarantineWork>) {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(j) => self.handle(j).await,
+                    Some(w) => self.handle(w).await,
                     None => break,
                 },
                 _ = tick.tick() => {
@@ -102,98 +228,32 @@ impl SinkStage {
             }
         }
         self.roll(true).await;
-        // Wait for every delivery task to finish.
-        let _all = self.in_flight.acquire_many(self.max_in_flight).await;
-        if let Some(c) = &self.clean {
-            c.flush(Duration::from_secs(10));
-        }
-        self.summary
     }
 
-    async fn handle(&mut self, j: Judged) {
-        let Judged { batch, judgements } = j;
-        let tp = batch.tp.clone();
-        let (generation, seq) = (batch.generation, batch.seq);
-        let (first, last) = (batch.first_offset(), batch.last_offset());
-        let span = info_span!("sink", topic = %tp.topic, partition = tp.partition, first, last);
+    async fn handle(&mut self, w: QuarantineWork) {
+        let QuarantineWork {
+            tp,
+            generation,
+            seq,
+            first,
+            last,
+            rows,
+        } = w;
         if lock(&self.tracker).generation(&tp) != Some(generation) {
             metrics::counter!("guard_pipeline_stale_batches_total").increment(1);
             return;
         }
-        let topic_label = tp.topic.to_string();
-        let n = batch.records.len() as u64;
-        let mut clean: Vec<Record> = Vec::new();
-        let mut rows: Vec<QuarantineRow> = Vec::new();
-        let mut by_reason: HashMap<&'static str, u64> = HashMap::new();
-        let at = now_ms();
-        for (record, j) in batch.records.into_iter().zip(judgements) {
-            match j.verdict {
-                Verdict::Pass => clean.push(record),
-                Verdict::Quarantine(reasons) => {
-                    let primary = reasons.first().map_or("unknown", |r| r.code.as_str());
-                    *by_reason.entry(primary).or_default() += 1;
-                    rows.push(QuarantineRow {
-                        topic: Arc::clone(&tp.topic),
-                        partition: tp.partition,
-                        offset: record.offset,
-                        timestamp_ms: record.timestamp_ms,
-                        key: record.key,
-                        headers: record.headers,
-                        payload: record.payload,
-                        payload_len: record.payload_len as i64,
-                        reasons: reasons.iter().map(ReasonEntry::from).collect(),
-                        schema_id: j.schema_id,
-                        guard_version: GUARD_VERSION,
-                        quarantined_at_ms: at,
-                        anomaly_score: None,
-                        label_score: None,
-                        model_id: None,
-                    });
-                }
-            }
-        }
-        let passed = clean.len() as u64;
-        self.summary.records_in += n;
-        self.summary.passed += passed;
-        self.summary.quarantined += rows.len() as u64;
-        metrics::counter!("guard_pipeline_records_passed_total", "topic" => topic_label.clone()).increment(passed);
-        for (reason, count) in by_reason {
-            *self.summary.by_reason.entry(reason.to_owned()).or_default() += count;
-            metrics::counter!("guard_pipeline_records_quarantined_total", "topic" => topic_label.clone(), "reason" => reason)
-                .increment(count);
-        }
-
-        // Clean part: deliver in the background, bounded by the in-flight semaphore.
-        match (&self.clean, clean.is_empty()) {
-            (Some(sink), false) => {
-                let permit = match Arc::clone(&self.in_flight).acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => return,
-                };
-                let sink = sink.clone();
-                let tracker = Arc::clone(&self.tracker);
-                let tp2 = tp.clone();
-                tokio::spawn(
-                    async move {
-                        sink.deliver(&tp2, &clean).await;
-                        lock(&tracker).ack(&tp2, generation, seq, Part::Clean);
-                        drop(permit);
-                    }
-                    .instrument(span.clone()),
-                );
-            }
-            _ => lock(&self.tracker).ack(&tp, generation, seq, Part::Clean),
-        }
-
-        // Quarantine part: buffer, and write when a roll threshold is reached.
         let policy = self.policy;
-        let Some(buf) = self.buffer_for(&tp, generation).await else { return };
+        let Some(buf) = self.buffer_for(&tp, generation).await else {
+            return;
+        };
         let waits = buf.add(seq, first, last, rows, Instant::now());
         let roll = buf.should_roll(&policy, Instant::now());
         if !waits {
             lock(&self.tracker).ack(&tp, generation, seq, Part::Quarantine);
         }
         if roll {
+            let span = info_span!("quarantine", topic = %tp.topic, partition = tp.partition, first, last);
             self.write(&tp).instrument(span).await;
         }
     }
@@ -221,9 +281,10 @@ impl SinkStage {
                 }
             };
             if covered >= 0 {
-                info!(topic = %tp.topic, partition = tp.partition, covered_until = covered, "existing quarantine files found; replayed offsets up to here are not written again");
+                info!(topic = %tp.topic, partition = tp.partition, covered_until = covered, "existing quarantine files cover offsets up to here; replayed records are not written again");
             }
-            self.buffers.insert(tp.clone(), (generation, PartitionBuffer::new(covered)));
+            self.buffers
+                .insert(tp.clone(), (generation, PartitionBuffer::new(covered)));
         }
         self.buffers.get_mut(tp).map(|(_, b)| b)
     }
@@ -252,14 +313,18 @@ impl SinkStage {
     /// Write `tp`'s open file, retrying until it is durable or the partition is gone.
     async fn write(&mut self, tp: &TopicPartition) {
         loop {
-            let Some((generation, buf)) = self.buffers.get(tp) else { return };
+            let Some((generation, buf)) = self.buffers.get(tp) else {
+                return;
+            };
             let generation = *generation;
             if lock(&self.tracker).generation(tp) != Some(generation) {
                 // Revoked while failing: these rows were never committed; the next owner re-reads them.
                 self.buffers.remove(tp);
                 return;
             }
-            let Some((first, last, rows)) = buf.pending() else { return };
+            let Some((first, last, rows)) = buf.pending() else {
+                return;
+            };
             let name = file_name(&tp.topic, tp.partition, first, last);
             let n = rows.len();
             let store = Arc::clone(&self.store);
@@ -275,9 +340,10 @@ impl SinkStage {
                     metrics::counter!("guard_quarantine_files_written_total").increment(1);
                     metrics::counter!("guard_quarantine_rows_written_total").increment(n as u64);
                     metrics::counter!("guard_quarantine_bytes_written_total").increment(bytes as u64);
-                    metrics::histogram!("guard_quarantine_write_duration_seconds").record(started.elapsed().as_secs_f64());
+                    metrics::histogram!("guard_quarantine_write_duration_seconds")
+                        .record(started.elapsed().as_secs_f64());
                     self.health.set_quarantine_failing(false);
-                    self.summary.quarantine_files += 1;
+                    lock(&self.summary).quarantine_files += 1;
                     let seqs = self.buffers.get_mut(tp).map(|(_, b)| b.committed()).unwrap_or_default();
                     let mut t = lock(&self.tracker);
                     for seq in seqs {

@@ -35,6 +35,25 @@ pub enum ToolsCommand {
         /// librdkafka `message.max.bytes` for the producer.
         #[arg(long, default_value_t = 1_000_000)]
         message_max_bytes: usize,
+        /// Records per second (0: as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Stop after this many records (0: the whole file `repeat` times).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
+    /// Consume `count` records from a topic and print end-to-end latency percentiles
+    /// (receive time minus the record's timestamp, which the guard keeps).
+    Latency {
+        /// Bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Topic to read.
+        #[arg(long)]
+        topic: String,
+        /// Records to read.
+        #[arg(long)]
+        count: u64,
     },
     /// Create a topic (no error if it exists).
     CreateTopic {
@@ -71,7 +90,17 @@ pub enum ToolsCommand {
 
 pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        ToolsCommand::Produce { brokers, topic, file, repeat, null_keys, message_max_bytes } => {
+        ToolsCommand::Latency { brokers, topic, count } => latency(&brokers, &topic, count),
+        ToolsCommand::Produce {
+            brokers,
+            topic,
+            file,
+            repeat,
+            null_keys,
+            message_max_bytes,
+            rate,
+            count,
+        } => {
             let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
                 .set("bootstrap.servers", &brokers)
                 .set("linger.ms", "5")
@@ -79,13 +108,29 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
                 .set("enable.idempotence", "true")
                 .create()
                 .context("creating producer")?;
-            let lines: Vec<Vec<u8>> = std::io::BufReader::new(std::fs::File::open(&file).with_context(|| file.display().to_string())?)
-                .split(b'\n')
-                .collect::<Result<_, _>>()?;
+            let lines: Vec<Vec<u8>> =
+                std::io::BufReader::new(std::fs::File::open(&file).with_context(|| file.display().to_string())?)
+                    .split(b'\n')
+                    .collect::<Result<_, _>>()?;
             let started = Instant::now();
             let mut n = 0u64;
-            for _ in 0..repeat {
+            let limit = if count == 0 {
+                (lines.len() * repeat) as u64
+            } else {
+                count
+            };
+            let repeat = if count == 0 { repeat } else { usize::MAX };
+            'outer: for _ in 0..repeat {
                 for (i, line) in lines.iter().enumerate() {
+                    if n >= limit {
+                        break 'outer;
+                    }
+                    if rate > 0 && n.is_multiple_of(100) {
+                        let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
                     let key = i.to_string();
                     loop {
                         let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&topic).payload(line.as_slice());
@@ -94,7 +139,9 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
                         }
                         match producer.send(rec) {
                             Ok(()) => break,
-                            Err((e, _)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                            Err((e, _))
+                                if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                            {
                                 producer.poll(Duration::from_millis(5));
                             }
                             Err((e, _)) => anyhow::bail!("produce failed: {e}"),
@@ -105,16 +152,29 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
             }
             producer.flush(Duration::from_secs(60)).context("flushing producer")?;
             let secs = started.elapsed().as_secs_f64();
-            println!("produced {n} records to {topic} in {secs:.2}s ({:.0} records/s)", n as f64 / secs);
+            println!(
+                "produced {n} records to {topic} in {secs:.2}s ({:.0} records/s)",
+                n as f64 / secs
+            );
             Ok(ExitCode::SUCCESS)
         }
-        ToolsCommand::CreateTopic { brokers, topic, partitions } => {
+        ToolsCommand::CreateTopic {
+            brokers,
+            topic,
+            partitions,
+        } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(create_topic(&brokers, &topic, partitions))?;
             println!("topic {topic} ready ({partitions} partitions)");
             Ok(ExitCode::SUCCESS)
         }
-        ToolsCommand::Passthrough { brokers, from, to, group, count } => passthrough(&brokers, &from, &to, &group, count),
+        ToolsCommand::Passthrough {
+            brokers,
+            from,
+            to,
+            group,
+            count,
+        } => passthrough(&brokers, &from, &to, &group, count),
     }
 }
 
@@ -122,7 +182,10 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
 pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
     let results = admin
-        .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
         .await?;
     for r in results {
         match r {
@@ -139,10 +202,10 @@ fn passthrough(brokers: &str, from: &str, to: &str, group: &str, count: u64) -> 
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "true")
+        .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
         .create()?;
-    consumer.subscribe(&[from])?;
+    assign_all(&consumer, from)?;
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
@@ -153,7 +216,9 @@ fn passthrough(brokers: &str, from: &str, to: &str, group: &str, count: u64) -> 
     let mut started: Option<Instant> = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     while n < count && Instant::now() < deadline {
-        let Some(m) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
         let m = m?;
         started.get_or_insert_with(Instant::now);
         loop {
@@ -163,6 +228,12 @@ fn passthrough(brokers: &str, from: &str, to: &str, group: &str, count: u64) -> 
             }
             if let Some(k) = m.key() {
                 rec = rec.key(k);
+            }
+            if let Some(ts) = m.timestamp().to_millis() {
+                rec = rec.timestamp(ts);
+            }
+            if let Some(h) = m.headers() {
+                rec = rec.headers(h.detach());
             }
             match producer.send(rec) {
                 Ok(()) => break,
@@ -176,6 +247,62 @@ fn passthrough(brokers: &str, from: &str, to: &str, group: &str, count: u64) -> 
     }
     producer.flush(Duration::from_secs(60))?;
     let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
-    println!("{{\"passthrough_records\":{n},\"seconds\":{secs:.3},\"records_per_sec\":{:.0}}}", n as f64 / secs.max(1e-9));
+    println!(
+        "{{\"passthrough_records\":{n},\"seconds\":{secs:.3},\"records_per_sec\":{:.0}}}",
+        n as f64 / secs.max(1e-9)
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+fn latency(brokers: &str, topic: &str, count: u64) -> anyhow::Result<ExitCode> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("latency-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    assign_all(&consumer, topic)?;
+    let mut lat: Vec<i64> = Vec::with_capacity(count as usize);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while (lat.len() as u64) < count && Instant::now() < deadline {
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64;
+        if let Some(ts) = m.timestamp().to_millis() {
+            lat.push(now - ts);
+        }
+    }
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(-1)
+    };
+    println!(
+        "{{\"records\":{},\"p50_ms\":{},\"p99_ms\":{},\"max_ms\":{}}}",
+        lat.len(),
+        pct(0.5),
+        pct(0.99),
+        lat.last().copied().unwrap_or(-1)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Read every partition of `topic` from the beginning without joining a group (no join delay).
+fn assign_all(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<()> {
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)?;
+        }
+    }
+    anyhow::ensure!(tpl.count() > 0, "topic {topic} has no partitions");
+    consumer.assign(&tpl)?;
+    Ok(())
 }

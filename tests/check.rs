@@ -21,16 +21,27 @@ schema = "no/such/schema.json"
 "#,
     )
     .unwrap();
-    let out = Command::new(guard_bin()).args(["check", "--config"]).arg(&config).output().unwrap();
+    let out = Command::new(guard_bin())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "check must fail");
     assert!(err.contains("kafka.colour") && err.contains("unknown key"), "{err}");
-    assert!(err.contains("routes[0].schema") && err.contains("no/such/schema.json"), "{err}");
+    assert!(
+        err.contains("routes[0].schema") && err.contains("no/such/schema.json"),
+        "{err}"
+    );
     assert!(err.contains("kafka.brokers") && err.contains("99999"), "{err}");
     assert!(err.contains(&config.display().to_string()), "names the file: {err}");
     assert!(err.contains("3 problem(s)"), "{err}");
 
     // The shipped demo config is clean.
-    let out = Command::new(guard_bin()).args(["check", "--config"]).arg(repo().join("config/demo.toml")).output().unwrap();
+    let out = Command::new(guard_bin())
+        .args(["check", "--config"])
+        .arg(repo().join("config/demo.toml"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -18,12 +18,21 @@ fn sigkill_three_times_loses_nothing() {
 
     let mut guard = Guard::new(
         dir.path(),
-        &GuardSpec { brokers: &broker.addr, group: &group, routes: &[(&input, "shuttle.schema.json")], output: Some(&output), extra: "" },
+        &GuardSpec {
+            brokers: &broker.addr,
+            group: &group,
+            routes: &[(&input, "shuttle.schema.json")],
+            output: Some(&output),
+            extra: "",
+            kafka_extra: "",
+        },
     );
     let mut committed_at_kill = Vec::new();
     for threshold in [15_000.0, 60_000.0, 30_000.0] {
         guard.start();
-        wait_for(Duration::from_secs(120), "progress before the kill", || guard.metric_sum("guard_source_records_total") >= threshold);
+        wait_for(Duration::from_secs(120), "progress before the kill", || {
+            guard.metric_sum("guard_source_records_total") >= threshold
+        });
         guard.kill9();
         committed_at_kill.push(committed_total(&broker.addr, &group, &input, 4));
     }
@@ -32,8 +41,14 @@ fn sigkill_three_times_loses_nothing() {
         committed_total(&broker.addr, &group, &input, 4) == n as i64
     });
     assert!(guard.term(), "clean exit");
-    assert!(committed_at_kill.windows(2).all(|w| w[0] <= w[1]), "commits never go back: {committed_at_kill:?}");
-    assert!(committed_at_kill[0] < n as i64, "first kill happened mid-run: {committed_at_kill:?}");
+    assert!(
+        committed_at_kill.windows(2).all(|w| w[0] <= w[1]),
+        "commits never go back: {committed_at_kill:?}"
+    );
+    assert!(
+        committed_at_kill[0] < n as i64,
+        "first kill happened mid-run: {committed_at_kill:?}"
+    );
 
     let (out_len, q_len, out_dups, q_dups) = reconcile(&broker.addr, &input, &output, &guard.quarantine, n);
     eprintln!("crash test: output {out_len} (duplicates {out_dups}), quarantine {q_len} (duplicates {q_dups}), committed at kills {committed_at_kill:?}");

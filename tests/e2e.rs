@@ -14,7 +14,14 @@ fn hundred_thousand_mixed_records_exactly_once() {
     let group = unique("g");
     let mut guard = Guard::new(
         dir.path(),
-        &GuardSpec { brokers: &broker.addr, group: &group, routes: &[(&input, "shuttle.schema.json")], output: Some(&output), extra: "" },
+        &GuardSpec {
+            brokers: &broker.addr,
+            group: &group,
+            routes: &[(&input, "shuttle.schema.json")],
+            output: Some(&output),
+            extra: "",
+            kafka_extra: "",
+        },
     );
     guard.start();
     guard.wait_ready(Duration::from_secs(60));
@@ -23,10 +30,15 @@ fn hundred_thousand_mixed_records_exactly_once() {
     let records = shuttle_mix(n, 50);
     let p = producer(&broker.addr, 1 << 20);
     produce(&p, &input, &records, 4);
-    wait_for(Duration::from_secs(180), "guard to consume and commit everything", || {
-        let m = guard.metrics();
-        sum_metric(&m, "guard_source_records_total") >= n as f64 && sum_metric(&m, "guard_kafka_uncommitted_records") == 0.0
-    });
+    wait_for(
+        Duration::from_secs(180),
+        "guard to consume and commit everything",
+        || {
+            let m = guard.metrics();
+            sum_metric(&m, "guard_source_records_total") >= n as f64
+                && sum_metric(&m, "guard_kafka_uncommitted_records") == 0.0
+        },
+    );
     let m = guard.metrics();
     let passed = sum_metric(&m, "guard_pipeline_records_passed_total");
     let quarantined = sum_metric(&m, "guard_pipeline_records_quarantined_total");

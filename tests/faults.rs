@@ -13,14 +13,24 @@ fn unwritable_quarantine_stops_commits_then_recovers() {
     let group = unique("g");
     let mut guard = Guard::new(
         dir.path(),
-        &GuardSpec { brokers: &broker.addr, group: &group, routes: &[(&input, "shuttle.schema.json")], output: Some(&output), extra: "" },
+        &GuardSpec {
+            brokers: &broker.addr,
+            group: &group,
+            routes: &[(&input, "shuttle.schema.json")],
+            output: Some(&output),
+            // Small bounds so that the stall below exceeds them and the consumer must pause.
+            extra: "[pipeline]\nchannel_capacity = 1\n",
+            kafka_extra: "queued_max_kbytes = 1024\n",
+        },
     );
     guard.start();
     guard.wait_ready(Duration::from_secs(60));
     let p = producer(&broker.addr, 1 << 20);
     let first = shuttle_mix(20_000, 20);
     produce(&p, &input, &first, 2);
-    wait_for(Duration::from_secs(120), "first part committed", || committed_total(&broker.addr, &group, &input, 2) == 20_000);
+    wait_for(Duration::from_secs(120), "first part committed", || {
+        committed_total(&broker.addr, &group, &input, 2) == 20_000
+    });
 
     // Swap the folder for a plain file: writes fail even as root.
     let q = guard.quarantine.clone();
@@ -30,20 +40,41 @@ fn unwritable_quarantine_stops_commits_then_recovers() {
 
     let second = shuttle_mix(120_000, 20);
     produce(&p, &input, &second, 2);
-    wait_for(Duration::from_secs(30), "not-ready while the quarantine is failing", || {
-        guard.get("/readyz").is_some_and(|(code, body)| code == 503 && body.contains("\"quarantine_ok\":false"))
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "not-ready while the quarantine is failing",
+        || {
+            guard
+                .get("/readyz")
+                .is_some_and(|(code, body)| code == 503 && body.contains("\"quarantine_ok\":false"))
+        },
+    );
     std::thread::sleep(Duration::from_secs(2));
     let stalled = committed_total(&broker.addr, &group, &input, 2);
     std::thread::sleep(Duration::from_secs(4));
     let still = committed_total(&broker.addr, &group, &input, 2);
     assert_eq!(stalled, still, "no commits while the quarantine cannot be written");
-    assert!(still < 140_000, "offsets past undurable quarantined records are not committed ({still})");
+    assert!(
+        still < 140_000,
+        "offsets past undurable quarantined records are not committed ({still})"
+    );
     let rss_kib = guard.peak_rss_kib();
-    assert!(rss_kib < 256 * 1024, "memory stays bounded while stalled: {rss_kib} KiB");
+    assert!(
+        rss_kib < 256 * 1024,
+        "memory stays bounded while stalled: {rss_kib} KiB"
+    );
     let m = guard.metrics();
     assert!(sum_metric(&m, "guard_quarantine_write_failures_total") > 0.0);
-    assert!(sum_metric(&m, "guard_source_records_total") < 140_000.0, "consumer paused instead of buffering everything");
+    let consumed = sum_metric(&m, "guard_source_records_total");
+    assert!(
+        consumed < 140_000.0,
+        "consumer paused instead of buffering everything ({consumed})"
+    );
+    assert_eq!(
+        sum_metric(&m, "guard_source_paused"),
+        1.0,
+        "partitions paused during the stall"
+    );
 
     // Make it writable again: the guard finishes by itself.
     std::fs::remove_file(&q).unwrap();
@@ -73,11 +104,20 @@ fn frozen_broker_turns_not_ready_and_recovers() {
     drop(p);
     let mut guard = Guard::new(
         dir.path(),
-        &GuardSpec { brokers: &broker.addr, group: &group, routes: &[(&input, "shuttle.schema.json")], output: Some(&output), extra: "" },
+        &GuardSpec {
+            brokers: &broker.addr,
+            group: &group,
+            routes: &[(&input, "shuttle.schema.json")],
+            output: Some(&output),
+            extra: "",
+            kafka_extra: "",
+        },
     );
     guard.start();
     guard.wait_ready(Duration::from_secs(60));
-    wait_for(Duration::from_secs(60), "mid-run", || guard.metric_sum("guard_source_records_total") >= 20_000.0);
+    wait_for(Duration::from_secs(60), "mid-run", || {
+        guard.metric_sum("guard_source_records_total") >= 20_000.0
+    });
 
     broker.signal("STOP");
     let frozen_at = std::time::Instant::now();
@@ -89,9 +129,11 @@ fn frozen_broker_turns_not_ready_and_recovers() {
     broker.signal("CONT");
 
     guard.wait_ready(Duration::from_secs(90));
-    wait_for(Duration::from_secs(240), "everything committed after the freeze", || {
-        committed_total(&broker.addr, &group, &input, 2) == n as i64
-    });
+    wait_for(
+        Duration::from_secs(240),
+        "everything committed after the freeze",
+        || committed_total(&broker.addr, &group, &input, 2) == n as i64,
+    );
     assert!(guard.term());
     let (out_len, q_len, out_dups, q_dups) = reconcile(&broker.addr, &input, &output, &guard.quarantine, n);
     eprintln!("freeze test: output {out_len} (dups {out_dups}), quarantine {q_len} (dups {q_dups})");

@@ -19,6 +19,7 @@ fn hostile_records_are_quarantined_with_bounded_memory_and_time() {
             routes: &[(&input, "shuttle.schema.json")],
             output: Some(&output),
             extra: "[limits]\nmax_bytes = 16777216\n",
+            kafka_extra: "",
         },
     );
     guard.start();
@@ -49,13 +50,28 @@ fn hostile_records_are_quarantined_with_bounded_memory_and_time() {
         ("limit.array_len", Some("k"), wide),
         ("limit.string_len", Some("k"), long),
         ("decode.utf8", Some("k"), [b"\xc3\x28".as_slice(), &valid].concat()),
-        ("value.non_finite", Some("k"), text.replacen("\"features\":[", "\"features\":[NaN,", 1).into_bytes()),
-        ("value.non_finite", Some("k"), text.replacen("\"features\":[", "\"features\":[1e999,", 1).into_bytes()),
-        ("decode.duplicate_key", Some("k"), text.replacen("\"label\":", "\"label\":0,\"label\":", 1).into_bytes()),
+        (
+            "value.non_finite",
+            Some("k"),
+            text.replacen("\"features\":[", "\"features\":[NaN,", 1).into_bytes(),
+        ),
+        (
+            "value.non_finite",
+            Some("k"),
+            text.replacen("\"features\":[", "\"features\":[1e999,", 1).into_bytes(),
+        ),
+        (
+            "decode.duplicate_key",
+            Some("k"),
+            text.replacen("\"label\":", "\"label\":0,\"label\":", 1).into_bytes(),
+        ),
         ("decode.empty", Some("k"), Vec::new()),
         ("pass", None, valid.clone()),
     ];
-    let records: Vec<(Option<String>, Vec<u8>)> = cases.iter().map(|(_, k, p)| (k.map(str::to_owned), p.clone())).collect();
+    let records: Vec<(Option<String>, Vec<u8>)> = cases
+        .iter()
+        .map(|(_, k, p)| (k.map(str::to_owned), p.clone()))
+        .collect();
     let p = producer(&broker.addr, 30 * 1024 * 1024);
     produce(&p, &input, &records, 1);
     drop(records);
@@ -67,7 +83,9 @@ fn hostile_records_are_quarantined_with_bounded_memory_and_time() {
     let m = guard.metrics();
     let q = quarantined(&guard.quarantine);
     for (offset, (want, _, _)) in cases.iter().enumerate() {
-        let got = q.get(&(input.clone(), 0, offset as i64)).map(|(_, codes)| codes[0].as_str());
+        let got = q
+            .get(&(input.clone(), 0, offset as i64))
+            .map(|(_, codes)| codes[0].as_str());
         if *want == "pass" {
             assert_eq!(got, None, "valid record with a null key passes");
         } else {
@@ -78,8 +96,14 @@ fn hostile_records_are_quarantined_with_bounded_memory_and_time() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].key, None, "null key kept");
 
-    let under_100ms = m.get("guard_validate_record_max_duration_seconds_bucket{le=\"0.1\"}").copied().unwrap_or(-1.0);
-    let batches = m.get("guard_validate_record_max_duration_seconds_count").copied().unwrap_or(-2.0);
+    let under_100ms = m
+        .get("guard_validate_record_max_duration_seconds_bucket{le=\"0.1\"}")
+        .copied()
+        .unwrap_or(-1.0);
+    let batches = m
+        .get("guard_validate_record_max_duration_seconds_count")
+        .copied()
+        .unwrap_or(-2.0);
     assert_eq!(under_100ms, batches, "no record took more than 100 ms to judge");
     eprintln!("hostile test: guard peak RSS {} MiB", rss_kib / 1024);
     assert!(rss_kib > 0 && rss_kib < 256 * 1024, "peak RSS {rss_kib} KiB");

@@ -22,7 +22,11 @@ pub fn free_port() -> u16 {
 pub fn unique(prefix: &str) -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 1_000_000_000;
     format!("{prefix}-{}-{n}-{t}", std::process::id())
 }
 
@@ -45,7 +49,15 @@ impl Broker {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(bin)
-            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -65,10 +77,23 @@ impl Broker {
 
     pub fn create_topic(&self, topic: &str, partitions: i32) {
         let out = Command::new(guard_bin())
-            .args(["tools", "create-topic", "--brokers", &self.addr, "--topic", topic, "--partitions", &partitions.to_string()])
+            .args([
+                "tools",
+                "create-topic",
+                "--brokers",
+                &self.addr,
+                "--topic",
+                topic,
+                "--partitions",
+                &partitions.to_string(),
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "create-topic: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "create-topic: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -105,6 +130,8 @@ pub struct GuardSpec<'a> {
     pub routes: &'a [(&'a str, &'a str)],
     pub output: Option<&'a str>,
     pub extra: &'a str,
+    /// Extra lines inside `[kafka]`.
+    pub kafka_extra: &'a str,
 }
 
 impl Guard {
@@ -119,18 +146,36 @@ impl Guard {
         if let Some(o) = spec.output {
             text.push_str(&format!("output_topic = \"{o}\"\n"));
         }
-        text.push_str(&format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[quarantine]\ndir = \"{}\"\nroll_max_age_ms = 500\n", quarantine.display()));
+        text.push_str(spec.kafka_extra);
+        text.push_str(&format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[quarantine]\ndir = \"{}\"\nroll_max_age_ms = 500\n",
+            quarantine.display()
+        ));
         text.push_str(spec.extra);
         for (topic, schema) in spec.routes {
-            text.push_str(&format!("\n[[routes]]\ntopic = \"{topic}\"\nschema = \"{}\"\n", repo().join("schemas").join(schema).display()));
+            text.push_str(&format!(
+                "\n[[routes]]\ntopic = \"{topic}\"\nschema = \"{}\"\n",
+                repo().join("schemas").join(schema).display()
+            ));
         }
         let config = dir.join(format!("guard-{port}.toml"));
         std::fs::write(&config, text).unwrap();
-        Guard { child: None, dir: dir.to_path_buf(), config, port, quarantine, log: dir.join(format!("guard-{port}.log")) }
+        Guard {
+            child: None,
+            dir: dir.to_path_buf(),
+            config,
+            port,
+            quarantine,
+            log: dir.join(format!("guard-{port}.log")),
+        }
     }
 
     pub fn start(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(guard_bin())
             .args(["run", "--config"])
             .arg(&self.config)
@@ -181,13 +226,19 @@ impl Guard {
     pub fn wait_ready(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while !self.ready() {
-            assert!(Instant::now() < deadline, "guard not ready in {timeout:?}; log:\n{}", self.log_tail());
+            assert!(
+                Instant::now() < deadline,
+                "guard not ready in {timeout:?}; log:\n{}",
+                self.log_tail()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     pub fn metrics(&self) -> HashMap<String, f64> {
-        let Some((_, body)) = self.get("/metrics") else { return HashMap::new() };
+        let Some((_, body)) = self.get("/metrics") else {
+            return HashMap::new();
+        };
         parse_metrics(&body)
     }
 
@@ -221,7 +272,10 @@ impl Drop for Guard {
 }
 
 pub fn sum_metric(m: &HashMap<String, f64>, name: &str) -> f64 {
-    m.iter().filter(|(k, _)| *k == name || k.starts_with(&format!("{name}{{"))).map(|(_, v)| v).sum()
+    m.iter()
+        .filter(|(k, _)| *k == name || k.starts_with(&format!("{name}{{")))
+        .map(|(_, v)| v)
+        .sum()
 }
 
 pub fn parse_metrics(body: &str) -> HashMap<String, f64> {
@@ -241,7 +295,10 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((code, body))
 }
 
@@ -257,10 +314,17 @@ pub fn producer(brokers: &str, max_bytes: usize) -> ThreadedProducer<DefaultProd
 
 /// Produce `(key, payload)` pairs round-robin over `partitions`; returns (partition, key) per
 /// record in order. Offsets are recovered from the data later.
-pub fn produce(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, records: &[(Option<String>, Vec<u8>)], partitions: i32) {
+pub fn produce(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    records: &[(Option<String>, Vec<u8>)],
+    partitions: i32,
+) {
     for (i, (key, payload)) in records.iter().enumerate() {
         loop {
-            let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).payload(payload.as_slice()).partition(i as i32 % partitions);
+            let mut rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic)
+                .payload(payload.as_slice())
+                .partition(i as i32 % partitions);
             if let Some(k) = key {
                 rec = rec.key(k.as_str());
             }
@@ -305,7 +369,11 @@ pub fn read_topic(brokers: &str, topic: &str, expect_at_least: usize, idle: Dura
             Some(Ok(m)) => {
                 let headers: Vec<(String, Option<Vec<u8>>)> = m
                     .headers()
-                    .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let source = headers
                     .iter()
@@ -337,7 +405,9 @@ pub fn quarantined(dir: &Path) -> BTreeMap<(String, i32, i64), (usize, Vec<Strin
     let mut out: BTreeMap<(String, i32, i64), (usize, Vec<String>)> = BTreeMap::new();
     for f in guard_quarantine::list_files(dir).unwrap() {
         for r in guard_quarantine::read_file(&f.path).unwrap() {
-            let e = out.entry((r.topic.clone(), r.partition, r.offset)).or_insert((0, r.reason_codes.clone()));
+            let e = out
+                .entry((r.topic.clone(), r.partition, r.offset))
+                .or_insert((0, r.reason_codes.clone()));
             e.0 += 1;
         }
     }
@@ -346,7 +416,10 @@ pub fn quarantined(dir: &Path) -> BTreeMap<(String, i32, i64), (usize, Vec<Strin
 
 /// Input offsets per partition of `topic`, read back from the input topic itself.
 pub fn input_offsets(brokers: &str, topic: &str, n: usize) -> Vec<(i32, i64, Option<String>)> {
-    read_topic(brokers, topic, n, Duration::from_secs(2)).into_iter().map(|r| (r.partition, r.offset, r.key)).collect()
+    read_topic(brokers, topic, n, Duration::from_secs(2))
+        .into_iter()
+        .map(|r| (r.partition, r.offset, r.key))
+        .collect()
 }
 
 /// Wait until `cond` holds or panic after `timeout` with `what`.
@@ -389,7 +462,9 @@ pub fn small_hostile(kind: &str) -> Vec<(String, Vec<u8>)> {
         .filter_map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).ok()?;
             (v["topic"] == kind).then(|| {
-                let p = base64::engine::general_purpose::STANDARD.decode(v["payload_b64"].as_str().unwrap()).unwrap();
+                let p = base64::engine::general_purpose::STANDARD
+                    .decode(v["payload_b64"].as_str().unwrap())
+                    .unwrap();
                 (v["code"].as_str().unwrap().to_owned(), p)
             })
         })
@@ -406,7 +481,9 @@ pub fn reconcile(brokers: &str, input: &str, output: &str, qdir: &Path, n: usize
     let out = read_topic(brokers, output, expected_out, Duration::from_secs(3));
     let mut seen_out: HashMap<String, usize> = HashMap::new();
     for r in &out {
-        *seen_out.entry(r.source.clone().expect("provenance header")).or_default() += 1;
+        *seen_out
+            .entry(r.source.clone().expect("provenance header"))
+            .or_default() += 1;
     }
     let mut missing = Vec::new();
     let mut wrong = Vec::new();
@@ -428,8 +505,18 @@ pub fn reconcile(brokers: &str, input: &str, output: &str, qdir: &Path, n: usize
             }
         }
     }
-    assert!(missing.is_empty(), "{} offsets missing, first {:?}", missing.len(), &missing[..missing.len().min(10)]);
-    assert!(wrong.is_empty(), "{} wrong verdicts, first {:?}", wrong.len(), &wrong[..wrong.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} offsets missing, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} wrong verdicts, first {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
     let out_dups = seen_out.values().map(|c| c - 1).sum::<usize>();
     let q_dups = q.values().map(|(c, _)| c - 1).sum::<usize>();
     (out.len(), q.len(), out_dups, q_dups)
@@ -449,7 +536,11 @@ pub fn committed_total(brokers: &str, group: &str, topic: &str, partitions: i32)
         tpl.add_partition(topic, p);
     }
     match c.committed_offsets(tpl, Duration::from_secs(5)) {
-        Ok(list) => list.elements().iter().map(|e| e.offset().to_raw().unwrap_or(0).max(0)).sum(),
+        Ok(list) => list
+            .elements()
+            .iter()
+            .map(|e| e.offset().to_raw().unwrap_or(0).max(0))
+            .sum(),
         Err(_) => -1,
     }
 }

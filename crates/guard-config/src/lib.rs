@@ -321,8 +321,15 @@ impl Config {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
-                problems.push(Problem { file, key: String::new(), message: format!("cannot read: {e}") });
-                return Loaded { config: Config::default(), problems };
+                problems.push(Problem {
+                    file,
+                    key: String::new(),
+                    message: format!("cannot read: {e}"),
+                });
+                return Loaded {
+                    config: Config::default(),
+                    problems,
+                };
             }
         };
         let mut config = Self::parse_str(&text, &file, env, &mut problems);
@@ -342,16 +349,26 @@ impl Config {
         let mut table: toml::Table = match text.parse() {
             Ok(t) => t,
             Err(e) => {
-                problems.push(Problem { file: file.into(), key: String::new(), message: e.to_string() });
+                problems.push(Problem {
+                    file: file.into(),
+                    key: String::new(),
+                    message: e.to_string(),
+                });
                 return Config::default();
             }
         };
         let mut from_env = Vec::new();
         for (name, value) in env {
-            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
             if path.iter().any(String::is_empty) {
-                problems.push(Problem { file: "environment".into(), key: name, message: "empty key segment".into() });
+                problems.push(Problem {
+                    file: "environment".into(),
+                    key: name,
+                    message: "empty key segment".into(),
+                });
                 continue;
             }
             set_path(&mut table, &path, parse_env_value(&value));
@@ -361,13 +378,25 @@ impl Config {
         let de = toml::Value::Table(table);
         let result: Result<Config, _> = serde_ignored::deserialize(de, |p| unknown.push(p.to_string()));
         for key in unknown {
-            let origin = if from_env.iter().any(|e| e == &key) { "environment" } else { file };
-            problems.push(Problem { file: origin.into(), key, message: "unknown key".into() });
+            let origin = if from_env.iter().any(|e| e == &key) {
+                "environment"
+            } else {
+                file
+            };
+            problems.push(Problem {
+                file: origin.into(),
+                key,
+                message: "unknown key".into(),
+            });
         }
         match result {
             Ok(c) => c,
             Err(e) => {
-                problems.push(Problem { file: file.into(), key: String::new(), message: e.to_string() });
+                problems.push(Problem {
+                    file: file.into(),
+                    key: String::new(),
+                    message: e.to_string(),
+                });
                 Config::default()
             }
         }
@@ -389,7 +418,11 @@ impl Config {
     pub fn validate(&self, file: &str) -> Vec<Problem> {
         let mut out = Vec::new();
         let mut bad = |key: &str, message: String| {
-            out.push(Problem { file: file.into(), key: key.into(), message });
+            out.push(Problem {
+                file: file.into(),
+                key: key.into(),
+                message,
+            });
         };
         for (i, b) in self.kafka.brokers.split(',').enumerate() {
             if let Err(m) = check_broker(b.trim()) {
@@ -400,7 +433,10 @@ impl Config {
             bad("kafka.group_id", "must not be empty".into());
         }
         if self.routes.is_empty() {
-            bad("routes", "at least one [[routes]] entry (topic and schema) is required".into());
+            bad(
+                "routes",
+                "at least one [[routes]] entry (topic and schema) is required".into(),
+            );
         }
         let mut seen = std::collections::HashSet::new();
         for (i, r) in self.routes.iter().enumerate() {
@@ -408,7 +444,10 @@ impl Config {
                 bad(&format!("routes[{i}].topic"), m);
             }
             if !seen.insert(r.topic.clone()) {
-                bad(&format!("routes[{i}].topic"), format!("topic {:?} is routed twice", r.topic));
+                bad(
+                    &format!("routes[{i}].topic"),
+                    format!("topic {:?} is routed twice", r.topic),
+                );
             }
             if r.schema.as_os_str().is_empty() {
                 bad(&format!("routes[{i}].schema"), "missing schema file".into());
@@ -421,7 +460,10 @@ impl Config {
                     bad("kafka.output_topic", m);
                 }
                 if self.routes.iter().any(|r| &r.topic == t) {
-                    bad("kafka.output_topic", format!("{t:?} is also an input topic (records would loop)"));
+                    bad(
+                        "kafka.output_topic",
+                        format!("{t:?} is also an input topic (records would loop)"),
+                    );
                 }
             }
             (Mode::Monitor, None) => {}
@@ -444,7 +486,10 @@ impl Config {
             }
         }
         if l.max_depth > guard_core::limits::MAX_CONFIGURABLE_DEPTH {
-            bad("limits.max_depth", format!("at most {}", guard_core::limits::MAX_CONFIGURABLE_DEPTH));
+            bad(
+                "limits.max_depth",
+                format!("at most {}", guard_core::limits::MAX_CONFIGURABLE_DEPTH),
+            );
         }
         if self.kafka.session_timeout_ms < 1_000 {
             bad("kafka.session_timeout_ms", "at least 1000".into());
@@ -453,7 +498,10 @@ impl Config {
             bad("quarantine.zstd_level", "between 1 and 22".into());
         }
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            bad("server.listen", format!("{:?} is not an ip:port address", self.server.listen));
+            bad(
+                "server.listen",
+                format!("{:?} is not an ip:port address", self.server.listen),
+            );
         }
         if self.quarantine.dir.as_os_str().is_empty() {
             bad("quarantine.dir", "must not be empty".into());
@@ -478,8 +526,13 @@ fn check_topic(t: &str) -> Result<(), String> {
     if t.is_empty() || t.len() > 249 || t == "." || t == ".." {
         return Err(format!("{t:?} is not a valid topic name"));
     }
-    if !t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
-        return Err(format!("{t:?} may only contain ASCII letters, digits, '.', '_' and '-'"));
+    if !t
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(format!(
+            "{t:?} may only contain ASCII letters, digits, '.', '_' and '-'"
+        ));
     }
     Ok(())
 }
@@ -492,10 +545,14 @@ fn parse_env_value(v: &str) -> toml::Value {
 }
 
 fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = table;
     for p in parents {
-        let entry = cur.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = cur
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         if !entry.is_table() {
             *entry = toml::Value::Table(toml::Table::new());
         }
@@ -549,12 +606,22 @@ schema = "s.json"
 
     #[test]
     fn env_overrides_win_and_unknown_env_keys_are_named() {
-        let (c, p) = parse(GOOD, &[("GUARD__KAFKA__GROUP_ID", "g2"), ("GUARD__PIPELINE__WORKERS", "3")]);
+        let (c, p) = parse(
+            GOOD,
+            &[("GUARD__KAFKA__GROUP_ID", "g2"), ("GUARD__PIPELINE__WORKERS", "3")],
+        );
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(c.kafka.group_id, "g2");
         assert_eq!(c.pipeline.workers, 3);
         let (_, p) = parse(GOOD, &[("GUARD__KAFKA__NOPE", "1")]);
-        assert_eq!(p, vec![Problem { file: "environment".into(), key: "kafka.nope".into(), message: "unknown key".into() }]);
+        assert_eq!(
+            p,
+            vec![Problem {
+                file: "environment".into(),
+                key: "kafka.nope".into(),
+                message: "unknown key".into()
+            }]
+        );
     }
 
     #[test]
@@ -562,7 +629,9 @@ schema = "s.json"
         let (_, p) = parse(&GOOD.replace("output_topic = \"clean\"", ""), &[]);
         assert!(p.iter().any(|p| p.key == "kafka.output_topic"));
         let (_, p) = parse(&GOOD.replace("\"clean\"", "\"in\""), &[]);
-        assert!(p.iter().any(|p| p.key == "kafka.output_topic" && p.message.contains("loop")));
+        assert!(p
+            .iter()
+            .any(|p| p.key == "kafka.output_topic" && p.message.contains("loop")));
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
     for (key, v) in k.properties.iter().chain(&k.consumer_properties) {
         c.set(key, v);
     }
-    c.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+    c.set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
     c
 }
 

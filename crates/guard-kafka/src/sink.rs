@@ -1,18 +1,90 @@
 //! The clean sink: passing records go to the output topic with key, headers and timestamp kept.
+//!
+//! Records are handed to librdkafka from the caller's (worker) thread; each batch carries a
+//! [`BatchDelivery`] as the delivery opaque. librdkafka's delivery callback counts it down; the
+//! last acknowledgement runs the batch's completion (which acknowledges the batch to the
+//! commit tracker). Failed deliveries are kept (as owned messages) and re-sent by a retry thread
+//! with back-off until the broker takes them: a record is never dropped because the broker was
+//! away. No future or task per record: this path runs at the client library's speed.
 
 use guard_core::{Health, Record, TopicPartition};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::ClientConfig;
-use std::sync::Arc;
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tracing::warn;
+use tracing::{info, warn};
 
-/// Produces passing records and waits until the broker has them.
+/// Runs once when every record of a batch is acknowledged by the broker.
+pub type OnDelivered = Box<dyn FnOnce() + Send>;
+
+/// Delivery state of one batch.
+pub struct BatchDelivery {
+    remaining: AtomicUsize,
+    failed: Mutex<Vec<OwnedMessage>>,
+    done: Mutex<Option<OnDelivered>>,
+    tp: TopicPartition,
+    records: usize,
+}
+
+impl BatchDelivery {
+    fn finish(&self) {
+        let f = self.done.lock().ok().and_then(|mut d| d.take());
+        if let Some(f) = f {
+            f();
+        }
+    }
+}
+
+/// librdkafka context of the clean producer.
+pub struct SinkContext {
+    health: Arc<Health>,
+    retry: Mutex<Sender<Arc<BatchDelivery>>>,
+}
+
+impl ClientContext for SinkContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(error = %error, reason, "producer client error");
+        self.health.note_error(format!("clean sink: {reason}"));
+    }
+}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Arc<BatchDelivery>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: Arc<BatchDelivery>) {
+        if let Err((e, msg)) = result {
+            if let Ok(mut failed) = batch.failed.lock() {
+                if failed.is_empty() {
+                    warn!(error = %e, topic = %batch.tp.topic, partition = batch.tp.partition, "delivery failed; will retry");
+                }
+                failed.push(msg.detach());
+            }
+            self.health.set_clean_sink_failing(true);
+        }
+        if batch.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let any_failed = batch.failed.lock().map(|f| !f.is_empty()).unwrap_or(false);
+            if any_failed {
+                if let Ok(tx) = self.retry.lock() {
+                    let _ = tx.send(batch);
+                }
+            } else {
+                self.health.set_clean_sink_failing(false);
+                metrics::counter!("guard_sink_delivered_records_total").increment(batch.records as u64);
+                batch.finish();
+            }
+        }
+    }
+}
+
+/// Produces passing records and reports when the broker has all of a batch.
 #[derive(Clone)]
 pub struct CleanSink {
-    producer: FutureProducer,
+    producer: Arc<ThreadedProducer<SinkContext>>,
     topic: Arc<str>,
     provenance_header: Arc<str>,
     health: Arc<Health>,
@@ -20,7 +92,7 @@ pub struct CleanSink {
 }
 
 impl CleanSink {
-    /// Create the producer.
+    /// Create the producer and its retry thread.
     pub fn new(
         config: &ClientConfig,
         topic: &str,
@@ -28,86 +100,132 @@ impl CleanSink {
         health: Arc<Health>,
         backoff: Duration,
     ) -> Result<Self, crate::KafkaGuardError> {
-        Ok(Self {
-            producer: config.create()?,
+        let (tx, rx) = channel();
+        let producer: ThreadedProducer<SinkContext> = config.create_with_context(SinkContext {
+            health: Arc::clone(&health),
+            retry: Mutex::new(tx),
+        })?;
+        let sink = Self {
+            producer: Arc::new(producer),
             topic: Arc::from(topic),
             provenance_header: Arc::from(provenance_header),
             health,
             backoff,
-        })
+        };
+        let retry = sink.clone();
+        std::thread::Builder::new()
+            .name("guard-sink-retry".into())
+            .spawn(move || retry.retry_loop(&rx))
+            .map_err(|e| crate::KafkaGuardError::Thread(e.to_string()))?;
+        Ok(sink)
     }
 
-    /// Deliver every record; returns only when the broker has acknowledged all of them.
-    /// Failed deliveries are retried with back-off for as long as it takes, so a dead broker
-    /// stalls the pipeline (and back-pressure pauses the consumer) instead of losing records.
-    pub async fn deliver(&self, tp: &TopicPartition, records: &[Record]) {
-        let mut todo: Vec<usize> = (0..records.len()).collect();
-        let mut attempt = 0u32;
-        while !todo.is_empty() {
-            let mut futures = Vec::with_capacity(todo.len());
-            for &i in &todo {
-                futures.push((i, self.enqueue(tp, &records[i]).await));
+    /// Hand every record of a batch to the producer (blocking while its queue is full) and run
+    /// `on_delivered` once the broker has acknowledged all of them. An empty batch completes at once.
+    pub fn send_batch(&self, tp: &TopicPartition, records: &[&Record], on_delivered: OnDelivered) {
+        if records.is_empty() {
+            on_delivered();
+            return;
+        }
+        let batch = Arc::new(BatchDelivery {
+            remaining: AtomicUsize::new(records.len()),
+            failed: Mutex::new(Vec::new()),
+            done: Mutex::new(Some(on_delivered)),
+            tp: tp.clone(),
+            records: records.len(),
+        });
+        let mut provenance = String::with_capacity(tp.topic.len() + 24);
+        for r in records {
+            provenance.clear();
+            let _ = write!(provenance, "{}/{}/{}", tp.topic, tp.partition, r.offset);
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + 1);
+            for h in &r.headers {
+                headers = headers.insert(Header {
+                    key: &h.key,
+                    value: h.value.as_deref(),
+                });
             }
-            let mut failed = Vec::new();
-            for (i, fut) in futures {
-                match fut.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => {
-                        failed.push(i);
-                        if failed.len() == 1 {
-                            warn!(error = %e, topic = %tp.topic, partition = tp.partition, offset = records[i].offset, "delivery failed; retrying");
-                            self.health.note_error(format!("clean sink: {e}"));
-                        }
-                    }
-                    Err(_canceled) => failed.push(i),
-                }
+            if !self.provenance_header.is_empty() {
+                headers = headers.insert(Header {
+                    key: &self.provenance_header,
+                    value: Some(provenance.as_bytes()),
+                });
             }
-            let delivered = todo.len() - failed.len();
-            metrics::counter!("guard_sink_delivered_records_total").increment(delivered as u64);
-            if failed.is_empty() {
-                if attempt > 0 {
-                    self.health.set_clean_sink_failing(false);
-                }
-                return;
-            }
-            attempt += 1;
-            metrics::counter!("guard_sink_retries_total").increment(failed.len() as u64);
-            self.health.set_clean_sink_failing(true);
-            tokio::time::sleep(self.backoff * attempt.min(10)).await;
-            todo = failed;
+            self.send(
+                BaseRecord::with_opaque_to(&self.topic, Arc::clone(&batch)),
+                r.payload.as_deref(),
+                r.key.as_deref(),
+                r.timestamp_ms,
+                headers,
+            );
         }
     }
 
-    async fn enqueue(&self, tp: &TopicPartition, r: &Record) -> rdkafka::producer::DeliveryFuture {
-        let provenance = format!("{}/{}/{}", tp.topic, tp.partition, r.offset);
+    fn send<'a>(
+        &self,
+        mut rec: BaseRecord<'a, [u8], [u8], Arc<BatchDelivery>>,
+        payload: Option<&'a [u8]>,
+        key: Option<&'a [u8]>,
+        ts: Option<i64>,
+        headers: OwnedHeaders,
+    ) {
+        if let Some(p) = payload {
+            rec = rec.payload(p);
+        }
+        if let Some(k) = key {
+            rec = rec.key(k);
+        }
+        if let Some(ts) = ts {
+            rec = rec.timestamp(ts);
+        }
+        rec = rec.headers(headers);
+        let mut attempt = 0u32;
         loop {
-            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + 1);
-            for h in &r.headers {
-                headers = headers.insert(Header { key: &h.key, value: h.value.as_deref() });
-            }
-            if !self.provenance_header.is_empty() {
-                headers = headers.insert(Header { key: &self.provenance_header, value: Some(provenance.as_bytes()) });
-            }
-            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
-            if let Some(p) = r.payload.as_deref() {
-                rec = rec.payload(p);
-            }
-            if let Some(k) = r.key.as_deref() {
-                rec = rec.key(k);
-            }
-            if let Some(ts) = r.timestamp_ms {
-                rec = rec.timestamp(ts);
-            }
-            match self.producer.send_result(rec) {
-                Ok(f) => return f,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+            match self.producer.send(rec) {
+                Ok(()) => {
+                    if attempt > 2 {
+                        self.health.set_clean_sink_failing(false);
+                    }
+                    return;
                 }
-                Err((e, _)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, back)) => {
+                    rec = back;
+                    attempt += 1;
                     warn!(error = %e, "produce refused; retrying");
                     self.health.set_clean_sink_failing(true);
-                    tokio::time::sleep(self.backoff).await;
+                    std::thread::sleep(self.backoff * attempt.min(10));
                 }
+            }
+        }
+    }
+
+    fn retry_loop(&self, rx: &Receiver<Arc<BatchDelivery>>) {
+        while let Ok(batch) = rx.recv() {
+            let failed = batch
+                .failed
+                .lock()
+                .map(|mut f| std::mem::take(&mut *f))
+                .unwrap_or_default();
+            metrics::counter!("guard_sink_retries_total").increment(failed.len() as u64);
+            std::thread::sleep(self.backoff);
+            info!(records = failed.len(), topic = %batch.tp.topic, partition = batch.tp.partition, "re-sending failed deliveries");
+            batch.remaining.store(failed.len(), Ordering::Release);
+            for m in failed {
+                let headers = m
+                    .headers()
+                    .cloned()
+                    .unwrap_or_else(|| OwnedHeaders::new_with_capacity(0));
+                self.send(
+                    BaseRecord::with_opaque_to(&self.topic, Arc::clone(&batch)),
+                    m.payload(),
+                    m.key(),
+                    m.timestamp().to_millis(),
+                    headers,
+                );
             }
         }
     }

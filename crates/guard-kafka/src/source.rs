@@ -48,6 +48,9 @@ pub struct SourceSettings {
     pub oversize_prefix_bytes: usize,
 }
 
+/// How long downstream may stay full before the source pauses its partitions.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
+
 struct Shared {
     tracker: Arc<Mutex<AckTracker>>,
     health: Arc<Health>,
@@ -74,7 +77,10 @@ impl Shared {
                 break;
             }
             if Instant::now() >= deadline {
-                warn!(in_flight, why, "drain timed out; undrained records will be re-read by the next owner");
+                warn!(
+                    in_flight,
+                    why, "drain timed out; undrained records will be re-read by the next owner"
+                );
                 metrics::counter!("guard_kafka_drain_timeouts_total").increment(1);
                 break;
             }
@@ -83,7 +89,11 @@ impl Shared {
         }
         self.flush.set(false);
         self.commit(consumer, CommitMode::Sync);
-        info!(why, elapsed_ms = started.elapsed().as_millis() as u64, "drained and committed");
+        info!(
+            why,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "drained and committed"
+        );
     }
 
     /// Commit every durable position not committed yet. Failed commits stay queued.
@@ -149,7 +159,10 @@ impl ConsumerContext for GuardContext {
                 self.shared.drain_and_commit(consumer, "revoke");
                 let mut t = lock(&self.shared.tracker);
                 for e in tpl.elements() {
-                    t.revoke(&TopicPartition { topic: Arc::from(e.topic()), partition: e.partition() });
+                    t.revoke(&TopicPartition {
+                        topic: Arc::from(e.topic()),
+                        partition: e.partition(),
+                    });
                 }
                 self.shared.generation.fetch_add(1, Ordering::SeqCst);
                 self.shared.health.set_assigned(false, 0);
@@ -162,13 +175,26 @@ impl ConsumerContext for GuardContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            // librdkafka keeps an application pause on a partition object across assignments
+            // (it resets only its own pause flag), so a partition paused before a rebalance would
+            // stay silent forever. Start every assignment resumed; the poll loop re-applies its
+            // back-pressure state for the new generation.
+            if let Err(e) = consumer.resume(tpl) {
+                warn!(error = %e, "resume after assignment failed");
+            }
             metrics::counter!("guard_kafka_rebalances_total", "kind" => "assign").increment(1);
             let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
             let mut t = lock(&self.shared.tracker);
             for e in tpl.elements() {
-                t.assign(TopicPartition { topic: Arc::from(e.topic()), partition: e.partition() }, generation);
+                t.assign(
+                    TopicPartition {
+                        topic: Arc::from(e.topic()),
+                        partition: e.partition(),
+                    },
+                    generation,
+                );
             }
             metrics::gauge!("guard_kafka_assigned_partitions").set(tpl.count() as f64);
             info!(partitions = tpl.count(), generation, "partitions assigned");
@@ -210,11 +236,16 @@ impl Source {
             drain_timeout: settings.drain_timeout,
             to_commit: Mutex::new(HashMap::new()),
         });
-        let consumer: BaseConsumer<GuardContext> =
-            config.create_with_context(GuardContext { shared: Arc::clone(&shared) })?;
+        let consumer: BaseConsumer<GuardContext> = config.create_with_context(GuardContext {
+            shared: Arc::clone(&shared),
+        })?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        Ok(Self { consumer: Arc::new(consumer), shared, settings })
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            shared,
+            settings,
+        })
     }
 
     /// Probe the brokers (blocking, at most `timeout`); true when metadata came back.
@@ -224,7 +255,9 @@ impl Source {
 
     /// A handle usable from other threads for probing.
     pub fn prober(&self) -> Prober {
-        Prober { consumer: Arc::clone(&self.consumer) }
+        Prober {
+            consumer: Arc::clone(&self.consumer),
+        }
     }
 
     /// Run the poll loop on a dedicated thread until `shutdown` is set; then hand on what is
@@ -244,9 +277,27 @@ impl Source {
         let mut accs: Vec<Acc> = Vec::new();
         let mut last_commit = Instant::now();
         let mut paused = false;
+        let mut blocked_since: Option<Instant> = None;
+        let mut seen_generation = self.shared.generation.load(Ordering::SeqCst);
         let s = &self.settings;
         while !shutdown.load(Ordering::Relaxed) {
-            let timeout = if accs.is_empty() { Duration::from_millis(100) } else { Duration::from_millis(2) };
+            // Downstream full for a short while: wait without polling, so librdkafka keeps its
+            // prefetched messages (pausing discards them and resuming re-fetches).
+            if let Some(since) = blocked_since {
+                if !paused && since.elapsed() < PAUSE_AFTER {
+                    std::thread::sleep(Duration::from_millis(1));
+                    match self.dispatch_due(&mut accs, senders, false) {
+                        Ok(true) => continue,
+                        Ok(false) => blocked_since = None,
+                        Err(()) => return,
+                    }
+                }
+            }
+            let timeout = if accs.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_millis(2)
+            };
             let mut polled = 0;
             let mut next = self.consumer.poll(timeout);
             while let Some(result) = next {
@@ -265,13 +316,30 @@ impl Source {
             }
             let generation = self.shared.generation.load(Ordering::SeqCst);
             accs.retain(|a| a.generation == generation);
+            if generation != seen_generation {
+                seen_generation = generation;
+                if paused {
+                    self.set_paused(true);
+                }
+            }
             let blocked = match self.dispatch_due(&mut accs, senders, false) {
                 Ok(blocked) => blocked,
                 Err(()) => return,
             };
-            if blocked != paused {
-                self.set_paused(blocked);
-                paused = blocked;
+            // A sustained stall (a failing sink): pause the partitions and keep polling, so the
+            // group membership and rebalances are served while memory stays bounded.
+            if blocked {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if !paused && since.elapsed() >= PAUSE_AFTER {
+                    self.set_paused(true);
+                    paused = true;
+                }
+            } else {
+                blocked_since = None;
+                if paused {
+                    self.set_paused(false);
+                    paused = false;
+                }
             }
             if last_commit.elapsed() >= s.commit_interval {
                 self.shared.commit(&self.consumer, CommitMode::Sync);
@@ -295,8 +363,14 @@ impl Source {
     }
 
     fn set_paused(&self, pause: bool) {
-        let Ok(assignment) = self.consumer.assignment() else { return };
-        let result = if pause { self.consumer.pause(&assignment) } else { self.consumer.resume(&assignment) };
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let result = if pause {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
         if let Err(e) = result {
             warn!(error = %e, pause, "pause/resume failed");
         }
@@ -317,7 +391,14 @@ impl Source {
         });
         let headers = m
             .headers()
-            .map(|hs| hs.iter().map(|h| Header { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec) }).collect())
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| Header {
+                        key: h.key.to_owned(),
+                        value: h.value.map(<[u8]>::to_vec),
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         let record = Record {
             offset: m.offset(),
@@ -374,7 +455,10 @@ impl Source {
                 }
             };
             let a = accs.swap_remove(i);
-            let tp = TopicPartition { topic: a.topic, partition: a.partition };
+            let tp = TopicPartition {
+                topic: a.topic,
+                partition: a.partition,
+            };
             let last = a.records.last().map_or(-1, |r| r.offset);
             let n = a.records.len();
             let seq = lock(&self.shared.tracker).register(&tp, a.generation, last, n);
@@ -383,7 +467,12 @@ impl Source {
             let _e = span.enter();
             metrics::counter!("guard_source_records_total", "topic" => tp.topic.to_string()).increment(n as u64);
             metrics::counter!("guard_source_bytes_total", "topic" => tp.topic.to_string()).increment(a.bytes as u64);
-            permit.send(Batch { tp, seq, generation: a.generation, records: a.records });
+            permit.send(Batch {
+                tp,
+                seq,
+                generation: a.generation,
+                records: a.records,
+            });
         }
         Ok(blocked)
     }
@@ -404,6 +493,8 @@ impl Prober {
 
 /// Which worker owns a partition; stable so per-partition order holds.
 pub fn shard_of(topic: &str, partition: i32, workers: usize) -> usize {
-    let h = topic.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let h = topic
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     (h.wrapping_add(partition as u64) % workers.max(1) as u64) as usize
 }

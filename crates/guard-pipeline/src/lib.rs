@@ -64,7 +64,13 @@ impl AckTracker {
 
     /// Start tracking `tp` in `generation`, forgetting anything older.
     pub fn assign(&mut self, tp: TopicPartition, generation: u64) {
-        self.parts.insert(tp, PartState { generation, ..PartState::default() });
+        self.parts.insert(
+            tp,
+            PartState {
+                generation,
+                ..PartState::default()
+            },
+        );
     }
 
     /// Stop tracking `tp` (revoked); its in-flight batches will never be committed from here.
@@ -78,15 +84,24 @@ impl AckTracker {
         let st = self.parts.get_mut(tp).filter(|s| s.generation == generation)?;
         let seq = st.next_seq;
         st.next_seq += 1;
-        st.queue.push_back(Slot { seq, last_offset, records, pending: Part::Clean.bit() | Part::Quarantine.bit() });
+        st.queue.push_back(Slot {
+            seq,
+            last_offset,
+            records,
+            pending: Part::Clean.bit() | Part::Quarantine.bit(),
+        });
         Some(seq)
     }
 
     /// Acknowledge one part of a batch. Stale generations and unknown batches are ignored.
     pub fn ack(&mut self, tp: &TopicPartition, generation: u64, seq: u64, part: Part) {
-        let Some(st) = self.parts.get_mut(tp).filter(|s| s.generation == generation) else { return };
+        let Some(st) = self.parts.get_mut(tp).filter(|s| s.generation == generation) else {
+            return;
+        };
         let Some(front) = st.queue.front() else { return };
-        let Some(idx) = seq.checked_sub(front.seq).and_then(|i| usize::try_from(i).ok()) else { return };
+        let Some(idx) = seq.checked_sub(front.seq).and_then(|i| usize::try_from(i).ok()) else {
+            return;
+        };
         if let Some(slot) = st.queue.get_mut(idx) {
             slot.pending &= !part.bit();
         }
@@ -99,7 +114,10 @@ impl AckTracker {
 
     /// Commit positions (next offset to read) that advanced since the last call.
     pub fn take_commits(&mut self) -> Vec<(TopicPartition, i64)> {
-        self.parts.iter_mut().filter_map(|(tp, st)| st.ready.take().map(|o| (tp.clone(), o))).collect()
+        self.parts
+            .iter_mut()
+            .filter_map(|(tp, st)| st.ready.take().map(|o| (tp.clone(), o)))
+            .collect()
     }
 
     /// Batches registered but not fully acknowledged.
@@ -109,7 +127,11 @@ impl AckTracker {
 
     /// Records consumed but not yet committable (the commit lag this instance holds).
     pub fn uncommitted_records(&self) -> usize {
-        self.parts.values().flat_map(|s| s.queue.iter()).map(|s| s.records).sum()
+        self.parts
+            .values()
+            .flat_map(|s| s.queue.iter())
+            .map(|s| s.records)
+            .sum()
     }
 
     /// The generation `tp` is tracked in, if assigned.
@@ -125,7 +147,10 @@ mod tests {
     use std::sync::Arc;
 
     fn tp(p: i32) -> TopicPartition {
-        TopicPartition { topic: Arc::from("t"), partition: p }
+        TopicPartition {
+            topic: Arc::from("t"),
+            partition: p,
+        }
     }
 
     #[test]

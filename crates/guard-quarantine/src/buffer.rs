@@ -31,7 +31,15 @@ impl PartitionBuffer {
     /// A buffer for a partition whose files already cover input offsets up to `covered_until`
     /// (-1 when none).
     pub fn new(covered_until: i64) -> Self {
-        Self { rows: Vec::new(), bytes: 0, opened: None, first: None, last: -1, batches: Vec::new(), covered_until }
+        Self {
+            rows: Vec::new(),
+            bytes: 0,
+            opened: None,
+            first: None,
+            last: -1,
+            batches: Vec::new(),
+            covered_until,
+        }
     }
 
     /// Highest input offset already inside a durable file.
@@ -135,7 +143,10 @@ mod tests {
     fn replayed_offsets_are_not_written_twice() {
         let now = Instant::now();
         let mut b = PartitionBuffer::new(9);
-        assert!(!b.add(0, 0, 9, vec![row(3), row(9)], now), "all covered: nothing to wait for");
+        assert!(
+            !b.add(0, 0, 9, vec![row(3), row(9)], now),
+            "all covered: nothing to wait for"
+        );
         assert!(b.add(1, 5, 14, vec![row(7), row(12)], now));
         let (first, last, rows) = b.pending().unwrap_or((0, 0, &[]));
         assert_eq!((first, last, rows.len()), (10, 14, 1));
@@ -158,7 +169,11 @@ mod tests {
     #[test]
     fn rolls_on_each_threshold() {
         let now = Instant::now();
-        let p = RollPolicy { max_rows: 2, max_bytes: 1 << 20, max_age: Duration::from_secs(5) };
+        let p = RollPolicy {
+            max_rows: 2,
+            max_bytes: 1 << 20,
+            max_age: Duration::from_secs(5),
+        };
         let mut b = PartitionBuffer::new(-1);
         b.add(0, 0, 0, vec![row(0)], now);
         assert!(!b.should_roll(&p, now));

@@ -28,7 +28,11 @@ pub struct ReasonEntry {
 
 impl From<&Reason> for ReasonEntry {
     fn from(r: &Reason) -> Self {
-        Self { code: r.code.as_str().to_owned(), path: r.path.clone(), detail: r.detail.clone() }
+        Self {
+            code: r.code.as_str().to_owned(),
+            path: r.path.clone(),
+            detail: r.detail.clone(),
+        }
     }
 }
 
@@ -72,14 +76,21 @@ impl QuarantineRow {
     pub fn approx_bytes(&self) -> usize {
         self.payload.as_ref().map_or(0, Vec::len)
             + self.key.as_ref().map_or(0, Vec::len)
-            + self.headers.iter().map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len)).sum::<usize>()
+            + self
+                .headers
+                .iter()
+                .map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len))
+                .sum::<usize>()
             + self.reasons.iter().map(|r| r.detail.len() + 32).sum::<usize>()
             + 128
     }
 }
 
 fn header_fields() -> Fields {
-    Fields::from(vec![Field::new("key", DataType::Utf8, false), Field::new("value", DataType::Binary, true)])
+    Fields::from(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("value", DataType::Binary, true),
+    ])
 }
 
 /// The Arrow schema of quarantine files (stable; new columns are only ever appended).
@@ -90,7 +101,11 @@ pub fn arrow_schema() -> SchemaRef {
             Field::new("topic", DataType::Utf8, false),
             Field::new("partition", DataType::Int32, false),
             Field::new("offset", DataType::Int64, false),
-            Field::new("kafka_timestamp", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), true),
+            Field::new(
+                "kafka_timestamp",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                true,
+            ),
             Field::new("key", DataType::Binary, true),
             Field::new(
                 "headers",
@@ -100,11 +115,19 @@ pub fn arrow_schema() -> SchemaRef {
             Field::new("payload", DataType::Binary, true),
             Field::new("payload_len", DataType::Int64, false),
             Field::new("payload_truncated", DataType::Boolean, false),
-            Field::new("reason_codes", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false),
+            Field::new(
+                "reason_codes",
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                false,
+            ),
             Field::new("reasons", DataType::Utf8, false),
             Field::new("schema_id", DataType::Utf8, true),
             Field::new("guard_version", DataType::Utf8, false),
-            Field::new("quarantined_at", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new(
+                "quarantined_at",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
             Field::new("anomaly_score", DataType::Float32, true),
             Field::new("label_score", DataType::Float32, true),
             Field::new("model_id", DataType::Utf8, true),
@@ -186,7 +209,8 @@ pub fn to_record_batch(rows: &[QuarantineRow]) -> Result<RecordBatch, Quarantine
 }
 
 fn field<T: arrow_array::builder::ArrayBuilder>(s: &mut StructBuilder, i: usize) -> Result<&mut T, QuarantineError> {
-    s.field_builder::<T>(i).ok_or_else(|| QuarantineError::Format(format!("header builder field {i}")))
+    s.field_builder::<T>(i)
+        .ok_or_else(|| QuarantineError::Format(format!("header builder field {i}")))
 }
 
 /// Encode rows as a zstd-compressed Parquet file in memory.

@@ -46,6 +46,9 @@ pub enum QuarantineError {
 
 impl QuarantineError {
     pub(crate) fn io(path: impl std::fmt::Display, source: std::io::Error) -> Self {
-        Self::Io { path: path.to_string(), source }
+        Self::Io {
+            path: path.to_string(),
+            source,
+        }
     }
 }

@@ -75,20 +75,40 @@ pub fn list_files(root: &Path) -> Result<Vec<FileInfo>, QuarantineError> {
     };
     for t in topics.flatten() {
         let tname = t.file_name().to_string_lossy().into_owned();
-        let Some(topic) = tname.strip_prefix("topic=") else { continue };
-        for p in std::fs::read_dir(t.path()).map_err(|e| QuarantineError::io(t.path().display(), e))?.flatten() {
+        let Some(topic) = tname.strip_prefix("topic=") else {
+            continue;
+        };
+        for p in std::fs::read_dir(t.path())
+            .map_err(|e| QuarantineError::io(t.path().display(), e))?
+            .flatten()
+        {
             let pname = p.file_name().to_string_lossy().into_owned();
-            let Some(partition) = pname.strip_prefix("partition=").and_then(|s| s.parse().ok()) else { continue };
-            for f in std::fs::read_dir(p.path()).map_err(|e| QuarantineError::io(p.path().display(), e))?.flatten() {
+            let Some(partition) = pname.strip_prefix("partition=").and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            for f in std::fs::read_dir(p.path())
+                .map_err(|e| QuarantineError::io(p.path().display(), e))?
+                .flatten()
+            {
                 let fname = f.file_name().to_string_lossy().into_owned();
-                let Some((first, last)) = parse_file_name(&fname) else { continue };
+                let Some((first, last)) = parse_file_name(&fname) else {
+                    continue;
+                };
                 let path = f.path();
                 let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
                 let rows = File::open(&path)
                     .ok()
                     .and_then(|file| ParquetRecordBatchReaderBuilder::try_new(file).ok())
                     .map_or(-1, |b| b.metadata().file_metadata().num_rows());
-                out.push(FileInfo { path, topic: topic.to_owned(), partition, first_offset: first, last_offset: last, rows, bytes });
+                out.push(FileInfo {
+                    path,
+                    topic: topic.to_owned(),
+                    partition,
+                    first_offset: first,
+                    last_offset: last,
+                    rows,
+                    bytes,
+                });
             }
         }
     }
@@ -108,7 +128,9 @@ pub fn read_file(path: &Path) -> Result<Vec<StoredRow>, QuarantineError> {
 }
 
 fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a dyn Array, QuarantineError> {
-    b.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| QuarantineError::Format(format!("missing column {name}")))
+    b.column_by_name(name)
+        .map(|c| c.as_ref())
+        .ok_or_else(|| QuarantineError::Format(format!("missing column {name}")))
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -145,7 +167,9 @@ fn rows_of(b: &RecordBatch, out: &mut Vec<StoredRow>) -> Result<(), QuarantineEr
             offset: offset.value(i),
             kafka_timestamp_ms: ts.is_valid(i).then(|| ts.value(i)),
             key: key.is_valid(i).then(|| lossy(key.value(i))),
-            headers: (0..hs.len()).map(|j| (hk.value(j).to_owned(), hv.is_valid(j).then(|| lossy(hv.value(j))))).collect(),
+            headers: (0..hs.len())
+                .map(|j| (hk.value(j).to_owned(), hv.is_valid(j).then(|| lossy(hv.value(j)))))
+                .collect(),
             payload: payload.is_valid(i).then(|| lossy(payload.value(i))),
             payload_len: payload_len.value(i),
             payload_truncated: truncated.value(i),
@@ -177,10 +201,23 @@ mod tests {
             offset: 7,
             timestamp_ms: Some(1_700_000_000_000),
             key: None,
-            headers: vec![Header { key: "h".into(), value: Some(b"v".to_vec()) }, Header { key: "n".into(), value: None }],
+            headers: vec![
+                Header {
+                    key: "h".into(),
+                    value: Some(b"v".to_vec()),
+                },
+                Header {
+                    key: "n".into(),
+                    value: None,
+                },
+            ],
             payload: Some(b"{\"a\":".to_vec()),
             payload_len: 100,
-            reasons: vec![ReasonEntry { code: "decode.json".into(), path: Some("@1:5".into()), detail: "eof".into() }],
+            reasons: vec![ReasonEntry {
+                code: "decode.json".into(),
+                path: Some("@1:5".into()),
+                detail: "eof".into(),
+            }],
             schema_id: Some(Arc::from("s-v1")),
             guard_version: "0.1.0",
             quarantined_at_ms: 1_700_000_000_001,
@@ -199,7 +236,10 @@ mod tests {
         assert!(rows[0].payload_truncated);
         assert_eq!(rows[0].reason_codes, vec!["decode.json".to_owned()]);
         assert_eq!(rows[0].reasons[0].path.as_deref(), Some("@1:5"));
-        assert_eq!(rows[0].headers, vec![("h".into(), Some("v".into())), ("n".into(), None)]);
+        assert_eq!(
+            rows[0].headers,
+            vec![("h".into(), Some("v".into())), ("n".into(), None)]
+        );
         assert_eq!(rows[0].label_score, Some(0.5));
         Ok(())
     }

@@ -121,7 +121,13 @@ pub fn parse_file_name(name: &str) -> Option<(i64, i64)> {
 pub fn covered_until(store: &dyn QuarantineStore, topic: &str, partition: i32) -> Result<i64, QuarantineError> {
     let prefix = partition_prefix(topic, partition);
     store.clean_partial(&prefix)?;
-    Ok(store.list(&prefix)?.iter().filter_map(|n| parse_file_name(n)).map(|(_, last)| last).max().unwrap_or(-1))
+    Ok(store
+        .list(&prefix)?
+        .iter()
+        .filter_map(|n| parse_file_name(n))
+        .map(|(_, last)| last)
+        .max()
+        .unwrap_or(-1))
 }
 
 #[cfg(test)]

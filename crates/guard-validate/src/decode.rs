@@ -119,13 +119,20 @@ mod tests {
     #[test]
     fn syntax_errors_are_decode_json() {
         for bad in [&b"{"[..], b"[1,]", b"{\"a\" 1}", b"nul", b"[1] [2]", b"Nope"] {
-            assert_eq!(decode(bad).err().map(|r| r.code), Some(ReasonCode::DECODE_JSON), "{bad:?}");
+            assert_eq!(
+                decode(bad).err().map(|r| r.code),
+                Some(ReasonCode::DECODE_JSON),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn overflow_is_non_finite() {
-        assert_eq!(decode(b"[1e999]").err().map(|r| r.code), Some(ReasonCode::VALUE_NON_FINITE));
+        assert_eq!(
+            decode(b"[1e999]").err().map(|r| r.code),
+            Some(ReasonCode::VALUE_NON_FINITE)
+        );
     }
 
     proptest::proptest! {

@@ -80,7 +80,10 @@ impl Judge {
         if record.payload_len > self.limits.max_bytes {
             return Err(vec![Reason::new(
                 ReasonCode::LIMIT_BYTES,
-                format!("payload is {} bytes, limit {}", record.payload_len, self.limits.max_bytes),
+                format!(
+                    "payload is {} bytes, limit {}",
+                    record.payload_len, self.limits.max_bytes
+                ),
             )]);
         }
         let Some(bytes) = record.payload.as_deref() else {
@@ -89,7 +92,10 @@ impl Judge {
         prescan(bytes, &self.limits).map_err(|r| vec![r])?;
         let value = decode(bytes).map_err(|r| vec![r])?;
         let Some(schema) = schema else {
-            return Err(vec![Reason::new(ReasonCode::ROUTE_UNKNOWN_TOPIC, "no schema is routed for this topic")]);
+            return Err(vec![Reason::new(
+                ReasonCode::ROUTE_UNKNOWN_TOPIC,
+                "no schema is routed for this topic",
+            )]);
         };
         schema.check(&value)
     }
@@ -114,7 +120,13 @@ mod tests {
     fn unrouted_topic_is_quarantined() {
         let j = Judge::new(Limits::default(), HashMap::new());
         let v = j.judge("t", &record(Some(b"{}"))).verdict;
-        assert_eq!(v, Verdict::reject(Reason::new(ReasonCode::ROUTE_UNKNOWN_TOPIC, "no schema is routed for this topic")));
+        assert_eq!(
+            v,
+            Verdict::reject(Reason::new(
+                ReasonCode::ROUTE_UNKNOWN_TOPIC,
+                "no schema is routed for this topic"
+            ))
+        );
     }
 
     #[test]

@@ -110,7 +110,10 @@ pub fn prescan(bytes: &[u8], limits: &Limits) -> Result<(), Reason> {
                     if i - start > limits.max_string_len.max(MIN_NUMBER_TOKEN) {
                         return Err(Reason::new(
                             ReasonCode::LIMIT_STRING_LEN,
-                            format!("number token longer than {} bytes", limits.max_string_len.max(MIN_NUMBER_TOKEN)),
+                            format!(
+                                "number token longer than {} bytes",
+                                limits.max_string_len.max(MIN_NUMBER_TOKEN)
+                            ),
                         )
                         .at(format!("@{start}")));
                     }
@@ -163,7 +166,9 @@ fn check_count(frame: &Frame, limits: &Limits, at: usize) -> Result<(), Reason> 
 /// Reject numbers that are not finite 64-bit floats: `NaN`, `Infinity`, and overflow like `1e999`.
 #[inline]
 fn check_number(token: &[u8], at: usize) -> Result<(), Reason> {
-    let first_alpha = token.iter().position(|b| b.is_ascii_alphabetic() && *b != b'e' && *b != b'E');
+    let first_alpha = token
+        .iter()
+        .position(|b| b.is_ascii_alphabetic() && *b != b'e' && *b != b'E');
     let non_finite = if first_alpha.is_some() {
         // NaN, Infinity, -Infinity and friends: not JSON, and not finite either.
         let t = token.to_ascii_lowercase();
@@ -179,8 +184,9 @@ fn check_number(token: &[u8], at: usize) -> Result<(), Reason> {
     };
     if non_finite {
         let shown = String::from_utf8_lossy(&token[..token.len().min(32)]).into_owned();
-        return Err(Reason::new(ReasonCode::VALUE_NON_FINITE, format!("non-finite number {shown}"))
-            .at(format!("@{at}")));
+        return Err(
+            Reason::new(ReasonCode::VALUE_NON_FINITE, format!("non-finite number {shown}")).at(format!("@{at}")),
+        );
     }
     Ok(())
 }

