@@ -59,3 +59,46 @@ fn hundred_thousand_mixed_records_exactly_once() {
     assert!(r.headers.iter().any(|(k, _)| k == "x-guard-source"));
     assert!(guard.term(), "clean exit on SIGTERM");
 }
+
+/// `monitor` mode forwards nothing, quarantines copies of suspects only, and still commits.
+#[test]
+fn monitor_mode_forwards_nothing_and_quarantines_suspects() {
+    let broker = Broker::start();
+    let input = unique("in");
+    broker.create_topic(&input, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let group = unique("g");
+    let mut guard = Guard::new(
+        dir.path(),
+        &GuardSpec {
+            brokers: &broker.addr,
+            group: &group,
+            routes: &[(&input, "shuttle.schema.json")],
+            output: None,
+            extra: "[pipeline]\nmode = \"monitor\"\n",
+            kafka_extra: "",
+        },
+    );
+    guard.start();
+    guard.wait_ready(Duration::from_secs(60));
+    let (_, body) = guard.get("/readyz").unwrap();
+    assert!(body.contains("\"mode\":\"monitor\""), "{body}");
+    let n = 5_000;
+    produce(&producer(&broker.addr, 1 << 20), &input, &shuttle_mix(n, 25), 2);
+    wait_for(Duration::from_secs(120), "everything committed", || {
+        committed_total(&broker.addr, &group, &input, 2) == n as i64
+    });
+    let q = quarantined(&guard.quarantine);
+    assert_eq!(q.len(), n / 25, "only suspects are quarantined");
+    assert!(q.values().all(|(count, _)| *count == 1));
+    assert_eq!(
+        guard.metric_sum("guard_pipeline_records_passed_total"),
+        (n - n / 25) as f64
+    );
+    assert_eq!(
+        guard.metric_sum("guard_sink_delivered_records_total"),
+        0.0,
+        "nothing forwarded"
+    );
+    assert!(guard.term());
+}
