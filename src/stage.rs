@@ -331,9 +331,9 @@ impl QuarantineStage {
             let level = self.zstd_level;
             let started = Instant::now();
             let result = tokio::task::block_in_place(|| {
-                let bytes = encode(rows, level).map_err(|e| e.to_string())?;
-                store.put(&name, &bytes).map_err(|e| e.to_string())?;
-                Ok::<usize, String>(bytes.len())
+                let bytes = encode(rows, level)?;
+                store.put(&name, &bytes)?;
+                Ok::<usize, guard_quarantine::QuarantineError>(bytes.len())
             });
             match result {
                 Ok(bytes) => {
@@ -353,7 +353,12 @@ impl QuarantineStage {
                     return;
                 }
                 Err(e) => {
-                    self.store_failed(&e);
+                    if e.domain() == guard_core::ErrorDomain::Internal {
+                        // Encoding failed: a bug, not the disk. Retrying keeps the no-loss
+                        // promise (nothing is committed) while an operator looks.
+                        tracing::error!(error = %e, file = %name, "cannot encode quarantine file");
+                    }
+                    self.store_failed(&e.to_string());
                     tokio::time::sleep(self.backoff).await;
                 }
             }

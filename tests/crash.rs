@@ -6,40 +6,22 @@ use std::time::Duration;
 
 #[test]
 fn sigkill_three_times_loses_nothing() {
-    let broker = Broker::start();
-    let (input, output) = (unique("in"), unique("out"));
-    broker.create_topic(&input, 4);
-    broker.create_topic(&output, 4);
-    let dir = tempfile::tempdir().unwrap();
-    let group = unique("g");
+    let rig = Rig::new(4);
     let n = 200_000;
-    let p = producer(&broker.addr, 1 << 20);
-    produce(&p, &input, &shuttle_mix(n, 100), 4);
-
-    let mut guard = Guard::new(
-        dir.path(),
-        &GuardSpec {
-            brokers: &broker.addr,
-            group: &group,
-            routes: &[(&input, "shuttle.schema.json")],
-            output: Some(&output),
-            extra: "",
-            kafka_extra: "",
-        },
-    );
+    rig.produce(&shuttle_mix(n, 100));
+    let mut guard = rig.guard("", "");
     let mut committed_at_kill = Vec::new();
-    for threshold in [15_000.0, 60_000.0, 30_000.0] {
+    // Before the first commit, after several, and right after a restart's re-read.
+    for threshold in [15_000.0, 60_000.0, 100_000.0] {
         guard.start();
         wait_for(Duration::from_secs(120), "progress before the kill", || {
             guard.metric_sum("guard_source_records_total") >= threshold
         });
         guard.kill9();
-        committed_at_kill.push(committed_total(&broker.addr, &group, &input, 4));
+        committed_at_kill.push(rig.committed());
     }
     guard.start();
-    wait_for(Duration::from_secs(240), "everything committed after restarts", || {
-        committed_total(&broker.addr, &group, &input, 4) == n as i64
-    });
+    rig.wait_committed(n, Duration::from_secs(240), "everything committed after restarts");
     assert!(guard.term(), "clean exit");
     assert!(
         committed_at_kill.windows(2).all(|w| w[0] <= w[1]),
@@ -50,8 +32,10 @@ fn sigkill_three_times_loses_nothing() {
         "first kill happened mid-run: {committed_at_kill:?}"
     );
 
-    let (out_len, q_len, out_dups, q_dups) = reconcile(&broker.addr, &input, &output, &guard.quarantine, n);
-    eprintln!("crash test: output {out_len} (duplicates {out_dups}), quarantine {q_len} (duplicates {q_dups}), committed at kills {committed_at_kill:?}");
+    let (out_len, q_len, out_dups, q_dups) = rig.reconcile(&guard.quarantine, n);
+    eprintln!(
+        "crash test: output {out_len} (duplicates {out_dups}), quarantine {q_len} (duplicates {q_dups}), committed at kills {committed_at_kill:?}"
+    );
     assert_eq!(q_dups, 0, "no quarantine row written twice");
     assert_eq!(q_len, n / 100);
     assert_eq!(out_len - out_dups + q_len, n);

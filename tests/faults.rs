@@ -5,41 +5,21 @@ use std::time::Duration;
 
 #[test]
 fn unwritable_quarantine_stops_commits_then_recovers() {
-    let broker = Broker::start();
-    let (input, output) = (unique("in"), unique("out"));
-    broker.create_topic(&input, 2);
-    broker.create_topic(&output, 2);
-    let dir = tempfile::tempdir().unwrap();
-    let group = unique("g");
-    let mut guard = Guard::new(
-        dir.path(),
-        &GuardSpec {
-            brokers: &broker.addr,
-            group: &group,
-            routes: &[(&input, "shuttle.schema.json")],
-            output: Some(&output),
-            // Small bounds so that the stall below exceeds them and the consumer must pause.
-            extra: "[pipeline]\nchannel_capacity = 1\n",
-            kafka_extra: "queued_max_kbytes = 1024\n",
-        },
-    );
+    let rig = Rig::new(2);
+    // Small bounds so that the stall below exceeds them and the consumer must pause.
+    let mut guard = rig.guard("[pipeline]\nchannel_capacity = 1\n", "queued_max_kbytes = 1024\n");
     guard.start();
     guard.wait_ready(Duration::from_secs(60));
-    let p = producer(&broker.addr, 1 << 20);
-    let first = shuttle_mix(20_000, 20);
-    produce(&p, &input, &first, 2);
-    wait_for(Duration::from_secs(120), "first part committed", || {
-        committed_total(&broker.addr, &group, &input, 2) == 20_000
-    });
+    rig.produce(&shuttle_mix(20_000, 20));
+    rig.wait_committed(20_000, Duration::from_secs(120), "first part committed");
 
     // Swap the folder for a plain file: writes fail even as root.
     let q = guard.quarantine.clone();
-    let aside = dir.path().join("quarantine.aside");
+    let aside = rig.dir.path().join("quarantine.aside");
     std::fs::rename(&q, &aside).unwrap();
     std::fs::write(&q, b"not a folder").unwrap();
 
-    let second = shuttle_mix(120_000, 20);
-    produce(&p, &input, &second, 2);
+    rig.produce(&shuttle_mix(120_000, 20));
     wait_for(
         Duration::from_secs(30),
         "not-ready while the quarantine is failing",
@@ -50,9 +30,9 @@ fn unwritable_quarantine_stops_commits_then_recovers() {
         },
     );
     std::thread::sleep(Duration::from_secs(2));
-    let stalled = committed_total(&broker.addr, &group, &input, 2);
+    let stalled = rig.committed();
     std::thread::sleep(Duration::from_secs(4));
-    let still = committed_total(&broker.addr, &group, &input, 2);
+    let still = rig.committed();
     assert_eq!(stalled, still, "no commits while the quarantine cannot be written");
     assert!(
         still < 140_000,
@@ -79,63 +59,41 @@ fn unwritable_quarantine_stops_commits_then_recovers() {
     // Make it writable again: the guard finishes by itself.
     std::fs::remove_file(&q).unwrap();
     std::fs::rename(&aside, &q).unwrap();
-    wait_for(Duration::from_secs(180), "everything committed after recovery", || {
-        committed_total(&broker.addr, &group, &input, 2) == 140_000
-    });
+    rig.wait_committed(140_000, Duration::from_secs(180), "everything committed after recovery");
     guard.wait_ready(Duration::from_secs(30));
     assert!(guard.term());
-    let (out_len, q_len, out_dups, q_dups) = reconcile(&broker.addr, &input, &output, &guard.quarantine, 140_000);
-    eprintln!("unwritable test: output {out_len} (dups {out_dups}), quarantine {q_len} (dups {q_dups}), peak rss {rss_kib} KiB");
+    let (out_len, q_len, out_dups, q_dups) = rig.reconcile(&guard.quarantine, 140_000);
+    eprintln!(
+        "unwritable test: output {out_len} (dups {out_dups}), quarantine {q_len} (dups {q_dups}), peak rss {rss_kib} KiB"
+    );
     assert_eq!(q_dups, 0);
     assert_eq!(q_len, 140_000 / 20);
 }
 
 #[test]
 fn frozen_broker_turns_not_ready_and_recovers() {
-    let broker = Broker::start();
-    let (input, output) = (unique("in"), unique("out"));
-    broker.create_topic(&input, 2);
-    broker.create_topic(&output, 2);
-    let dir = tempfile::tempdir().unwrap();
-    let group = unique("g");
+    let rig = Rig::new(2);
     let n = 150_000;
-    let p = producer(&broker.addr, 1 << 20);
-    produce(&p, &input, &shuttle_mix(n, 40), 2);
-    drop(p);
-    let mut guard = Guard::new(
-        dir.path(),
-        &GuardSpec {
-            brokers: &broker.addr,
-            group: &group,
-            routes: &[(&input, "shuttle.schema.json")],
-            output: Some(&output),
-            extra: "",
-            kafka_extra: "",
-        },
-    );
+    rig.produce(&shuttle_mix(n, 40));
+    let mut guard = rig.guard("", "");
     guard.start();
     guard.wait_ready(Duration::from_secs(60));
     wait_for(Duration::from_secs(60), "mid-run", || {
         guard.metric_sum("guard_source_records_total") >= 20_000.0
     });
 
-    broker.signal("STOP");
+    rig.broker.signal("STOP");
     let frozen_at = std::time::Instant::now();
     wait_for(Duration::from_secs(15), "not-ready while the broker is frozen", || {
         guard.get("/readyz").is_some_and(|(code, _)| code == 503)
     });
-    let remaining = Duration::from_secs(20).saturating_sub(frozen_at.elapsed());
-    std::thread::sleep(remaining);
-    broker.signal("CONT");
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(frozen_at.elapsed()));
+    rig.broker.signal("CONT");
 
     guard.wait_ready(Duration::from_secs(90));
-    wait_for(
-        Duration::from_secs(240),
-        "everything committed after the freeze",
-        || committed_total(&broker.addr, &group, &input, 2) == n as i64,
-    );
+    rig.wait_committed(n, Duration::from_secs(240), "everything committed after the freeze");
     assert!(guard.term());
-    let (out_len, q_len, out_dups, q_dups) = reconcile(&broker.addr, &input, &output, &guard.quarantine, n);
+    let (out_len, q_len, out_dups, q_dups) = rig.reconcile(&guard.quarantine, n);
     eprintln!("freeze test: output {out_len} (dups {out_dups}), quarantine {q_len} (dups {q_dups})");
     assert_eq!(q_dups, 0);
     assert_eq!(q_len, n / 40);

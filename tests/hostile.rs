@@ -5,23 +5,8 @@ use std::time::Duration;
 
 #[test]
 fn hostile_records_are_quarantined_with_bounded_memory_and_time() {
-    let broker = Broker::start();
-    let (input, output) = (unique("in"), unique("out"));
-    broker.create_topic(&input, 1);
-    broker.create_topic(&output, 1);
-    let dir = tempfile::tempdir().unwrap();
-    let group = unique("g");
-    let mut guard = Guard::new(
-        dir.path(),
-        &GuardSpec {
-            brokers: &broker.addr,
-            group: &group,
-            routes: &[(&input, "shuttle.schema.json")],
-            output: Some(&output),
-            extra: "[limits]\nmax_bytes = 16777216\n",
-            kafka_extra: "",
-        },
-    );
+    let rig = Rig::new(1);
+    let mut guard = rig.guard("[limits]\nmax_bytes = 16777216\n", "");
     guard.start();
     guard.wait_ready(Duration::from_secs(60));
 
@@ -72,19 +57,16 @@ fn hostile_records_are_quarantined_with_bounded_memory_and_time() {
         .iter()
         .map(|(_, k, p)| (k.map(str::to_owned), p.clone()))
         .collect();
-    let p = producer(&broker.addr, 30 * 1024 * 1024);
-    produce(&p, &input, &records, 1);
+    produce(&producer(&rig.broker.addr, 30 * 1024 * 1024), &rig.input, &records, 1);
     drop(records);
-    wait_for(Duration::from_secs(120), "all hostile records committed", || {
-        committed_total(&broker.addr, &group, &input, 1) == cases.len() as i64
-    });
+    rig.wait_committed(cases.len(), Duration::from_secs(120), "all hostile records committed");
 
     let rss_kib = guard.peak_rss_kib();
     let m = guard.metrics();
     let q = quarantined(&guard.quarantine);
     for (offset, (want, _, _)) in cases.iter().enumerate() {
         let got = q
-            .get(&(input.clone(), 0, offset as i64))
+            .get(&(rig.input.clone(), 0, offset as i64))
             .map(|(_, codes)| codes[0].as_str());
         if *want == "pass" {
             assert_eq!(got, None, "valid record with a null key passes");
@@ -92,7 +74,7 @@ fn hostile_records_are_quarantined_with_bounded_memory_and_time() {
             assert_eq!(got, Some(*want), "offset {offset}");
         }
     }
-    let out = read_topic(&broker.addr, &output, 1, Duration::from_secs(1));
+    let out = read_topic(&rig.broker.addr, &rig.output, 1, Duration::from_secs(1));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].key, None, "null key kept");
 

@@ -544,3 +544,76 @@ pub fn committed_total(brokers: &str, group: &str, topic: &str, partitions: i32)
         Err(_) => -1,
     }
 }
+
+/// One test's world: its own broker, an input topic, an output topic, a folder and a group.
+pub struct Rig {
+    pub broker: Broker,
+    pub input: String,
+    pub output: String,
+    pub partitions: i32,
+    pub dir: tempfile::TempDir,
+    pub group: String,
+}
+
+impl Rig {
+    /// Start a broker and create `partitions`-partition input and output topics.
+    pub fn new(partitions: i32) -> Rig {
+        let broker = Broker::start();
+        let (input, output) = (unique("in"), unique("out"));
+        broker.create_topic(&input, partitions);
+        broker.create_topic(&output, partitions);
+        Rig {
+            broker,
+            input,
+            output,
+            partitions,
+            dir: tempfile::tempdir().unwrap(),
+            group: unique("g"),
+        }
+    }
+
+    /// A guard (not started) for the Shuttle schema on this rig; instances share the folder.
+    pub fn guard(&self, extra: &str, kafka_extra: &str) -> Guard {
+        self.guard_with_output(Some(&self.output), extra, kafka_extra)
+    }
+
+    /// As [`Rig::guard`], with the output topic chosen (None for monitor mode).
+    pub fn guard_with_output(&self, output: Option<&str>, extra: &str, kafka_extra: &str) -> Guard {
+        Guard::new(
+            self.dir.path(),
+            &GuardSpec {
+                brokers: &self.broker.addr,
+                group: &self.group,
+                routes: &[(&self.input, "shuttle.schema.json")],
+                output,
+                extra,
+                kafka_extra,
+            },
+        )
+    }
+
+    /// Produce records round-robin over the input partitions.
+    pub fn produce(&self, records: &[(Option<String>, Vec<u8>)]) {
+        produce(
+            &producer(&self.broker.addr, 1 << 20),
+            &self.input,
+            records,
+            self.partitions,
+        );
+    }
+
+    /// The group's committed records on the input topic.
+    pub fn committed(&self) -> i64 {
+        committed_total(&self.broker.addr, &self.group, &self.input, self.partitions)
+    }
+
+    /// Wait until the group has committed exactly `n` records.
+    pub fn wait_committed(&self, n: usize, timeout: Duration, what: &str) {
+        wait_for(timeout, what, || self.committed() == n as i64);
+    }
+
+    /// Check output ∪ quarantine against the input (see [`reconcile`]).
+    pub fn reconcile(&self, qdir: &Path, n: usize) -> (usize, usize, usize, usize) {
+        reconcile(&self.broker.addr, &self.input, &self.output, qdir, n)
+    }
+}

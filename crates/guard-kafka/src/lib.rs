@@ -31,3 +31,14 @@ pub enum KafkaGuardError {
     #[error("consumer thread failed: {0}")]
     Thread(String),
 }
+
+impl KafkaGuardError {
+    /// Which domain the error belongs to: client errors are external (retry, not-ready),
+    /// a thread that cannot start is internal.
+    pub fn domain(&self) -> guard_core::ErrorDomain {
+        match self {
+            KafkaGuardError::Client(_) => guard_core::ErrorDomain::External,
+            KafkaGuardError::Thread(_) => guard_core::ErrorDomain::Internal,
+        }
+    }
+}

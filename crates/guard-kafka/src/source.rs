@@ -248,11 +248,6 @@ impl Source {
         })
     }
 
-    /// Probe the brokers (blocking, at most `timeout`); true when metadata came back.
-    pub fn probe(&self, timeout: Duration) -> bool {
-        self.consumer.fetch_metadata(None, timeout).is_ok()
-    }
-
     /// A handle usable from other threads for probing.
     pub fn prober(&self) -> Prober {
         Prober {

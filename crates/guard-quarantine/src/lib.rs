@@ -45,6 +45,16 @@ pub enum QuarantineError {
 }
 
 impl QuarantineError {
+    /// Which domain the error belongs to: storage failures are external (retry with back-off,
+    /// report not-ready); encoding failures are internal (a bug); a foreign file is a bad input.
+    pub fn domain(&self) -> guard_core::ErrorDomain {
+        match self {
+            QuarantineError::Io { .. } => guard_core::ErrorDomain::External,
+            QuarantineError::Parquet(_) | QuarantineError::Arrow(_) => guard_core::ErrorDomain::Internal,
+            QuarantineError::Format(_) => guard_core::ErrorDomain::BadRecord,
+        }
+    }
+
     pub(crate) fn io(path: impl std::fmt::Display, source: std::io::Error) -> Self {
         Self::Io {
             path: path.to_string(),

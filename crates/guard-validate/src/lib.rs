@@ -42,6 +42,14 @@ pub enum ValidateError {
     },
 }
 
+impl ValidateError {
+    /// Schema errors are configuration errors found at start-up: the guard refuses to run
+    /// (internal to the deployment, never retried).
+    pub fn domain(&self) -> guard_core::ErrorDomain {
+        guard_core::ErrorDomain::Internal
+    }
+}
+
 /// Judges records: limits, decoding, and the schema routed by topic.
 #[derive(Debug, Clone)]
 pub struct Judge {
