@@ -51,6 +51,13 @@ counts_case("labels_same", [500, 300, 200], [260, 140, 100])
 counts_case("labels_flipped", [500, 300, 200], [150, 150, 200])
 counts_case("bins_with_zero", [100, 50, 0, 25, 10], [90, 60, 5, 20, 10])
 
+def bh_case(name, ps):
+    cases.append({"name": name, "kind": "bh", "p": [float(x) for x in ps],
+                  "adjusted": [float(x) for x in stats.false_discovery_control(ps, method="bh")]})
+
+bh_case("bh_mixed", [0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, 0.212, 0.216])
+bh_case("bh_unsorted", [0.5, 0.01, 0.2, 0.0001, 0.03])
+
 out = os.path.join(os.path.dirname(__file__), "..", "crates", "guard-stats", "tests", "fixtures", "drift.json")
 with open(out, "w") as f:
     json.dump({"scipy": __import__("scipy").__version__, "cases": cases}, f, indent=1)

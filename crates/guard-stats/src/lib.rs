@@ -8,14 +8,18 @@
 //!
 //! This crate does no I/O and knows nothing of Kafka or schemas.
 
+pub mod alarm;
 mod drift;
 mod moments;
+pub mod profile;
 
+pub use alarm::{benjamini_hochberg, firing, firing_calibrated, AlarmPolicy, AlarmState, Firing, Transition};
 pub use drift::{
     chi2_homogeneity, js_distance, kolmogorov_sf, ks_2samp, psi, variance_ratio, wasserstein1, Chi2Result, KsResult,
     VarianceRatio, PSI_EPSILON,
 };
 pub use moments::Moments;
+pub use profile::{compare, Bins, Calibration, FeatureDrift, NumericProfile, CALIBRATION_QUANTILE};
 
 /// Errors of the statistics functions: inputs a test cannot be computed on.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

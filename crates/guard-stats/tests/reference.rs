@@ -22,7 +22,7 @@ fn drift_tests_match_scipy() {
     let text = include_str!("fixtures/drift.json");
     let doc: Value = serde_json::from_str(text).unwrap_or_default();
     let cases = doc["cases"].as_array().cloned().unwrap_or_default();
-    assert!(cases.len() >= 8, "fixtures missing");
+    assert!(cases.len() >= 10, "fixtures missing");
     for c in &cases {
         let name = c["name"].as_str().unwrap_or("?");
         let f = |k: &str| c[k].as_f64().unwrap_or(f64::NAN);
@@ -58,6 +58,12 @@ fn drift_tests_match_scipy() {
                     js_distance(&e, &o).unwrap_or(f64::NAN),
                     f("js_distance"),
                 );
+            }
+            Some("bh") => {
+                let adj = guard_stats::benjamini_hochberg(&floats(&c["p"]));
+                for (g, w) in adj.iter().zip(floats(&c["adjusted"])) {
+                    close(name, "bh adjusted p", *g, w);
+                }
             }
             other => panic!("unknown fixture kind {other:?}"),
         }

@@ -1,0 +1,51 @@
+//! Statistics update throughput in feature-values per second on one core (issue 3 target:
+//! at least 20 million), on the real Shuttle features from the committed samples, cycled.
+//!
+//! `cargo bench --bench stats`
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use guard_stats::Moments;
+use std::hint::black_box;
+use std::path::Path;
+
+fn features() -> Vec<[f64; 9]> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/samples/shuttle.valid.jsonl");
+    let text = std::fs::read_to_string(path).expect("samples");
+    let rows: Vec<[f64; 9]> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            let f = v["features"].as_array()?;
+            let mut row = [0.0; 9];
+            for (i, x) in f.iter().take(9).enumerate() {
+                row[i] = x.as_f64()?;
+            }
+            Some(row)
+        })
+        .collect();
+    rows.iter().cycle().take(100_000).copied().collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let rows = features();
+    let values = (rows.len() * 9) as u64;
+    let mut g = c.benchmark_group("stats_update");
+    g.throughput(Throughput::Elements(values));
+    g.bench_function("moments_per_feature_row_major", |b| {
+        b.iter(|| {
+            let mut m = [Moments::new(); 9];
+            for row in &rows {
+                for (mi, x) in m.iter_mut().zip(row) {
+                    mi.push(*x);
+                }
+            }
+            black_box(m)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
