@@ -31,6 +31,28 @@ pub enum Command {
         #[arg(long)]
         connect: bool,
     },
+    /// Build a trusted baseline profile (bins, moments, calibration, labels, data hash) from a
+    /// JSONL file of records valid against a domain schema.
+    Baseline {
+        /// Domain schema file.
+        #[arg(long)]
+        schema: PathBuf,
+        /// Trusted records, one JSON object per line.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output file (JSON).
+        #[arg(long)]
+        out: PathBuf,
+        /// Window size (records) the drift thresholds are calibrated for.
+        #[arg(long, default_value_t = 1000)]
+        window: usize,
+        /// Most bins per numeric feature.
+        #[arg(long, default_value_t = 20)]
+        bins: usize,
+        /// Resampled windows used for calibration.
+        #[arg(long, default_value_t = 2000)]
+        resamples: usize,
+    },
     /// Inspect quarantine files.
     Quarantine {
         #[command(subcommand)]
@@ -78,6 +100,21 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::run::run(cfg)
         }
         Command::Check { config, connect } => Ok(check(&config, connect)),
+        Command::Baseline {
+            schema,
+            input,
+            out,
+            window,
+            bins,
+            resamples,
+        } => crate::baseline::run(&crate::baseline::BaselineArgs {
+            schema: &schema,
+            input: &input,
+            out: &out,
+            window,
+            bins,
+            resamples,
+        }),
         Command::Quarantine { command } => quarantine(command),
         Command::Tools { command } => crate::tools::run(command),
     }

@@ -2,6 +2,7 @@
 //!
 //! Only this crate knows every stage; the library crates know `guard-core` and their own job.
 
+mod baseline;
 mod cli;
 mod run;
 mod stage;

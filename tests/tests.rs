@@ -7,6 +7,7 @@
 
 mod support;
 
+mod baseline;
 mod check;
 mod crash;
 mod e2e;
