@@ -10,12 +10,14 @@
 
 pub mod alarm;
 mod baseline;
+mod categorical;
 mod drift;
 mod moments;
 pub mod profile;
 
 pub use alarm::{benjamini_hochberg, firing, firing_calibrated, AlarmPolicy, AlarmState, Firing, Transition};
 pub use baseline::{Baseline, BaselineBuilder, FeatureBaseline, BASELINE_FORMAT};
+pub use categorical::{HeavyHitters, SourceStats, SourceTable};
 pub use drift::{
     chi2_homogeneity, js_distance, kolmogorov_sf, ks_2samp, psi, variance_ratio, wasserstein1, Chi2Result, KsResult,
     VarianceRatio, PSI_EPSILON,
