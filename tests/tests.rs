@@ -7,6 +7,7 @@
 
 mod support;
 
+mod alerts;
 mod baseline;
 mod check;
 mod crash;
