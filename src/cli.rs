@@ -130,8 +130,15 @@ pub fn check_problems(path: &Path, connect: bool) -> (Vec<String>, Option<Config
         if r.schema.as_os_str().is_empty() {
             continue;
         }
-        if let Err(e) = guard_validate::DomainSchema::load(&r.schema) {
-            out.push(format!("{file}: routes[{i}].schema: {e}"));
+        match guard_validate::DomainSchema::load(&r.schema) {
+            Err(e) => out.push(format!("{file}: routes[{i}].schema: {e}")),
+            Ok(schema) => {
+                if let Some(b) = &r.baseline {
+                    if let Err(e) = crate::drift::DriftMonitor::load(&r.topic, b, &schema) {
+                        out.push(format!("{file}: routes[{i}].baseline: {e:#}"));
+                    }
+                }
+            }
         }
     }
     let dir = &cfg.quarantine.dir;

@@ -4,6 +4,7 @@
 
 mod baseline;
 mod cli;
+mod drift;
 mod run;
 mod stage;
 mod tools;

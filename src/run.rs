@@ -167,6 +167,14 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     // Quarantine work items are small (rows of suspects only), so this channel is deeper: a
     // file write in progress must not stall the clean path.
     let (q_tx, q_rx) = mpsc::channel::<QuarantineWork>(p.channel_capacity * 16);
+    let mut monitors = HashMap::new();
+    for r in &cfg.routes {
+        if let (Some(path), Some(schema)) = (&r.baseline, judge.schema_for(&r.topic)) {
+            let m = crate::drift::DriftMonitor::load(&r.topic, path, schema)?;
+            info!(topic = %r.topic, baseline = %path.display(), "drift monitoring on");
+            monitors.insert(r.topic.clone(), m);
+        }
+    }
     let mut work_txs = Vec::new();
     let mut workers = Vec::new();
     for i in 0..p.workers {
@@ -178,6 +186,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
             tracker: Arc::clone(&tracker),
             summary: Arc::clone(&summary),
             out: q_tx.clone(),
+            monitors: monitors.clone(),
         };
         workers.push(
             std::thread::Builder::new()

@@ -60,10 +60,12 @@ pub struct WorkerCtx {
     pub tracker: Arc<Mutex<AckTracker>>,
     pub summary: Arc<Mutex<Summary>>,
     pub out: mpsc::Sender<QuarantineWork>,
+    /// Drift monitors by topic (only topics whose route has a baseline).
+    pub monitors: HashMap<String, crate::drift::DriftMonitor>,
 }
 
 /// Judge batches, forward passing records, pass quarantine rows on. Runs on its own thread.
-pub fn worker(mut rx: mpsc::Receiver<Batch>, ctx: WorkerCtx) {
+pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
     while let Some(batch) = rx.blocking_recv() {
         let Batch {
             tp,
@@ -79,11 +81,16 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, ctx: WorkerCtx) {
         let _entered = span.enter();
         let started = Instant::now();
         let mut slowest = Duration::ZERO;
+        let judge = &ctx.judge;
+        let mut monitor = ctx.monitors.get_mut(&*tp.topic);
         let judgements: Vec<_> = records
             .iter()
             .map(|r| {
                 let t = Instant::now();
-                let j = ctx.judge.judge(&tp.topic, r);
+                let j = match monitor.as_deref_mut() {
+                    Some(m) => judge.judge_visit(&tp.topic, r, |schema, value| m.observe(schema, value)),
+                    None => judge.judge(&tp.topic, r),
+                };
                 slowest = slowest.max(t.elapsed());
                 j
             })

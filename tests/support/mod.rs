@@ -132,6 +132,8 @@ pub struct GuardSpec<'a> {
     pub extra: &'a str,
     /// Extra lines inside `[kafka]`.
     pub kafka_extra: &'a str,
+    /// Extra lines inside each `[[routes]]` entry.
+    pub route_extra: &'a str,
 }
 
 impl Guard {
@@ -157,6 +159,7 @@ impl Guard {
                 "\n[[routes]]\ntopic = \"{topic}\"\nschema = \"{}\"\n",
                 repo().join("schemas").join(schema).display()
             ));
+            text.push_str(spec.route_extra);
         }
         let config = dir.join(format!("guard-{port}.toml"));
         std::fs::write(&config, text).unwrap();
@@ -179,7 +182,10 @@ impl Guard {
         let child = Command::new(guard_bin())
             .args(["run", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("GUARD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -579,6 +585,11 @@ impl Rig {
 
     /// As [`Rig::guard`], with the output topic chosen (None for monitor mode).
     pub fn guard_with_output(&self, output: Option<&str>, extra: &str, kafka_extra: &str) -> Guard {
+        self.guard_full(output, extra, kafka_extra, "")
+    }
+
+    /// As [`Rig::guard_with_output`], with extra lines inside the route.
+    pub fn guard_full(&self, output: Option<&str>, extra: &str, kafka_extra: &str, route_extra: &str) -> Guard {
         Guard::new(
             self.dir.path(),
             &GuardSpec {
@@ -588,6 +599,7 @@ impl Rig {
                 output,
                 extra,
                 kafka_extra,
+                route_extra,
             },
         )
     }

@@ -134,6 +134,9 @@ pub struct Route {
     pub topic: String,
     /// Domain schema file; relative paths are resolved against the config file's folder.
     pub schema: PathBuf,
+    /// Trusted baseline (`ingest-guard baseline`) to test this topic's windows against for
+    /// drift; none disables drift monitoring for the topic. Relative to the config file.
+    pub baseline: Option<PathBuf>,
 }
 
 /// What the guard does with records that pass.
@@ -407,6 +410,9 @@ impl Config {
         for r in &mut self.routes {
             if r.schema.is_relative() && !r.schema.as_os_str().is_empty() {
                 r.schema = base.join(&r.schema);
+            }
+            if let Some(b) = r.baseline.as_mut().filter(|b| b.is_relative()) {
+                *b = base.join(&*b);
             }
         }
         if self.quarantine.dir.is_relative() {

@@ -80,3 +80,21 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(wasserstein1(&[], &[]).is_err());
     assert!(variance_ratio(&Moments::new(), &Moments::new()).is_err());
 }
+
+#[test]
+fn extreme_variance_ratio_is_significant() {
+    let (mut w, mut b) = (Moments::new(), Moments::new());
+    for i in 0..1000 {
+        w.push(if i % 10 == 0 {
+            f64::from(i) * 200.0 - 100_000.0
+        } else {
+            0.1 * f64::from(i % 7)
+        });
+    }
+    for i in 0..20_000 {
+        b.push(0.1 * f64::from(i % 7));
+    }
+    let vr = variance_ratio(&w, &b).unwrap_or_else(|e| panic!("{e}"));
+    assert!(vr.ratio > 1e3, "{vr:?}");
+    assert!(vr.pvalue < 1e-10, "a huge ratio must be significant: {vr:?}");
+}

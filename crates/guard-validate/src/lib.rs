@@ -14,6 +14,7 @@ pub use prescan::prescan;
 pub use schema::{DomainSchema, FeatureField, GuardSection, TensorField, MAX_REASONS_PER_RECORD};
 
 use guard_core::{Judgement, Limits, Reason, ReasonCode, Record, Verdict};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,16 +76,29 @@ impl Judge {
 
     /// Judge one record of `topic`. Never panics; bad input yields a quarantine verdict.
     pub fn judge(&self, topic: &str, record: &Record) -> Judgement {
+        self.judge_visit(topic, record, |_, _| {})
+    }
+
+    /// As [`Judge::judge`], and hand a passing record's decoded value to `visit` (for
+    /// statistics) without decoding it twice.
+    pub fn judge_visit(&self, topic: &str, record: &Record, visit: impl FnOnce(&DomainSchema, &Value)) -> Judgement {
         let schema = self.routes.get(topic);
         let schema_id = schema.map(|s| Arc::clone(s.id()));
         let verdict = match self.verdict(schema, record) {
-            Ok(()) => Verdict::Pass,
+            Ok((schema, value)) => {
+                visit(schema, &value);
+                Verdict::Pass
+            }
             Err(reasons) => Verdict::Quarantine(reasons),
         };
         Judgement { verdict, schema_id }
     }
 
-    fn verdict(&self, schema: Option<&Arc<DomainSchema>>, record: &Record) -> Result<(), Vec<Reason>> {
+    fn verdict<'s>(
+        &self,
+        schema: Option<&'s Arc<DomainSchema>>,
+        record: &Record,
+    ) -> Result<(&'s DomainSchema, Value), Vec<Reason>> {
         if record.payload_len > self.limits.max_bytes {
             return Err(vec![Reason::new(
                 ReasonCode::LIMIT_BYTES,
@@ -105,7 +119,8 @@ impl Judge {
                 "no schema is routed for this topic",
             )]);
         };
-        schema.check(&value)
+        schema.check(&value)?;
+        Ok((schema, value))
     }
 }
 

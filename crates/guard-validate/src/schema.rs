@@ -214,6 +214,18 @@ impl DomainSchema {
             .collect()
     }
 
+    /// Numeric features in declared order into `out` (cleared first; no allocation once
+    /// `out` has grown to the feature count).
+    pub fn numeric_features_into(&self, value: &Value, out: &mut Vec<f64>) {
+        out.clear();
+        out.extend(
+            self.guard
+                .numeric
+                .iter()
+                .map(|f| value.pointer(&f.pointer).and_then(Value::as_f64).unwrap_or(f64::NAN)),
+        );
+    }
+
     /// The record's label as a string, if the schema names one and the record has it.
     pub fn label(&self, value: &Value) -> Option<String> {
         let v = value.pointer(self.guard.label.as_deref()?)?;
