@@ -18,15 +18,23 @@ pub struct KsResult {
     pub pvalue: f64,
 }
 
+/// The finite values of both samples, each sorted; an error if either side has none.
+fn sorted_finite_pair(a: &[f64], b: &[f64], what: &'static str) -> Result<(Vec<f64>, Vec<f64>), StatsError> {
+    let sorted = |x: &[f64]| {
+        let mut v: Vec<f64> = x.iter().copied().filter(|x| x.is_finite()).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let (a, b) = (sorted(a), sorted(b));
+    if a.is_empty() || b.is_empty() {
+        return Err(StatsError::Empty(what));
+    }
+    Ok((a, b))
+}
+
 /// Two-sample KS test on raw values (non-finite values are ignored).
 pub fn ks_2samp(a: &[f64], b: &[f64]) -> Result<KsResult, StatsError> {
-    let mut a: Vec<f64> = a.iter().copied().filter(|x| x.is_finite()).collect();
-    let mut b: Vec<f64> = b.iter().copied().filter(|x| x.is_finite()).collect();
-    if a.is_empty() || b.is_empty() {
-        return Err(StatsError::Empty("ks_2samp needs values on both sides"));
-    }
-    a.sort_by(f64::total_cmp);
-    b.sort_by(f64::total_cmp);
+    let (a, b) = sorted_finite_pair(a, b, "ks_2samp needs values on both sides")?;
     let (n1, n2) = (a.len(), b.len());
     let (mut i, mut j, mut d) = (0usize, 0usize, 0.0f64);
     // Evaluate both empirical CDFs (right-continuous, as `searchsorted(side="right")`) at every
@@ -188,13 +196,7 @@ pub fn chi2_homogeneity(expected: &[f64], observed: &[f64]) -> Result<Chi2Result
 /// Wasserstein-1 (earth mover's) distance between two samples (SciPy
 /// `stats.wasserstein_distance(u, v)`). Non-finite values are ignored.
 pub fn wasserstein1(u: &[f64], v: &[f64]) -> Result<f64, StatsError> {
-    let mut u: Vec<f64> = u.iter().copied().filter(|x| x.is_finite()).collect();
-    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    if u.is_empty() || v.is_empty() {
-        return Err(StatsError::Empty("wasserstein needs values on both sides"));
-    }
-    u.sort_by(f64::total_cmp);
-    v.sort_by(f64::total_cmp);
+    let (u, v) = sorted_finite_pair(u, v, "wasserstein needs values on both sides")?;
     let (nu, nv) = (u.len() as f64, v.len() as f64);
     let (mut i, mut j) = (0usize, 0usize);
     let mut total = 0.0;
