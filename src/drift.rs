@@ -98,16 +98,7 @@ impl DriftMonitor {
             match compare(&f.bins, &f.profile, w) {
                 Ok(d) => drifts.push(d),
                 // A feature absent in the whole window: nothing to compare, it cannot fire.
-                Err(_) => drifts.push(guard_stats::FeatureDrift {
-                    ks: 0.0,
-                    ks_p: 1.0,
-                    psi: 0.0,
-                    chi2_p: 1.0,
-                    js: 0.0,
-                    wasserstein: 0.0,
-                    var_ratio: 1.0,
-                    var_p: 1.0,
-                }),
+                Err(_) => drifts.push(guard_stats::FeatureDrift::none()),
             }
         }
         let calibration: Vec<_> = self.baseline.features.iter().map(|f| f.calibration).collect();

@@ -2,7 +2,6 @@
 
 use crate::support::*;
 use sha2::{Digest, Sha256};
-use std::process::Command;
 
 #[test]
 fn baseline_from_real_shuttle_records() {
@@ -12,16 +11,7 @@ fn baseline_from_real_shuttle_records() {
     data.extend(b"{\"source\":\"x\",\"features\":[1],\"label\":0}\n"); // invalid: too few features
     std::fs::write(&input, &data).unwrap();
     let out = dir.path().join("baseline.json");
-    let run = Command::new(guard_bin())
-        .args(["baseline", "--schema"])
-        .arg(repo().join("schemas/shuttle.schema.json"))
-        .arg("--input")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .args(["--window", "20", "--resamples", "100"])
-        .output()
-        .unwrap();
+    let run = run_baseline(&input, &out, 20, 100);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{}{stdout}", String::from_utf8_lossy(&run.stderr));
     assert!(

@@ -3,7 +3,6 @@
 //! normal data clears it.
 
 use crate::support::*;
-use std::process::Command;
 use std::time::Duration;
 
 struct Lcg(u64);
@@ -34,16 +33,7 @@ fn drift_alarm_rises_on_noise_and_clears() {
     let trusted_file = rig.dir.path().join("trusted.jsonl");
     std::fs::write(&trusted_file, trusted.join("\n")).unwrap();
     let baseline = rig.dir.path().join("shuttle.baseline.json");
-    let out = Command::new(guard_bin())
-        .args(["baseline", "--schema"])
-        .arg(repo().join("schemas/shuttle.schema.json"))
-        .arg("--input")
-        .arg(&trusted_file)
-        .arg("--out")
-        .arg(&baseline)
-        .args(["--window", "1000", "--resamples", "1000"])
-        .output()
-        .unwrap();
+    let out = run_baseline(&trusted_file, &baseline, 1000, 1000);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let mut guard = rig.guard_full(

@@ -629,3 +629,17 @@ impl Rig {
         reconcile(&self.broker.addr, &self.input, &self.output, qdir, n)
     }
 }
+
+/// Run `ingest-guard baseline` on `input` with the Shuttle schema.
+pub fn run_baseline(input: &Path, out: &Path, window: usize, resamples: usize) -> std::process::Output {
+    Command::new(guard_bin())
+        .args(["baseline", "--schema"])
+        .arg(repo().join("schemas/shuttle.schema.json"))
+        .arg("--input")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .args(["--window", &window.to_string(), "--resamples", &resamples.to_string()])
+        .output()
+        .unwrap()
+}

@@ -85,16 +85,6 @@ impl PartitionBuffer {
         self.rows.is_empty()
     }
 
-    /// Rows buffered.
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    /// Bytes buffered (approximate).
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
     /// The range and rows of the file to write now; the buffer stays intact until
     /// [`Self::committed`] so a failed write can be retried with exactly the same content.
     pub fn pending(&self) -> Option<(i64, i64, &[QuarantineRow])> {

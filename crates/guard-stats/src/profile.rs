@@ -122,6 +122,23 @@ pub struct FeatureDrift {
     pub var_p: f64,
 }
 
+impl FeatureDrift {
+    /// No evidence of drift: what a feature with nothing to compare (e.g. absent from a whole
+    /// window) reports, so it can never fire.
+    pub fn none() -> Self {
+        Self {
+            ks: 0.0,
+            ks_p: 1.0,
+            psi: 0.0,
+            chi2_p: 1.0,
+            js: 0.0,
+            wasserstein: 0.0,
+            var_ratio: 1.0,
+            var_p: 1.0,
+        }
+    }
+}
+
 /// Compare a window with the baseline (same bins).
 pub fn compare(bins: &Bins, baseline: &NumericProfile, window: &NumericProfile) -> Result<FeatureDrift, StatsError> {
     let nb: u64 = baseline.counts.iter().sum();
