@@ -26,7 +26,9 @@ pub fn run(a: &BaselineArgs<'_>) -> anyhow::Result<ExitCode> {
         .map(|b| format!("{b:02x}"))
         .collect::<String>();
     let names: Vec<String> = schema.guard().numeric.iter().map(|f| f.name.clone()).collect();
-    let mut builder = BaselineBuilder::new(names.clone());
+    let cat_names = schema.categorical_names();
+    let mut builder = BaselineBuilder::new(names.clone()).with_categorical(cat_names.clone());
+    let mut cats: Vec<Option<String>> = Vec::with_capacity(cat_names.len());
     let limits = Limits::default();
     let (mut used, mut skipped) = (0u64, 0u64);
     let mut first_skip = None;
@@ -40,7 +42,10 @@ pub fn run(a: &BaselineArgs<'_>) -> anyhow::Result<ExitCode> {
             .and_then(|v| schema.check(&v).map(|()| v));
         match checked {
             Ok(v) => {
-                builder.push(&schema.numeric_features(&v), schema.label(&v).as_deref());
+                cats.clear();
+                schema.for_each_categorical(&v, |_, c| cats.push(c.map(str::to_owned)));
+                let cat_refs: Vec<Option<&str>> = cats.iter().map(Option::as_deref).collect();
+                builder.push_row(&schema.numeric_features(&v), &cat_refs, schema.label(&v).as_deref());
                 used += 1;
             }
             Err(reasons) => {
@@ -60,11 +65,12 @@ pub fn run(a: &BaselineArgs<'_>) -> anyhow::Result<ExitCode> {
     std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, a.out).with_context(|| format!("renaming to {}", a.out.display()))?;
     println!(
-        "baseline {} for schema {}: {used} rows ({skipped} invalid rows skipped{}), {} numeric features, {} labels, window {}, sha256 {sha}",
+        "baseline {} for schema {}: {used} rows ({skipped} invalid rows skipped{}), {} numeric and {} categorical features, {} labels, window {}, sha256 {sha}",
         a.out.display(),
         schema.id(),
         first_skip.map(|s| format!(", first: {s}")).unwrap_or_default(),
         names.len(),
+        cat_names.len(),
         baseline.labels.len(),
         a.window,
     );

@@ -53,6 +53,23 @@ pub enum Command {
         #[arg(long, default_value_t = 2000)]
         resamples: usize,
     },
+    /// Print a running guard's statistics (`GET /api/stats`): per topic and feature, the
+    /// current windows and the sliding view against the baseline.
+    Stats {
+        /// The guard's HTTP address (its `server.listen`).
+        #[arg(long, default_value = "http://127.0.0.1:9898")]
+        url: String,
+        /// `local` (this instance's partitions) or `group` (every instance's, from the
+        /// profiles topic).
+        #[arg(long, default_value = "local", value_parser = ["local", "group"])]
+        scope: String,
+        /// Which view to print: `current` (last windows) or `sliding`.
+        #[arg(long, default_value = "current", value_parser = ["current", "sliding"])]
+        view: String,
+        /// Print the JSON as it came.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect quarantine files.
     Quarantine {
         #[command(subcommand)]
@@ -115,6 +132,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             bins,
             resamples,
         }),
+        Command::Stats { url, scope, view, json } => stats(&url, &scope, &view, json),
         Command::Quarantine { command } => quarantine(command),
         Command::Tools { command } => crate::tools::run(command),
     }
@@ -134,7 +152,7 @@ pub fn check_problems(path: &Path, connect: bool) -> (Vec<String>, Option<Config
             Err(e) => out.push(format!("{file}: routes[{i}].schema: {e}")),
             Ok(schema) => {
                 if let Some(b) = &r.baseline {
-                    if let Err(e) = crate::drift::DriftMonitor::load(&r.topic, b, &schema) {
+                    if let Err(e) = crate::drift::TopicDrift::load(b, &schema) {
                         out.push(format!("{file}: routes[{i}].baseline: {e:#}"));
                     }
                 }
@@ -265,4 +283,89 @@ fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn stats(url: &str, scope: &str, view: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let target = format!("{}/api/stats?scope={scope}", url.trim_end_matches('/'));
+    let (status, body) = rt.block_on(crate::http::request(
+        "GET",
+        &target,
+        None,
+        std::time::Duration::from_secs(10),
+    ))?;
+    anyhow::ensure!(
+        status == 200,
+        "{target}: status {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&body).with_context(|| format!("{target}: not JSON"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", stats_table(&v, view));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `/api/stats` JSON as a table, one row per topic and feature.
+pub fn stats_table(v: &serde_json::Value, view: &str) -> String {
+    use std::fmt::Write;
+    let num = |x: &serde_json::Value, prec: usize| x.as_f64().map_or("-".to_owned(), |f| format!("{f:.prec$}"));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "scope {} · group {} · instance {}",
+        v["scope"].as_str().unwrap_or("?"),
+        v["group"].as_str().unwrap_or("?"),
+        v["instance"].as_str().unwrap_or("?")
+    );
+    for t in v["topics"].as_array().into_iter().flatten() {
+        let w = &t[view];
+        let _ = writeln!(
+            out,
+            "\n{} ({}) · {} view: {} rows over {} partitions · baseline {} rows, window {}",
+            t["topic"].as_str().unwrap_or("?"),
+            t["schema_id"].as_str().unwrap_or("?"),
+            view,
+            w["records"],
+            t["partitions"].as_array().map_or(0, Vec::len),
+            t["baseline_rows"],
+            t["window"],
+        );
+        let _ = writeln!(
+            out,
+            "{:<16} {:>9} {:>7} {:>11} {:>11} {:>11} {:>6} {:>6} {:>6} {:>8} {:>7}  alarm",
+            "feature", "count", "missing", "mean", "std", "p50", "ks", "psi", "js", "var_ratio", "firing"
+        );
+        for f in w["features"].as_array().into_iter().flatten() {
+            let d = &f["drift"];
+            let fi = &f["firing"];
+            let firing: String = [("k", "ks"), ("p", "psi"), ("v", "variance")]
+                .iter()
+                .map(|(c, k)| if fi[*k].as_bool() == Some(true) { *c } else { "." })
+                .collect();
+            let _ = writeln!(
+                out,
+                "{:<16} {:>9} {:>7} {:>11} {:>11} {:>11} {:>6} {:>6} {:>6} {:>8} {:>7}  {}",
+                f["name"].as_str().unwrap_or("?"),
+                f["count"],
+                f["missing"],
+                num(&f["mean"], 3),
+                num(&f["std"], 3),
+                num(&f["p50"], 3),
+                num(&d["ks"], 3),
+                num(&d["psi"], 3),
+                num(&d["js"], 3),
+                num(&d["var_ratio"], 2),
+                firing,
+                if f["alarm"].as_bool() == Some(true) {
+                    "RAISED"
+                } else {
+                    "-"
+                },
+            );
+        }
+    }
+    out
 }

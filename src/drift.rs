@@ -1,41 +1,159 @@
-//! Drift monitoring in the running guard. Per topic with a baseline, the numeric features of
-//! passing records fill a window of the baseline's calibrated size; each full window is compared
-//! with the baseline (guard-stats), exported as gauges per feature, and turned into alarms that
-//! need two firing windows to rise and three quiet ones to clear.
+//! Drift monitoring in the running guard.
 //!
-//! Windows are per judge worker (one by default); with several workers each sees its shard of
-//! partitions. Memory is the baseline's bins per feature, whatever the traffic.
+//! * [`DriftWindows`] (one per judge worker) fills one window per input **partition** from the
+//!   records that pass, so poison aimed at one partition is not diluted by the others. A window
+//!   closes at the baseline's calibrated size, or on age (`drift.window_max_age_ms`) once it
+//!   holds `drift.min_window_fraction` of that size.
+//! * [`DriftHub`] (shared) judges each closed window against the route's baseline, keeps the
+//!   per-partition alarm states (raised after K firing windows, cleared after quiet ones), the
+//!   last window and a sliding view of recent windows, exports `guard_stats_*` metrics, and
+//!   hands drift events and partition views to the event and profile tasks without blocking.
+//!
+//! Memory is fixed by the baselines (bins and sketch buckets per feature) times the partitions
+//! assigned, whatever the traffic.
 
+use crate::stage::lock;
 use anyhow::Context;
-use guard_stats::{compare, firing_calibrated, AlarmPolicy, AlarmState, Baseline, NumericProfile, Transition};
+use guard_config::DriftConfig;
+use guard_stats::{AlarmPolicy, AlarmState, Baseline, Evaluation, FeatureDrift, Transition, WindowProfile};
 use guard_validate::DomainSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-/// One topic's drift monitor.
-#[derive(Debug, Clone)]
-pub struct DriftMonitor {
-    topic: Arc<str>,
-    baseline: Arc<Baseline>,
-    window: Vec<NumericProfile>,
-    in_window: usize,
-    states: Vec<AlarmState>,
-    policy: AlarmPolicy,
-    buf: Vec<f64>,
+/// A drift alarm that rose or cleared, as written to the events topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftEvent {
+    /// `drift_raised` or `drift_cleared`.
+    pub event: String,
+    /// Input topic.
+    pub topic: String,
+    /// Input partition whose window decided it.
+    pub partition: i32,
+    /// Feature (or `label`).
+    pub feature: String,
+    /// Tests that fired in the deciding window (`ks`, `psi`, `variance`).
+    pub tests: Vec<String>,
+    /// The deciding window's statistics.
+    pub drift: FeatureDriftJson,
+    /// Rows in the deciding window.
+    pub window_records: u64,
+    /// First and last input offsets of the deciding window.
+    pub first_offset: i64,
+    /// Last input offset of the deciding window.
+    pub last_offset: i64,
+    /// Schema and baseline identity.
+    pub schema_id: String,
+    /// SHA-256 of the baseline's data.
+    pub baseline_sha256: String,
+    /// Consumer group and instance that saw it.
+    pub group: String,
+    /// Instance name.
+    pub instance: String,
+    /// Milliseconds since the epoch.
+    pub at_ms: i64,
 }
 
-impl DriftMonitor {
-    /// Load a baseline for `topic` and check it belongs to `schema` (same id, same features in
-    /// the same order); a mismatch names both.
-    pub fn load(topic: &str, path: &Path, schema: &DomainSchema) -> anyhow::Result<Self> {
+/// [`FeatureDrift`] with JSON-safe numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FeatureDriftJson {
+    pub ks: f64,
+    pub ks_p: f64,
+    pub psi: f64,
+    pub chi2_p: f64,
+    pub js: f64,
+    pub wasserstein: f64,
+    pub var_ratio: f64,
+    pub var_p: f64,
+}
+
+fn finite(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else if x > 0.0 {
+        f64::MAX
+    } else {
+        0.0
+    }
+}
+
+impl From<&FeatureDrift> for FeatureDriftJson {
+    fn from(d: &FeatureDrift) -> Self {
+        Self {
+            ks: finite(d.ks),
+            ks_p: finite(d.ks_p),
+            psi: finite(d.psi),
+            chi2_p: finite(d.chi2_p),
+            js: finite(d.js),
+            wasserstein: finite(d.wasserstein),
+            var_ratio: finite(d.var_ratio),
+            var_p: finite(d.var_p),
+        }
+    }
+}
+
+/// One partition's view, as kept locally and published to the profiles topic: its last
+/// closed window, the merge of its recent windows, and its raised alarms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionView {
+    pub group: String,
+    pub instance: String,
+    pub topic: String,
+    pub partition: i32,
+    /// Baseline data hash: views of different baselines are never merged.
+    pub baseline_sha256: String,
+    /// Windows closed on this partition since this instance got it.
+    pub windows: u64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub last: WindowProfile,
+    pub sliding: WindowProfile,
+    /// Features whose alarm is raised on this partition.
+    pub alarms: Vec<String>,
+    pub at_ms: i64,
+}
+
+impl PartitionView {
+    /// The key of this view in the profiles topic.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.group, self.topic, self.partition)
+    }
+}
+
+struct PartitionState {
+    states: Vec<AlarmState>,
+    last: Option<(WindowProfile, Evaluation)>,
+    sliding: VecDeque<WindowProfile>,
+    windows: u64,
+    first_offset: i64,
+    last_offset: i64,
+    dirty: bool,
+}
+
+/// One monitored topic: its baseline and category lookups.
+pub struct TopicDrift {
+    pub baseline: Arc<Baseline>,
+    /// Category → index per baseline feature (empty for numeric ones).
+    cat_index: Vec<HashMap<String, usize>>,
+    /// Index of the first categorical feature in the baseline.
+    first_cat: usize,
+}
+
+impl TopicDrift {
+    /// Load a baseline and check it belongs to `schema` (same id, same numeric and categorical
+    /// features in the same order); a mismatch names both.
+    pub fn load(path: &Path, schema: &DomainSchema) -> anyhow::Result<Self> {
         let text = std::fs::read(path).with_context(|| format!("reading baseline {}", path.display()))?;
         let baseline: Baseline = serde_json::from_slice(&text)
             .with_context(|| format!("baseline {} is not a baseline file", path.display()))?;
         anyhow::ensure!(
-            baseline.format == guard_stats::BASELINE_FORMAT,
-            "baseline {} has format {}, this guard reads {}",
+            (1..=guard_stats::BASELINE_FORMAT).contains(&baseline.format),
+            "baseline {} has format {}, this guard reads 1 to {}",
             path.display(),
             baseline.format,
             guard_stats::BASELINE_FORMAT
@@ -47,13 +165,29 @@ impl DriftMonitor {
             baseline.schema_id,
             schema.id()
         );
-        let want: Vec<&str> = schema.guard().numeric.iter().map(|f| f.name.as_str()).collect();
-        let have: Vec<&str> = baseline.features.iter().map(|f| f.name.as_str()).collect();
+        let want: Vec<String> = schema.guard().numeric.iter().map(|f| f.name.clone()).collect();
+        let have: Vec<String> = baseline.numeric().map(|f| f.name.clone()).collect();
         anyhow::ensure!(
             want == have,
-            "baseline {} has features {have:?}, schema {} has {want:?}",
+            "baseline {} has numeric features {have:?}, schema {} has {want:?}",
             path.display(),
             schema.id()
+        );
+        let have_cat: Vec<String> = baseline.categorical().map(|f| f.name.clone()).collect();
+        if baseline.format >= 2 {
+            let want_cat = schema.categorical_names();
+            anyhow::ensure!(
+                want_cat == have_cat,
+                "baseline {} has categorical features {have_cat:?}, schema {} has {want_cat:?} (rebuild it with `ingest-guard baseline`)",
+                path.display(),
+                schema.id()
+            );
+        }
+        anyhow::ensure!(
+            baseline.features.iter().all(|f| f.categories.is_none())
+                || baseline.features[have.len()..].iter().all(|f| f.categories.is_some()),
+            "baseline {}: numeric features must come before categorical ones",
+            path.display()
         );
         anyhow::ensure!(
             baseline.window >= 2,
@@ -61,74 +195,415 @@ impl DriftMonitor {
             path.display(),
             baseline.window
         );
-        Ok(Self::new(topic, Arc::new(baseline)))
+        Ok(Self::new(Arc::new(baseline)))
     }
 
-    fn new(topic: &str, baseline: Arc<Baseline>) -> Self {
-        let window = baseline.features.iter().map(|f| NumericProfile::new(&f.bins)).collect();
-        let states = vec![AlarmState::default(); baseline.features.len()];
+    /// A monitor for an already checked baseline.
+    pub fn new(baseline: Arc<Baseline>) -> Self {
+        let cat_index = baseline.features.iter().map(|f| f.category_index()).collect();
+        let first_cat = baseline.numeric().count();
         Self {
-            topic: Arc::from(topic),
             baseline,
-            window,
-            in_window: 0,
-            states,
-            policy: AlarmPolicy::default(),
-            buf: Vec::new(),
+            cat_index,
+            first_cat,
         }
     }
 
-    /// Add one passing record.
+    /// Push one record's features into `w`.
     #[inline]
-    pub fn observe(&mut self, schema: &DomainSchema, value: &Value) {
-        schema.numeric_features_into(value, &mut self.buf);
-        for ((w, f), x) in self.window.iter_mut().zip(&self.baseline.features).zip(&self.buf) {
-            w.push(&f.bins, *x);
+    fn observe(&self, w: &mut WindowProfile, schema: &DomainSchema, value: &Value, buf: &mut Vec<f64>) {
+        let features = &self.baseline.features;
+        schema.numeric_features_into(value, buf);
+        for (i, x) in buf.iter().enumerate().take(self.first_cat) {
+            w.push(&features[i].bins, i, *x);
         }
-        self.in_window += 1;
-        if self.in_window >= self.baseline.window {
-            self.close_window();
+        schema.for_each_categorical(value, |j, c| {
+            let i = self.first_cat + j;
+            if let (Some(f), Some(index)) = (features.get(i), self.cat_index.get(i)) {
+                w.push(&f.bins, i, f.category_value(index, c));
+            }
+        });
+        w.end_row();
+    }
+}
+
+/// Where hub output goes.
+pub struct HubOutputs {
+    /// Drift events (events topic and webhook); `None` when neither is configured.
+    pub events: Option<mpsc::Sender<DriftEvent>>,
+}
+
+/// Shared drift state of this instance.
+pub struct DriftHub {
+    topics: HashMap<String, TopicDrift>,
+    policy: AlarmPolicy,
+    sliding_windows: usize,
+    quantiles: bool,
+    max_age: Option<Duration>,
+    min_fraction: f64,
+    group: String,
+    instance: String,
+    partitions: Mutex<BTreeMap<(String, i32), PartitionState>>,
+    events: Option<mpsc::Sender<DriftEvent>>,
+    /// Latest views from the profiles topic, by key (group scope).
+    remote: Mutex<HashMap<String, PartitionView>>,
+}
+
+impl DriftHub {
+    pub fn new(
+        topics: HashMap<String, TopicDrift>,
+        cfg: &DriftConfig,
+        group: &str,
+        instance: &str,
+        out: HubOutputs,
+    ) -> Self {
+        Self {
+            topics,
+            policy: cfg.alarm,
+            sliding_windows: cfg.sliding_windows.max(1),
+            quantiles: cfg.quantiles,
+            max_age: (cfg.window_max_age_ms > 0).then(|| Duration::from_millis(cfg.window_max_age_ms)),
+            min_fraction: cfg.min_window_fraction,
+            group: group.to_owned(),
+            instance: instance.to_owned(),
+            partitions: Mutex::new(BTreeMap::new()),
+            events: out.events,
+            remote: Mutex::new(HashMap::new()),
         }
     }
 
-    fn close_window(&mut self) {
-        let topic = self.topic.to_string();
-        let mut drifts = Vec::with_capacity(self.window.len());
-        for (w, f) in self.window.iter().zip(&self.baseline.features) {
-            match compare(&f.bins, &f.profile, w) {
-                Ok(d) => drifts.push(d),
-                // A feature absent in the whole window: nothing to compare, it cannot fire.
-                Err(_) => drifts.push(guard_stats::FeatureDrift::none()),
-            }
-        }
-        let calibration: Vec<_> = self.baseline.features.iter().map(|f| f.calibration).collect();
-        let fired = firing_calibrated(&self.policy, &drifts, &calibration);
+    /// Judge one closed window of `topic`/`partition`.
+    fn close(&self, topic: &str, partition: i32, window: &WindowProfile, first: i64, last: i64) {
+        let Some(t) = self.topics.get(topic) else {
+            return;
+        };
+        let base = &t.baseline;
+        let eval = base.evaluate(&self.policy, window);
+        let mut parts = lock(&self.partitions);
+        let st = parts
+            .entry((topic.to_owned(), partition))
+            .or_insert_with(|| PartitionState {
+                states: vec![AlarmState::default(); base.features.len()],
+                last: None,
+                sliding: VecDeque::new(),
+                windows: 0,
+                first_offset: first,
+                last_offset: last,
+                dirty: false,
+            });
+        st.windows += 1;
+        st.last_offset = last;
+        st.dirty = true;
         tracing::debug!(
-            topic = %self.topic,
-            firing = ?fired.iter().map(|f| u8::from(f.ks) * 4 + u8::from(f.psi) * 2 + u8::from(f.variance)).collect::<Vec<_>>(),
-            var_ratio = ?drifts.iter().map(|d| (d.var_ratio * 100.0).round() / 100.0).collect::<Vec<_>>(),
-            var_p = ?drifts.iter().map(|d| d.var_p).collect::<Vec<_>>(),
+            topic,
+            partition,
+            first,
+            last,
+            records = window.records,
             "drift window evaluated"
         );
-        for (i, f) in self.baseline.features.iter().enumerate() {
-            let (d, fire) = (&drifts[i], fired[i]);
-            let labels = [("topic", topic.clone()), ("feature", f.name.clone())];
+        for (i, f) in base.features.iter().enumerate() {
+            let (d, fire) = (&eval.drifts[i], eval.fired[i]);
+            let labels = [("topic", topic.to_owned()), ("feature", f.name.clone())];
             metrics::gauge!("guard_stats_ks", &labels).set(d.ks);
             metrics::gauge!("guard_stats_psi", &labels).set(d.psi);
             metrics::gauge!("guard_stats_js", &labels).set(d.js);
             metrics::gauge!("guard_stats_variance_ratio", &labels).set(d.var_ratio);
-            match self.states[i].update(&self.policy, fire.any()) {
+            let transition = st.states[i].update(&self.policy, fire.any());
+            let kind = match transition {
                 Transition::Raised => {
-                    warn!(topic, feature = %f.name, ks = d.ks, psi = d.psi, variance_ratio = d.var_ratio, ?fire, "drift alarm raised");
-                    metrics::counter!("guard_stats_alarms_raised_total", "topic" => topic.clone()).increment(1);
+                    warn!(topic, partition, feature = %f.name, ks = d.ks, psi = d.psi, variance_ratio = d.var_ratio, ?fire, first, last, "drift alarm raised");
+                    metrics::counter!("guard_stats_alarms_raised_total", "topic" => topic.to_owned()).increment(1);
+                    "drift_raised"
                 }
-                Transition::Cleared => info!(topic, feature = %f.name, "drift alarm cleared"),
-                Transition::None => {}
-            }
-            metrics::gauge!("guard_stats_alarm", &labels).set(if self.states[i].raised { 1.0 } else { 0.0 });
+                Transition::Cleared => {
+                    info!(topic, partition, feature = %f.name, first, last, "drift alarm cleared");
+                    "drift_cleared"
+                }
+                Transition::None => continue,
+            };
+            let tests = [("ks", fire.ks), ("psi", fire.psi), ("variance", fire.variance)]
+                .iter()
+                .filter(|(_, on)| *on)
+                .map(|(n, _)| (*n).to_owned())
+                .collect();
+            self.emit(DriftEvent {
+                event: kind.to_owned(),
+                topic: topic.to_owned(),
+                partition,
+                feature: f.name.clone(),
+                tests,
+                drift: d.into(),
+                window_records: window.records,
+                first_offset: first,
+                last_offset: last,
+                schema_id: base.schema_id.clone(),
+                baseline_sha256: base.data_sha256.clone(),
+                group: self.group.clone(),
+                instance: self.instance.clone(),
+                at_ms: crate::stage::now_ms(),
+            });
         }
-        metrics::counter!("guard_stats_windows_total", "topic" => topic).increment(1);
-        self.window.iter_mut().for_each(NumericProfile::clear);
-        self.in_window = 0;
+        st.sliding.push_back(window.clone());
+        while st.sliding.len() > self.sliding_windows {
+            st.sliding.pop_front();
+        }
+        st.last = Some((window.clone(), eval));
+        // The topic's alarm gauge is raised while any of its partitions has the alarm.
+        for (i, f) in base.features.iter().enumerate() {
+            let raised = parts
+                .range((topic.to_owned(), i32::MIN)..=(topic.to_owned(), i32::MAX))
+                .any(|(_, p)| p.states.get(i).is_some_and(|s| s.raised));
+            metrics::gauge!("guard_stats_alarm", "topic" => topic.to_owned(), "feature" => f.name.clone())
+                .set(if raised { 1.0 } else { 0.0 });
+        }
+        metrics::counter!("guard_stats_windows_total", "topic" => topic.to_owned()).increment(1);
+    }
+
+    fn emit(&self, event: DriftEvent) {
+        if let Some(tx) = &self.events {
+            if tx.try_send(event).is_err() {
+                metrics::counter!("guard_stats_events_dropped_total").increment(1);
+            }
+        }
+    }
+
+    fn view(&self, topic: &str, partition: i32, st: &PartitionState) -> Option<PartitionView> {
+        let t = self.topics.get(topic)?;
+        let (last, _) = st.last.as_ref()?;
+        let mut sliding = WindowProfile::for_baseline(&t.baseline, self.quantiles);
+        for w in &st.sliding {
+            sliding.merge(w).ok()?;
+        }
+        Some(PartitionView {
+            group: self.group.clone(),
+            instance: self.instance.clone(),
+            topic: topic.to_owned(),
+            partition,
+            baseline_sha256: t.baseline.data_sha256.clone(),
+            windows: st.windows,
+            first_offset: st.first_offset,
+            last_offset: st.last_offset,
+            last: last.clone(),
+            sliding,
+            alarms: t
+                .baseline
+                .features
+                .iter()
+                .zip(&st.states)
+                .filter(|(_, s)| s.raised)
+                .map(|(f, _)| f.name.clone())
+                .collect(),
+            at_ms: crate::stage::now_ms(),
+        })
+    }
+
+    /// Views of this instance's partitions that changed since the last call.
+    pub fn take_dirty(&self) -> Vec<PartitionView> {
+        let mut parts = lock(&self.partitions);
+        let mut out = Vec::new();
+        for ((topic, partition), st) in parts.iter_mut() {
+            if std::mem::take(&mut st.dirty) {
+                out.extend(self.view(topic, *partition, st));
+            }
+        }
+        out
+    }
+
+    /// Record a view read from the profiles topic (`None`: the key was deleted).
+    pub fn put_remote(&self, key: String, view: Option<PartitionView>) {
+        let mut remote = lock(&self.remote);
+        match view {
+            Some(v) => remote.insert(key, v),
+            None => remote.remove(&key),
+        };
+    }
+
+    /// `GET /api/stats`: per topic, the current windows and the sliding view merged over
+    /// this instance's partitions (`group = false`) or over every partition the group has
+    /// published (`group = true`), each compared with the baseline.
+    pub fn stats(&self, group: bool) -> Value {
+        let views: Vec<PartitionView> = if group {
+            lock(&self.remote)
+                .values()
+                .filter(|v| v.group == self.group)
+                .cloned()
+                .collect()
+        } else {
+            let parts = lock(&self.partitions);
+            parts.iter().filter_map(|((t, p), st)| self.view(t, *p, st)).collect()
+        };
+        let mut topics = Vec::new();
+        let mut names: Vec<&String> = self.topics.keys().collect();
+        names.sort();
+        for name in names {
+            let t = &self.topics[name];
+            let mine: Vec<&PartitionView> = views
+                .iter()
+                .filter(|v| &v.topic == name && v.baseline_sha256 == t.baseline.data_sha256)
+                .collect();
+            topics.push(self.topic_stats(name, t, &mine));
+        }
+        serde_json::json!({
+            "scope": if group { "group" } else { "local" },
+            "group": self.group,
+            "instance": self.instance,
+            "topics": topics,
+        })
+    }
+
+    fn topic_stats(&self, name: &str, t: &TopicDrift, views: &[&PartitionView]) -> Value {
+        let base = &t.baseline;
+        let (mut current, mut sliding) = (
+            WindowProfile::for_baseline(base, self.quantiles),
+            WindowProfile::for_baseline(base, self.quantiles),
+        );
+        let mut merge_failures = 0u32;
+        let mut partitions = Vec::new();
+        let mut views = views.to_vec();
+        views.sort_by_key(|v| v.partition);
+        for v in &views {
+            // A view from elsewhere is decoded data: a bad one is skipped, never trusted.
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut c = current.clone();
+                let mut s = sliding.clone();
+                c.merge(&v.last).and_then(|()| s.merge(&v.sliding)).map(|()| (c, s))
+            }));
+            match ok {
+                Ok(Ok((c, s))) => (current, sliding) = (c, s),
+                _ => merge_failures += 1,
+            }
+            partitions.push(serde_json::json!({
+                "partition": v.partition,
+                "instance": v.instance,
+                "windows": v.windows,
+                "first_offset": v.first_offset,
+                "last_offset": v.last_offset,
+                "alarms": v.alarms,
+            }));
+        }
+        let alarms: Vec<&String> = views.iter().flat_map(|v| &v.alarms).collect();
+        serde_json::json!({
+            "topic": name,
+            "schema_id": base.schema_id,
+            "baseline_sha256": base.data_sha256,
+            "baseline_rows": base.rows,
+            "window": base.window,
+            "partitions": partitions,
+            "skipped_views": merge_failures,
+            "current": self.profile_stats(base, &current, &alarms),
+            "sliding": self.profile_stats(base, &sliding, &alarms),
+        })
+    }
+
+    fn profile_stats(&self, base: &Baseline, w: &WindowProfile, alarms: &[&String]) -> Value {
+        let eval = base.evaluate(&self.policy, w);
+        let features: Vec<Value> = base
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let m = &w.features[i].moments;
+                let q = |p: f64| w.quantiles.get(i).and_then(|s| s.quantile(p)).map(finite);
+                let nz = |x: f64| if m.count() > 0 { Some(finite(x)) } else { None };
+                let mut o = serde_json::json!({
+                    "name": f.name,
+                    "kind": if f.categories.is_some() { "categorical" } else { "numeric" },
+                    "count": m.count(),
+                    "missing": m.missing(),
+                    "drift": FeatureDriftJson::from(&eval.drifts[i]),
+                    "firing": eval.fired[i],
+                    "alarm": alarms.iter().any(|a| **a == f.name),
+                    "counts": w.features[i].counts,
+                });
+                if f.categories.is_none() {
+                    o["mean"] = serde_json::json!(nz(m.mean()));
+                    o["std"] = serde_json::json!(nz(m.variance().sqrt()));
+                    o["min"] = serde_json::json!(nz(m.min()));
+                    o["max"] = serde_json::json!(nz(m.max()));
+                    o["p50"] = serde_json::json!(q(0.5));
+                    o["p90"] = serde_json::json!(q(0.9));
+                    o["p99"] = serde_json::json!(q(0.99));
+                } else {
+                    o["categories"] = serde_json::json!(f.categories);
+                }
+                o
+            })
+            .collect();
+        serde_json::json!({ "records": w.records, "features": features })
+    }
+}
+
+struct OpenWindow {
+    w: WindowProfile,
+    opened: Instant,
+    first: i64,
+    last: i64,
+}
+
+/// One worker's open windows, one per partition it judges.
+pub struct DriftWindows {
+    hub: Arc<DriftHub>,
+    open: HashMap<(Arc<str>, i32), OpenWindow>,
+    buf: Vec<f64>,
+}
+
+impl DriftWindows {
+    pub fn new(hub: Arc<DriftHub>) -> Self {
+        Self {
+            hub,
+            open: HashMap::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Whether `topic` is monitored.
+    pub fn watches(&self, topic: &str) -> bool {
+        self.hub.topics.contains_key(topic)
+    }
+
+    /// Add one passing record of `topic`/`partition` at `offset`.
+    #[inline]
+    pub fn observe(&mut self, topic: &Arc<str>, partition: i32, offset: i64, schema: &DomainSchema, value: &Value) {
+        let Some(t) = self.hub.topics.get(&**topic) else {
+            return;
+        };
+        let quantiles = self.hub.quantiles;
+        let ow = self
+            .open
+            .entry((Arc::clone(topic), partition))
+            .or_insert_with(|| OpenWindow {
+                w: WindowProfile::for_baseline(&t.baseline, quantiles),
+                opened: Instant::now(),
+                first: offset,
+                last: offset,
+            });
+        if ow.w.records == 0 {
+            ow.first = offset;
+            ow.opened = Instant::now();
+        }
+        ow.last = offset;
+        t.observe(&mut ow.w, schema, value, &mut self.buf);
+        if ow.w.records >= t.baseline.window as u64 {
+            self.hub.close(topic, partition, &ow.w, ow.first, ow.last);
+            ow.w.clear();
+        }
+    }
+
+    /// Close windows that are old enough and large enough (after each batch).
+    pub fn tick(&mut self) {
+        let Some(max_age) = self.hub.max_age else {
+            return;
+        };
+        for ((topic, partition), ow) in self.open.iter_mut() {
+            let Some(t) = self.hub.topics.get(&**topic) else {
+                continue;
+            };
+            let min = ((t.baseline.window as f64 * self.hub.min_fraction).ceil() as u64).max(2);
+            if ow.w.records >= min && ow.opened.elapsed() >= max_age {
+                self.hub.close(topic, *partition, &ow.w, ow.first, ow.last);
+                ow.w.clear();
+            }
+        }
     }
 }

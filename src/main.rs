@@ -5,6 +5,8 @@
 mod baseline;
 mod cli;
 mod drift;
+mod events;
+mod http;
 mod run;
 mod stage;
 mod tools;

@@ -98,6 +98,43 @@ fn describe_metrics() {
         "Clean records re-sent after a failed delivery"
     );
     describe_gauge!("guard_health_ready", Unit::Count, "1 when /readyz reports ready");
+    describe_gauge!(
+        "guard_stats_alarm",
+        Unit::Count,
+        "1 while a drift alarm is raised on any partition of the topic"
+    );
+    describe_counter!("guard_stats_windows_total", Unit::Count, "Drift windows judged");
+    describe_counter!("guard_stats_alarms_raised_total", Unit::Count, "Drift alarms raised");
+    describe_counter!(
+        "guard_stats_events_dropped_total",
+        Unit::Count,
+        "Drift events dropped because the event queue was full"
+    );
+    describe_counter!(
+        "guard_stats_events_sent_total",
+        Unit::Count,
+        "Drift events delivered, by destination"
+    );
+    describe_counter!(
+        "guard_stats_events_failed_total",
+        Unit::Count,
+        "Failed drift event deliveries (webhook attempts are retried)"
+    );
+    describe_counter!(
+        "guard_stats_webhook_dropped_total",
+        Unit::Count,
+        "Webhook payloads dropped from the full retry queue"
+    );
+    describe_gauge!(
+        "guard_stats_webhook_queue",
+        Unit::Count,
+        "Webhook payloads waiting for delivery"
+    );
+    describe_counter!(
+        "guard_stats_profiles_published_total",
+        Unit::Count,
+        "Partition views published to the profiles topic"
+    );
 }
 
 pub fn build_judge(cfg: &Config) -> anyhow::Result<Judge> {
@@ -108,6 +145,44 @@ pub fn build_judge(cfg: &Config) -> anyhow::Result<Judge> {
         routes.insert(r.topic.clone(), Arc::new(schema));
     }
     Ok(Judge::new(cfg.limits.clone(), routes))
+}
+
+type EventsRx = Mutex<Option<mpsc::Receiver<crate::drift::DriftEvent>>>;
+
+/// The drift hub when any route has a baseline, with the receiving end of its event channel.
+fn build_hub(cfg: &Config, judge: &Judge) -> anyhow::Result<Option<(Arc<crate::drift::DriftHub>, EventsRx)>> {
+    let mut topics = HashMap::new();
+    for r in &cfg.routes {
+        if let (Some(path), Some(schema)) = (&r.baseline, judge.schema_for(&r.topic)) {
+            let t = crate::drift::TopicDrift::load(path, schema)?;
+            info!(topic = %r.topic, baseline = %path.display(), rows = t.baseline.rows, window = t.baseline.window, "drift monitoring on");
+            topics.insert(r.topic.clone(), t);
+        }
+    }
+    if topics.is_empty() {
+        return Ok(None);
+    }
+    let d = &cfg.drift;
+    let (tx, rx) = if d.events_topic.is_some() || d.webhook_url.is_some() {
+        let (tx, rx) = mpsc::channel(d.webhook_queue.max(16));
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let instance = if d.instance.is_empty() {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    } else {
+        d.instance.clone()
+    };
+    let hub = crate::drift::DriftHub::new(
+        topics,
+        d,
+        &cfg.kafka.group_id,
+        &instance,
+        crate::drift::HubOutputs { events: tx },
+    );
+    Ok(Some((Arc::new(hub), Mutex::new(rx))))
 }
 
 pub fn run(cfg: Config) -> anyhow::Result<ExitCode> {
@@ -167,13 +242,20 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     // Quarantine work items are small (rows of suspects only), so this channel is deeper: a
     // file write in progress must not stall the clean path.
     let (q_tx, q_rx) = mpsc::channel::<QuarantineWork>(p.channel_capacity * 16);
-    let mut monitors = HashMap::new();
-    for r in &cfg.routes {
-        if let (Some(path), Some(schema)) = (&r.baseline, judge.schema_for(&r.topic)) {
-            let m = crate::drift::DriftMonitor::load(&r.topic, path, schema)?;
-            info!(topic = %r.topic, baseline = %path.display(), "drift monitoring on");
-            monitors.insert(r.topic.clone(), m);
+    let hub = build_hub(&cfg, &judge)?;
+    let profile_stop = Arc::new(AtomicBool::new(false));
+    let mut profile_task = None;
+    if let Some((hub, events_rx)) = &hub {
+        crate::events::ensure_topics(&cfg).await;
+        if let Some(rx) = events_rx.lock().ok().and_then(|mut r| r.take()) {
+            tokio::spawn(crate::events::dispatch(cfg.clone(), rx));
         }
+        crate::events::read_profiles(&cfg, Arc::clone(hub), Arc::clone(&profile_stop))?;
+        profile_task = Some(tokio::spawn(crate::events::publish_profiles(
+            cfg.clone(),
+            Arc::clone(hub),
+            Arc::clone(&profile_stop),
+        )));
     }
     let mut work_txs = Vec::new();
     let mut workers = Vec::new();
@@ -186,7 +268,9 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
             tracker: Arc::clone(&tracker),
             summary: Arc::clone(&summary),
             out: q_tx.clone(),
-            monitors: monitors.clone(),
+            drift: hub
+                .as_ref()
+                .map(|(h, _)| crate::drift::DriftWindows::new(Arc::clone(h))),
         };
         workers.push(
             std::thread::Builder::new()
@@ -230,7 +314,13 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     extras.insert("version".into(), guard_core::GUARD_VERSION.into());
     extras.insert("mode".into(), format!("{:?}", p.mode).to_lowercase().into());
     extras.insert("scoring_provider".into(), "none".into());
-    let app = guard_server::router(Arc::clone(&health), render, Arc::new(extras));
+    let mut app = guard_server::router(Arc::clone(&health), render, Arc::new(extras));
+    if let Some((h, _)) = &hub {
+        let h = Arc::clone(h);
+        app = app.merge(guard_server::stats_routes(Arc::new(move |scope: &str| {
+            h.stats(scope == "group")
+        })));
+    }
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(guard_server::serve(addr, app, async move {
         let _ = http_stop_rx.await;
@@ -259,6 +349,11 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
         let _ = tokio::task::spawn_blocking(move || w.join()).await;
     }
     quarantine_task.await.context("quarantine stage")?;
+    // Publish the last partition views, then stop reading the group's.
+    profile_stop.store(true, Ordering::Relaxed);
+    if let Some(t) = profile_task {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
     if let Some(c) = &clean {
         c.flush(Duration::from_secs(10));
     }

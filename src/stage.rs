@@ -47,7 +47,7 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -60,8 +60,8 @@ pub struct WorkerCtx {
     pub tracker: Arc<Mutex<AckTracker>>,
     pub summary: Arc<Mutex<Summary>>,
     pub out: mpsc::Sender<QuarantineWork>,
-    /// Drift monitors by topic (only topics whose route has a baseline).
-    pub monitors: HashMap<String, crate::drift::DriftMonitor>,
+    /// This worker's drift windows (only topics whose route has a baseline are watched).
+    pub drift: Option<crate::drift::DriftWindows>,
 }
 
 /// Judge batches, forward passing records, pass quarantine rows on. Runs on its own thread.
@@ -82,13 +82,15 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
         let started = Instant::now();
         let mut slowest = Duration::ZERO;
         let judge = &ctx.judge;
-        let mut monitor = ctx.monitors.get_mut(&*tp.topic);
+        let mut drift = ctx.drift.as_mut().filter(|d| d.watches(&tp.topic));
         let judgements: Vec<_> = records
             .iter()
             .map(|r| {
                 let t = Instant::now();
-                let j = match monitor.as_deref_mut() {
-                    Some(m) => judge.judge_visit(&tp.topic, r, |schema, value| m.observe(schema, value)),
+                let j = match drift.as_deref_mut() {
+                    Some(d) => judge.judge_visit(&tp.topic, r, |schema, value| {
+                        d.observe(&tp.topic, tp.partition, r.offset, schema, value)
+                    }),
                     None => judge.judge(&tp.topic, r),
                 };
                 slowest = slowest.max(t.elapsed());
@@ -96,6 +98,10 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
             })
             .collect();
         metrics::histogram!("guard_validate_record_max_duration_seconds").record(slowest.as_secs_f64());
+        // Windows close on age as batches arrive (of any topic this worker judges).
+        if let Some(d) = ctx.drift.as_mut() {
+            d.tick();
+        }
 
         // Clean part: the broker's acknowledgement of the whole batch acknowledges it.
         let clean: Vec<&Record> = records

@@ -1,13 +1,17 @@
-//! Drift monitoring through the real broker: a baseline from trusted Shuttle rows; normal
-//! windows raise nothing, windows with 10 % schema-valid uniform noise raise the alarm metric,
-//! normal data clears it.
+//! Drift monitoring through the real broker, end to end: a baseline from trusted Shuttle rows;
+//! normal windows raise nothing; 10 % schema-valid uniform noise aimed at **one partition**
+//! raises the alarm on that partition (metric, event on the drift topic, Alertmanager payload
+//! at a local webhook receiver that refuses the first attempts); normal data clears it, with a
+//! `drift_cleared` event and a `resolved` payload. `/api/stats` and `ingest-guard stats` show
+//! the windows.
 
 use crate::support::*;
+use std::process::Command;
 use std::time::Duration;
 
-struct Lcg(u64);
+pub struct Lcg(pub u64);
 impl Lcg {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)
@@ -16,74 +20,153 @@ impl Lcg {
     }
 }
 
-fn alarms(g: &Guard) -> f64 {
-    g.metric_sum("guard_stats_alarm")
-}
-
-#[test]
-fn drift_alarm_rises_on_noise_and_clears() {
+/// Label-0 Shuttle rows, shuffled; the first 20,000 are the trusted set.
+pub fn normal_shuttle() -> Vec<String> {
     let text = std::fs::read_to_string(repo().join(".data/shuttle.jsonl")).expect("run scripts/setup.sh first");
-    let mut normal: Vec<&str> = text.lines().filter(|l| l.ends_with("\"label\":0}")).collect();
+    let mut normal: Vec<String> = text
+        .lines()
+        .filter(|l| l.ends_with("\"label\":0}"))
+        .map(str::to_owned)
+        .collect();
     let mut rng = Lcg(2026);
     for i in (1..normal.len()).rev() {
         normal.swap(i, (rng.next() % (i as u64 + 1)) as usize);
     }
-    let (trusted, pool) = normal.split_at(20_000);
-    let rig = Rig::new(2);
-    let trusted_file = rig.dir.path().join("trusted.jsonl");
+    normal
+}
+
+/// Build a 1000-row-window baseline from `trusted` in `dir`.
+pub fn shuttle_baseline(dir: &std::path::Path, trusted: &[String]) -> std::path::PathBuf {
+    let trusted_file = dir.join("trusted.jsonl");
     std::fs::write(&trusted_file, trusted.join("\n")).unwrap();
-    let baseline = rig.dir.path().join("shuttle.baseline.json");
+    let baseline = dir.join("shuttle.baseline.json");
     let out = run_baseline(&trusted_file, &baseline, 1000, 1000);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    baseline
+}
 
+fn alarms(g: &Guard) -> f64 {
+    g.metric_sum("guard_stats_alarm")
+}
+
+fn stats(g: &Guard, scope: &str) -> serde_json::Value {
+    let (code, body) = g.get(&format!("/api/stats?scope={scope}")).expect("/api/stats answers");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn drift_alarm_on_one_partition_reaches_topic_webhook_and_clears() {
+    let normal = normal_shuttle();
+    let (trusted, pool) = normal.split_at(20_000);
+    let rig = Rig::new(2);
+    let baseline = shuttle_baseline(rig.dir.path(), trusted);
+    let hook = Receiver::start(2);
+    let events_topic = unique("drift");
     let mut guard = rig.guard_full(
         Some(&rig.output),
-        "",
+        &format!(
+            "[drift]\nevents_topic = \"{events_topic}\"\nwebhook_url = \"http://127.0.0.1:{}/alerts\"\nwebhook_backoff_ms = 100\ninstance = \"solo\"\n",
+            hook.port
+        ),
         "",
         &format!("baseline = \"{}\"\n", baseline.display()),
     );
     guard.start();
     guard.wait_ready(Duration::from_secs(60));
     let row = |i: usize| (Some(format!("v{i}")), pool[i % pool.len()].as_bytes().to_vec());
-    let noise = |rng: &mut Lcg| {
+    let mut rng = Lcg(7);
+    let mut noise = || {
         let f: Vec<String> = (0..9)
             .map(|_| format!("{:.1}", (rng.next() % 200_000) as f64 - 100_000.0))
             .collect();
         format!("{{\"source\":\"noise\",\"features\":[{}],\"label\":0}}", f.join(",")).into_bytes()
     };
 
-    // Five normal windows: no alarm.
-    rig.produce(&(0..5000).map(row).collect::<Vec<_>>());
-    rig.wait_committed(5000, Duration::from_secs(120), "normal windows");
-    wait_for(Duration::from_secs(10), "five windows evaluated", || {
-        guard.metric_sum("guard_stats_windows_total") >= 5.0
+    // Records alternate over the two partitions. Three normal windows per partition: quiet.
+    rig.produce(&(0..6000).map(row).collect::<Vec<_>>());
+    rig.wait_committed(6000, Duration::from_secs(120), "normal windows");
+    wait_for(Duration::from_secs(10), "six windows judged", || {
+        guard.metric_sum("guard_stats_windows_total") >= 6.0
     });
     assert_eq!(alarms(&guard), 0.0, "no alarm on normal data");
+    let s = stats(&guard, "local");
+    let t = &s["topics"][0];
+    assert_eq!(t["current"]["records"], 2000, "last window of each partition: {t}");
+    assert_eq!(t["sliding"]["records"], 6000);
+    let names: Vec<&str> = t["current"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 10, "nine sensors and the label: {names:?}");
+    assert_eq!(names[9], "label");
+    assert!(t["current"]["features"][0]["p50"].is_number());
+    let table = Command::new(guard_bin())
+        .args(["stats", "--url", &format!("http://127.0.0.1:{}", guard.port)])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("f9") && table.contains("label") && table.contains("2000 rows"),
+        "{table}"
+    );
 
-    // Three windows with 10 % uniform noise: alarm.
-    // Records go round-robin to the two partitions and a window fills from one partition's
-    // batches at a time: put noise on both (i % 20 in {0, 11}).
-    let attack: Vec<_> = (5000..8000)
+    // 10 % uniform noise on partition 0 only (every 20th record is every 10th of the even
+    // ones): two full attacked windows there, none on partition 1.
+    let attack: Vec<_> = (6000..10_000)
         .map(|i| {
-            if i % 20 == 0 || i % 20 == 11 {
-                (Some(format!("n{i}")), noise(&mut rng))
+            if i % 20 == 0 {
+                (Some(format!("n{i}")), noise())
             } else {
                 row(i)
             }
         })
         .collect();
     rig.produce(&attack);
-    rig.wait_committed(8000, Duration::from_secs(120), "attack windows");
-    std::thread::sleep(Duration::from_secs(1));
-    if alarms(&guard) < 1.0 {
-        eprintln!("{}", guard.log_tail());
-    }
+    rig.wait_committed(10_000, Duration::from_secs(120), "attack windows");
     wait_for(Duration::from_secs(10), "alarm raised", || alarms(&guard) >= 1.0);
-    assert!(guard.metric_sum("guard_stats_alarms_raised_total") >= 1.0);
+    let s = stats(&guard, "local");
+    let parts = s["topics"][0]["partitions"].as_array().unwrap();
+    let raised: Vec<i64> = parts
+        .iter()
+        .filter(|p| !p["alarms"].as_array().unwrap().is_empty())
+        .map(|p| p["partition"].as_i64().unwrap())
+        .collect();
+    assert_eq!(raised, vec![0], "only the poisoned partition alarms: {parts:?}");
 
-    // Normal data again: cleared.
-    rig.produce(&(8000..13_000).map(row).collect::<Vec<_>>());
-    rig.wait_committed(13_000, Duration::from_secs(120), "recovery windows");
+    // Normal data again: three quiet windows per partition clear it.
+    rig.produce(&(10_000..18_000).map(row).collect::<Vec<_>>());
+    rig.wait_committed(18_000, Duration::from_secs(120), "recovery windows");
     wait_for(Duration::from_secs(10), "alarm cleared", || alarms(&guard) == 0.0);
+
+    // The events topic has the raise and the clear, on partition 0 only.
+    let events = topic_json(&rig.broker.addr, &events_topic, 2, Duration::from_secs(2));
+    let raised: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "drift_raised").collect();
+    let cleared: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "drift_cleared").collect();
+    assert!(!raised.is_empty() && raised.len() == cleared.len(), "{events:?}");
+    assert!(
+        events.iter().all(|e| e["partition"] == 0 && e["instance"] == "solo"),
+        "{events:?}"
+    );
+    assert!(
+        raised[0]["last_offset"].as_i64() > Some(3000),
+        "decided on attacked offsets: {}",
+        raised[0]
+    );
+    assert!(raised.iter().any(|e| !e["tests"].as_array().unwrap().is_empty()));
+
+    // The webhook got the same, as Alertmanager payloads, after refusing twice.
+    wait_for(Duration::from_secs(20), "webhook receives raise and clear", || {
+        hook.bodies().len() >= events.len()
+    });
+    let bodies = hook.bodies();
+    assert!(hook.attempts.load(std::sync::atomic::Ordering::SeqCst) >= bodies.len() + 2);
+    assert!(bodies.iter().all(|b| b["version"] == "4"));
+    let firing = bodies.iter().filter(|b| b["status"] == "firing").count();
+    let resolved = bodies.iter().filter(|b| b["status"] == "resolved").count();
+    assert_eq!((firing, resolved), (raised.len(), cleared.len()), "{bodies:?}");
+    assert_eq!(bodies[0]["alerts"][0]["labels"]["alertname"], "IngestGuardDrift");
     assert!(guard.term());
 }

@@ -39,3 +39,113 @@ fn two_instances_split_partitions_and_take_over() {
     assert_eq!(q_dups, 0);
     assert_eq!(q_len, 90_000 / 30);
 }
+
+/// The same key statistics from the three views of one stream: a single instance's local view
+/// and the group view of either instance of a two-instance group.
+fn summary(v: &serde_json::Value, view: &str) -> Vec<(String, serde_json::Value, Vec<f64>)> {
+    v["topics"][0][view]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let nums = ["mean", "std", "min", "max", "p50", "p90", "p99"]
+                .iter()
+                .map(|k| f[*k].as_f64().unwrap_or(f64::NAN))
+                .chain(
+                    ["ks", "psi", "js", "wasserstein", "var_ratio"]
+                        .iter()
+                        .map(|k| f["drift"][*k].as_f64().unwrap()),
+                )
+                .collect();
+            (f["name"].as_str().unwrap().to_owned(), f["counts"].clone(), nums)
+        })
+        .collect()
+}
+
+fn assert_same(a: &serde_json::Value, b: &serde_json::Value, view: &str) {
+    let (sa, sb) = (summary(a, view), summary(b, view));
+    assert_eq!(sa.len(), sb.len());
+    for ((na, ca, xa), (nb, cb, xb)) in sa.iter().zip(&sb) {
+        assert_eq!((na, ca), (nb, cb), "{view}: same feature, same counts per bin");
+        for (x, y) in xa.iter().zip(xb) {
+            let same = (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-9 * (1.0 + x.abs());
+            assert!(same, "{view} {na}: {xa:?} vs {xb:?}");
+        }
+    }
+    assert_eq!(a["topics"][0][view]["records"], b["topics"][0][view]["records"]);
+}
+
+#[test]
+fn group_scope_equals_the_single_instance_view() {
+    let normal = crate::drift::normal_shuttle();
+    let (trusted, pool) = normal.split_at(20_000);
+    let rig = Rig::new(2);
+    let baseline = crate::drift::shuttle_baseline(rig.dir.path(), trusted);
+    let profiles = unique("profiles");
+    let extra = format!("[drift]\nprofiles_topic = \"{profiles}\"\nprofiles_interval_ms = 300\n");
+    let route = format!("baseline = \"{}\"\n", baseline.display());
+    let mut a = rig.guard_full(Some(&rig.output), &extra, "", &route);
+    let mut b = rig.guard_full(Some(&rig.output), &extra, "", &route);
+    let solo_group = unique("solo");
+    let solo_out = unique("out");
+    rig.broker.create_topic(&solo_out, 2);
+    let mut solo = Guard::new(
+        &rig.dir.path().join("solo"),
+        &GuardSpec {
+            brokers: &rig.broker.addr,
+            group: &solo_group,
+            routes: &[(&rig.input, "shuttle.schema.json")],
+            output: Some(&solo_out),
+            extra: &extra,
+            kafka_extra: "",
+            route_extra: &route,
+        },
+    );
+    a.start();
+    a.wait_ready(Duration::from_secs(60));
+    b.start();
+    solo.start();
+    wait_for(Duration::from_secs(60), "partitions split 1/1", || {
+        partitions(&a) == Some(1) && partitions(&b) == Some(1)
+    });
+    solo.wait_ready(Duration::from_secs(60));
+
+    // Two full windows per partition.
+    let rows: Vec<_> = (0..4000)
+        .map(|i| (Some(format!("k{i}")), pool[i].as_bytes().to_vec()))
+        .collect();
+    rig.produce(&rows);
+    rig.wait_committed(4000, Duration::from_secs(120), "group committed");
+    wait_for(Duration::from_secs(120), "solo committed", || {
+        committed_total(&rig.broker.addr, &solo_group, &rig.input, 2) == 4000
+    });
+    let get = |g: &Guard, scope: &str| -> serde_json::Value {
+        serde_json::from_str(&g.get(&format!("/api/stats?scope={scope}")).unwrap().1).unwrap()
+    };
+    let complete = |v: &serde_json::Value| {
+        v["topics"][0]["sliding"]["records"] == 4000 && v["topics"][0]["partitions"].as_array().map(Vec::len) == Some(2)
+    };
+    wait_for(Duration::from_secs(30), "group views complete", || {
+        complete(&get(&a, "group")) && complete(&get(&b, "group")) && complete(&get(&solo, "local"))
+    });
+    let (ga, gb, single) = (get(&a, "group"), get(&b, "group"), get(&solo, "local"));
+    // Each instance alone sees half.
+    assert_eq!(get(&a, "local")["topics"][0]["sliding"]["records"], 2000);
+    for view in ["current", "sliding"] {
+        assert_same(&ga, &single, view);
+        assert_same(&gb, &single, view);
+    }
+    // The solo instance's own group holds only its views.
+    assert!(complete(&get(&solo, "group")));
+    let owners: Vec<&str> = ga["topics"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["instance"].as_str().unwrap())
+        .collect();
+    assert_ne!(
+        owners[0], owners[1],
+        "each partition published by its owner: {owners:?}"
+    );
+    assert!(a.term() && b.term() && solo.term());
+}

@@ -355,6 +355,7 @@ pub struct OutRecord {
     pub source: Option<String>,
     pub timestamp: Option<i64>,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub payload: Option<Vec<u8>>,
 }
 
 pub fn read_topic(brokers: &str, topic: &str, expect_at_least: usize, idle: Duration) -> Vec<OutRecord> {
@@ -392,6 +393,7 @@ pub fn read_topic(brokers: &str, topic: &str, expect_at_least: usize, idle: Dura
                     source,
                     timestamp: m.timestamp().to_millis(),
                     headers,
+                    payload: m.payload().map(<[u8]>::to_vec),
                 });
                 last = Instant::now();
             }
@@ -642,4 +644,74 @@ pub fn run_baseline(input: &Path, out: &Path, window: usize, resamples: usize) -
         .args(["--window", &window.to_string(), "--resamples", &resamples.to_string()])
         .output()
         .unwrap()
+}
+
+/// A local HTTP receiver standing in for a webhook endpoint: answers 503 to the first
+/// `fail_first` requests, 200 after, and keeps every request body it was sent.
+pub struct Receiver {
+    pub port: u16,
+    pub bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub attempts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Receiver {
+    pub fn start(fail_first: usize) -> Receiver {
+        use std::io::{BufRead, BufReader, Read};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (b, a) = (bodies.clone(), attempts.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let n = a.fetch_add(1, Ordering::SeqCst);
+                let status = if n < fail_first {
+                    "503 Service Unavailable"
+                } else {
+                    b.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
+                    "200 OK"
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            }
+        });
+        Receiver { port, bodies, attempts }
+    }
+
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|b| serde_json::from_str(b).ok())
+            .collect()
+    }
+}
+
+/// JSON payloads of a topic (read from the beginning until `idle` passes with nothing new).
+pub fn topic_json(brokers: &str, topic: &str, expect_at_least: usize, idle: Duration) -> Vec<serde_json::Value> {
+    read_topic(brokers, topic, expect_at_least, idle)
+        .into_iter()
+        .filter_map(|r| serde_json::from_slice(r.payload.as_deref()?).ok())
+        .collect()
 }

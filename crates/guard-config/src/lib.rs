@@ -74,6 +74,79 @@ pub struct Config {
     pub server: ServerConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Drift monitoring (for routes with a `baseline`): windows, alarms and where events go.
+    pub drift: DriftConfig,
+}
+
+/// Default for [`DriftConfig::min_window_fraction`].
+pub const DEFAULT_MIN_WINDOW_FRACTION: f64 = 0.25;
+/// Default for [`DriftConfig::sliding_windows`].
+pub const DEFAULT_SLIDING_WINDOWS: usize = 10;
+/// Default for [`DriftConfig::webhook_queue`].
+pub const DEFAULT_WEBHOOK_QUEUE: usize = 256;
+/// Default for [`DriftConfig::webhook_timeout_ms`].
+pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u64 = 2_000;
+/// Default for [`DriftConfig::webhook_backoff_ms`].
+pub const DEFAULT_WEBHOOK_BACKOFF_MS: u64 = 500;
+/// Default for [`DriftConfig::profiles_interval_ms`].
+pub const DEFAULT_PROFILES_INTERVAL_MS: u64 = 5_000;
+
+/// Drift monitoring. Windows are per input partition (so poison aimed at one partition is not
+/// diluted by the others); each closed window is compared with the route's baseline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DriftConfig {
+    /// Close a partition's window after this long even if it holds fewer rows than the
+    /// baseline's window, in milliseconds (0: windows close by row count only).
+    pub window_max_age_ms: u64,
+    /// A window closed by age is judged only once it holds at least this fraction of the
+    /// baseline's window (calibration bands are rescaled to its size); until then it stays open.
+    pub min_window_fraction: f64,
+    /// Closed windows per partition kept in the sliding view (`/api/stats`, group profiles).
+    pub sliding_windows: usize,
+    /// Keep a DDSketch per feature for quantiles (p50, p90, p99 within 1 % relative error).
+    pub quantiles: bool,
+    /// When a feature fires and how alarms rise and clear.
+    pub alarm: guard_stats::AlarmPolicy,
+    /// Topic that receives every drift event (raised, cleared) as JSON; unset: none.
+    pub events_topic: Option<String>,
+    /// `http://` URL that receives drift events as Alertmanager webhook payloads (version 4);
+    /// unset: none. Delivery is retried from a bounded queue and never blocks the pipeline.
+    pub webhook_url: Option<String>,
+    /// Most webhook payloads waiting for delivery; the oldest is dropped (and counted) beyond.
+    pub webhook_queue: usize,
+    /// Timeout of one webhook request, in milliseconds.
+    pub webhook_timeout_ms: u64,
+    /// First back-off after a failed webhook delivery, in milliseconds (doubles up to 30 s).
+    pub webhook_backoff_ms: u64,
+    /// Compacted topic where each instance publishes its partitions' sliding views, keyed by
+    /// group, topic and partition; `GET /api/stats?scope=group` merges them. Unset: group
+    /// scope is off.
+    pub profiles_topic: Option<String>,
+    /// How often changed partition views are published to `profiles_topic`, in milliseconds.
+    pub profiles_interval_ms: u64,
+    /// Name this instance gives itself in events and profiles; empty: `hostname-pid`.
+    pub instance: String,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        Self {
+            window_max_age_ms: 0,
+            min_window_fraction: DEFAULT_MIN_WINDOW_FRACTION,
+            sliding_windows: DEFAULT_SLIDING_WINDOWS,
+            quantiles: true,
+            alarm: guard_stats::AlarmPolicy::default(),
+            events_topic: None,
+            webhook_url: None,
+            webhook_queue: DEFAULT_WEBHOOK_QUEUE,
+            webhook_timeout_ms: DEFAULT_WEBHOOK_TIMEOUT_MS,
+            webhook_backoff_ms: DEFAULT_WEBHOOK_BACKOFF_MS,
+            profiles_topic: None,
+            profiles_interval_ms: DEFAULT_PROFILES_INTERVAL_MS,
+            instance: String::new(),
+        }
+    }
 }
 
 /// Kafka settings shared by the consumer and the clean-record producer.
@@ -511,6 +584,46 @@ impl Config {
         }
         if self.quarantine.dir.as_os_str().is_empty() {
             bad("quarantine.dir", "must not be empty".into());
+        }
+        let d = &self.drift;
+        if !(d.min_window_fraction > 0.0 && d.min_window_fraction <= 1.0) {
+            bad("drift.min_window_fraction", "between 0 (exclusive) and 1".into());
+        }
+        for (key, v) in [
+            ("drift.sliding_windows", d.sliding_windows),
+            ("drift.webhook_queue", d.webhook_queue),
+            ("drift.alarm.consecutive", d.alarm.consecutive as usize),
+            ("drift.alarm.clear_after", d.alarm.clear_after as usize),
+        ] {
+            if v == 0 {
+                bad(key, "must be greater than 0".into());
+            }
+        }
+        if !(d.alarm.fdr > 0.0 && d.alarm.fdr < 1.0) {
+            bad("drift.alarm.fdr", "between 0 and 1 (exclusive)".into());
+        }
+        for (key, t) in [
+            ("drift.events_topic", &d.events_topic),
+            ("drift.profiles_topic", &d.profiles_topic),
+        ] {
+            if let Some(t) = t {
+                if let Err(m) = check_topic(t) {
+                    bad(key, m);
+                }
+                if self.routes.iter().any(|r| &r.topic == t) || self.kafka.output_topic.as_ref() == Some(t) {
+                    bad(key, format!("{t:?} is also an input or output topic"));
+                }
+            }
+        }
+        if let Some(u) = &d.webhook_url {
+            if !u.starts_with("http://") || u.len() <= "http://".len() {
+                bad(
+                    "drift.webhook_url",
+                    format!(
+                        "{u:?}: only http:// URLs are supported (put a TLS proxy or Alertmanager in front for https)"
+                    ),
+                );
+            }
         }
         out
     }

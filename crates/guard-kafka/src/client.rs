@@ -43,3 +43,16 @@ pub fn producer_config(cfg: &Config) -> ClientConfig {
     c.set("enable.idempotence", "true").set("acks", "all");
     c
 }
+
+/// Configuration for auxiliary clients (admin, the profiles reader): the brokers and the
+/// user's shared properties (TLS, SASL), nothing else.
+pub fn admin_config(cfg: &Config) -> ClientConfig {
+    let k = &cfg.kafka;
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers)
+        .set("client.id", format!("ingest-guard-aux-{}", std::process::id()));
+    for (key, v) in &k.properties {
+        c.set(key, v);
+    }
+    c
+}

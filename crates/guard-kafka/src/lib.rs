@@ -16,7 +16,7 @@ mod client;
 mod sink;
 mod source;
 
-pub use client::{consumer_config, producer_config};
+pub use client::{admin_config, consumer_config, producer_config};
 pub use sink::CleanSink;
 pub use source::{FlushSignal, Source, SourceSettings};
 

@@ -4,7 +4,7 @@
 //! The server knows only [`Health`] and a render function for metrics, so it stays independent
 //! of the metrics backend and of the stages. It binds to loopback by default.
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,6 +18,9 @@ pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Extra facts `/readyz` reports next to health (e.g. mode, version).
 pub type ReadyExtras = Arc<serde_json::Map<String, serde_json::Value>>;
+
+/// Answers `GET /api/stats`; the argument is the scope (`local` or `group`).
+pub type StatsFn = Arc<dyn Fn(&str) -> serde_json::Value + Send + Sync>;
 
 /// Errors of the HTTP server.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +74,34 @@ async fn readyz(State(s): State<AppState>) -> Response {
         body.insert(k.clone(), v.clone());
     }
     (status, Json(serde_json::Value::Object(body))).into_response()
+}
+
+/// `GET /api/stats?scope=local|group`, merged into the main router by the binary.
+pub fn stats_routes(stats: StatsFn) -> Router {
+    Router::new().route("/api/stats", get(api_stats)).with_state(stats)
+}
+
+#[derive(serde::Deserialize)]
+struct StatsQuery {
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+async fn api_stats(State(stats): State<StatsFn>, Query(q): Query<StatsQuery>) -> Response {
+    let scope = q.scope.as_deref().unwrap_or("local");
+    if scope != "local" && scope != "group" {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": "scope must be local or group"})),
+        )
+            .into_response();
+    }
+    // The stats closure takes locks and merges sketches: keep it off the async workers.
+    let s = scope.to_owned();
+    match tokio::task::spawn_blocking(move || stats(&s)).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("stats failed: {e}")).into_response(),
+    }
 }
 
 /// Bind `addr` and serve until `shutdown` resolves.

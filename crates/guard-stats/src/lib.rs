@@ -13,10 +13,13 @@ mod baseline;
 mod categorical;
 mod drift;
 mod moments;
+mod nonfinite;
 pub mod profile;
+mod quantiles;
+mod window;
 
 pub use alarm::{benjamini_hochberg, firing, firing_calibrated, AlarmPolicy, AlarmState, Firing, Transition};
-pub use baseline::{Baseline, BaselineBuilder, FeatureBaseline, BASELINE_FORMAT};
+pub use baseline::{Baseline, BaselineBuilder, Evaluation, FeatureBaseline, BASELINE_FORMAT, MAX_CATEGORIES};
 pub use categorical::{HeavyHitters, SourceStats, SourceTable};
 pub use drift::{
     chi2_homogeneity, js_distance, kolmogorov_sf, ks_2samp, psi, variance_ratio, wasserstein1, Chi2Result, KsResult,
@@ -24,6 +27,8 @@ pub use drift::{
 };
 pub use moments::Moments;
 pub use profile::{compare, Bins, Calibration, FeatureDrift, NumericProfile, CALIBRATION_QUANTILE};
+pub use quantiles::{Quantiles, QUANTILE_RELATIVE_ERROR};
+pub use window::WindowProfile;
 
 /// Errors of the statistics functions: inputs a test cannot be computed on.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

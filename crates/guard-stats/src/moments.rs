@@ -14,7 +14,9 @@ pub struct Moments {
     missing: u64,
     mean: f64,
     m2: f64,
+    #[serde(with = "crate::nonfinite::pos")]
     min: f64,
+    #[serde(with = "crate::nonfinite::neg")]
     max: f64,
 }
 

@@ -35,6 +35,14 @@ impl Bins {
         Ok(Self { edges })
     }
 
+    /// Bins on given interior edges (finite, strictly increasing).
+    pub fn from_edges(edges: Vec<f64>) -> Result<Self, StatsError> {
+        if edges.iter().any(|e| !e.is_finite()) || edges.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(StatsError::Degenerate("bin edges must be finite and increasing"));
+        }
+        Ok(Self { edges })
+    }
+
     /// Number of bins.
     pub fn len(&self) -> usize {
         self.edges.len() + 1
@@ -252,6 +260,26 @@ pub struct Calibration {
 pub const CALIBRATION_QUANTILE: f64 = 0.999;
 
 impl Calibration {
+    /// The bands rescaled to a window of `n` rows against a baseline of `baseline_n`, for
+    /// windows that closed on time before reaching the calibrated size (or a longer view).
+    /// Under the null the spread of KS and of ln(variance ratio) scales as √(1/n + 1/N) and
+    /// PSI (a chi-squared statistic over n) as (1/n + 1/N); the bands follow.
+    pub fn at(&self, n: u64, baseline_n: u64) -> Self {
+        if n == 0 || baseline_n == 0 || n as usize == self.window {
+            return *self;
+        }
+        let spread = |k: f64| 1.0 / k + 1.0 / baseline_n as f64;
+        let r = spread(n as f64) / spread(self.window as f64);
+        let s = r.sqrt();
+        Self {
+            window: n as usize,
+            ks_hi: self.ks_hi * s,
+            psi_hi: self.psi_hi * r,
+            log_var_lo: self.log_var_lo * s,
+            log_var_hi: self.log_var_hi * s,
+        }
+    }
+
     /// Resample `resamples` windows of `window` values (with replacement, deterministic for
     /// `seed`) from the baseline `values`, compare each with `baseline`, and keep the bands at
     /// `quantile` (e.g. [`CALIBRATION_QUANTILE`]).

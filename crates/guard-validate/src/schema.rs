@@ -226,6 +226,36 @@ impl DomainSchema {
         );
     }
 
+    /// Names of the categorical statistics, in order: `x-guard.categorical`, then `label` when
+    /// the schema names a label (the label is watched like a categorical feature).
+    pub fn categorical_names(&self) -> Vec<String> {
+        self.guard
+            .categorical
+            .iter()
+            .map(|f| f.name.clone())
+            .chain(self.guard.label.as_ref().map(|_| "label".to_owned()))
+            .collect()
+    }
+
+    /// Calls `f(i, value)` for each categorical statistic of [`DomainSchema::categorical_names`]:
+    /// strings as they are, numbers and booleans as their JSON text, `None` when absent or
+    /// null. Objects and arrays count as absent.
+    pub fn for_each_categorical(&self, value: &Value, mut f: impl FnMut(usize, Option<&str>)) {
+        let pointers = self
+            .guard
+            .categorical
+            .iter()
+            .map(|c| c.pointer.as_str())
+            .chain(self.guard.label.as_deref());
+        for (i, p) in pointers.enumerate() {
+            match value.pointer(p) {
+                Some(Value::String(s)) => f(i, Some(s)),
+                Some(v @ (Value::Number(_) | Value::Bool(_))) => f(i, Some(&v.to_string())),
+                _ => f(i, None),
+            }
+        }
+    }
+
     /// The record's label as a string, if the schema names one and the record has it.
     pub fn label(&self, value: &Value) -> Option<String> {
         let v = value.pointer(self.guard.label.as_deref()?)?;
