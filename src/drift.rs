@@ -15,7 +15,9 @@
 use crate::stage::lock;
 use anyhow::Context;
 use guard_config::DriftConfig;
-use guard_stats::{AlarmPolicy, AlarmState, Baseline, Evaluation, FeatureDrift, Transition, WindowProfile};
+use guard_stats::{
+    AlarmPolicy, AlarmState, Baseline, Evaluation, FeatureDrift, SourceStats, SourceTable, Transition, WindowProfile,
+};
 use guard_validate::DomainSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -247,6 +249,9 @@ pub struct DriftHub {
     events: Option<mpsc::Sender<DriftEvent>>,
     /// Latest views from the profiles topic, by key (group scope).
     remote: Mutex<HashMap<String, PartitionView>>,
+    /// Per-source counters (this instance's records).
+    sources: Mutex<SourceTable>,
+    source_header: Option<Arc<str>>,
 }
 
 impl DriftHub {
@@ -269,7 +274,14 @@ impl DriftHub {
             partitions: Mutex::new(BTreeMap::new()),
             events: out.events,
             remote: Mutex::new(HashMap::new()),
+            sources: Mutex::new(SourceTable::new(cfg.max_sources)),
+            source_header: cfg.source_header.as_deref().map(Arc::from),
         }
+    }
+
+    /// No topic is monitored (only sources are counted).
+    pub fn is_idle(&self) -> bool {
+        self.topics.is_empty()
     }
 
     /// Judge one closed window of `topic`/`partition`.
@@ -444,11 +456,31 @@ impl DriftHub {
                 .collect();
             topics.push(self.topic_stats(name, t, &mine));
         }
+        let sources = {
+            let t = lock(&self.sources);
+            let row = |(name, s): (String, SourceStats)| {
+                serde_json::json!({
+                    "source": name,
+                    "records": s.records,
+                    "rejected": s.rejected,
+                    "quarantined": s.quarantined,
+                    "reject_rate": s.reject_rate(),
+                    "quarantine_rate": s.quarantine_rate(),
+                })
+            };
+            serde_json::json!({
+                "tracked": t.len(),
+                "evicted": t.evicted(),
+                "top_by_volume": t.top_by_volume(20).into_iter().map(row).collect::<Vec<_>>(),
+                "top_by_quarantine_rate": t.top_by_quarantine_rate(20, 100).into_iter().map(row).collect::<Vec<_>>(),
+            })
+        };
         serde_json::json!({
             "scope": if group { "group" } else { "local" },
             "group": self.group,
             "instance": self.instance,
             "topics": topics,
+            "sources": sources,
         })
     }
 
@@ -541,11 +573,12 @@ struct OpenWindow {
     last: i64,
 }
 
-/// One worker's open windows, one per partition it judges.
+/// One worker's open windows, one per partition it judges, and its batch's source counts.
 pub struct DriftWindows {
     hub: Arc<DriftHub>,
     open: HashMap<(Arc<str>, i32), OpenWindow>,
     buf: Vec<f64>,
+    sources: HashMap<String, SourceStats>,
 }
 
 impl DriftWindows {
@@ -554,7 +587,37 @@ impl DriftWindows {
             hub,
             open: HashMap::new(),
             buf: Vec::new(),
+            sources: HashMap::new(),
         }
+    }
+
+    /// The header that names sources, if configured.
+    pub fn source_header(&self) -> Option<Arc<str>> {
+        self.hub.source_header.clone()
+    }
+
+    /// Count one record of `source` (allocates only for a source new to this batch).
+    #[inline]
+    pub fn count_source(&mut self, source: &str, passed: bool) {
+        let s = match self.sources.get_mut(source) {
+            Some(s) => s,
+            None => self.sources.entry(source.to_owned()).or_default(),
+        };
+        s.records += 1;
+        s.rejected += u64::from(!passed);
+        s.quarantined += u64::from(!passed);
+    }
+
+    /// Hand this batch's source counts to the shared table.
+    pub fn flush_sources(&mut self) {
+        if self.sources.is_empty() {
+            return;
+        }
+        let mut t = lock(&self.hub.sources);
+        for (name, counts) in self.sources.drain() {
+            t.add(&name, counts);
+        }
+        metrics::gauge!("guard_stats_sources").set(t.len() as f64);
     }
 
     /// Whether `topic` is monitored.

@@ -147,10 +147,11 @@ pub fn build_judge(cfg: &Config) -> anyhow::Result<Judge> {
     Ok(Judge::new(cfg.limits.clone(), routes))
 }
 
-type EventsRx = Mutex<Option<mpsc::Receiver<crate::drift::DriftEvent>>>;
+type EventsRx = Option<mpsc::Receiver<crate::drift::DriftEvent>>;
 
-/// The drift hub when any route has a baseline, with the receiving end of its event channel.
-fn build_hub(cfg: &Config, judge: &Judge) -> anyhow::Result<Option<(Arc<crate::drift::DriftHub>, EventsRx)>> {
+/// The drift hub (topics with a baseline; sources of every topic), with the receiving end of
+/// its event channel.
+fn build_hub(cfg: &Config, judge: &Judge) -> anyhow::Result<(Arc<crate::drift::DriftHub>, EventsRx)> {
     let mut topics = HashMap::new();
     for r in &cfg.routes {
         if let (Some(path), Some(schema)) = (&r.baseline, judge.schema_for(&r.topic)) {
@@ -159,11 +160,8 @@ fn build_hub(cfg: &Config, judge: &Judge) -> anyhow::Result<Option<(Arc<crate::d
             topics.insert(r.topic.clone(), t);
         }
     }
-    if topics.is_empty() {
-        return Ok(None);
-    }
     let d = &cfg.drift;
-    let (tx, rx) = if d.events_topic.is_some() || d.webhook_url.is_some() {
+    let (tx, rx) = if !topics.is_empty() && (d.events_topic.is_some() || d.webhook_url.is_some()) {
         let (tx, rx) = mpsc::channel(d.webhook_queue.max(16));
         (Some(tx), Some(rx))
     } else {
@@ -182,7 +180,7 @@ fn build_hub(cfg: &Config, judge: &Judge) -> anyhow::Result<Option<(Arc<crate::d
         &instance,
         crate::drift::HubOutputs { events: tx },
     );
-    Ok(Some((Arc::new(hub), Mutex::new(rx))))
+    Ok((Arc::new(hub), rx))
 }
 
 pub fn run(cfg: Config) -> anyhow::Result<ExitCode> {
@@ -242,18 +240,18 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     // Quarantine work items are small (rows of suspects only), so this channel is deeper: a
     // file write in progress must not stall the clean path.
     let (q_tx, q_rx) = mpsc::channel::<QuarantineWork>(p.channel_capacity * 16);
-    let hub = build_hub(&cfg, &judge)?;
+    let (hub, events_rx) = build_hub(&cfg, &judge)?;
     let profile_stop = Arc::new(AtomicBool::new(false));
     let mut profile_task = None;
-    if let Some((hub, events_rx)) = &hub {
+    if !hub.is_idle() {
         crate::events::ensure_topics(&cfg).await;
-        if let Some(rx) = events_rx.lock().ok().and_then(|mut r| r.take()) {
+        if let Some(rx) = events_rx {
             tokio::spawn(crate::events::dispatch(cfg.clone(), rx));
         }
-        crate::events::read_profiles(&cfg, Arc::clone(hub), Arc::clone(&profile_stop))?;
+        crate::events::read_profiles(&cfg, Arc::clone(&hub), Arc::clone(&profile_stop))?;
         profile_task = Some(tokio::spawn(crate::events::publish_profiles(
             cfg.clone(),
-            Arc::clone(hub),
+            Arc::clone(&hub),
             Arc::clone(&profile_stop),
         )));
     }
@@ -268,9 +266,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
             tracker: Arc::clone(&tracker),
             summary: Arc::clone(&summary),
             out: q_tx.clone(),
-            drift: hub
-                .as_ref()
-                .map(|(h, _)| crate::drift::DriftWindows::new(Arc::clone(h))),
+            drift: crate::drift::DriftWindows::new(Arc::clone(&hub)),
         };
         workers.push(
             std::thread::Builder::new()
@@ -315,12 +311,10 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     extras.insert("mode".into(), format!("{:?}", p.mode).to_lowercase().into());
     extras.insert("scoring_provider".into(), "none".into());
     let mut app = guard_server::router(Arc::clone(&health), render, Arc::new(extras));
-    if let Some((h, _)) = &hub {
-        let h = Arc::clone(h);
-        app = app.merge(guard_server::stats_routes(Arc::new(move |scope: &str| {
-            h.stats(scope == "group")
-        })));
-    }
+    let stats_hub = Arc::clone(&hub);
+    app = app.merge(guard_server::stats_routes(Arc::new(move |scope: &str| {
+        stats_hub.stats(scope == "group")
+    })));
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(guard_server::serve(addr, app, async move {
         let _ = http_stop_rx.await;

@@ -60,8 +60,9 @@ pub struct WorkerCtx {
     pub tracker: Arc<Mutex<AckTracker>>,
     pub summary: Arc<Mutex<Summary>>,
     pub out: mpsc::Sender<QuarantineWork>,
-    /// This worker's drift windows (only topics whose route has a baseline are watched).
-    pub drift: Option<crate::drift::DriftWindows>,
+    /// This worker's drift windows (only topics whose route has a baseline are watched) and
+    /// source counts.
+    pub drift: crate::drift::DriftWindows,
 }
 
 /// Judge batches, forward passing records, pass quarantine rows on. Runs on its own thread.
@@ -82,26 +83,36 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
         let started = Instant::now();
         let mut slowest = Duration::ZERO;
         let judge = &ctx.judge;
-        let mut drift = ctx.drift.as_mut().filter(|d| d.watches(&tp.topic));
+        let watched = ctx.drift.watches(&tp.topic);
+        let header = ctx.drift.source_header();
+        let drift = &mut ctx.drift;
         let judgements: Vec<_> = records
             .iter()
             .map(|r| {
                 let t = Instant::now();
-                let j = match drift.as_deref_mut() {
-                    Some(d) => judge.judge_visit(&tp.topic, r, |schema, value| {
-                        d.observe(&tp.topic, tp.partition, r.offset, schema, value)
-                    }),
-                    None => judge.judge(&tp.topic, r),
-                };
+                let mut decoded = false;
+                let j = judge.judge_visit(&tp.topic, r, |schema, value, passed| {
+                    decoded = true;
+                    if header.is_none() {
+                        drift.count_source(schema.source(value).unwrap_or("(none)"), passed);
+                    }
+                    if passed && watched {
+                        drift.observe(&tp.topic, tp.partition, r.offset, schema, value);
+                    }
+                });
+                match &header {
+                    Some(h) => drift.count_source(header_source(r, h), j.verdict.is_pass()),
+                    None if !decoded => drift.count_source("(undecoded)", false),
+                    None => {}
+                }
                 slowest = slowest.max(t.elapsed());
                 j
             })
             .collect();
         metrics::histogram!("guard_validate_record_max_duration_seconds").record(slowest.as_secs_f64());
         // Windows close on age as batches arrive (of any topic this worker judges).
-        if let Some(d) = ctx.drift.as_mut() {
-            d.tick();
-        }
+        ctx.drift.tick();
+        ctx.drift.flush_sources();
 
         // Clean part: the broker's acknowledgement of the whole batch acknowledges it.
         let clean: Vec<&Record> = records
@@ -183,6 +194,18 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
         {
             break;
         }
+    }
+}
+
+/// The source named by header `name`: its UTF-8 value, `(none)` when absent or null,
+/// `(binary)` when not UTF-8.
+fn header_source<'r>(r: &'r Record, name: &str) -> &'r str {
+    match r.headers.iter().find(|h| h.key == name) {
+        None => "(none)",
+        Some(h) => match h.value.as_deref() {
+            None => "(none)",
+            Some(v) => std::str::from_utf8(v).unwrap_or("(binary)"),
+        },
     }
 }
 

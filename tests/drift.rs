@@ -168,5 +168,34 @@ fn drift_alarm_on_one_partition_reaches_topic_webhook_and_clears() {
     let resolved = bodies.iter().filter(|b| b["status"] == "resolved").count();
     assert_eq!((firing, resolved), (raised.len(), cleared.len()), "{bodies:?}");
     assert_eq!(bodies[0]["alerts"][0]["labels"]["alertname"], "IngestGuardDrift");
+
+    // Sources: a producer sending schema-invalid records and one sending garbage show up with
+    // their reject rates next to the normal producers and the noise source.
+    let mut bad: Vec<_> = (0..120)
+        .map(|i| {
+            let p = format!(
+                "{{\"source\":\"bad-producer\",\"features\":[1,2,3,4,5,6,7,8,9],\"label\":{}}}",
+                5 + i % 3
+            );
+            (Some(format!("b{i}")), p.into_bytes())
+        })
+        .collect();
+    bad.extend((0..10).map(|i| (Some(format!("g{i}")), b"\xff\xfe not json".to_vec())));
+    rig.produce(&bad);
+    rig.wait_committed(18_130, Duration::from_secs(120), "bad producers");
+    let s = stats(&guard, "local");
+    let top = s["sources"]["top_by_quarantine_rate"].as_array().unwrap();
+    assert_eq!(top[0]["source"], "bad-producer", "{top:?}");
+    assert_eq!(
+        (top[0]["records"].as_u64(), top[0]["reject_rate"].as_f64()),
+        (Some(120), Some(1.0))
+    );
+    let by_volume = s["sources"]["top_by_volume"].as_array().unwrap();
+    let find = |name: &str| by_volume.iter().find(|r| r["source"] == name).cloned();
+    assert_eq!(
+        find("noise").map(|r| (r["records"].clone(), r["rejected"].clone())),
+        Some((200.into(), 0.into()))
+    );
+    assert_eq!(find("(undecoded)").map(|r| r["rejected"].clone()), Some(10.into()));
     assert!(guard.term());
 }

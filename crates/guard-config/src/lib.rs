@@ -127,7 +127,16 @@ pub struct DriftConfig {
     pub profiles_interval_ms: u64,
     /// Name this instance gives itself in events and profiles; empty: `hostname-pid`.
     pub instance: String,
+    /// Kafka header naming a record's producer; unset: the schema's `x-guard.source` field
+    /// (records that cannot be decoded then count as `(undecoded)`).
+    pub source_header: Option<String>,
+    /// Most sources tracked (volume, reject and quarantine rate); the least recently seen
+    /// half is evicted when full.
+    pub max_sources: usize,
 }
+
+/// Default for [`DriftConfig::max_sources`].
+pub const DEFAULT_MAX_SOURCES: usize = 1_000;
 
 impl Default for DriftConfig {
     fn default() -> Self {
@@ -145,6 +154,8 @@ impl Default for DriftConfig {
             profiles_topic: None,
             profiles_interval_ms: DEFAULT_PROFILES_INTERVAL_MS,
             instance: String::new(),
+            source_header: None,
+            max_sources: DEFAULT_MAX_SOURCES,
         }
     }
 }
@@ -592,6 +603,7 @@ impl Config {
         for (key, v) in [
             ("drift.sliding_windows", d.sliding_windows),
             ("drift.webhook_queue", d.webhook_queue),
+            ("drift.max_sources", d.max_sources),
             ("drift.alarm.consecutive", d.alarm.consecutive as usize),
             ("drift.alarm.clear_after", d.alarm.clear_after as usize),
         ] {

@@ -76,19 +76,31 @@ impl Judge {
 
     /// Judge one record of `topic`. Never panics; bad input yields a quarantine verdict.
     pub fn judge(&self, topic: &str, record: &Record) -> Judgement {
-        self.judge_visit(topic, record, |_, _| {})
+        self.judge_visit(topic, record, |_, _, _| {})
     }
 
-    /// As [`Judge::judge`], and hand a passing record's decoded value to `visit` (for
-    /// statistics) without decoding it twice.
-    pub fn judge_visit(&self, topic: &str, record: &Record, visit: impl FnOnce(&DomainSchema, &Value)) -> Judgement {
+    /// As [`Judge::judge`], and hand every decoded value to `visit` (for statistics) without
+    /// decoding it twice, with whether it passed the schema (`false`: decoded but invalid).
+    /// Records that fail limits or decoding are never visited.
+    pub fn judge_visit(
+        &self,
+        topic: &str,
+        record: &Record,
+        visit: impl FnOnce(&DomainSchema, &Value, bool),
+    ) -> Judgement {
         let schema = self.routes.get(topic);
         let schema_id = schema.map(|s| Arc::clone(s.id()));
         let verdict = match self.verdict(schema, record) {
-            Ok((schema, value)) => {
-                visit(schema, &value);
-                Verdict::Pass
-            }
+            Ok((schema, value)) => match schema.check(&value) {
+                Ok(()) => {
+                    visit(schema, &value, true);
+                    Verdict::Pass
+                }
+                Err(reasons) => {
+                    visit(schema, &value, false);
+                    Verdict::Quarantine(reasons)
+                }
+            },
             Err(reasons) => Verdict::Quarantine(reasons),
         };
         Judgement { verdict, schema_id }
@@ -119,7 +131,6 @@ impl Judge {
                 "no schema is routed for this topic",
             )]);
         };
-        schema.check(&value)?;
         Ok((schema, value))
     }
 }
