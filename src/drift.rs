@@ -252,6 +252,117 @@ pub struct DriftHub {
     /// Per-source counters (this instance's records).
     sources: Mutex<SourceTable>,
     source_header: Option<Arc<str>>,
+    breaker: Breaker,
+}
+
+/// The quarantine-everything breaker (`drift.breaker`).
+pub struct Breaker {
+    cfg: guard_config::BreakerConfig,
+    open: std::sync::atomic::AtomicBool,
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Default)]
+struct BreakerState {
+    reason: Option<String>,
+    since_ms: Option<i64>,
+    trips: u64,
+    window: (u64, u64),
+}
+
+impl Breaker {
+    fn new(cfg: &guard_config::BreakerConfig) -> Self {
+        Self {
+            cfg: cfg.clone(),
+            open: std::sync::atomic::AtomicBool::new(false),
+            state: Mutex::new(BreakerState::default()),
+        }
+    }
+
+    /// Whether every record must be quarantined now.
+    #[inline]
+    pub fn is_open(&self) -> bool {
+        self.open.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Why it is open.
+    pub fn reason(&self) -> String {
+        lock(&self.state).reason.clone().unwrap_or_default()
+    }
+
+    fn trip(&self, why: String) {
+        if !self.cfg.enabled || self.is_open() {
+            return;
+        }
+        let mut st = lock(&self.state);
+        warn!(
+            why,
+            "breaker tripped: quarantining every record until cleared (POST /api/breaker/clear)"
+        );
+        st.reason = Some(why);
+        st.since_ms = Some(crate::stage::now_ms());
+        st.trips += 1;
+        self.open.store(true, std::sync::atomic::Ordering::Release);
+        metrics::gauge!("guard_stats_breaker_open").set(1.0);
+        metrics::counter!("guard_stats_breaker_trips_total").increment(1);
+    }
+
+    /// Count a batch judged by the checks (not by the open breaker).
+    pub fn observe(&self, records: u64, quarantined: u64) {
+        if !self.cfg.enabled || records == 0 {
+            return;
+        }
+        let why = {
+            let mut st = lock(&self.state);
+            st.window.0 += records;
+            st.window.1 += quarantined;
+            if st.window.0 < self.cfg.window_records {
+                return;
+            }
+            let (n, q) = std::mem::take(&mut st.window);
+            let rate = q as f64 / n as f64;
+            (rate > self.cfg.max_quarantine_rate).then(|| {
+                format!(
+                    "quarantine rate {rate:.3} over {n} records exceeds {}",
+                    self.cfg.max_quarantine_rate
+                )
+            })
+        };
+        if let Some(why) = why {
+            self.trip(why);
+        }
+    }
+
+    /// Operator reset.
+    pub fn clear(&self) -> Value {
+        {
+            let mut st = lock(&self.state);
+            if self.is_open() {
+                info!(reason = ?st.reason, "breaker cleared by operator");
+            }
+            st.reason = None;
+            st.since_ms = None;
+            st.window = (0, 0);
+            self.open.store(false, std::sync::atomic::Ordering::Release);
+        }
+        metrics::gauge!("guard_stats_breaker_open").set(0.0);
+        self.status()
+    }
+
+    /// `GET /api/breaker`.
+    pub fn status(&self) -> Value {
+        let st = lock(&self.state);
+        serde_json::json!({
+            "enabled": self.cfg.enabled,
+            "open": self.is_open(),
+            "reason": st.reason,
+            "since_ms": st.since_ms,
+            "trips": st.trips,
+            "max_quarantine_rate": self.cfg.max_quarantine_rate,
+            "window_records": self.cfg.window_records,
+            "on_drift_alarm": self.cfg.on_drift_alarm,
+        })
+    }
 }
 
 impl DriftHub {
@@ -276,7 +387,13 @@ impl DriftHub {
             remote: Mutex::new(HashMap::new()),
             sources: Mutex::new(SourceTable::new(cfg.max_sources)),
             source_header: cfg.source_header.as_deref().map(Arc::from),
+            breaker: Breaker::new(&cfg.breaker),
         }
+    }
+
+    /// The breaker.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
     }
 
     /// No topic is monitored (only sources are counted).
@@ -326,6 +443,10 @@ impl DriftHub {
                 Transition::Raised => {
                     warn!(topic, partition, feature = %f.name, ks = d.ks, psi = d.psi, variance_ratio = d.var_ratio, ?fire, first, last, "drift alarm raised");
                     metrics::counter!("guard_stats_alarms_raised_total", "topic" => topic.to_owned()).increment(1);
+                    if self.breaker.cfg.on_drift_alarm {
+                        self.breaker
+                            .trip(format!("drift alarm on {topic}/{partition} feature {}", f.name));
+                    }
                     "drift_raised"
                 }
                 Transition::Cleared => {
@@ -589,6 +710,11 @@ impl DriftWindows {
             buf: Vec::new(),
             sources: HashMap::new(),
         }
+    }
+
+    /// The shared hub.
+    pub fn hub(&self) -> &DriftHub {
+        &self.hub
     }
 
     /// The header that names sources, if configured.

@@ -126,6 +126,16 @@ fn describe_metrics() {
         "Webhook payloads dropped from the full retry queue"
     );
     describe_gauge!(
+        "guard_stats_breaker_open",
+        Unit::Count,
+        "1 while the breaker quarantines every record"
+    );
+    describe_counter!(
+        "guard_stats_breaker_trips_total",
+        Unit::Count,
+        "Times the breaker tripped"
+    );
+    describe_gauge!(
         "guard_stats_webhook_queue",
         Unit::Count,
         "Webhook payloads waiting for delivery"
@@ -311,6 +321,11 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     extras.insert("mode".into(), format!("{:?}", p.mode).to_lowercase().into());
     extras.insert("scoring_provider".into(), "none".into());
     let mut app = guard_server::router(Arc::clone(&health), render, Arc::new(extras));
+    let (status_hub, clear_hub) = (Arc::clone(&hub), Arc::clone(&hub));
+    app = app.merge(guard_server::breaker_routes(
+        Arc::new(move || status_hub.breaker().status()),
+        Arc::new(move || clear_hub.breaker().clear()),
+    ));
     let stats_hub = Arc::clone(&hub);
     app = app.merge(guard_server::stats_routes(Arc::new(move |scope: &str| {
         stats_hub.stats(scope == "group")

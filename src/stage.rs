@@ -9,7 +9,7 @@
 //!   the bounded channels fill and the source pauses.
 
 use guard_config::Config;
-use guard_core::{Batch, Health, Record, TopicPartition, Verdict, GUARD_VERSION};
+use guard_core::{Batch, Health, Reason, ReasonCode, Record, TopicPartition, Verdict, GUARD_VERSION};
 use guard_kafka::{CleanSink, FlushSignal};
 use guard_pipeline::{AckTracker, Part};
 use guard_quarantine::{
@@ -83,6 +83,7 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
         let started = Instant::now();
         let mut slowest = Duration::ZERO;
         let judge = &ctx.judge;
+        let breaker_open = ctx.drift.hub().breaker().is_open();
         let watched = ctx.drift.watches(&tp.topic);
         let header = ctx.drift.source_header();
         let drift = &mut ctx.drift;
@@ -110,6 +111,16 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
             })
             .collect();
         metrics::histogram!("guard_validate_record_max_duration_seconds").record(slowest.as_secs_f64());
+        let failed = judgements.iter().filter(|j| !j.verdict.is_pass()).count() as u64;
+        ctx.drift.hub().breaker().observe(judgements.len() as u64, failed);
+        let mut judgements = judgements;
+        if breaker_open {
+            // Open breaker: what passed the checks is quarantined too (nothing is dropped).
+            let why = format!("breaker open: {}", ctx.drift.hub().breaker().reason());
+            for j in judgements.iter_mut().filter(|j| j.verdict.is_pass()) {
+                j.verdict = Verdict::Quarantine(vec![Reason::new(ReasonCode::BREAKER_OPEN, why.clone())]);
+            }
+        }
         // Windows close on age as batches arrive (of any topic this worker judges).
         ctx.drift.tick();
         ctx.drift.flush_sources();

@@ -133,7 +133,42 @@ pub struct DriftConfig {
     /// Most sources tracked (volume, reject and quarantine rate); the least recently seen
     /// half is evicted when full.
     pub max_sources: usize,
+    /// Quarantine-everything breaker (off by default).
+    pub breaker: BreakerConfig,
 }
+
+/// The breaker: when the quarantine rate or a drift alarm passes its budget, every record is
+/// quarantined (reason `breaker.open`) until an operator clears it with
+/// `POST /api/breaker/clear`. Nothing is dropped: records keep flowing into the quarantine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BreakerConfig {
+    /// Whether the breaker can trip at all.
+    pub enabled: bool,
+    /// Trip when more than this share of a budget window's records is quarantined by the
+    /// checks (records quarantined by the open breaker itself do not count).
+    pub max_quarantine_rate: f64,
+    /// Records per budget window (tumbling) for the quarantine rate.
+    pub window_records: u64,
+    /// Trip when any drift alarm is raised.
+    pub on_drift_alarm: bool,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_quarantine_rate: DEFAULT_BREAKER_MAX_QUARANTINE_RATE,
+            window_records: DEFAULT_BREAKER_WINDOW_RECORDS,
+            on_drift_alarm: true,
+        }
+    }
+}
+
+/// Default for [`BreakerConfig::max_quarantine_rate`].
+pub const DEFAULT_BREAKER_MAX_QUARANTINE_RATE: f64 = 0.5;
+/// Default for [`BreakerConfig::window_records`].
+pub const DEFAULT_BREAKER_WINDOW_RECORDS: u64 = 10_000;
 
 /// Default for [`DriftConfig::max_sources`].
 pub const DEFAULT_MAX_SOURCES: usize = 1_000;
@@ -156,6 +191,7 @@ impl Default for DriftConfig {
             instance: String::new(),
             source_header: None,
             max_sources: DEFAULT_MAX_SOURCES,
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -610,6 +646,15 @@ impl Config {
             if v == 0 {
                 bad(key, "must be greater than 0".into());
             }
+        }
+        if !(d.breaker.max_quarantine_rate > 0.0 && d.breaker.max_quarantine_rate <= 1.0) {
+            bad(
+                "drift.breaker.max_quarantine_rate",
+                "between 0 (exclusive) and 1".into(),
+            );
+        }
+        if d.breaker.window_records == 0 {
+            bad("drift.breaker.window_records", "must be greater than 0".into());
         }
         if !(d.alarm.fdr > 0.0 && d.alarm.fdr < 1.0) {
             bad("drift.alarm.fdr", "between 0 and 1 (exclusive)".into());

@@ -87,6 +87,9 @@ impl ReasonCode {
     pub const SCORE_ANOMALY: Self = Self("score.anomaly");
     /// Label-consistency model score over threshold.
     pub const SCORE_LABEL: Self = Self("score.label");
+    /// The breaker is open (`drift.breaker`): every record is quarantined until an operator
+    /// clears it.
+    pub const BREAKER_OPEN: Self = Self("breaker.open");
 
     /// The `schema.<keyword>` code for a JSON Schema keyword (`schema.other` if unknown).
     pub fn schema(keyword: &str) -> Self {
@@ -113,6 +116,7 @@ impl ReasonCode {
             Self::SCHEMA_OTHER,
             Self::SCORE_ANOMALY,
             Self::SCORE_LABEL,
+            Self::BREAKER_OPEN,
         ]
         .into_iter()
         .chain(SCHEMA_CODES.iter().map(|(_, code)| Self(code)))

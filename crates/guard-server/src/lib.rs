@@ -22,6 +22,23 @@ pub type ReadyExtras = Arc<serde_json::Map<String, serde_json::Value>>;
 /// Answers `GET /api/stats`; the argument is the scope (`local` or `group`).
 pub type StatsFn = Arc<dyn Fn(&str) -> serde_json::Value + Send + Sync>;
 
+/// Answers an operator endpoint with a JSON document.
+pub type ApiFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// `GET /api/breaker` (status) and `POST /api/breaker/clear` (operator reset).
+pub fn breaker_routes(status: ApiFn, clear: ApiFn) -> Router {
+    Router::new()
+        .route(
+            "/api/breaker",
+            get(|State((s, _)): State<(ApiFn, ApiFn)>| async move { Json(s()) }),
+        )
+        .route(
+            "/api/breaker/clear",
+            axum::routing::post(|State((_, c)): State<(ApiFn, ApiFn)>| async move { Json(c()) }),
+        )
+        .with_state((status, clear))
+}
+
 /// Errors of the HTTP server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
