@@ -31,15 +31,32 @@ pub enum Command {
         #[arg(long)]
         connect: bool,
     },
-    /// Build a trusted baseline profile (bins, moments, calibration, labels, data hash) from a
-    /// JSONL file of records valid against a domain schema.
+    /// Build a trusted baseline profile (bins, moments, calibration, categories, labels, data
+    /// hash) from trusted records: a JSONL or Parquet file, or an offset range of a topic.
     Baseline {
         /// Domain schema file.
         #[arg(long)]
         schema: PathBuf,
-        /// Trusted records, one JSON object per line.
+        /// Trusted records: `.parquet` files are read as Parquet, anything else as JSONL.
+        #[arg(long, required_unless_present = "topic", conflicts_with = "topic")]
+        input: Option<PathBuf>,
+        /// Parquet only: the column holding each record's JSON (default: each row's columns
+        /// are the record's fields).
         #[arg(long)]
-        input: PathBuf,
+        payload_column: Option<String>,
+        /// Read the trusted records from this topic instead of a file.
+        #[arg(long, requires = "brokers")]
+        topic: Option<String>,
+        /// Bootstrap servers for `--topic`.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// First offset read in every partition of `--topic`.
+        #[arg(long, default_value_t = 0)]
+        from_offset: i64,
+        /// Offset where reading stops (exclusive) in every partition; default: the high
+        /// watermark when the build starts.
+        #[arg(long)]
+        to_offset: Option<i64>,
         /// Output file (JSON).
         #[arg(long)]
         out: PathBuf,
@@ -120,18 +137,40 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Baseline {
             schema,
             input,
+            payload_column,
+            topic,
+            brokers,
+            from_offset,
+            to_offset,
             out,
             window,
             bins,
             resamples,
-        } => crate::baseline::run(&crate::baseline::BaselineArgs {
-            schema: &schema,
-            input: &input,
-            out: &out,
-            window,
-            bins,
-            resamples,
-        }),
+        } => {
+            use crate::baseline::Input;
+            let input = match (&input, &topic, &brokers) {
+                (Some(path), _, _) if path.extension().is_some_and(|e| e == "parquet") => Input::Parquet {
+                    path,
+                    payload_column: payload_column.as_deref(),
+                },
+                (Some(path), _, _) => Input::Jsonl(path),
+                (None, Some(topic), Some(brokers)) => Input::Topic {
+                    brokers,
+                    topic,
+                    from: from_offset,
+                    to: to_offset,
+                },
+                _ => anyhow::bail!("give --input FILE, or --topic with --brokers"),
+            };
+            crate::baseline::run(&crate::baseline::BaselineArgs {
+                schema: &schema,
+                input,
+                out: &out,
+                window,
+                bins,
+                resamples,
+            })
+        }
         Command::Stats { url, scope, view, json } => stats(&url, &scope, &view, json),
         Command::Quarantine { command } => quarantine(command),
         Command::Tools { command } => crate::tools::run(command),

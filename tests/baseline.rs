@@ -19,13 +19,148 @@ fn baseline_from_real_shuttle_records() {
         "{stdout}"
     );
     let b: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    assert_eq!(b["format"], 1);
+    assert_eq!(b["format"], 2);
     assert_eq!(b["schema_id"], "shuttle-v1");
     assert_eq!(b["rows"], 60);
-    assert_eq!(b["features"].as_array().map(Vec::len), Some(9));
+    assert_eq!(
+        b["features"].as_array().map(Vec::len),
+        Some(10),
+        "nine sensors and the label"
+    );
     assert_eq!(b["features"][0]["name"], "f1");
+    assert_eq!(b["features"][9]["name"], "label");
+    assert_eq!(b["features"][9]["categories"], serde_json::json!(["0", "1"]));
     let sha: String = Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(b["data_sha256"], sha.as_str());
     let labels = b["labels"].as_object().unwrap();
     assert_eq!(labels.values().filter_map(serde_json::Value::as_u64).sum::<u64>(), 60);
+}
+
+fn baseline_cmd(args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b.json");
+    let run = std::process::Command::new(guard_bin())
+        .arg("baseline")
+        .arg("--schema")
+        .arg(repo().join("schemas/shuttle.schema.json"))
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .args(["--window", "500", "--resamples", "200"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
+}
+
+/// The same trusted rows as JSONL, as a columnar Parquet file, as a Parquet file of JSON
+/// payloads, and as an offset range of a topic give the same profile.
+#[test]
+fn baseline_from_parquet_and_from_a_topic_range_match_jsonl() {
+    use arrow_array::builder::{Float64Builder, ListBuilder};
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+
+    let text = std::fs::read_to_string(repo().join(".data/shuttle.jsonl")).expect("run scripts/setup.sh first");
+    let rows: Vec<&str> = text.lines().take(3000).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("t.jsonl");
+    std::fs::write(&jsonl, rows.join("\n")).unwrap();
+    let parsed: Vec<serde_json::Value> = rows.iter().map(|r| serde_json::from_str(r).unwrap()).collect();
+
+    // Columnar: source, features (list<double>), label.
+    let mut features = ListBuilder::new(Float64Builder::new());
+    for v in &parsed {
+        for x in v["features"].as_array().unwrap() {
+            features.values().append_value(x.as_f64().unwrap());
+        }
+        features.append(true);
+    }
+    let batch = RecordBatch::try_from_iter([
+        (
+            "source",
+            Arc::new(StringArray::from_iter_values(
+                parsed.iter().map(|v| v["source"].as_str().unwrap().to_owned()),
+            )) as ArrayRef,
+        ),
+        ("features", Arc::new(features.finish()) as ArrayRef),
+        (
+            "label",
+            Arc::new(Int64Array::from_iter_values(
+                parsed.iter().map(|v| v["label"].as_i64().unwrap()),
+            )) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let columnar = dir.path().join("t.parquet");
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&columnar).unwrap(), batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    // Payloads: one JSON record per row in a string column.
+    let payloads = RecordBatch::try_from_iter([(
+        "payload",
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| (*r).to_owned()))) as ArrayRef,
+    )])
+    .unwrap();
+    let payload_file = dir.path().join("p.parquet");
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&payload_file).unwrap(), payloads.schema(), None)
+            .unwrap();
+    w.write(&payloads).unwrap();
+    w.close().unwrap();
+
+    // A topic holding 1000 unrelated rows, then the 3000, then 20 more.
+    let broker = Broker::start();
+    let topic = unique("trusted");
+    broker.create_topic(&topic, 1);
+    let other: Vec<(Option<String>, Vec<u8>)> = text
+        .lines()
+        .skip(40_000)
+        .take(1000)
+        .map(|l| (None, l.as_bytes().to_vec()))
+        .collect();
+    let mine: Vec<(Option<String>, Vec<u8>)> = rows.iter().map(|l| (None, l.as_bytes().to_vec())).collect();
+    let p = producer(&broker.addr, 1 << 20);
+    produce(&p, &topic, &other, 1);
+    produce(&p, &topic, &mine, 1);
+    // One record per produce request: Tansu 0.6 reports the high watermark of a topic whose
+    // last batch holds several records as that batch's base offset + 1.
+    for r in &other[..20] {
+        produce(&p, &topic, std::slice::from_ref(r), 1);
+    }
+
+    let a = baseline_cmd(&["--input", jsonl.to_str().unwrap()]);
+    let b = baseline_cmd(&["--input", columnar.to_str().unwrap()]);
+    let c = baseline_cmd(&["--input", payload_file.to_str().unwrap(), "--payload-column", "payload"]);
+    let d = baseline_cmd(&[
+        "--topic",
+        &topic,
+        "--brokers",
+        &broker.addr,
+        "--from-offset",
+        "1000",
+        "--to-offset",
+        "4000",
+    ]);
+    for (name, x) in [("columnar parquet", &b), ("payload parquet", &c), ("topic range", &d)] {
+        assert_eq!(x["rows"], 3000, "{name}");
+        assert_eq!(x["labels"], a["labels"], "{name}");
+        for (fa, fx) in a["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(x["features"].as_array().unwrap())
+        {
+            assert_eq!(fa["bins"], fx["bins"], "{name} {}", fa["name"]);
+            assert_eq!(
+                fa["profile"]["counts"], fx["profile"]["counts"],
+                "{name} {}",
+                fa["name"]
+            );
+        }
+    }
+    assert_ne!(a["data_sha256"], d["data_sha256"]);
+    let whole = baseline_cmd(&["--topic", &topic, "--brokers", &broker.addr]);
+    assert_eq!(whole["rows"], 4020, "to the high watermark");
 }
