@@ -6,13 +6,16 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use guard_stats::Moments;
+use guard_stats::{BaselineBuilder, Moments, WindowProfile};
 use std::hint::black_box;
 use std::path::Path;
 
 fn features() -> Vec<[f64; 9]> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/samples/shuttle.valid.jsonl");
-    let text = std::fs::read_to_string(path).expect("samples");
+    // The full Shuttle set when scripts/setup.sh has run, else the committed samples.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join(".data/shuttle.jsonl"))
+        .or_else(|_| std::fs::read_to_string(root.join("schemas/samples/shuttle.valid.jsonl")))
+        .expect("samples");
     let rows: Vec<[f64; 9]> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -44,6 +47,27 @@ fn bench(c: &mut Criterion) {
             black_box(m)
         })
     });
+    // What the guard does per passing record: moments plus counts on the baseline's bins, per
+    // feature, with and without a DDSketch for quantiles.
+    let mut builder = BaselineBuilder::new((1..=9).map(|i| format!("f{i}")).collect());
+    for row in rows.iter().take(20_000) {
+        builder.push(row, None);
+    }
+    let base = builder.build("shuttle-v1", "bench", 20, 1000, 20).unwrap();
+    for (name, quantiles) in [("window_bins_moments", false), ("window_bins_moments_ddsketch", true)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut w = WindowProfile::for_baseline(&base, quantiles);
+                for row in &rows {
+                    for (i, x) in row.iter().enumerate() {
+                        w.push(&base.features[i].bins, i, *x);
+                    }
+                    w.end_row();
+                }
+                black_box(w.records)
+            })
+        });
+    }
     g.finish();
 }
 

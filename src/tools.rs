@@ -86,10 +86,34 @@ pub enum ToolsCommand {
         #[arg(long)]
         count: u64,
     },
+    /// Benchmark: profiling throughput on one core, in feature-values per second, over a
+    /// JSONL file's valid records: (a) the window statistics alone on already parsed rows
+    /// (what a DataFrame profiler gets), (b) the whole per-record path (limits, decode, schema,
+    /// feature extraction, statistics). Prints one JSON line.
+    Profile {
+        /// Domain schema file.
+        #[arg(long)]
+        schema: PathBuf,
+        /// Records, one JSON object per line.
+        #[arg(long)]
+        input: PathBuf,
+        /// Passes over the file for each measurement.
+        #[arg(long, default_value_t = 20)]
+        passes: usize,
+        /// Keep a DDSketch per feature (as the guard does by default).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        quantiles: bool,
+    },
 }
 
 pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        ToolsCommand::Profile {
+            schema,
+            input,
+            passes,
+            quantiles,
+        } => profile(&schema, &input, passes, quantiles),
         ToolsCommand::Latency { brokers, topic, count } => latency(&brokers, &topic, count),
         ToolsCommand::Produce {
             brokers,
@@ -305,4 +329,74 @@ fn assign_all(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<()> {
     anyhow::ensure!(tpl.count() > 0, "topic {topic} has no partitions");
     consumer.assign(&tpl)?;
     Ok(())
+}
+
+fn profile(schema: &std::path::Path, input: &std::path::Path, passes: usize, quantiles: bool) -> anyhow::Result<ExitCode> {
+    use guard_stats::{BaselineBuilder, WindowProfile};
+    let schema = guard_validate::DomainSchema::load(schema)?;
+    let text = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    let limits = guard_core::Limits::default();
+    let values: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| guard_validate::decode(l).ok())
+        .filter(|v| schema.check(v).is_ok())
+        .collect();
+    anyhow::ensure!(!values.is_empty(), "no valid records in {}", input.display());
+    let rows: Vec<Vec<f64>> = values.iter().map(|v| schema.numeric_features(v)).collect();
+    let k = rows[0].len();
+    let mut b = BaselineBuilder::new(schema.guard().numeric.iter().map(|f| f.name.clone()).collect());
+    rows.iter().take(20_000).for_each(|r| b.push(r, None));
+    let base = b.build(schema.id(), "bench", 20, 1000, 20)?;
+    let bins: Vec<&guard_stats::Bins> = base.features.iter().map(|f| &f.bins).collect();
+
+    // (a) statistics on parsed rows.
+    let started = Instant::now();
+    let mut w = WindowProfile::for_baseline(&base, quantiles);
+    for _ in 0..passes {
+        for r in &rows {
+            for (i, x) in r.iter().enumerate() {
+                w.push(bins[i], i, *x);
+            }
+            w.end_row();
+        }
+    }
+    let stats_s = started.elapsed().as_secs_f64();
+    std::hint::black_box(&w);
+
+    // (b) the per-record path from raw bytes.
+    let started = Instant::now();
+    let mut w = WindowProfile::for_baseline(&base, quantiles);
+    let mut buf = Vec::new();
+    for _ in 0..passes {
+        for l in &lines {
+            let Ok(v) = guard_validate::prescan(l, &limits).and_then(|()| guard_validate::decode(l)) else {
+                continue;
+            };
+            if schema.check(&v).is_err() {
+                continue;
+            }
+            schema.numeric_features_into(&v, &mut buf);
+            for (i, x) in buf.iter().enumerate() {
+                w.push(bins[i], i, *x);
+            }
+            w.end_row();
+        }
+    }
+    let full_s = started.elapsed().as_secs_f64();
+    std::hint::black_box(&w);
+    let fv = (rows.len() * k * passes) as f64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "rows": rows.len(),
+            "features": k,
+            "passes": passes,
+            "quantiles": quantiles,
+            "stats_only_feature_values_per_s": (fv / stats_s).round(),
+            "full_path_feature_values_per_s": (fv / full_s).round(),
+            "full_path_records_per_s": ((rows.len() * passes) as f64 / full_s).round(),
+        })
+    );
+    Ok(ExitCode::SUCCESS)
 }
