@@ -796,3 +796,129 @@ impl DriftWindows {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guard_stats::BaselineBuilder;
+
+    fn schema(dir: &Path) -> DomainSchema {
+        let path = dir.join("s.json");
+        std::fs::write(
+            &path,
+            r#"{"type":"object","x-guard":{"id":"t-v1","label":"/y","numeric":[{"name":"x","pointer":"/x"}]}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        DomainSchema::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn hub(cfg: &DriftConfig) -> Arc<DriftHub> {
+        let mut b = BaselineBuilder::new(vec!["x".into()]).with_categorical(vec!["label".into()]);
+        for i in 0..2000 {
+            b.push_row(&[f64::from(i % 100)], &[Some(if i % 2 == 0 { "a" } else { "b" })], None);
+        }
+        let base = b.build("t-v1", "00", 10, 100, 50).unwrap_or_else(|e| panic!("{e}"));
+        let topics = HashMap::from([("t".to_owned(), TopicDrift::new(Arc::new(base)))]);
+        Arc::new(DriftHub::new(topics, cfg, "g", "i", HubOutputs { events: None }))
+    }
+
+    fn windows(h: &DriftHub) -> u64 {
+        lock(&h.partitions).values().map(|p| p.windows).sum()
+    }
+
+    #[test]
+    fn windows_close_by_count_per_partition_and_by_age_once_large_enough() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = schema(dir.path());
+        let cfg = DriftConfig {
+            window_max_age_ms: 1,
+            ..DriftConfig::default()
+        };
+        let h = hub(&cfg);
+        let mut w = DriftWindows::new(Arc::clone(&h));
+        let topic: Arc<str> = Arc::from("t");
+        let row = |i: i64| serde_json::json!({"x": i % 100, "y": if i % 2 == 0 { "a" } else { "b" }});
+        // 150 rows on partition 0 and 60 on partition 1: one full window on 0 only.
+        for i in 0..150 {
+            w.observe(&topic, 0, i, &s, &row(i));
+        }
+        for i in 0..60 {
+            w.observe(&topic, 1, i, &s, &row(i));
+        }
+        assert_eq!(windows(&h), 1);
+        // Age: partition 0 holds 50 rows (≥ 25 % of 100) and closes; partition 1 holds 60 and
+        // closes too; nothing closes twice.
+        std::thread::sleep(Duration::from_millis(5));
+        w.tick();
+        assert_eq!(windows(&h), 3);
+        w.tick();
+        assert_eq!(windows(&h), 3);
+        // A window below the minimum stays open however old.
+        for i in 60..70 {
+            w.observe(&topic, 1, i, &s, &row(i));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        w.tick();
+        assert_eq!(windows(&h), 3);
+        let stats = h.stats(false);
+        let t = &stats["topics"][0];
+        assert_eq!(t["current"]["records"], 110, "last windows: 50 + 60 rows");
+        assert_eq!(t["sliding"]["records"], 210);
+        assert_eq!(t["current"]["features"][1]["name"], "label");
+        assert_eq!(t["current"]["features"][1]["kind"], "categorical");
+        let parts: Vec<i64> = t["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["first_offset"].as_i64())
+            .collect();
+        assert_eq!(parts, vec![0, 0]);
+    }
+
+    #[test]
+    fn sources_are_counted_and_breaker_trips_on_budget() {
+        let cfg = DriftConfig {
+            breaker: guard_config::BreakerConfig {
+                enabled: true,
+                max_quarantine_rate: 0.2,
+                window_records: 100,
+                on_drift_alarm: true,
+            },
+            ..DriftConfig::default()
+        };
+        let h = hub(&cfg);
+        let mut w = DriftWindows::new(Arc::clone(&h));
+        for i in 0..90 {
+            w.count_source("good", true);
+            w.count_source("bad", i % 3 != 0);
+        }
+        w.flush_sources();
+        let s = h.stats(false);
+        assert_eq!(
+            s["sources"]["top_by_quarantine_rate"],
+            serde_json::json!([]),
+            "below 100 records: not ranked"
+        );
+        assert_eq!(s["sources"]["tracked"], 2);
+        for _ in 0..20 {
+            w.count_source("good", true);
+            w.count_source("bad", false);
+        }
+        w.flush_sources();
+        let s = h.stats(false);
+        let top = &s["sources"]["top_by_quarantine_rate"];
+        assert_eq!(
+            (top[0]["source"].as_str(), top[0]["records"].as_u64()),
+            (Some("bad"), Some(110))
+        );
+        assert_eq!(top[0]["rejected"], 50);
+        assert_eq!(top[1]["reject_rate"], 0.0);
+        h.breaker().observe(90, 10);
+        assert!(!h.breaker().is_open(), "budget window not full");
+        h.breaker().observe(10, 15);
+        assert!(h.breaker().is_open(), "25 % > 20 %");
+        assert!(h.breaker().reason().contains("quarantine rate"));
+        assert_eq!(h.breaker().clear()["open"], false);
+        assert!(!h.breaker().is_open());
+    }
+}

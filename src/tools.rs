@@ -331,7 +331,12 @@ fn assign_all(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn profile(schema: &std::path::Path, input: &std::path::Path, passes: usize, quantiles: bool) -> anyhow::Result<ExitCode> {
+fn profile(
+    schema: &std::path::Path,
+    input: &std::path::Path,
+    passes: usize,
+    quantiles: bool,
+) -> anyhow::Result<ExitCode> {
     use guard_stats::{BaselineBuilder, WindowProfile};
     let schema = guard_validate::DomainSchema::load(schema)?;
     let text = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;

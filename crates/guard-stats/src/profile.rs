@@ -219,6 +219,31 @@ mod tests {
     }
 
     #[test]
+    fn calibration_rescales_with_window_size() {
+        let base: Vec<f64> = (0..20_000).map(|i| f64::from((i * 7919) % 1000)).collect();
+        let bins = Bins::from_sample(&base, 20).unwrap_or_else(|e| panic!("{e}"));
+        let mut p = NumericProfile::new(&bins);
+        base.iter().for_each(|x| p.push(&bins, *x));
+        let at =
+            |w: usize| Calibration::from_baseline(&bins, &p, &base, w, 400, 0.99, 7).unwrap_or_else(|e| panic!("{e}"));
+        let (c1000, c250) = (at(1000), at(250));
+        assert_eq!(c1000.at(1000, 20_000), c1000, "same size: unchanged");
+        let scaled = c1000.at(250, 20_000);
+        // The rescaled bands land near the bands resampled at that size.
+        for (name, got, want) in [
+            ("ks", scaled.ks_hi, c250.ks_hi),
+            ("psi", scaled.psi_hi, c250.psi_hi),
+            ("log_var_hi", scaled.log_var_hi, c250.log_var_hi),
+        ] {
+            assert!(
+                (got / want - 1.0).abs() < 0.25,
+                "{name}: rescaled {got} vs resampled {want}"
+            );
+        }
+        assert!(scaled.ks_hi > c1000.ks_hi && scaled.psi_hi > c1000.psi_hi);
+    }
+
+    #[test]
     fn merge_adds_windows() {
         let bins = Bins::from_sample(&[1.0, 2.0, 3.0, 4.0], 4).unwrap_or_else(|e| panic!("{e}"));
         let (mut a, mut b, mut all) = (
