@@ -16,8 +16,12 @@ use crate::stage::lock;
 use anyhow::Context;
 use guard_config::DriftConfig;
 use guard_stats::{
-    AlarmPolicy, AlarmState, Baseline, Evaluation, FeatureDrift, SourceStats, SourceTable, Transition, WindowProfile,
+    AlarmPolicy, AlarmState, Baseline, Evaluation, FeatureDrift, HeavyHitters, SourceStats, SourceTable, Transition,
+    WindowProfile,
 };
+
+/// Values tracked per categorical feature among those the baseline never saw (Space-Saving).
+const UNSEEN_CAPACITY: usize = 16;
 use guard_validate::DomainSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -117,6 +121,10 @@ pub struct PartitionView {
     pub sliding: WindowProfile,
     /// Features whose alarm is raised on this partition.
     pub alarms: Vec<String>,
+    /// Per categorical feature (baseline order), the most frequent values of the last window
+    /// that the baseline never saw, with estimated counts.
+    #[serde(default)]
+    pub unseen: Vec<Vec<(String, u64)>>,
     pub at_ms: i64,
 }
 
@@ -130,6 +138,7 @@ impl PartitionView {
 struct PartitionState {
     states: Vec<AlarmState>,
     last: Option<(WindowProfile, Evaluation)>,
+    unseen: Vec<Vec<(String, u64)>>,
     sliding: VecDeque<WindowProfile>,
     windows: u64,
     first_offset: i64,
@@ -211,9 +220,17 @@ impl TopicDrift {
         }
     }
 
-    /// Push one record's features into `w`.
+    /// Push one record's features into `w`; categorical values the baseline never saw also
+    /// go to `unseen` (one per categorical feature).
     #[inline]
-    fn observe(&self, w: &mut WindowProfile, schema: &DomainSchema, value: &Value, buf: &mut Vec<f64>) {
+    fn observe(
+        &self,
+        w: &mut WindowProfile,
+        unseen: &mut [HeavyHitters],
+        schema: &DomainSchema,
+        value: &Value,
+        buf: &mut Vec<f64>,
+    ) {
         let features = &self.baseline.features;
         schema.numeric_features_into(value, buf);
         for (i, x) in buf.iter().enumerate().take(self.first_cat) {
@@ -222,10 +239,19 @@ impl TopicDrift {
         schema.for_each_categorical(value, |j, c| {
             let i = self.first_cat + j;
             if let (Some(f), Some(index)) = (features.get(i), self.cat_index.get(i)) {
+                if let (Some(v), Some(hh)) = (c, unseen.get_mut(j)) {
+                    if !index.contains_key(v) {
+                        hh.push(v);
+                    }
+                }
                 w.push(&f.bins, i, f.category_value(index, c));
             }
         });
         w.end_row();
+    }
+
+    fn categorical_count(&self) -> usize {
+        self.baseline.features.len() - self.first_cat
     }
 }
 
@@ -402,7 +428,15 @@ impl DriftHub {
     }
 
     /// Judge one closed window of `topic`/`partition`.
-    fn close(&self, topic: &str, partition: i32, window: &WindowProfile, first: i64, last: i64) {
+    fn close(
+        &self,
+        topic: &str,
+        partition: i32,
+        window: &WindowProfile,
+        unseen: &[HeavyHitters],
+        first: i64,
+        last: i64,
+    ) {
         let Some(t) = self.topics.get(topic) else {
             return;
         };
@@ -414,6 +448,7 @@ impl DriftHub {
             .or_insert_with(|| PartitionState {
                 states: vec![AlarmState::default(); base.features.len()],
                 last: None,
+                unseen: Vec::new(),
                 sliding: VecDeque::new(),
                 windows: 0,
                 first_offset: first,
@@ -482,6 +517,10 @@ impl DriftHub {
             st.sliding.pop_front();
         }
         st.last = Some((window.clone(), eval));
+        st.unseen = unseen
+            .iter()
+            .map(|hh| hh.top().into_iter().map(|(v, c, _)| (v, c)).collect())
+            .collect();
         // The topic's alarm gauge is raised while any of its partitions has the alarm.
         for (i, f) in base.features.iter().enumerate() {
             let raised = parts
@@ -527,6 +566,7 @@ impl DriftHub {
                 .filter(|(_, s)| s.raised)
                 .map(|(f, _)| f.name.clone())
                 .collect(),
+            unseen: st.unseen.clone(),
             at_ms: crate::stage::now_ms(),
         })
     }
@@ -636,6 +676,24 @@ impl DriftHub {
             }));
         }
         let alarms: Vec<&String> = views.iter().flat_map(|v| &v.alarms).collect();
+        // Unseen categories of the current windows, summed over partitions (estimates).
+        let mut unseen: Vec<BTreeMap<&str, u64>> = vec![BTreeMap::new(); t.categorical_count()];
+        for v in &views {
+            for (j, top) in v.unseen.iter().enumerate().take(unseen.len()) {
+                for (value, count) in top {
+                    *unseen[j].entry(value.as_str()).or_default() += count;
+                }
+            }
+        }
+        let unseen: Vec<Vec<(&str, u64)>> = unseen
+            .into_iter()
+            .map(|m| {
+                let mut v: Vec<(&str, u64)> = m.into_iter().collect();
+                v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+                v.truncate(UNSEEN_CAPACITY);
+                v
+            })
+            .collect();
         serde_json::json!({
             "topic": name,
             "schema_id": base.schema_id,
@@ -644,12 +702,19 @@ impl DriftHub {
             "window": base.window,
             "partitions": partitions,
             "skipped_views": merge_failures,
-            "current": self.profile_stats(base, &current, &alarms),
-            "sliding": self.profile_stats(base, &sliding, &alarms),
+            "current": self.profile_stats(base, &current, &alarms, Some(&unseen)),
+            "sliding": self.profile_stats(base, &sliding, &alarms, None),
         })
     }
 
-    fn profile_stats(&self, base: &Baseline, w: &WindowProfile, alarms: &[&String]) -> Value {
+    fn profile_stats(
+        &self,
+        base: &Baseline,
+        w: &WindowProfile,
+        alarms: &[&String],
+        unseen: Option<&[Vec<(&str, u64)>]>,
+    ) -> Value {
+        let first_cat = base.numeric().count();
         let eval = base.evaluate(&self.policy, w);
         let features: Vec<Value> = base
             .features
@@ -679,6 +744,9 @@ impl DriftHub {
                     o["p99"] = serde_json::json!(q(0.99));
                 } else {
                     o["categories"] = serde_json::json!(f.categories);
+                    if let Some(top) = unseen.and_then(|u| u.get(i - first_cat)) {
+                        o["unseen_top"] = serde_json::json!(top);
+                    }
                 }
                 o
             })
@@ -689,9 +757,19 @@ impl DriftHub {
 
 struct OpenWindow {
     w: WindowProfile,
+    unseen: Vec<HeavyHitters>,
     opened: Instant,
     first: i64,
     last: i64,
+}
+
+impl OpenWindow {
+    fn clear(&mut self) {
+        self.w.clear();
+        self.unseen
+            .iter_mut()
+            .for_each(|h| *h = HeavyHitters::new(UNSEEN_CAPACITY));
+    }
 }
 
 /// One worker's open windows, one per partition it judges, and its batch's source counts.
@@ -763,6 +841,7 @@ impl DriftWindows {
             .entry((Arc::clone(topic), partition))
             .or_insert_with(|| OpenWindow {
                 w: WindowProfile::for_baseline(&t.baseline, quantiles),
+                unseen: vec![HeavyHitters::new(UNSEEN_CAPACITY); t.categorical_count()],
                 opened: Instant::now(),
                 first: offset,
                 last: offset,
@@ -772,10 +851,10 @@ impl DriftWindows {
             ow.opened = Instant::now();
         }
         ow.last = offset;
-        t.observe(&mut ow.w, schema, value, &mut self.buf);
+        t.observe(&mut ow.w, &mut ow.unseen, schema, value, &mut self.buf);
         if ow.w.records >= t.baseline.window as u64 {
-            self.hub.close(topic, partition, &ow.w, ow.first, ow.last);
-            ow.w.clear();
+            self.hub.close(topic, partition, &ow.w, &ow.unseen, ow.first, ow.last);
+            ow.clear();
         }
     }
 
@@ -790,8 +869,8 @@ impl DriftWindows {
             };
             let min = ((t.baseline.window as f64 * self.hub.min_fraction).ceil() as u64).max(2);
             if ow.w.records >= min && ow.opened.elapsed() >= max_age {
-                self.hub.close(topic, *partition, &ow.w, ow.first, ow.last);
-                ow.w.clear();
+                self.hub.close(topic, *partition, &ow.w, &ow.unseen, ow.first, ow.last);
+                ow.clear();
             }
         }
     }
@@ -866,6 +945,15 @@ mod tests {
         assert_eq!(t["sliding"]["records"], 210);
         assert_eq!(t["current"]["features"][1]["name"], "label");
         assert_eq!(t["current"]["features"][1]["kind"], "categorical");
+        assert_eq!(t["current"]["features"][1]["unseen_top"], serde_json::json!([]));
+        // Labels the baseline never saw are named in the next window's report.
+        for i in 0..150 {
+            let y = if i % 3 == 0 { "zz-new" } else { "a" };
+            w.observe(&topic, 0, 1000 + i, &s, &serde_json::json!({"x": i % 100, "y": y}));
+        }
+        let stats = h.stats(false);
+        let label = &stats["topics"][0]["current"]["features"][1];
+        assert_eq!(label["unseen_top"], serde_json::json!([["zz-new", 34]]), "{label}");
         let parts: Vec<i64> = t["partitions"]
             .as_array()
             .into_iter()
