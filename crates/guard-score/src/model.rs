@@ -1,0 +1,470 @@
+//! Runtime initialisation, model loading with metadata checks, provider choice and inference.
+
+use crate::ScoreError;
+use guard_validate::DomainSchema;
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::value::Tensor;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Metadata format this guard reads.
+pub const MODEL_FORMAT: u32 = 1;
+
+static ENV: OnceLock<Environment> = OnceLock::new();
+
+/// Load the ONNX Runtime library at `path` once per process. Later calls return the first
+/// result's environment (the library cannot be swapped within a process).
+pub fn init_runtime(path: &Path) -> Result<(), ScoreError> {
+    let fail = |message: String| ScoreError::Runtime {
+        path: path.display().to_string(),
+        message,
+    };
+    if !path.is_file() {
+        return Err(fail("no such file".into()));
+    }
+    if ENV.get().is_some() {
+        return Ok(());
+    }
+    let env = ort::init_from(path)
+        .map_err(|e| fail(e.to_string()))?
+        .with_name("ingest-guard")
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let _ = ENV.set(env);
+    Ok(())
+}
+
+/// Which execution provider to ask for (`scoring.execution_provider`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderChoice {
+    /// CUDA when it loads, else CPU, announced.
+    #[default]
+    Auto,
+    /// CUDA or refuse to start.
+    Cuda,
+    /// CPU only.
+    Cpu,
+}
+
+/// The execution provider a session really runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderInUse {
+    /// ONNX Runtime's CPU provider.
+    Cpu,
+    /// The CUDA provider.
+    Cuda,
+}
+
+impl ProviderInUse {
+    /// `cpu` or `cuda`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProviderInUse::Cpu => "cpu",
+            ProviderInUse::Cuda => "cuda",
+        }
+    }
+}
+
+/// Session options.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSettings {
+    /// Provider requested.
+    pub provider: ProviderChoice,
+    /// Intra-op threads per session.
+    pub intra_threads: usize,
+}
+
+/// The two model roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Autoencoder: `score` and `feature_error` outputs.
+    Anomaly,
+    /// Classifier: `probabilities` output; score = 1 − p(label).
+    Label,
+}
+
+/// A model's metadata (`<model>.json` next to `<model>.onnx`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// [`MODEL_FORMAT`].
+    pub format: u32,
+    /// Role.
+    pub role: Role,
+    /// Schema identity (`x-guard.id`).
+    pub schema_id: String,
+    /// Input fields in order: numeric feature names or tensor names of the schema.
+    pub inputs: Vec<String>,
+    /// Input width (sum of the inputs' sizes).
+    pub width: usize,
+    /// Graph input name.
+    pub input_name: String,
+    /// Score threshold (calibrated on held-out trusted rows).
+    pub threshold: f64,
+    /// False-positive rate targeted by calibration.
+    pub target_fpr: f64,
+    /// False-positive rate measured on the calibration rows.
+    pub calibration_fpr: f64,
+    /// SHA-256 of the trusted rows (training + calibration).
+    pub trusted_sha256: String,
+    /// Trusted rows.
+    pub trusted_rows: u64,
+    /// Anomaly: graph output with the score.
+    #[serde(default)]
+    pub score_output: Option<String>,
+    /// Anomaly: graph output with per-feature error.
+    #[serde(default)]
+    pub feature_error_output: Option<String>,
+    /// Label: graph output with class probabilities.
+    #[serde(default)]
+    pub probabilities_output: Option<String>,
+    /// Label: classes in probability order, as the schema's label renders them.
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Everything else the training tool recorded (seed, versions, split).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+/// Builds a model's input row from a record, following the metadata's input order.
+#[derive(Debug, Clone)]
+pub struct Extractor {
+    parts: Vec<(String, usize)>,
+    names: Vec<String>,
+    width: usize,
+}
+
+impl Extractor {
+    /// Resolve `meta.inputs` against `schema`: each must be a numeric feature (width 1) or a
+    /// tensor (its element count), and the widths must add up to `meta.width`.
+    pub fn new(meta: &ModelMeta, schema: &DomainSchema) -> Result<Self, String> {
+        let g = schema.guard();
+        let mut parts = Vec::new();
+        let mut names = Vec::new();
+        for input in &meta.inputs {
+            if let Some(f) = g.numeric.iter().find(|f| &f.name == input) {
+                parts.push((f.pointer.clone(), 1));
+                names.push(f.name.clone());
+            } else if let Some(t) = g.tensors.iter().find(|t| &t.name == input) {
+                let n: usize = t.shape.iter().product();
+                parts.push((t.pointer.clone(), n));
+                names.extend((0..n).map(|i| format!("{}[{i}]", t.name)));
+            } else {
+                return Err(format!(
+                    "model input {input:?} is neither a numeric feature nor a tensor of schema {}",
+                    schema.id()
+                ));
+            }
+        }
+        let width: usize = parts.iter().map(|(_, n)| n).sum();
+        if width != meta.width {
+            return Err(format!(
+                "model inputs {:?} are {width} values in schema {}, the model takes {}",
+                meta.inputs,
+                schema.id(),
+                meta.width
+            ));
+        }
+        Ok(Self { parts, names, width })
+    }
+
+    /// Values per row.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Name of input value `i` (`f3`, `pixels[412]`), for explanations.
+    pub fn name(&self, i: usize) -> &str {
+        self.names.get(i).map_or("?", String::as_str)
+    }
+
+    /// Append one record's row to `out` (NaN for anything missing or not a number).
+    pub fn extend_row(&self, value: &Value, out: &mut Vec<f32>) {
+        for (pointer, n) in &self.parts {
+            match value.pointer(pointer) {
+                Some(Value::Array(a)) if *n != 1 || a.len() == 1 => {
+                    out.extend((0..*n).map(|i| a.get(i).and_then(Value::as_f64).map_or(f32::NAN, |x| x as f32)));
+                }
+                Some(v) if *n == 1 => out.push(v.as_f64().map_or(f32::NAN, |x| x as f32)),
+                _ => out.extend(std::iter::repeat_n(f32::NAN, *n)),
+            }
+        }
+    }
+}
+
+/// One batch's scores for one role.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoleScores {
+    /// Per row: the score and the per-feature errors (`width` per row).
+    Anomaly {
+        /// Scores, one per row.
+        score: Vec<f32>,
+        /// Row-major `[rows, width]`.
+        feature_error: Vec<f32>,
+    },
+    /// Per row: class probabilities (`classes` per row).
+    Label {
+        /// Row-major `[rows, classes]`.
+        probabilities: Vec<f32>,
+    },
+}
+
+/// A loaded model: one session (ONNX Runtime sessions are run with `&mut`; give each
+/// inference thread its own).
+pub struct Model {
+    meta: ModelMeta,
+    path: PathBuf,
+    session: Session,
+    provider: ProviderInUse,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("path", &self.path)
+            .field("role", &self.meta.role)
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Load `path` (`.onnx`) and its metadata (`.json` beside it), check they agree, and open
+    /// a session on the requested provider. [`init_runtime`] must have succeeded.
+    pub fn load(path: &Path, settings: &SessionSettings) -> Result<Self, ScoreError> {
+        let p = path.display().to_string();
+        let model_err = |message: String| ScoreError::Model {
+            path: p.clone(),
+            message,
+        };
+        let meta_path = path.with_extension("json");
+        let meta_text =
+            std::fs::read(&meta_path).map_err(|e| model_err(format!("metadata {}: {e}", meta_path.display())))?;
+        let meta: ModelMeta = serde_json::from_slice(&meta_text)
+            .map_err(|e| model_err(format!("metadata {}: {e}", meta_path.display())))?;
+        if meta.format != MODEL_FORMAT {
+            return Err(model_err(format!(
+                "metadata format {}, this guard reads {MODEL_FORMAT}",
+                meta.format
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(|e| model_err(e.to_string()))?;
+        let env = ENV.get().ok_or_else(|| ScoreError::Runtime {
+            path: "(not loaded)".into(),
+            message: "init_runtime was not called".into(),
+        })?;
+        let (session, provider) = open_session(env, &bytes, settings).map_err(|e| match e {
+            ScoreError::Inference(m) => model_err(format!("not a loadable ONNX model: {m}")),
+            other => other,
+        })?;
+        let model = Self {
+            meta,
+            path: path.to_path_buf(),
+            session,
+            provider,
+        };
+        model.check_graph()?;
+        Ok(model)
+    }
+
+    fn mismatch(&self, message: String) -> ScoreError {
+        ScoreError::Mismatch {
+            path: self.path.display().to_string(),
+            message,
+        }
+    }
+
+    /// The graph has the input and outputs the metadata names, with matching widths.
+    fn check_graph(&self) -> Result<(), ScoreError> {
+        let m = &self.meta;
+        let input = self
+            .session
+            .inputs()
+            .iter()
+            .find(|o| o.name() == m.input_name)
+            .ok_or_else(|| {
+                self.mismatch(format!(
+                    "metadata input {:?}, graph inputs {:?}",
+                    m.input_name,
+                    self.session.inputs().iter().map(|o| o.name()).collect::<Vec<_>>()
+                ))
+            })?;
+        let last_dim = |o: &ort::value::Outlet| o.dtype().tensor_shape().and_then(|s| s.last().copied());
+        if let Some(w) = last_dim(input).filter(|w| *w > 0) {
+            if w as usize != m.width {
+                return Err(self.mismatch(format!("graph input width {w}, metadata width {}", m.width)));
+            }
+        }
+        let outputs: Vec<&str> = self.session.outputs().iter().map(|o| o.name()).collect();
+        let want: Vec<&String> = match m.role {
+            Role::Anomaly => [&m.score_output, &m.feature_error_output]
+                .into_iter()
+                .flatten()
+                .collect(),
+            Role::Label => m.probabilities_output.iter().collect(),
+        };
+        let need = if m.role == Role::Anomaly { 2 } else { 1 };
+        if want.len() != need {
+            return Err(self.mismatch(format!("metadata for role {:?} lacks its output names", m.role)));
+        }
+        for w in want {
+            if !outputs.contains(&w.as_str()) {
+                return Err(self.mismatch(format!("metadata output {w:?}, graph outputs {outputs:?}")));
+            }
+        }
+        if m.role == Role::Label {
+            let probs = self
+                .session
+                .outputs()
+                .iter()
+                .find(|o| Some(o.name()) == m.probabilities_output.as_deref());
+            if let Some(c) = probs.and_then(last_dim).filter(|c| *c > 0) {
+                if c as usize != m.classes.len() {
+                    return Err(self.mismatch(format!("graph has {c} classes, metadata lists {}", m.classes.len())));
+                }
+            }
+        }
+        if !(m.threshold.is_finite()) {
+            return Err(self.mismatch("threshold is not a finite number".into()));
+        }
+        Ok(())
+    }
+
+    /// Check the model against `schema` and return the row extractor for it.
+    pub fn extractor_for(&self, schema: &DomainSchema) -> Result<Extractor, ScoreError> {
+        if self.meta.schema_id != schema.id().as_ref() {
+            return Err(self.mismatch(format!(
+                "trained for schema {:?}, the route's schema is {:?}",
+                self.meta.schema_id,
+                schema.id()
+            )));
+        }
+        if self.meta.role == Role::Label {
+            let classes = schema.guard().label_classes;
+            if schema.guard().label.is_none() {
+                return Err(self.mismatch(format!("a label model, but schema {} names no label", schema.id())));
+            }
+            if classes.is_some_and(|c| c != self.meta.classes.len()) {
+                return Err(self.mismatch(format!(
+                    "{} classes, schema {} declares {classes:?}",
+                    self.meta.classes.len(),
+                    schema.id()
+                )));
+            }
+        }
+        Extractor::new(&self.meta, schema).map_err(|m| self.mismatch(m))
+    }
+
+    /// Metadata.
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+
+    /// The provider this session really runs on.
+    pub fn provider(&self) -> ProviderInUse {
+        self.provider
+    }
+
+    /// Score `rows` (row-major, `meta.width` values per row).
+    pub fn run(&mut self, rows: &[f32]) -> Result<RoleScores, ScoreError> {
+        let w = self.meta.width;
+        if w == 0 || !rows.len().is_multiple_of(w) {
+            return Err(ScoreError::Inference(format!(
+                "{} values is not whole rows of {w}",
+                rows.len()
+            )));
+        }
+        let n = rows.len() / w;
+        if n == 0 {
+            return Ok(match self.meta.role {
+                Role::Anomaly => RoleScores::Anomaly {
+                    score: Vec::new(),
+                    feature_error: Vec::new(),
+                },
+                Role::Label => RoleScores::Label {
+                    probabilities: Vec::new(),
+                },
+            });
+        }
+        let inf = |e: ort::Error| ScoreError::Inference(e.to_string());
+        let tensor = Tensor::from_array(([n, w], rows.to_vec())).map_err(inf)?;
+        let input = self.meta.input_name.clone();
+        let outputs = self.session.run(ort::inputs![input => tensor]).map_err(inf)?;
+        let extract = |name: &Option<String>, per_row: usize| -> Result<Vec<f32>, ScoreError> {
+            let name = name.as_deref().unwrap_or_default();
+            let v = outputs
+                .get(name)
+                .ok_or_else(|| ScoreError::Inference(format!("output {name:?} missing")))?;
+            let (_, data) = v.try_extract_tensor::<f32>().map_err(inf)?;
+            if data.len() != n * per_row {
+                return Err(ScoreError::Inference(format!(
+                    "output {name:?} has {} values for {n} rows of {per_row}",
+                    data.len()
+                )));
+            }
+            Ok(data.to_vec())
+        };
+        Ok(match self.meta.role {
+            Role::Anomaly => RoleScores::Anomaly {
+                score: extract(&self.meta.score_output, 1)?,
+                feature_error: extract(&self.meta.feature_error_output, w)?,
+            },
+            Role::Label => RoleScores::Label {
+                probabilities: extract(&self.meta.probabilities_output, self.meta.classes.len())?,
+            },
+        })
+    }
+}
+
+fn open_session(
+    env: &Environment,
+    bytes: &[u8],
+    settings: &SessionSettings,
+) -> Result<(Session, ProviderInUse), ScoreError> {
+    let inf = |e: String| ScoreError::Inference(e);
+    let builder = || -> Result<ort::session::builder::SessionBuilder, ScoreError> {
+        Session::builder(env)
+            .map_err(|e| inf(e.to_string()))?
+            .with_intra_threads(settings.intra_threads.max(1))
+            .map_err(|e| inf(e.to_string()))
+    };
+    match settings.provider {
+        ProviderChoice::Cpu => {
+            let s = builder()?.commit_from_memory(bytes).map_err(|e| inf(e.to_string()))?;
+            Ok((s, ProviderInUse::Cpu))
+        }
+        ProviderChoice::Cuda => cuda_session(builder()?, bytes).map(|s| (s, ProviderInUse::Cuda)),
+        ProviderChoice::Auto => match cuda_session(builder()?, bytes) {
+            Ok(s) => Ok((s, ProviderInUse::Cuda)),
+            Err(ScoreError::CudaUnavailable(why)) => {
+                tracing::warn!(why, "CUDA execution provider unavailable: scoring on CPU");
+                let s = builder()?.commit_from_memory(bytes).map_err(|e| inf(e.to_string()))?;
+                Ok((s, ProviderInUse::Cpu))
+            }
+            Err(e) => Err(e),
+        },
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_session(builder: ort::session::builder::SessionBuilder, bytes: &[u8]) -> Result<Session, ScoreError> {
+    let ep = ort::ep::CUDA::default().build().error_on_failure();
+    let mut b = builder
+        .with_execution_providers([ep])
+        .map_err(|e| ScoreError::CudaUnavailable(e.to_string()))?;
+    b.commit_from_memory(bytes)
+        .map_err(|e| ScoreError::Inference(e.to_string()))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_session(_builder: ort::session::builder::SessionBuilder, _bytes: &[u8]) -> Result<Session, ScoreError> {
+    Err(ScoreError::CudaUnavailable(
+        "this build has no CUDA support (build with --features cuda and use an ONNX Runtime library built with CUDA)"
+            .into(),
+    ))
+}

@@ -1,0 +1,159 @@
+//! Rust scores equal Python ONNX Runtime's on the same inputs, to 1e-5: the fixtures were
+//! written by scripts/train_models.py with onnxruntime 1.31.1 (Python) when the committed
+//! models were made. Plus the refusals: corrupt model, schema mismatch, CUDA without CUDA.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use guard_score::{init_runtime, Model, ProviderChoice, ProviderInUse, RoleScores, ScoreError, SessionSettings};
+use guard_validate::DomainSchema;
+use std::path::{Path, PathBuf};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn runtime() {
+    let lib = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".tools/onnxruntime/libonnxruntime.so.1.31.1"));
+    init_runtime(&lib).unwrap_or_else(|e| panic!("{e}; run scripts/setup.sh"));
+}
+
+const CPU: SessionSettings = SessionSettings {
+    provider: ProviderChoice::Cpu,
+    intra_threads: 1,
+};
+
+fn close(a: f32, b: f64) -> bool {
+    (f64::from(a) - b).abs() <= 1e-5 * (1.0 + b.abs())
+}
+
+fn parity(domain: &str, role: &str) {
+    runtime();
+    let dir = root().join("models").join(domain);
+    let fixture: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{role}.fixture.json"))).unwrap()).unwrap();
+    let mut model = Model::load(&dir.join(format!("{role}.onnx")), &CPU).unwrap();
+    assert_eq!(model.provider(), ProviderInUse::Cpu);
+    let inputs: Vec<f32> = fixture["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
+        .collect();
+    let rows = fixture["inputs"].as_array().unwrap().len();
+    let flat = |name: &str| -> Vec<f64> {
+        let v = &fixture["outputs"][name];
+        match v.as_array().unwrap().first() {
+            Some(serde_json::Value::Array(_)) => v
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+                .collect(),
+            _ => v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect(),
+        }
+    };
+    let mut compared = 0;
+    match model.run(&inputs).unwrap() {
+        RoleScores::Anomaly { score, feature_error } => {
+            for (name, got) in [("score", &score), ("feature_error", &feature_error)] {
+                let want = flat(name);
+                assert_eq!(got.len(), want.len(), "{name}");
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(close(*g, *w), "{domain}/{role} {name}[{i}]: rust {g} python {w}");
+                    compared += 1;
+                }
+            }
+        }
+        RoleScores::Label { probabilities } => {
+            let want = flat("probabilities");
+            let classes = &model.meta().classes;
+            for (i, (g, w)) in probabilities.iter().zip(&want).enumerate() {
+                assert!(close(*g, *w), "{domain}/{role} probabilities[{i}]: rust {g} python {w}");
+                compared += 1;
+            }
+            // And the guard's score, 1 - p(given label), equals the fixture's.
+            for (r, label) in fixture["labels"].as_array().unwrap().iter().enumerate() {
+                let c = classes.iter().position(|c| c == label.as_str().unwrap()).unwrap();
+                let got = 1.0 - probabilities[r * classes.len() + c];
+                let want = fixture["scores"][r].as_f64().unwrap();
+                assert!(close(got, want), "{domain}/{role} score[{r}]: rust {got} python {want}");
+            }
+        }
+    }
+    assert!(compared >= rows, "compared {compared} values");
+}
+
+#[test]
+fn shuttle_anomaly_matches_python_onnxruntime() {
+    parity("shuttle", "anomaly");
+}
+
+#[test]
+fn mnist_anomaly_matches_python_onnxruntime() {
+    parity("mnist", "anomaly");
+}
+
+#[test]
+fn mnist_label_matches_python_onnxruntime() {
+    parity("mnist", "label");
+}
+
+#[test]
+fn corrupt_model_and_mismatches_are_clear_errors() {
+    runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let src = root().join("models/shuttle");
+    // Corrupt graph bytes with valid metadata.
+    std::fs::copy(src.join("anomaly.json"), dir.path().join("bad.json")).unwrap();
+    std::fs::write(dir.path().join("bad.onnx"), b"\x08\x07garbage, not a protobuf model").unwrap();
+    let e = Model::load(&dir.path().join("bad.onnx"), &CPU).unwrap_err();
+    assert!(matches!(e, ScoreError::Model { .. }), "{e}");
+    assert!(e.to_string().contains("bad.onnx"), "{e}");
+    // Missing metadata.
+    std::fs::copy(src.join("anomaly.onnx"), dir.path().join("nometa.onnx")).unwrap();
+    let e = Model::load(&dir.path().join("nometa.onnx"), &CPU).unwrap_err();
+    assert!(e.to_string().contains("nometa.json"), "{e}");
+    // Metadata whose width disagrees with the graph.
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("anomaly.json")).unwrap()).unwrap();
+    meta["width"] = 10.into();
+    std::fs::copy(src.join("anomaly.onnx"), dir.path().join("wide.onnx")).unwrap();
+    std::fs::write(dir.path().join("wide.json"), meta.to_string()).unwrap();
+    let e = Model::load(&dir.path().join("wide.onnx"), &CPU).unwrap_err();
+    assert!(
+        matches!(e, ScoreError::Mismatch { .. }) && e.to_string().contains("width 9"),
+        "{e}"
+    );
+    // A Shuttle model against the MNIST schema.
+    let model = Model::load(&src.join("anomaly.onnx"), &CPU).unwrap();
+    let mnist = DomainSchema::load(&root().join("schemas/mnist.schema.json")).unwrap();
+    let e = model.extractor_for(&mnist).unwrap_err();
+    assert!(
+        e.to_string().contains("shuttle-v1") && e.to_string().contains("mnist-v1"),
+        "{e}"
+    );
+    let shuttle = DomainSchema::load(&root().join("schemas/shuttle.schema.json")).unwrap();
+    let x = model.extractor_for(&shuttle).unwrap();
+    assert_eq!((x.width(), x.name(2)), (9, "f3"));
+}
+
+#[test]
+fn cuda_request_without_cuda_refuses_and_auto_falls_back() {
+    runtime();
+    let path = root().join("models/shuttle/anomaly.onnx");
+    let cuda = SessionSettings {
+        provider: ProviderChoice::Cuda,
+        intra_threads: 1,
+    };
+    let auto = SessionSettings {
+        provider: ProviderChoice::Auto,
+        intra_threads: 1,
+    };
+    // This machine has no GPU (and the default build no CUDA provider): `cuda` must refuse.
+    let e = Model::load(&path, &cuda).unwrap_err();
+    assert!(matches!(e, ScoreError::CudaUnavailable(_)), "{e}");
+    let m = Model::load(&path, &auto).unwrap();
+    assert_eq!(m.provider(), ProviderInUse::Cpu, "auto falls back to CPU and says so");
+}
