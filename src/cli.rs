@@ -198,6 +198,14 @@ pub fn check_problems(path: &Path, connect: bool) -> (Vec<String>, Option<Config
             }
         }
     }
+    if crate::score::configured(&cfg) && out.is_empty() {
+        let loaded = crate::score::init(&cfg)
+            .and_then(|()| crate::run::build_judge(&cfg))
+            .and_then(|j| crate::score::Scoring::load(&cfg, &j));
+        if let Err(e) = loaded {
+            out.push(format!("{file}: scoring: {e:#}"));
+        }
+    }
     let dir = &cfg.quarantine.dir;
     if dir.exists() && !dir.is_dir() {
         out.push(format!(
@@ -229,7 +237,26 @@ fn check(path: &Path, connect: bool) -> ExitCode {
             }
             println!("  mode {:?}, output {:?}", cfg.pipeline.mode, cfg.kafka.output_topic);
             println!("  quarantine {}", cfg.quarantine.dir.display());
-            println!("  scoring provider: none configured (schema and limits only)");
+            if crate::score::configured(&cfg) {
+                let loaded = crate::score::init(&cfg)
+                    .and_then(|()| crate::run::build_judge(&cfg))
+                    .and_then(|j| crate::score::Scoring::load(&cfg, &j));
+                match loaded {
+                    Ok((s, provider)) => {
+                        println!(
+                            "  scoring provider: {} (requested {:?})",
+                            provider.map_or("none", |p| p.as_str()),
+                            cfg.scoring.execution_provider
+                        );
+                        for line in s.describe() {
+                            println!("  model {line}");
+                        }
+                    }
+                    Err(e) => println!("  scoring: {e:#}"),
+                }
+            } else {
+                println!("  scoring provider: none configured (schema and limits only)");
+            }
         }
         ExitCode::SUCCESS
     } else {

@@ -812,6 +812,17 @@ impl DriftWindows {
         s.quarantined += u64::from(!passed);
     }
 
+    /// Count one record of `source` with its final outcome (e.g. after model scoring).
+    pub fn count_source_outcome(&mut self, source: &str, rejected: bool, quarantined: bool) {
+        let s = match self.sources.get_mut(source) {
+            Some(s) => s,
+            None => self.sources.entry(source.to_owned()).or_default(),
+        };
+        s.records += 1;
+        s.rejected += u64::from(rejected);
+        s.quarantined += u64::from(quarantined);
+    }
+
     /// Hand this batch's source counts to the shared table.
     pub fn flush_sources(&mut self) {
         if self.sources.is_empty() {

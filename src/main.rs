@@ -8,6 +8,7 @@ mod drift;
 mod events;
 mod http;
 mod run;
+mod score;
 mod stage;
 mod tools;
 

@@ -265,6 +265,26 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
             Arc::clone(&profile_stop),
         )));
     }
+    // Scoring: one set of sessions per judge worker (sessions run with &mut).
+    let mut provider = None;
+    let mut scorings = Vec::new();
+    if crate::score::configured(&cfg) {
+        crate::score::init(&cfg)?;
+        for i in 0..p.workers {
+            let (s, pr) = crate::score::Scoring::load(&cfg, &judge)?;
+            if i == 0 {
+                s.announce();
+            }
+            provider = pr;
+            scorings.push(Some(s));
+        }
+        let name = provider.map_or("none", |p| p.as_str());
+        info!(provider = name, requested = ?cfg.scoring.execution_provider, "scoring on");
+        metrics::gauge!("guard_score_provider_info", "provider" => name).set(1.0);
+    } else {
+        scorings.resize_with(p.workers, || None);
+    }
+    let mut scorings = scorings.into_iter();
     let mut work_txs = Vec::new();
     let mut workers = Vec::new();
     for i in 0..p.workers {
@@ -277,6 +297,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
             summary: Arc::clone(&summary),
             out: q_tx.clone(),
             drift: crate::drift::DriftWindows::new(Arc::clone(&hub)),
+            scoring: scorings.next().flatten(),
         };
         workers.push(
             std::thread::Builder::new()
@@ -319,7 +340,10 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     let mut extras = serde_json::Map::new();
     extras.insert("version".into(), guard_core::GUARD_VERSION.into());
     extras.insert("mode".into(), format!("{:?}", p.mode).to_lowercase().into());
-    extras.insert("scoring_provider".into(), "none".into());
+    extras.insert(
+        "scoring_provider".into(),
+        provider.map_or("none", |p| p.as_str()).into(),
+    );
     let mut app = guard_server::router(Arc::clone(&health), render, Arc::new(extras));
     let (status_hub, clear_hub) = (Arc::clone(&hub), Arc::clone(&hub));
     app = app.merge(guard_server::breaker_routes(

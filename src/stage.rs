@@ -63,6 +63,8 @@ pub struct WorkerCtx {
     /// This worker's drift windows (only topics whose route has a baseline are watched) and
     /// source counts.
     pub drift: crate::drift::DriftWindows,
+    /// This worker's scoring sessions (only routes with models).
+    pub scoring: Option<crate::score::Scoring>,
 }
 
 /// Judge batches, forward passing records, pass quarantine rows on. Runs on its own thread.
@@ -87,21 +89,37 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
         let watched = ctx.drift.watches(&tp.topic);
         let header = ctx.drift.source_header();
         let drift = &mut ctx.drift;
-        let judgements: Vec<_> = records
+        let mut models = ctx.scoring.as_mut().and_then(|s| s.route(&tp.topic));
+        let mut gathered = crate::score::Gathered::default();
+        // Sources of scored records are counted after scoring (the models may quarantine them).
+        let mut scored_sources: Vec<String> = Vec::new();
+        let mut judgements: Vec<_> = records
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(i, r)| {
                 let t = Instant::now();
                 let mut decoded = false;
+                let mut deferred = false;
                 let j = judge.judge_visit(&tp.topic, r, |schema, value, passed| {
                     decoded = true;
-                    if header.is_none() {
-                        drift.count_source(schema.source(value).unwrap_or("(none)"), passed);
-                    }
                     if passed && watched {
                         drift.observe(&tp.topic, tp.partition, r.offset, schema, value);
                     }
+                    if let (true, Some(m)) = (passed, models.as_deref_mut()) {
+                        m.gather(&mut gathered, i, schema, value);
+                        deferred = true;
+                    }
+                    if header.is_none() {
+                        let source = schema.source(value).unwrap_or("(none)");
+                        if deferred {
+                            scored_sources.push(source.to_owned());
+                        } else {
+                            drift.count_source(source, passed);
+                        }
+                    }
                 });
                 match &header {
+                    Some(h) if deferred => scored_sources.push(header_source(r, h).to_owned()),
                     Some(h) => drift.count_source(header_source(r, h), j.verdict.is_pass()),
                     None if !decoded => drift.count_source("(undecoded)", false),
                     None => {}
@@ -111,9 +129,22 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
             })
             .collect();
         metrics::histogram!("guard_validate_record_max_duration_seconds").record(slowest.as_secs_f64());
+        // Scoring: one run per model over the batch's passing records.
+        let mut decisions: HashMap<usize, crate::score::Decision> = HashMap::new();
+        if let Some(m) = models {
+            for ((i, d), source) in gathered.idx.iter().zip(m.decide(&gathered)).zip(&scored_sources) {
+                let flagged = !d.reasons.is_empty();
+                ctx.drift.count_source_outcome(source, false, flagged);
+                if flagged {
+                    if let Some(j) = judgements.get_mut(*i) {
+                        j.verdict = Verdict::Quarantine(d.reasons.clone());
+                    }
+                }
+                decisions.insert(*i, d);
+            }
+        }
         let failed = judgements.iter().filter(|j| !j.verdict.is_pass()).count() as u64;
         ctx.drift.hub().breaker().observe(judgements.len() as u64, failed);
-        let mut judgements = judgements;
         if breaker_open {
             // Open breaker: what passed the checks is quarantined too (nothing is dropped).
             let why = format!("breaker open: {}", ctx.drift.hub().breaker().reason());
@@ -151,10 +182,11 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
         let at = now_ms();
         let mut by_reason: HashMap<&'static str, u64> = HashMap::new();
         let mut rows = Vec::new();
-        for (record, j) in records.into_iter().zip(judgements) {
+        for (i, (record, j)) in records.into_iter().zip(judgements).enumerate() {
             let Verdict::Quarantine(reasons) = j.verdict else {
                 continue;
             };
+            let scored = decisions.remove(&i).unwrap_or_default();
             let primary = reasons.first().map_or("unknown", |r| r.code.as_str());
             *by_reason.entry(primary).or_default() += 1;
             rows.push(QuarantineRow {
@@ -170,9 +202,10 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
                 schema_id: j.schema_id,
                 guard_version: GUARD_VERSION,
                 quarantined_at_ms: at,
-                anomaly_score: None,
-                label_score: None,
-                model_id: None,
+                anomaly_score: scored.anomaly_score,
+                label_score: scored.label_score,
+                model_id: scored.model_id,
+                explanation: scored.explanation,
             });
         }
         let topic_label = tp.topic.to_string();

@@ -16,3 +16,4 @@ mod e2e;
 mod faults;
 mod group;
 mod hostile;
+mod scoring;

@@ -664,6 +664,23 @@ pub fn run_baseline(input: &Path, out: &Path, window: usize, resamples: usize) -
         .unwrap()
 }
 
+/// Nothing lost, nothing doubled: every input offset is in the output or in the quarantine,
+/// exactly one of them, once (whatever the reasons).
+pub fn exactly_once(rig: &Rig, qdir: &Path, n: usize) {
+    let q = quarantined(qdir);
+    assert!(q.values().all(|(count, _)| *count == 1), "quarantine duplicates");
+    let inputs = input_offsets(&rig.broker.addr, &rig.input, n);
+    assert_eq!(inputs.len(), n, "input topic holds all records");
+    let out = read_topic(&rig.broker.addr, &rig.output, n - q.len(), Duration::from_secs(3));
+    let sources: std::collections::HashSet<String> = out.iter().filter_map(|r| r.source.clone()).collect();
+    assert_eq!(sources.len(), out.len(), "no duplicates in the output");
+    for (p, o, _) in &inputs {
+        let in_out = sources.contains(&format!("{}/{p}/{o}", rig.input));
+        let in_q = q.contains_key(&(rig.input.clone(), *p, *o));
+        assert!(in_out ^ in_q, "offset {p}/{o}: output {in_out}, quarantine {in_q}");
+    }
+}
+
 /// A local HTTP receiver standing in for a webhook endpoint: answers 503 to the first
 /// `fail_first` requests, 200 after, and keeps every request body it was sent.
 pub struct Receiver {

@@ -76,6 +76,43 @@ pub struct Config {
     pub log: LogConfig,
     /// Drift monitoring (for routes with a `baseline`): windows, alarms and where events go.
     pub drift: DriftConfig,
+    /// Model scoring (for routes with `anomaly_model` or `label_model`).
+    pub scoring: ScoringConfig,
+}
+
+/// Which ONNX Runtime execution provider scores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProvider {
+    /// CUDA when it loads, else CPU, announced in the log, `/readyz` and metrics.
+    #[default]
+    Auto,
+    /// CUDA or refuse to start.
+    Cuda,
+    /// CPU only.
+    Cpu,
+}
+
+/// Model scoring.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScoringConfig {
+    /// `auto`, `cuda` or `cpu`.
+    pub execution_provider: ExecutionProvider,
+    /// ONNX Runtime shared library; unset: `$ORT_DYLIB_PATH`. Relative to the config file.
+    pub library: Option<PathBuf>,
+    /// Intra-op threads per inference session (each judge worker has its own sessions).
+    pub intra_threads: usize,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        Self {
+            execution_provider: ExecutionProvider::Auto,
+            library: None,
+            intra_threads: 1,
+        }
+    }
 }
 
 /// Default for [`DriftConfig::min_window_fraction`].
@@ -257,6 +294,17 @@ pub struct Route {
     /// Trusted baseline (`ingest-guard baseline`) to test this topic's windows against for
     /// drift; none disables drift monitoring for the topic. Relative to the config file.
     pub baseline: Option<PathBuf>,
+    /// Anomaly model (`.onnx`, with its `.json` metadata beside it) scoring this topic's
+    /// passing records; none disables it. Relative to the config file.
+    pub anomaly_model: Option<PathBuf>,
+    /// Label-consistency model (`.onnx` + `.json`); none disables it.
+    pub label_model: Option<PathBuf>,
+    /// Anomaly score above which a record is quarantined (`score.anomaly`); unset: the
+    /// model's calibrated threshold from its metadata.
+    pub anomaly_threshold: Option<f64>,
+    /// Label-consistency score (1 − p(given label)) above which a record is quarantined
+    /// (`score.label`); unset: the model's calibrated threshold.
+    pub label_threshold: Option<f64>,
 }
 
 /// What the guard does with records that pass.
@@ -531,9 +579,14 @@ impl Config {
             if r.schema.is_relative() && !r.schema.as_os_str().is_empty() {
                 r.schema = base.join(&r.schema);
             }
-            if let Some(b) = r.baseline.as_mut().filter(|b| b.is_relative()) {
-                *b = base.join(&*b);
+            for p in [&mut r.baseline, &mut r.anomaly_model, &mut r.label_model] {
+                if let Some(b) = p.as_mut().filter(|b| b.is_relative()) {
+                    *b = base.join(&*b);
+                }
             }
+        }
+        if let Some(l) = self.scoring.library.as_mut().filter(|l| l.is_relative()) {
+            *l = base.join(&*l);
         }
         if self.quarantine.dir.is_relative() {
             self.quarantine.dir = base.join(&self.quarantine.dir);
@@ -640,6 +693,7 @@ impl Config {
             ("drift.sliding_windows", d.sliding_windows),
             ("drift.webhook_queue", d.webhook_queue),
             ("drift.max_sources", d.max_sources),
+            ("scoring.intra_threads", self.scoring.intra_threads),
             ("drift.alarm.consecutive", d.alarm.consecutive as usize),
             ("drift.alarm.clear_after", d.alarm.clear_after as usize),
         ] {

@@ -87,6 +87,8 @@ impl ReasonCode {
     pub const SCORE_ANOMALY: Self = Self("score.anomaly");
     /// Label-consistency model score over threshold.
     pub const SCORE_LABEL: Self = Self("score.label");
+    /// A scoring model failed on the record's batch (the record is held back, not passed).
+    pub const SCORE_ERROR: Self = Self("score.error");
     /// The breaker is open (`drift.breaker`): every record is quarantined until an operator
     /// clears it.
     pub const BREAKER_OPEN: Self = Self("breaker.open");
@@ -117,6 +119,7 @@ impl ReasonCode {
             Self::SCORE_ANOMALY,
             Self::SCORE_LABEL,
             Self::BREAKER_OPEN,
+            Self::SCORE_ERROR,
         ]
         .into_iter()
         .chain(SCHEMA_CODES.iter().map(|(_, code)| Self(code)))

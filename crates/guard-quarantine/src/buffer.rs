@@ -126,6 +126,7 @@ mod tests {
             anomaly_score: None,
             label_score: None,
             model_id: None,
+            explanation: None,
         }
     }
 

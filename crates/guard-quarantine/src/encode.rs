@@ -69,6 +69,9 @@ pub struct QuarantineRow {
     pub label_score: Option<f32>,
     /// Model identity, when a model scored it.
     pub model_id: Option<String>,
+    /// Why the models scored it so (JSON: per role the score, threshold and the top
+    /// contributing features or the predicted class), when a model scored it.
+    pub explanation: Option<String>,
 }
 
 impl QuarantineRow {
@@ -131,6 +134,7 @@ pub fn arrow_schema() -> SchemaRef {
             Field::new("anomaly_score", DataType::Float32, true),
             Field::new("label_score", DataType::Float32, true),
             Field::new("model_id", DataType::Utf8, true),
+            Field::new("explanation", DataType::Utf8, true),
         ]))
     }))
 }
@@ -155,6 +159,7 @@ pub fn to_record_batch(rows: &[QuarantineRow]) -> Result<RecordBatch, Quarantine
     let mut anomaly = Float32Builder::with_capacity(n);
     let mut label = Float32Builder::with_capacity(n);
     let mut model = StringBuilder::new();
+    let mut explanation = StringBuilder::new();
     for r in rows {
         topic.append_value(&*r.topic);
         partition.append_value(r.partition);
@@ -185,6 +190,7 @@ pub fn to_record_batch(rows: &[QuarantineRow]) -> Result<RecordBatch, Quarantine
         anomaly.append_option(r.anomaly_score);
         label.append_option(r.label_score);
         model.append_option(r.model_id.as_deref());
+        explanation.append_option(r.explanation.as_deref());
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(topic.finish()),
@@ -204,6 +210,7 @@ pub fn to_record_batch(rows: &[QuarantineRow]) -> Result<RecordBatch, Quarantine
         Arc::new(anomaly.finish()),
         Arc::new(label.finish()),
         Arc::new(model.finish()),
+        Arc::new(explanation.finish()),
     ];
     Ok(RecordBatch::try_new(arrow_schema(), columns)?)
 }

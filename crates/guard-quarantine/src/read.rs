@@ -63,6 +63,9 @@ pub struct StoredRow {
     pub anomaly_score: Option<f32>,
     /// Label-consistency score.
     pub label_score: Option<f32>,
+    /// Model explanation (JSON), when a model scored the record; files written before the
+    /// column existed read as `None`.
+    pub explanation: Option<String>,
 }
 
 /// Every complete quarantine file under `root`, sorted by topic, partition and offset.
@@ -154,6 +157,7 @@ fn rows_of(b: &RecordBatch, out: &mut Vec<StoredRow>) -> Result<(), QuarantineEr
     let at = col(b, "quarantined_at")?.as_primitive::<TimestampMillisecondType>();
     let anomaly = col(b, "anomaly_score")?.as_primitive::<Float32Type>();
     let label = col(b, "label_score")?.as_primitive::<Float32Type>();
+    let explanation = b.column_by_name("explanation").map(|c| c.as_string::<i32>());
     for i in 0..b.num_rows() {
         let hs = headers.value(i);
         let hs = hs.as_struct();
@@ -180,6 +184,7 @@ fn rows_of(b: &RecordBatch, out: &mut Vec<StoredRow>) -> Result<(), QuarantineEr
             quarantined_at_ms: at.value(i),
             anomaly_score: anomaly.is_valid(i).then(|| anomaly.value(i)),
             label_score: label.is_valid(i).then(|| label.value(i)),
+            explanation: explanation.filter(|e| e.is_valid(i)).map(|e| e.value(i).to_owned()),
         });
     }
     Ok(())
@@ -224,6 +229,7 @@ mod tests {
             anomaly_score: None,
             label_score: Some(0.5),
             model_id: None,
+            explanation: Some("{\"anomaly\":{}}".into()),
         };
         let bytes = encode(&[row.clone(), QuarantineRow { offset: 9, ..row }], 3)?;
         store.put(&file_name("t", 2, 7, 9), &bytes)?;
@@ -241,6 +247,7 @@ mod tests {
             vec![("h".into(), Some("v".into())), ("n".into(), None)]
         );
         assert_eq!(rows[0].label_score, Some(0.5));
+        assert_eq!(rows[0].explanation.as_deref(), Some("{\"anomaly\":{}}"));
         Ok(())
     }
 }

@@ -183,6 +183,21 @@ impl Extractor {
         self.names.get(i).map_or("?", String::as_str)
     }
 
+    /// JSON pointer of input value `i` in the record (`/features/2`, `/pixels/412`).
+    pub fn pointer(&self, mut i: usize) -> Option<String> {
+        for (pointer, n) in &self.parts {
+            if i < *n {
+                return Some(if *n == 1 {
+                    pointer.clone()
+                } else {
+                    format!("{pointer}/{i}")
+                });
+            }
+            i -= n;
+        }
+        None
+    }
+
     /// Append one record's row to `out` (NaN for anything missing or not a number).
     pub fn extend_row(&self, value: &Value, out: &mut Vec<f32>) {
         for (pointer, n) in &self.parts {

@@ -1,0 +1,374 @@
+//! Model scoring in the judge workers. Each worker owns its sessions (ONNX Runtime runs a
+//! session with `&mut`), so the judge threads are the inference threads and the pipeline's
+//! per-partition batches (`pipeline.batch_max_records` / `batch_max_wait_ms`) are the
+//! micro-batches; the bounded channels between stages give back-pressure.
+//!
+//! Per batch: the rows of records that passed the checks are gathered while judging (no second
+//! decode), each configured model runs once on them, every score goes into a histogram, and a
+//! record over a threshold becomes a quarantine verdict with `score.anomaly` / `score.label`,
+//! its scores, the model identity and an explanation (top-3 features by reconstruction error,
+//! or the given and predicted classes).
+
+use anyhow::Context;
+use guard_config::{Config, ExecutionProvider};
+use guard_core::{Reason, ReasonCode};
+use guard_score::{Extractor, Model, ProviderChoice, ProviderInUse, RoleScores, SessionSettings};
+use guard_validate::{DomainSchema, Judge};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::Path;
+use tracing::info;
+
+/// One model of a route, with its extractor and threshold.
+pub struct Scorer {
+    model: Model,
+    extractor: Extractor,
+    threshold: f64,
+    id: String,
+}
+
+impl Scorer {
+    fn load(
+        path: &Path,
+        schema: &DomainSchema,
+        settings: &SessionSettings,
+        threshold: Option<f64>,
+    ) -> anyhow::Result<Self> {
+        let model = Model::load(path, settings)?;
+        let extractor = model.extractor_for(schema)?;
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let digest: String = {
+            use sha2::Digest;
+            sha2::Sha256::digest(&bytes)
+                .iter()
+                .take(6)
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        let role = format!("{:?}", model.meta().role).to_lowercase();
+        let id = format!("{}/{role}@{digest}", model.meta().schema_id);
+        Ok(Self {
+            threshold: threshold.unwrap_or(model.meta().threshold),
+            model,
+            extractor,
+            id,
+        })
+    }
+}
+
+/// The models of one route.
+pub struct RouteModels {
+    pub anomaly: Option<Scorer>,
+    pub label: Option<Scorer>,
+    topic: String,
+}
+
+/// One worker's models, by topic.
+pub struct Scoring {
+    routes: HashMap<String, RouteModels>,
+}
+
+/// What the models decided for one record.
+#[derive(Debug, Default)]
+pub struct Decision {
+    pub anomaly_score: Option<f32>,
+    pub label_score: Option<f32>,
+    pub model_id: Option<String>,
+    /// Reasons to quarantine (empty: pass).
+    pub reasons: Vec<Reason>,
+    pub explanation: Option<String>,
+}
+
+/// Rows gathered from one batch while judging.
+#[derive(Default)]
+pub struct Gathered {
+    /// Index in the batch of each scored record.
+    pub idx: Vec<usize>,
+    anomaly_rows: Vec<f32>,
+    label_rows: Vec<f32>,
+    /// Class index of each record's given label (`None`: not one of the model's classes).
+    labels: Vec<Option<usize>>,
+    given: Vec<Option<String>>,
+}
+
+fn settings(cfg: &Config) -> SessionSettings {
+    SessionSettings {
+        provider: match cfg.scoring.execution_provider {
+            ExecutionProvider::Auto => ProviderChoice::Auto,
+            ExecutionProvider::Cuda => ProviderChoice::Cuda,
+            ExecutionProvider::Cpu => ProviderChoice::Cpu,
+        },
+        intra_threads: cfg.scoring.intra_threads,
+    }
+}
+
+/// Whether any route has a model.
+pub fn configured(cfg: &Config) -> bool {
+    cfg.routes
+        .iter()
+        .any(|r| r.anomaly_model.is_some() || r.label_model.is_some())
+}
+
+/// Load the ONNX Runtime library (`scoring.library`, else `$ORT_DYLIB_PATH`).
+pub fn init(cfg: &Config) -> anyhow::Result<()> {
+    let lib = cfg
+        .scoring
+        .library
+        .clone()
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(Into::into))
+        .context("scoring needs the ONNX Runtime library: set scoring.library or ORT_DYLIB_PATH (scripts/setup.sh installs it)")?;
+    guard_score::init_runtime(&lib)?;
+    Ok(())
+}
+
+impl Scoring {
+    /// Load every route's models (one set per worker). Returns the provider really in use
+    /// (the same for all models: `auto` decides once per process in practice).
+    pub fn load(cfg: &Config, judge: &Judge) -> anyhow::Result<(Self, Option<ProviderInUse>)> {
+        let settings = settings(cfg);
+        let mut routes = HashMap::new();
+        let mut provider = None;
+        for r in &cfg.routes {
+            let Some(schema) = judge.schema_for(&r.topic) else {
+                continue;
+            };
+            let load = |p: &Option<std::path::PathBuf>, t: Option<f64>| -> anyhow::Result<Option<Scorer>> {
+                p.as_ref()
+                    .map(|p| {
+                        Scorer::load(p, schema, &settings, t)
+                            .with_context(|| format!("route {}: model {}", r.topic, p.display()))
+                    })
+                    .transpose()
+            };
+            let m = RouteModels {
+                anomaly: load(&r.anomaly_model, r.anomaly_threshold)?,
+                label: load(&r.label_model, r.label_threshold)?,
+                topic: r.topic.clone(),
+            };
+            for s in m.anomaly.iter().chain(&m.label) {
+                provider = Some(s.model.provider());
+            }
+            if m.anomaly.is_some() || m.label.is_some() {
+                routes.insert(r.topic.clone(), m);
+            }
+        }
+        Ok((Self { routes }, provider))
+    }
+
+    /// Log what is loaded (once, from the first worker).
+    pub fn announce(&self) {
+        for m in self.routes.values() {
+            for s in m.anomaly.iter().chain(&m.label) {
+                info!(
+                    topic = %m.topic,
+                    model = %s.id,
+                    provider = s.model.provider().as_str(),
+                    threshold = s.threshold,
+                    calibration_fpr = s.model.meta().calibration_fpr,
+                    "scoring model loaded"
+                );
+            }
+        }
+    }
+
+    /// One line per model: topic, id, provider, threshold.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in self.routes.values() {
+            for s in m.anomaly.iter().chain(&m.label) {
+                out.push(format!(
+                    "{} {} on {}, threshold {:.6} (calibrated FPR {:.4})",
+                    m.topic,
+                    s.id,
+                    s.model.provider().as_str(),
+                    s.threshold,
+                    s.model.meta().calibration_fpr
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The models for `topic`.
+    pub fn route(&mut self, topic: &str) -> Option<&mut RouteModels> {
+        self.routes.get_mut(topic)
+    }
+}
+
+fn class_of(s: &Scorer, schema: &DomainSchema, value: &Value) -> (Option<usize>, Option<String>) {
+    let given = schema.label(value);
+    let idx = given
+        .as_ref()
+        .and_then(|g| s.model.meta().classes.iter().position(|c| c == g));
+    (idx, given)
+}
+
+impl RouteModels {
+    /// Gather record `i`'s rows (a record that passed the checks).
+    pub fn gather(&self, g: &mut Gathered, i: usize, schema: &DomainSchema, value: &Value) {
+        g.idx.push(i);
+        if let Some(a) = &self.anomaly {
+            a.extractor.extend_row(value, &mut g.anomaly_rows);
+        }
+        if let Some(l) = &self.label {
+            l.extractor.extend_row(value, &mut g.label_rows);
+            let (idx, given) = class_of(l, schema, value);
+            g.labels.push(idx);
+            g.given.push(given);
+        }
+    }
+
+    /// Run the models on what was gathered; one decision per gathered record, in order.
+    pub fn decide(&mut self, g: &Gathered) -> Vec<Decision> {
+        let n = g.idx.len();
+        let mut out: Vec<Decision> = (0..n).map(|_| Decision::default()).collect();
+        if n == 0 {
+            return out;
+        }
+        let topic = self.topic.clone();
+        if let Some(a) = self.anomaly.as_mut() {
+            let t = std::time::Instant::now();
+            match a.model.run(&g.anomaly_rows) {
+                Ok(RoleScores::Anomaly { score, feature_error }) => {
+                    let w = a.extractor.width();
+                    for (k, d) in out.iter_mut().enumerate() {
+                        let s = score[k];
+                        metrics::histogram!("guard_score_anomaly", "topic" => topic.clone()).record(f64::from(s));
+                        d.anomaly_score = Some(s);
+                        let errs = &feature_error[k * w..(k + 1) * w];
+                        let mut top: Vec<usize> = (0..w).collect();
+                        top.sort_by(|x, y| errs[*y].total_cmp(&errs[*x]));
+                        top.truncate(3);
+                        let top_json: Vec<Value> = top
+                            .iter()
+                            .map(|i| json!({"feature": a.extractor.name(*i), "error": finite(errs[*i])}))
+                            .collect();
+                        let over = over_threshold(s, a.threshold);
+                        if over {
+                            let names: Vec<String> = top
+                                .iter()
+                                .map(|i| format!("{} ({:.3})", a.extractor.name(*i), errs[*i]))
+                                .collect();
+                            let mut r = Reason::new(
+                                ReasonCode::SCORE_ANOMALY,
+                                format!(
+                                    "anomaly score {s:.4} > {:.4}; top features {}",
+                                    a.threshold,
+                                    names.join(", ")
+                                ),
+                            );
+                            if let Some(p) = top.first().and_then(|i| a.extractor.pointer(*i)) {
+                                r = r.at(p);
+                            }
+                            d.reasons.push(r);
+                        }
+                        merge_explanation(
+                            d,
+                            "anomaly",
+                            json!({"score": finite(s), "threshold": a.threshold, "over": over, "top": top_json}),
+                            &a.id,
+                        );
+                    }
+                }
+                Ok(_) => fail_all(&mut out, "anomaly model returned label outputs"),
+                Err(e) => fail_all(&mut out, &format!("anomaly model: {e}")),
+            }
+            metrics::histogram!("guard_score_batch_duration_seconds", "role" => "anomaly")
+                .record(t.elapsed().as_secs_f64());
+        }
+        if let Some(l) = self.label.as_mut() {
+            let t = std::time::Instant::now();
+            match l.model.run(&g.label_rows) {
+                Ok(RoleScores::Label { probabilities }) => {
+                    let classes = &l.model.meta().classes;
+                    let c = classes.len();
+                    for (k, d) in out.iter_mut().enumerate() {
+                        let p = &probabilities[k * c..(k + 1) * c];
+                        let (best, p_best) = p
+                            .iter()
+                            .enumerate()
+                            .max_by(|x, y| x.1.total_cmp(y.1))
+                            .map_or((0, 0.0), |(i, v)| (i, *v));
+                        let p_given = g.labels[k].map_or(0.0, |i| p[i]);
+                        let s = 1.0 - p_given;
+                        metrics::histogram!("guard_score_label", "topic" => topic.clone()).record(f64::from(s));
+                        d.label_score = Some(s);
+                        let given = g.given[k].as_deref().unwrap_or("(none)");
+                        let over = over_threshold(s, l.threshold);
+                        if over {
+                            d.reasons.push(Reason::new(
+                                ReasonCode::SCORE_LABEL,
+                                format!(
+                                    "label {given} has p={p_given:.4} (score {s:.4} > {:.4}); the model predicts {} (p={p_best:.4})",
+                                    l.threshold, classes[best]
+                                ),
+                            ));
+                        }
+                        merge_explanation(
+                            d,
+                            "label",
+                            json!({"score": finite(s), "threshold": l.threshold, "over": over, "given": given,
+                                   "p_given": finite(p_given), "predicted": classes[best], "p_predicted": finite(p_best)}),
+                            &l.id,
+                        );
+                    }
+                }
+                Ok(_) => fail_all(&mut out, "label model returned anomaly outputs"),
+                Err(e) => fail_all(&mut out, &format!("label model: {e}")),
+            }
+            metrics::histogram!("guard_score_batch_duration_seconds", "role" => "label")
+                .record(t.elapsed().as_secs_f64());
+        }
+        out
+    }
+}
+
+/// Over the threshold, or not a number (a NaN score never passes).
+fn over_threshold(score: f32, threshold: f64) -> bool {
+    use std::cmp::Ordering::{Equal, Less};
+    !matches!(f64::from(score).partial_cmp(&threshold), Some(Less | Equal))
+}
+
+fn finite(x: f32) -> Option<f32> {
+    x.is_finite().then_some(x)
+}
+
+fn merge_explanation(d: &mut Decision, role: &str, v: Value, id: &str) {
+    let mut e: serde_json::Map<String, Value> = d
+        .explanation
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    e.insert(role.to_owned(), json!({"model": id, "result": v}));
+    d.explanation = serde_json::to_string(&e).ok();
+    d.model_id = Some(match d.model_id.take() {
+        Some(m) => format!("{m},{id}"),
+        None => id.to_owned(),
+    });
+}
+
+/// A model failed: hold every record of the batch back (quarantine, never pass unscored).
+fn fail_all(out: &mut [Decision], why: &str) {
+    tracing::error!(
+        why,
+        "scoring failed; the batch's records are quarantined with score.error"
+    );
+    metrics::counter!("guard_score_failures_total").increment(1);
+    for d in out {
+        d.reasons.push(Reason::new(ReasonCode::SCORE_ERROR, why));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::over_threshold;
+
+    #[test]
+    fn nan_never_passes() {
+        assert!(over_threshold(f32::NAN, 0.5));
+        assert!(over_threshold(0.6, 0.5));
+        assert!(!over_threshold(0.5, 0.5));
+        assert!(!over_threshold(0.1, 0.5));
+    }
+}
