@@ -5,6 +5,7 @@
 mod baseline;
 mod cli;
 mod drift;
+mod evaluate;
 mod events;
 mod http;
 mod run;

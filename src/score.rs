@@ -205,6 +205,16 @@ fn class_of(s: &Scorer, schema: &DomainSchema, value: &Value) -> (Option<usize>,
 }
 
 impl RouteModels {
+    /// The anomaly threshold in force, if the route has an anomaly model.
+    pub fn anomaly_threshold(&self) -> Option<f64> {
+        self.anomaly.as_ref().map(|s| s.threshold)
+    }
+
+    /// The label threshold in force, if the route has a label model.
+    pub fn label_threshold(&self) -> Option<f64> {
+        self.label.as_ref().map(|s| s.threshold)
+    }
+
     /// Gather record `i`'s rows (a record that passed the checks).
     pub fn gather(&self, g: &mut Gathered, i: usize, schema: &DomainSchema, value: &Value) {
         g.idx.push(i);

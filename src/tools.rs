@@ -86,6 +86,21 @@ pub enum ToolsCommand {
         #[arg(long)]
         count: u64,
     },
+    /// Detection quality on real data, in process through the judge and the models: AUROC,
+    /// precision, recall and false-positive rate per attack scenario (one JSON line each).
+    /// Run from the repository root (reads `.data/` and `models/`).
+    Evaluate {
+        /// Scenarios (default: all): shuttle, shuttle-inject, mnist-flip, mnist-badnets,
+        /// mnist-blend, mnist-noise, mnist-fgsm-0.1, mnist-fgsm-0.2.
+        #[arg(long = "scenario")]
+        scenarios: Vec<String>,
+        /// Most FGSM images crafted per scenario (each costs 785 forward passes).
+        #[arg(long, default_value_t = 250)]
+        fgsm_limit: usize,
+        /// Repository root.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
     /// Benchmark: profiling throughput on one core, in feature-values per second, over a
     /// JSONL file's valid records: (a) the window statistics alone on already parsed rows
     /// (what a DataFrame profiler gets), (b) the whole per-record path (limits, decode, schema,
@@ -108,6 +123,11 @@ pub enum ToolsCommand {
 
 pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        ToolsCommand::Evaluate {
+            scenarios,
+            fgsm_limit,
+            root,
+        } => crate::evaluate::run(&root, &scenarios, fgsm_limit),
         ToolsCommand::Profile {
             schema,
             input,

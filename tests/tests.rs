@@ -11,6 +11,7 @@ mod alerts;
 mod baseline;
 mod check;
 mod crash;
+mod detection;
 mod drift;
 mod e2e;
 mod faults;
