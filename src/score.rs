@@ -230,56 +230,27 @@ impl RouteModels {
     }
 
     /// Run the models on what was gathered; one decision per gathered record, in order.
+    /// Scores go to histograms for every record; reasons and explanations are built only for
+    /// records over a threshold (the common case costs no allocation per record).
     pub fn decide(&mut self, g: &Gathered) -> Vec<Decision> {
         let n = g.idx.len();
         let mut out: Vec<Decision> = (0..n).map(|_| Decision::default()).collect();
         if n == 0 {
             return out;
         }
-        let topic = self.topic.clone();
+        // Pass 1: scores and flags.
+        let mut anomaly: Option<(Vec<f32>, Vec<f32>)> = None;
+        let mut label: Option<Vec<f32>> = None;
         if let Some(a) = self.anomaly.as_mut() {
             let t = std::time::Instant::now();
             match a.model.run(&g.anomaly_rows) {
                 Ok(RoleScores::Anomaly { score, feature_error }) => {
-                    let w = a.extractor.width();
-                    for (k, d) in out.iter_mut().enumerate() {
-                        let s = score[k];
-                        metrics::histogram!("guard_score_anomaly", "topic" => topic.clone()).record(f64::from(s));
-                        d.anomaly_score = Some(s);
-                        let errs = &feature_error[k * w..(k + 1) * w];
-                        let mut top: Vec<usize> = (0..w).collect();
-                        top.sort_by(|x, y| errs[*y].total_cmp(&errs[*x]));
-                        top.truncate(3);
-                        let top_json: Vec<Value> = top
-                            .iter()
-                            .map(|i| json!({"feature": a.extractor.name(*i), "error": finite(errs[*i])}))
-                            .collect();
-                        let over = over_threshold(s, a.threshold);
-                        if over {
-                            let names: Vec<String> = top
-                                .iter()
-                                .map(|i| format!("{} ({:.3})", a.extractor.name(*i), errs[*i]))
-                                .collect();
-                            let mut r = Reason::new(
-                                ReasonCode::SCORE_ANOMALY,
-                                format!(
-                                    "anomaly score {s:.4} > {:.4}; top features {}",
-                                    a.threshold,
-                                    names.join(", ")
-                                ),
-                            );
-                            if let Some(p) = top.first().and_then(|i| a.extractor.pointer(*i)) {
-                                r = r.at(p);
-                            }
-                            d.reasons.push(r);
-                        }
-                        merge_explanation(
-                            d,
-                            "anomaly",
-                            json!({"score": finite(s), "threshold": a.threshold, "over": over, "top": top_json}),
-                            &a.id,
-                        );
+                    let h = metrics::histogram!("guard_score_anomaly", "topic" => self.topic.clone());
+                    for (d, s) in out.iter_mut().zip(&score) {
+                        h.record(f64::from(*s));
+                        d.anomaly_score = Some(*s);
                     }
+                    anomaly = Some((score, feature_error));
                 }
                 Ok(_) => fail_all(&mut out, "anomaly model returned label outputs"),
                 Err(e) => fail_all(&mut out, &format!("anomaly model: {e}")),
@@ -291,44 +262,93 @@ impl RouteModels {
             let t = std::time::Instant::now();
             match l.model.run(&g.label_rows) {
                 Ok(RoleScores::Label { probabilities }) => {
-                    let classes = &l.model.meta().classes;
-                    let c = classes.len();
+                    let c = l.model.meta().classes.len();
+                    let h = metrics::histogram!("guard_score_label", "topic" => self.topic.clone());
                     for (k, d) in out.iter_mut().enumerate() {
-                        let p = &probabilities[k * c..(k + 1) * c];
-                        let (best, p_best) = p
-                            .iter()
-                            .enumerate()
-                            .max_by(|x, y| x.1.total_cmp(y.1))
-                            .map_or((0, 0.0), |(i, v)| (i, *v));
-                        let p_given = g.labels[k].map_or(0.0, |i| p[i]);
+                        let p_given = g.labels[k].map_or(0.0, |i| probabilities[k * c + i]);
                         let s = 1.0 - p_given;
-                        metrics::histogram!("guard_score_label", "topic" => topic.clone()).record(f64::from(s));
+                        h.record(f64::from(s));
                         d.label_score = Some(s);
-                        let given = g.given[k].as_deref().unwrap_or("(none)");
-                        let over = over_threshold(s, l.threshold);
-                        if over {
-                            d.reasons.push(Reason::new(
-                                ReasonCode::SCORE_LABEL,
-                                format!(
-                                    "label {given} has p={p_given:.4} (score {s:.4} > {:.4}); the model predicts {} (p={p_best:.4})",
-                                    l.threshold, classes[best]
-                                ),
-                            ));
-                        }
-                        merge_explanation(
-                            d,
-                            "label",
-                            json!({"score": finite(s), "threshold": l.threshold, "over": over, "given": given,
-                                   "p_given": finite(p_given), "predicted": classes[best], "p_predicted": finite(p_best)}),
-                            &l.id,
-                        );
                     }
+                    label = Some(probabilities);
                 }
                 Ok(_) => fail_all(&mut out, "label model returned anomaly outputs"),
                 Err(e) => fail_all(&mut out, &format!("label model: {e}")),
             }
             metrics::histogram!("guard_score_batch_duration_seconds", "role" => "label")
                 .record(t.elapsed().as_secs_f64());
+        }
+        // Pass 2: reasons and explanations for records over a threshold.
+        for (k, d) in out.iter_mut().enumerate() {
+            let a_over =
+                matches!((&self.anomaly, d.anomaly_score), (Some(a), Some(s)) if over_threshold(s, a.threshold));
+            let l_over = matches!((&self.label, d.label_score), (Some(l), Some(s)) if over_threshold(s, l.threshold));
+            if !(a_over || l_over) {
+                continue;
+            }
+            if let (Some(a), Some((_, errors)), Some(s)) = (&self.anomaly, &anomaly, d.anomaly_score) {
+                let w = a.extractor.width();
+                let errs = &errors[k * w..(k + 1) * w];
+                let mut top: Vec<usize> = (0..w).collect();
+                top.sort_by(|x, y| errs[*y].total_cmp(&errs[*x]));
+                top.truncate(3);
+                if a_over {
+                    let names: Vec<String> = top
+                        .iter()
+                        .map(|i| format!("{} ({:.3})", a.extractor.name(*i), errs[*i]))
+                        .collect();
+                    let mut r = Reason::new(
+                        ReasonCode::SCORE_ANOMALY,
+                        format!(
+                            "anomaly score {s:.4} > {:.4}; top features {}",
+                            a.threshold,
+                            names.join(", ")
+                        ),
+                    );
+                    if let Some(p) = top.first().and_then(|i| a.extractor.pointer(*i)) {
+                        r = r.at(p);
+                    }
+                    d.reasons.push(r);
+                }
+                let top_json: Vec<Value> = top
+                    .iter()
+                    .map(|i| json!({"feature": a.extractor.name(*i), "error": finite(errs[*i])}))
+                    .collect();
+                merge_explanation(
+                    d,
+                    "anomaly",
+                    json!({"score": finite(s), "threshold": a.threshold, "over": a_over, "top": top_json}),
+                    &a.id,
+                );
+            }
+            if let (Some(l), Some(probabilities), Some(s)) = (&self.label, &label, d.label_score) {
+                let classes = &l.model.meta().classes;
+                let c = classes.len();
+                let p = &probabilities[k * c..(k + 1) * c];
+                let (best, p_best) = p
+                    .iter()
+                    .enumerate()
+                    .max_by(|x, y| x.1.total_cmp(y.1))
+                    .map_or((0, 0.0), |(i, v)| (i, *v));
+                let given = g.given[k].as_deref().unwrap_or("(none)");
+                let p_given = 1.0 - s;
+                if l_over {
+                    d.reasons.push(Reason::new(
+                        ReasonCode::SCORE_LABEL,
+                        format!(
+                            "label {given} has p={p_given:.4} (score {s:.4} > {:.4}); the model predicts {} (p={p_best:.4})",
+                            l.threshold, classes[best]
+                        ),
+                    ));
+                }
+                merge_explanation(
+                    d,
+                    "label",
+                    json!({"score": finite(s), "threshold": l.threshold, "over": l_over, "given": given,
+                           "p_given": finite(p_given), "predicted": classes[best], "p_predicted": finite(p_best)}),
+                    &l.id,
+                );
+            }
         }
         out
     }

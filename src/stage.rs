@@ -139,8 +139,9 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
                     if let Some(j) = judgements.get_mut(*i) {
                         j.verdict = Verdict::Quarantine(d.reasons.clone());
                     }
+                    // Only quarantined records carry scores into a row.
+                    decisions.insert(*i, d);
                 }
-                decisions.insert(*i, d);
             }
         }
         let failed = judgements.iter().filter(|j| !j.verdict.is_pass()).count() as u64;

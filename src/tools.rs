@@ -101,6 +101,35 @@ pub enum ToolsCommand {
         #[arg(long, default_value = ".")]
         root: PathBuf,
     },
+    /// Benchmark: model inference throughput (rows/s) at given batch sizes on one session,
+    /// reporting the execution provider really used; `--provider cuda` refuses to run without
+    /// CUDA (the GPU check). Rows come from the data set of the model's schema, cycled.
+    ScoreBench {
+        /// Model (`.onnx` with its `.json`).
+        #[arg(long)]
+        model: PathBuf,
+        /// Records file giving the rows (JSONL of the model's schema).
+        #[arg(long)]
+        input: PathBuf,
+        /// Domain schema of the records.
+        #[arg(long)]
+        schema: PathBuf,
+        /// Batch sizes to measure.
+        #[arg(long = "batch", default_values_t = [1024usize, 8192, 32768])]
+        batches: Vec<usize>,
+        /// Rows scored per batch size.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// `auto`, `cuda` or `cpu`.
+        #[arg(long, default_value = "cpu", value_parser = ["auto", "cuda", "cpu"])]
+        provider: String,
+        /// Intra-op threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// ONNX Runtime library (default: $ORT_DYLIB_PATH).
+        #[arg(long)]
+        library: Option<PathBuf>,
+    },
     /// Benchmark: profiling throughput on one core, in feature-values per second, over a
     /// JSONL file's valid records: (a) the window statistics alone on already parsed rows
     /// (what a DataFrame profiler gets), (b) the whole per-record path (limits, decode, schema,
@@ -128,6 +157,25 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
             fgsm_limit,
             root,
         } => crate::evaluate::run(&root, &scenarios, fgsm_limit),
+        ToolsCommand::ScoreBench {
+            model,
+            input,
+            schema,
+            batches,
+            rows,
+            provider,
+            threads,
+            library,
+        } => score_bench(&ScoreBenchArgs {
+            model: &model,
+            input: &input,
+            schema: &schema,
+            batches: &batches,
+            rows,
+            provider: &provider,
+            threads,
+            library: library.as_deref(),
+        }),
         ToolsCommand::Profile {
             schema,
             input,
@@ -423,5 +471,77 @@ fn profile(
             "full_path_records_per_s": ((rows.len() * passes) as f64 / full_s).round(),
         })
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+struct ScoreBenchArgs<'a> {
+    model: &'a std::path::Path,
+    input: &'a std::path::Path,
+    schema: &'a std::path::Path,
+    batches: &'a [usize],
+    rows: usize,
+    provider: &'a str,
+    threads: usize,
+    library: Option<&'a std::path::Path>,
+}
+
+fn score_bench(a: &ScoreBenchArgs<'_>) -> anyhow::Result<ExitCode> {
+    use guard_score::{Model, ProviderChoice, SessionSettings};
+    let lib = a
+        .library
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(Into::into))
+        .context("give --library or set ORT_DYLIB_PATH")?;
+    guard_score::init_runtime(&lib)?;
+    let provider = match a.provider {
+        "cuda" => ProviderChoice::Cuda,
+        "auto" => ProviderChoice::Auto,
+        _ => ProviderChoice::Cpu,
+    };
+    let mut model = Model::load(
+        a.model,
+        &SessionSettings {
+            provider,
+            intra_threads: a.threads,
+        },
+    )?;
+    let schema = guard_validate::DomainSchema::load(a.schema)?;
+    let x = model.extractor_for(&schema)?;
+    let text = std::fs::read_to_string(a.input).with_context(|| format!("reading {}", a.input.display()))?;
+    let mut pool: Vec<f32> = Vec::new();
+    let mut n_pool = 0;
+    for line in text.lines().take(8192) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            x.extend_row(&v, &mut pool);
+            n_pool += 1;
+        }
+    }
+    anyhow::ensure!(n_pool > 0, "no rows in {}", a.input.display());
+    let w = x.width();
+    for &batch in a.batches {
+        let rows: Vec<f32> = (0..batch)
+            .flat_map(|i| pool[(i % n_pool) * w..(i % n_pool + 1) * w].iter().copied())
+            .collect();
+        model.run(&rows)?; // warm-up
+        let runs = a.rows.div_ceil(batch).max(1);
+        let started = Instant::now();
+        for _ in 0..runs {
+            std::hint::black_box(model.run(&rows)?);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": a.model.display().to_string(),
+                "provider_requested": a.provider,
+                "provider_in_use": model.provider().as_str(),
+                "intra_threads": a.threads,
+                "batch": batch,
+                "rows": runs * batch,
+                "seconds": (secs * 1000.0).round() / 1000.0,
+                "rows_per_s": ((runs * batch) as f64 / secs).round(),
+            })
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
