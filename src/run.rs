@@ -284,6 +284,13 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     } else {
         scorings.resize_with(p.workers, || None);
     }
+    let reloader = match scorings.first() {
+        Some(Some(first)) => Some(Arc::new(crate::score::Reloader::new(&cfg, Arc::clone(&judge), first))),
+        _ => None,
+    };
+    if let (Some(r), true) = (&reloader, cfg.scoring.watch_interval_ms > 0) {
+        crate::score::watch(Arc::clone(r), Duration::from_millis(cfg.scoring.watch_interval_ms))?;
+    }
     let mut scorings = scorings.into_iter();
     let mut work_txs = Vec::new();
     let mut workers = Vec::new();
@@ -298,6 +305,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
             out: q_tx.clone(),
             drift: crate::drift::DriftWindows::new(Arc::clone(&hub)),
             scoring: scorings.next().flatten(),
+            reloader: reloader.clone(),
         };
         workers.push(
             std::thread::Builder::new()
@@ -350,6 +358,13 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
         Arc::new(move || status_hub.breaker().status()),
         Arc::new(move || clear_hub.breaker().clear()),
     ));
+    if let Some(r) = &reloader {
+        let (status, reload) = (Arc::clone(r), Arc::clone(r));
+        app = app.merge(guard_server::model_routes(
+            Arc::new(move || status.status()),
+            Arc::new(move || reload.reload("POST /api/models/reload")),
+        ));
+    }
     let stats_hub = Arc::clone(&hub);
     app = app.merge(guard_server::stats_routes(Arc::new(move |scope: &str| {
         stats_hub.stats(scope == "group")

@@ -37,13 +37,13 @@ impl Scorer {
         let model = Model::load(path, settings)?;
         let extractor = model.extractor_for(schema)?;
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let meta = std::fs::read(path.with_extension("json")).unwrap_or_default();
         let digest: String = {
             use sha2::Digest;
-            sha2::Sha256::digest(&bytes)
-                .iter()
-                .take(6)
-                .map(|b| format!("{b:02x}"))
-                .collect()
+            let mut h = sha2::Sha256::new();
+            h.update(&bytes);
+            h.update(&meta);
+            h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
         };
         let role = format!("{:?}", model.meta().role).to_lowercase();
         let id = format!("{}/{role}@{digest}", model.meta().schema_id);
@@ -388,6 +388,112 @@ fn fail_all(out: &mut [Decision], why: &str) {
     for d in out {
         d.reasons.push(Reason::new(ReasonCode::SCORE_ERROR, why));
     }
+}
+
+/// Model hot-swap: a generation counter the workers compare at every batch. A new generation
+/// is published only after the changed files loaded cleanly once (graph, metadata, schema);
+/// each worker then loads its own sessions and swaps them between two batches, so a batch is
+/// always scored by one model version, and every quarantine row names the version (model id =
+/// hash of graph and metadata). If anything fails, the running models stay.
+pub struct Reloader {
+    cfg: Config,
+    judge: std::sync::Arc<Judge>,
+    generation: std::sync::atomic::AtomicU64,
+    seen: std::sync::Mutex<Vec<(std::path::PathBuf, Option<FileStamp>)>>,
+    last: std::sync::Mutex<Vec<String>>,
+}
+
+/// A file's modification time and length.
+type FileStamp = (std::time::SystemTime, u64);
+
+fn stamp(p: &Path) -> Option<FileStamp> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+impl Reloader {
+    pub fn new(cfg: &Config, judge: std::sync::Arc<Judge>, loaded: &Scoring) -> Self {
+        let files: Vec<std::path::PathBuf> = cfg
+            .routes
+            .iter()
+            .flat_map(|r| r.anomaly_model.iter().chain(&r.label_model))
+            .flat_map(|p| [p.clone(), p.with_extension("json")])
+            .collect();
+        Self {
+            cfg: cfg.clone(),
+            judge,
+            generation: std::sync::atomic::AtomicU64::new(0),
+            seen: std::sync::Mutex::new(files.into_iter().map(|p| (p.clone(), stamp(&p))).collect()),
+            last: std::sync::Mutex::new(loaded.describe()),
+        }
+    }
+
+    /// Current generation.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Load this worker's sessions for the current configuration.
+    pub fn load(&self) -> anyhow::Result<Scoring> {
+        Ok(Scoring::load(&self.cfg, &self.judge)?.0)
+    }
+
+    /// Validate the files as they are now and publish a new generation (`POST
+    /// /api/models/reload`, or the watcher on a change).
+    pub fn reload(&self, why: &str) -> Result<serde_json::Value, String> {
+        match Scoring::load(&self.cfg, &self.judge) {
+            Ok((s, _)) => {
+                let models = s.describe();
+                let g = self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+                info!(generation = g, why, models = ?models, "models reloaded; workers swap at their next batch");
+                metrics::counter!("guard_score_reloads_total").increment(1);
+                *crate::stage::lock(&self.last) = models.clone();
+                Ok(json!({"generation": g, "models": models}))
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                tracing::error!(why, error = %msg, "model reload refused; the running models stay");
+                metrics::counter!("guard_score_reload_failures_total").increment(1);
+                Err(msg)
+            }
+        }
+    }
+
+    /// `GET /api/models`.
+    pub fn status(&self) -> serde_json::Value {
+        json!({"generation": self.generation(), "models": *crate::stage::lock(&self.last)})
+    }
+
+    /// Whether any model or metadata file changed since the last call.
+    pub fn files_changed(&self) -> bool {
+        let mut seen = crate::stage::lock(&self.seen);
+        let mut changed = false;
+        for (p, s) in seen.iter_mut() {
+            let now = stamp(p);
+            if now != *s {
+                *s = now;
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+/// Poll the model files every `interval` and reload on a change (own thread; stops with the
+/// process).
+pub fn watch(reloader: std::sync::Arc<Reloader>, interval: std::time::Duration) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("guard-model-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(interval);
+            if reloader.files_changed() {
+                // Let a copy finish before loading it.
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                reloader.files_changed();
+                let _ = reloader.reload("model files changed");
+            }
+        })?;
+    Ok(())
 }
 
 #[cfg(test)]

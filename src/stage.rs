@@ -65,11 +65,26 @@ pub struct WorkerCtx {
     pub drift: crate::drift::DriftWindows,
     /// This worker's scoring sessions (only routes with models).
     pub scoring: Option<crate::score::Scoring>,
+    /// Hot-swap: a new generation means "load your sessions again before the next batch".
+    pub reloader: Option<Arc<crate::score::Reloader>>,
 }
 
 /// Judge batches, forward passing records, pass quarantine rows on. Runs on its own thread.
 pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
+    let mut generation = 0;
     while let Some(batch) = rx.blocking_recv() {
+        if let Some(r) = &ctx.reloader {
+            let g = r.generation();
+            if g != generation {
+                generation = g;
+                match r.load() {
+                    Ok(s) => ctx.scoring = Some(s),
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "worker could not load the new models; keeping the old ones")
+                    }
+                }
+            }
+        }
         let Batch {
             tp,
             seq,

@@ -92,3 +92,81 @@ fn injected_noise_is_quarantined_by_the_anomaly_model_with_explanations() {
     );
     exactly_once(&rig, &guard.quarantine, records.len());
 }
+
+/// Hot swap: a corrupt replacement is refused (422) and the running model keeps scoring; a
+/// valid change (here the metadata's threshold) is picked up by the file watch and swapped in
+/// without a restart; every quarantined record names the model version that judged it.
+#[test]
+fn models_swap_without_restart_and_bad_ones_are_refused() {
+    let rig = Rig::new(1);
+    let dir = rig.dir.path().join("models");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = repo().join("models/shuttle");
+    for f in ["anomaly.onnx", "anomaly.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let lib = repo().join(".tools/onnxruntime/libonnxruntime.so.1.31.1");
+    let mut guard = rig.guard_full(
+        Some(&rig.output),
+        &format!(
+            "[scoring]\nexecution_provider = \"cpu\"\nwatch_interval_ms = 300\nlibrary = \"{}\"\n",
+            lib.display()
+        ),
+        "",
+        &format!("anomaly_model = \"{}\"\n", dir.join("anomaly.onnx").display()),
+    );
+    guard.start();
+    guard.wait_ready(Duration::from_secs(60));
+    let noise = |tag: &str| -> Vec<(Option<String>, Vec<u8>)> {
+        (0..10)
+            .map(|i| {
+                let p =
+                    format!("{{\"source\":\"x\",\"features\":[900,-900,900,-900,900,-900,900,-900,{i}],\"label\":0}}");
+                (Some(format!("{tag}{i}")), p.into_bytes())
+            })
+            .collect()
+    };
+    let models = |g: &Guard| -> serde_json::Value { serde_json::from_str(&g.get("/api/models").unwrap().1).unwrap() };
+    assert_eq!(models(&guard)["generation"], 0);
+
+    rig.produce(&noise("a"));
+    rig.wait_committed(10, Duration::from_secs(60), "first batch");
+
+    // A corrupt graph: refused, the running model stays.
+    std::fs::write(dir.join("anomaly.onnx"), b"not a model").unwrap();
+    let (code, body) = http_post(guard.port, "/api/models/reload").unwrap();
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("anomaly.onnx"), "{body}");
+    std::thread::sleep(Duration::from_millis(800)); // the watcher also tries, and refuses
+    assert_eq!(models(&guard)["generation"], 0);
+    rig.produce(&noise("b"));
+    rig.wait_committed(20, Duration::from_secs(60), "second batch");
+
+    // A valid change: the graph back, the threshold raised; the watcher swaps it in.
+    std::fs::copy(src.join("anomaly.onnx"), dir.join("anomaly.onnx")).unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("anomaly.json")).unwrap()).unwrap();
+    meta["threshold"] = 1e12.into();
+    std::fs::write(dir.join("anomaly.json"), meta.to_string()).unwrap();
+    wait_for(Duration::from_secs(20), "watcher reloads", || {
+        models(&guard)["generation"].as_u64() >= Some(1)
+    });
+    rig.produce(&noise("c"));
+    rig.wait_committed(30, Duration::from_secs(60), "third batch");
+    assert!(guard.term());
+
+    let mut ids = std::collections::BTreeSet::new();
+    let mut keys = Vec::new();
+    for f in guard_quarantine::list_files(&guard.quarantine).unwrap() {
+        for r in guard_quarantine::read_file(&f.path).unwrap() {
+            let e: serde_json::Value = serde_json::from_str(r.explanation.as_deref().unwrap()).unwrap();
+            ids.insert(e["anomaly"]["model"].as_str().unwrap().to_owned());
+            keys.push(r.key.unwrap_or_default());
+        }
+    }
+    keys.sort();
+    assert_eq!(keys.len(), 20, "batches a and b quarantined, c passed: {keys:?}");
+    assert!(keys.iter().all(|k| k.starts_with('a') || k.starts_with('b')));
+    assert_eq!(ids.len(), 1, "one model version judged a and b: {ids:?}");
+    exactly_once(&rig, &guard.quarantine, 30);
+}

@@ -103,6 +103,10 @@ pub struct ScoringConfig {
     pub library: Option<PathBuf>,
     /// Intra-op threads per inference session (each judge worker has its own sessions).
     pub intra_threads: usize,
+    /// How often model and metadata files are checked for changes, in milliseconds; a
+    /// change that loads cleanly is swapped in at each worker's next batch (0: only
+    /// `POST /api/models/reload`).
+    pub watch_interval_ms: u64,
 }
 
 impl Default for ScoringConfig {
@@ -111,6 +115,7 @@ impl Default for ScoringConfig {
             execution_provider: ExecutionProvider::Auto,
             library: None,
             intra_threads: 1,
+            watch_interval_ms: 5_000,
         }
     }
 }

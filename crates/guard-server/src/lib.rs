@@ -39,6 +39,32 @@ pub fn breaker_routes(status: ApiFn, clear: ApiFn) -> Router {
         .with_state((status, clear))
 }
 
+/// Performs an operator action; `Err` is reported as 422 with the message.
+pub type ActionFn = Arc<dyn Fn() -> Result<serde_json::Value, String> + Send + Sync>;
+
+/// `GET /api/models` (loaded models and generation) and `POST /api/models/reload` (validate
+/// the files and swap them in; 422 with the reason when they do not load).
+pub fn model_routes(status: ApiFn, reload: ActionFn) -> Router {
+    Router::new()
+        .route(
+            "/api/models",
+            get(|State((s, _)): State<(ApiFn, ActionFn)>| async move { Json(s()) }),
+        )
+        .route(
+            "/api/models/reload",
+            axum::routing::post(|State((_, r)): State<(ApiFn, ActionFn)>| async move {
+                match tokio::task::spawn_blocking(move || r()).await {
+                    Ok(Ok(v)) => Json(v).into_response(),
+                    Ok(Err(e)) => {
+                        (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"error": e}))).into_response()
+                    }
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reload failed: {e}")).into_response(),
+                }
+            }),
+        )
+        .with_state((status, reload))
+}
+
 /// Errors of the HTTP server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
