@@ -23,6 +23,12 @@ const SECONDS_BUCKETS: &[f64] = &[
     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// Buckets for anomaly scores (reconstruction errors span orders of magnitude).
+const ANOMALY_BUCKETS: &[f64] = &[0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0];
+
+/// Buckets for label-consistency scores (1 − p): the interesting part is close to 1.
+const LABEL_BUCKETS: &[f64] = &[0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 1.0];
+
 pub fn init_tracing(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
@@ -38,6 +44,8 @@ pub fn init_tracing(cfg: &Config) {
 fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("seconds".into()), SECONDS_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full("guard_score_anomaly".into()), ANOMALY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full("guard_score_label".into()), LABEL_BUCKETS)?
         .install_recorder()?;
     describe_metrics();
     Ok(handle)
@@ -124,6 +132,37 @@ fn describe_metrics() {
         "guard_stats_webhook_dropped_total",
         Unit::Count,
         "Webhook payloads dropped from the full retry queue"
+    );
+    describe_histogram!(
+        "guard_score_anomaly",
+        Unit::Count,
+        "Anomaly score of every scored record (unitless)"
+    );
+    describe_histogram!(
+        "guard_score_label",
+        Unit::Count,
+        "Label-consistency score (1 - p(given label)) of every scored record"
+    );
+    describe_histogram!(
+        "guard_score_batch_duration_seconds",
+        Unit::Seconds,
+        "Model inference time per batch, by role"
+    );
+    describe_gauge!(
+        "guard_score_provider_info",
+        Unit::Count,
+        "1 for the execution provider really scoring (cpu or cuda)"
+    );
+    describe_counter!(
+        "guard_score_failures_total",
+        Unit::Count,
+        "Batches whose scoring failed (records held back with score.error)"
+    );
+    describe_counter!("guard_score_reloads_total", Unit::Count, "Model swaps published");
+    describe_counter!(
+        "guard_score_reload_failures_total",
+        Unit::Count,
+        "Model updates refused because the new files did not load"
     );
     describe_gauge!(
         "guard_stats_breaker_open",

@@ -55,6 +55,13 @@ fn injected_noise_is_quarantined_by_the_anomaly_model_with_explanations() {
         .count();
     rig.produce(&records);
     rig.wait_committed(records.len(), Duration::from_secs(120), "scored stream");
+    // Every record's score is in the histogram (buckets, so instances aggregate).
+    assert_eq!(guard.metric_sum("guard_score_anomaly_count"), records.len() as f64);
+    assert!(guard
+        .metrics()
+        .keys()
+        .any(|k| k.starts_with("guard_score_anomaly_bucket{")));
+    assert_eq!(guard.metric_sum("guard_score_provider_info"), 1.0);
     assert!(guard.term());
 
     let mut caught = 0;
