@@ -47,6 +47,20 @@ impl Scorer {
         };
         let role = format!("{:?}", model.meta().role).to_lowercase();
         let id = format!("{}/{role}@{digest}", model.meta().schema_id);
+        if model.provider() == ProviderInUse::Cuda {
+            // CUDA was asked for and registered: check that the nodes really run there.
+            let placement = model.node_placement()?;
+            let on_cpu: usize = placement
+                .iter()
+                .filter(|(p, _)| p == "CPUExecutionProvider")
+                .map(|(_, n)| n)
+                .sum();
+            let total: usize = placement.iter().map(|(_, n)| n).sum();
+            metrics::gauge!("guard_score_cpu_nodes", "model" => id.clone()).set(on_cpu as f64);
+            if on_cpu > 0 {
+                tracing::warn!(model = %id, on_cpu, total, ?placement, "CUDA requested but the model runs partly on CPU");
+            }
+        }
         Ok(Self {
             threshold: threshold.unwrap_or(model.meta().threshold),
             model,
@@ -176,8 +190,17 @@ impl Scoring {
         let mut out = Vec::new();
         for m in self.routes.values() {
             for s in m.anomaly.iter().chain(&m.label) {
+                let placement = s.model.node_placement().map_or_else(
+                    |e| format!("placement unknown: {e}"),
+                    |p| {
+                        p.iter()
+                            .map(|(provider, n)| format!("{n} nodes on {provider}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                );
                 out.push(format!(
-                    "{} {} on {}, threshold {:.6} (calibrated FPR {:.4})",
+                    "{} {} on {} ({placement}), threshold {:.6} (calibrated FPR {:.4})",
                     m.topic,
                     s.id,
                     s.model.provider().as_str(),

@@ -31,10 +31,36 @@ pub fn init_runtime(path: &Path) -> Result<(), ScoreError> {
     let env = ort::init_from(path)
         .map_err(|e| fail(e.to_string()))?
         .with_name("ingest-guard")
+        .with_logger(std::sync::Arc::new(ort_log))
         .build()
         .map_err(|e| fail(e.to_string()))?;
     let _ = ENV.set(env);
     Ok(())
+}
+
+/// Node placements reported by probe sessions, by probe log id.
+static PLACEMENTS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Prefix of the log id of placement probe sessions.
+const PROBE_ID: &str = "guard-placement-probe-";
+
+/// ONNX Runtime's log: placement lines of probe sessions are kept for
+/// [`Model::node_placement`]; warnings and errors go to `tracing`; the rest is dropped.
+fn ort_log(level: ort::logging::LogLevel, category: &str, id: &str, location: &str, message: &str) {
+    use ort::logging::LogLevel;
+    if id.starts_with(PROBE_ID) {
+        if message.contains("placed on [") {
+            if let Ok(mut p) = PLACEMENTS.lock() {
+                p.push((id.to_owned(), message.to_owned()));
+            }
+        }
+        return;
+    }
+    match level {
+        LogLevel::Warning => tracing::warn!(target: "onnxruntime", category, location, "{message}"),
+        LogLevel::Error | LogLevel::Fatal => tracing::error!(target: "onnxruntime", category, location, "{message}"),
+        LogLevel::Verbose | LogLevel::Info => {}
+    }
 }
 
 /// Which execution provider to ask for (`scoring.execution_provider`).
@@ -236,6 +262,7 @@ pub struct Model {
     path: PathBuf,
     session: Session,
     provider: ProviderInUse,
+    settings: SessionSettings,
 }
 
 impl std::fmt::Debug for Model {
@@ -273,7 +300,7 @@ impl Model {
             path: "(not loaded)".into(),
             message: "init_runtime was not called".into(),
         })?;
-        let (session, provider) = open_session(env, &bytes, settings).map_err(|e| match e {
+        let (session, provider) = open_session(env, &bytes, settings, None).map_err(|e| match e {
             ScoreError::Inference(m) => model_err(format!("not a loadable ONNX model: {m}")),
             other => other,
         })?;
@@ -282,6 +309,7 @@ impl Model {
             path: path.to_path_buf(),
             session,
             provider,
+            settings: *settings,
         };
         model.check_graph()?;
         Ok(model)
@@ -375,6 +403,36 @@ impl Model {
         Extractor::new(&self.meta, schema).map_err(|m| self.mismatch(m))
     }
 
+    /// Where ONNX Runtime placed the graph's nodes, as (provider, node count), e.g.
+    /// `[("CUDAExecutionProvider", 10), ("CPUExecutionProvider", 2)]`: a probe session is
+    /// opened with verbose logging on the same provider and its placement report is read.
+    /// Nodes left on CPU while CUDA was asked for mean the model runs partly on CPU.
+    pub fn node_placement(&self) -> Result<Vec<(String, usize)>, ScoreError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let env = ENV
+            .get()
+            .ok_or_else(|| ScoreError::Inference("runtime not loaded".into()))?;
+        let bytes = std::fs::read(&self.path).map_err(|e| ScoreError::Inference(e.to_string()))?;
+        let id = format!("{PROBE_ID}{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let settings = SessionSettings {
+            provider: match self.provider {
+                ProviderInUse::Cuda => ProviderChoice::Cuda,
+                ProviderInUse::Cpu => ProviderChoice::Cpu,
+            },
+            ..self.settings
+        };
+        drop(open_session(env, &bytes, &settings, Some(&id))?);
+        let lines: Vec<String> = PLACEMENTS
+            .lock()
+            .map(|mut p| {
+                let (mine, rest): (Vec<_>, Vec<_>) = p.drain(..).partition(|(i, _)| *i == id);
+                *p = rest;
+                mine.into_iter().map(|(_, m)| m).collect()
+            })
+            .unwrap_or_default();
+        Ok(parse_placement(&lines))
+    }
+
     /// Metadata.
     pub fn meta(&self) -> &ModelMeta {
         &self.meta
@@ -440,13 +498,24 @@ fn open_session(
     env: &Environment,
     bytes: &[u8],
     settings: &SessionSettings,
+    probe: Option<&str>,
 ) -> Result<(Session, ProviderInUse), ScoreError> {
     let inf = |e: String| ScoreError::Inference(e);
     let builder = || -> Result<ort::session::builder::SessionBuilder, ScoreError> {
-        Session::builder(env)
+        let b = Session::builder(env)
             .map_err(|e| inf(e.to_string()))?
             .with_intra_threads(settings.intra_threads.max(1))
-            .map_err(|e| inf(e.to_string()))
+            .map_err(|e| inf(e.to_string()))?;
+        match probe {
+            Some(id) => b
+                .with_log_id(id)
+                .map_err(|e| inf(e.to_string()))?
+                .with_log_level(ort::logging::LogLevel::Verbose)
+                .map_err(|e| inf(e.to_string())),
+            None => b
+                .with_log_level(ort::logging::LogLevel::Warning)
+                .map_err(|e| inf(e.to_string())),
+        }
     };
     match settings.provider {
         ProviderChoice::Cpu => {
@@ -482,4 +551,50 @@ fn cuda_session(_builder: ort::session::builder::SessionBuilder, _bytes: &[u8]) 
         "this build has no CUDA support (build with --features cuda and use an ONNX Runtime library built with CUDA)"
             .into(),
     ))
+}
+
+/// Parse ONNX Runtime's placement lines ("All nodes placed on [CPUExecutionProvider]. Number
+/// of nodes: 12", "Node(s) placed on [CUDAExecutionProvider]. Number of nodes: 10").
+pub fn parse_placement(lines: &[String]) -> Vec<(String, usize)> {
+    let mut out: Vec<(String, usize)> = Vec::new();
+    for l in lines {
+        let Some(start) = l.find("placed on [") else { continue };
+        let rest = &l[start + "placed on [".len()..];
+        let Some(end) = rest.find(']') else { continue };
+        let provider = rest[..end].to_owned();
+        let count = rest
+            .split("Number of nodes:")
+            .nth(1)
+            .and_then(|n| n.trim().split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        match out.iter_mut().find(|(p, _)| *p == provider) {
+            Some(e) => e.1 += count,
+            None => out.push((provider, count)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_placement;
+
+    #[test]
+    fn parses_split_placements() {
+        let lines = vec![
+            "Node(s) placed on [CUDAExecutionProvider]. Number of nodes: 10".to_owned(),
+            "Node(s) placed on [CPUExecutionProvider]. Number of nodes: 2".to_owned(),
+            "unrelated".to_owned(),
+        ];
+        assert_eq!(
+            parse_placement(&lines),
+            vec![
+                ("CUDAExecutionProvider".to_owned(), 10),
+                ("CPUExecutionProvider".to_owned(), 2)
+            ]
+        );
+        let all = vec!["All nodes placed on [CPUExecutionProvider]. Number of nodes: 8".to_owned()];
+        assert_eq!(parse_placement(&all), vec![("CPUExecutionProvider".to_owned(), 8)]);
+    }
 }

@@ -157,3 +157,14 @@ fn cuda_request_without_cuda_refuses_and_auto_falls_back() {
     let m = Model::load(&path, &auto).unwrap();
     assert_eq!(m.provider(), ProviderInUse::Cpu, "auto falls back to CPU and says so");
 }
+
+#[test]
+fn node_placement_is_reported() {
+    runtime();
+    let m = Model::load(&root().join("models/mnist/anomaly.onnx"), &CPU).unwrap();
+    let p = m.node_placement().unwrap();
+    eprintln!("placement: {p:?}");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].0, "CPUExecutionProvider");
+    assert!(p[0].1 >= 5, "{p:?}");
+}
