@@ -110,7 +110,22 @@ def normaliser(nodes, inits, mu, sd):
     return "z"
 
 
-def autoencoder_graph(ae, mu, sd, width, activation):
+BACKGROUND = 0.05  # normalised reconstruction below this counts as background (images)
+
+
+def image_statistics(ae, z):
+    """numpy twin of the graph's two image statistics: the mean of the TOPK largest errors (a
+    local patch such as a trigger) and the mean error where the reconstruction is background
+    (a faint pattern spread over the whole image, such as a blended trigger or noise)."""
+    rec = ae.predict(z)
+    err = (rec - z) ** 2
+    top = -np.sort(-err, axis=1)[:, :TOPK].mean(1)
+    mask = (rec < BACKGROUND).astype(float)
+    bg = (err * mask).sum(1) / (mask.sum(1) + 1.0)
+    return top, bg
+
+
+def autoencoder_graph(ae, mu, sd, width, activation, scales=None):
     nodes, inits = [], []
     z = normaliser(nodes, inits, mu, sd)
     rec = dense_layers(nodes, inits, z, ae.coefs_, ae.intercepts_, activation, "ae")
@@ -121,10 +136,31 @@ def autoencoder_graph(ae, mu, sd, width, activation):
     if width > TOPK:
         # Wide inputs (images): the mean of the TOPK largest errors, so a small local patch
         # (a trigger) is not averaged away over hundreds of clean pixels.
-        inits.append(numpy_helper.from_array(np.array([TOPK], dtype=np.int64), "k"))
+        # Plus the mean error over background pixels, so a faint whole-image pattern is seen
+        # too; each statistic is divided by its 99th percentile on the training rows and the
+        # score is the larger one.
+        c_top, c_bg = scales
+        inits += [
+            numpy_helper.from_array(np.array([TOPK], dtype=np.int64), "k"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+            numpy_helper.from_array(np.array(BACKGROUND, dtype=np.float32), "bg_level"),
+            numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
+            numpy_helper.from_array(np.array(c_top, dtype=np.float32), "c_top"),
+            numpy_helper.from_array(np.array(c_bg, dtype=np.float32), "c_bg"),
+        ]
         nodes += [
             helper.make_node("TopK", ["feature_error", "k"], ["top_err", "top_idx"], axis=1),
-            helper.make_node("ReduceMean", ["top_err"], ["score"], axes=[1], keepdims=0),
+            helper.make_node("ReduceMean", ["top_err"], ["top_mean"], axes=[1], keepdims=0),
+            helper.make_node("Less", [rec, "bg_level"], ["is_bg"]),
+            helper.make_node("Cast", ["is_bg"], ["bg_mask"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["feature_error", "bg_mask"], ["bg_err"]),
+            helper.make_node("ReduceSum", ["bg_err", "axis1"], ["bg_sum"], keepdims=0),
+            helper.make_node("ReduceSum", ["bg_mask", "axis1"], ["bg_n"], keepdims=0),
+            helper.make_node("Add", ["bg_n", "one"], ["bg_n1"]),
+            helper.make_node("Div", ["bg_sum", "bg_n1"], ["bg_mean"]),
+            helper.make_node("Div", ["top_mean", "c_top"], ["top_rel"]),
+            helper.make_node("Div", ["bg_mean", "c_bg"], ["bg_rel"]),
+            helper.make_node("Max", ["top_rel", "bg_rel"], ["score"]),
         ]
     else:
         nodes.append(helper.make_node("ReduceMean", ["feature_error"], ["score"], axes=[1], keepdims=0))
@@ -193,7 +229,11 @@ def main():
             model = MLPRegressor(hidden_layer_sizes=d["ae_hidden"], activation=d["ae_activation"], max_iter=d["ae_iter"],
                                  random_state=a.seed)
             model.fit(z[train], z[train])
-            graph = autoencoder_graph(model, mu, sd, width, d["ae_activation"])
+            scales = None
+            if width > TOPK:
+                top, bg = image_statistics(model, z[train])
+                scales = (float(np.quantile(top, 0.99)), float(np.quantile(bg, 0.99)))
+            graph = autoencoder_graph(model, mu, sd, width, d["ae_activation"], scales)
         else:
             model = MLPClassifier(hidden_layer_sizes=d["clf_hidden"], max_iter=d["clf_iter"], alpha=d["clf_alpha"],
                                   random_state=a.seed)
