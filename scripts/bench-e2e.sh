@@ -9,28 +9,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
-source scripts/env.sh
 N=${1:-400000}
 RATE=${2:-20000}
 LAT_N=$((RATE * 10))
 PORT=${BENCH_BROKER_PORT:-29092}
 HTTP=${BENCH_HTTP_PORT:-29898}
-B=127.0.0.1:$PORT
 OUT=$PWD/bench-out
-cargo build --release --locked --bin ingest-guard >/dev/null 2>&1
-rm -rf "$OUT" && mkdir -p "$OUT"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-"$TANSU_BIN" broker --storage-engine memory://tansu/ --listener-url "tcp://$B" --advertised-listener-url "tcp://$B" >"$OUT/broker.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
+source scripts/bench-lib.sh
 for t in bench.in bench.out bench.pt lat.in lat.out latpt.in latpt.out; do
   "$GUARD_BIN" tools create-topic --brokers "$B" --topic $t --partitions 4 >/dev/null
 done
 # 1% hostile records mixed into real Shuttle rows.
-head -c 0 /dev/null > "$OUT/mix.jsonl"
-awk 'NR % 100 == 0 {print "{\"source\":\"x\",\"features\":[1e999],\"label\":0}"; next} {print}' .data/shuttle.jsonl > "$OUT/mix.jsonl"
+hostile_mix "$OUT/mix.jsonl"
 "$GUARD_BIN" tools produce --brokers "$B" --topic bench.in --file "$OUT/mix.jsonl" --count "$N"
 
 echo "--- pass-through baseline"
@@ -53,7 +43,6 @@ dir = "$OUT/quarantine"
 listen = "127.0.0.1:$HTTP"
 EOT
 sed 's/output_topic = "bench.out"/output_topic = "lat.out"/' "$OUT/guard.toml" > "$OUT/guard-lat.toml"
-metric() { curl -sf "http://127.0.0.1:$HTTP/metrics" | awk -v m="$1" '$1 ~ "^"m"({|$)" {s+=$2} END {printf "%d", s}'; }
 now() { date +%s.%N; }
 
 echo "--- guard throughput"

@@ -7,23 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
-source scripts/env.sh
 N=${1:-10000000}
 PORT=${BENCH_BROKER_PORT:-29192}
 HTTP=${BENCH_HTTP_PORT:-29998}
-B=127.0.0.1:$PORT
 OUT=$PWD/bench-out/rss
-cargo build --release --locked --bin ingest-guard >/dev/null 2>&1
-rm -rf "$OUT" && mkdir -p "$OUT"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-"$TANSU_BIN" broker --storage-engine memory://tansu/ --listener-url "tcp://$B" --advertised-listener-url "tcp://$B" >"$OUT/broker.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
+source scripts/bench-lib.sh
 "$GUARD_BIN" tools create-topic --brokers "$B" --topic rss.in --partitions 4 >/dev/null
 # 1 % hostile rows among real Shuttle rows; a baseline from 20,000 normal rows.
-awk 'NR % 100 == 0 {print "{\"source\":\"x\",\"features\":[1e999],\"label\":0}"; next} {print}' .data/shuttle.jsonl > "$OUT/mix.jsonl"
+hostile_mix "$OUT/mix.jsonl"
 awk '/"label":0}/ && n++ < 20000' .data/shuttle.jsonl > "$OUT/trusted.jsonl"
 "$GUARD_BIN" baseline --schema schemas/shuttle.schema.json --input "$OUT/trusted.jsonl" --out "$OUT/baseline.json" >/dev/null
 cat > "$OUT/guard.toml" <<EOT
@@ -44,7 +35,6 @@ dir = "$OUT/quarantine"
 [server]
 listen = "127.0.0.1:$HTTP"
 EOT
-metric() { curl -sf "http://127.0.0.1:$HTTP/metrics" | awk -v m="$1" '$1 ~ "^"m"({|$)" {s+=$2} END {printf "%d", s}'; }
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 "$GUARD_BIN" run --config "$OUT/guard.toml" >"$OUT/guard.out" 2>"$OUT/guard.log" &
 g=$!; pids+=($g)

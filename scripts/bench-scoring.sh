@@ -7,26 +7,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
-source scripts/env.sh
 N=${1:-400000}
 PORT=${BENCH_BROKER_PORT:-29292}
 HTTP=${BENCH_HTTP_PORT:-29899}
-B=127.0.0.1:$PORT
 OUT=$PWD/bench-out/scoring
-cargo build --release --locked --bin ingest-guard >/dev/null 2>&1
-rm -rf "$OUT" && mkdir -p "$OUT"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-"$TANSU_BIN" broker --storage-engine memory://tansu/ --listener-url "tcp://$B" --advertised-listener-url "tcp://$B" >"$OUT/broker.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
+source scripts/bench-lib.sh
 for t in sc.in sc.out.plain sc.out.scored; do
   "$GUARD_BIN" tools create-topic --brokers "$B" --topic $t --partitions 4 >/dev/null
 done
-awk 'NR % 100 == 0 {print "{\"source\":\"x\",\"features\":[1e999],\"label\":0}"; next} {print}' .data/shuttle.jsonl > "$OUT/mix.jsonl"
+hostile_mix "$OUT/mix.jsonl"
 "$GUARD_BIN" tools produce --brokers "$B" --topic sc.in --file "$OUT/mix.jsonl" --repeat 100 --count "$N" >/dev/null
-metric() { curl -sf "http://127.0.0.1:$HTTP/metrics" | awk -v m="$1" '$1 ~ "^"m"({|$)" {s+=$2} END {printf "%d", s}'; }
 run() { # name, extra route lines
   cat > "$OUT/$1.toml" <<EOT
 [kafka]
@@ -65,5 +55,4 @@ a = json.load(open(f"{sys.argv[1]}/plain.json")); b = json.load(open(f"{sys.argv
 print(json.dumps({"scored_vs_plain": round(b["records_per_sec"] / a["records_per_sec"], 3)}))
 PY
 echo "--- model alone, one core"
-pin() { if command -v taskset >/dev/null; then taskset -c 0 "$@"; else "$@"; fi; }
 pin "$GUARD_BIN" tools score-bench --model models/shuttle/anomaly.onnx --input .data/shuttle.jsonl --schema schemas/shuttle.schema.json --batch 1024 --batch 8192

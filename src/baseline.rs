@@ -223,24 +223,19 @@ fn cell(a: &ArrayRef, i: usize) -> Option<Value> {
         DataType::Float64 => f(a.as_primitive::<Float64Type>().value(i))?,
         DataType::Utf8 => a.as_string::<i32>().value(i).into(),
         DataType::LargeUtf8 => a.as_string::<i64>().value(i).into(),
-        DataType::List(_) => {
-            let inner = a.as_list::<i32>().value(i);
-            Value::Array(
-                (0..inner.len())
-                    .map(|j| cell(&inner, j).unwrap_or(Value::Null))
-                    .collect(),
-            )
-        }
-        DataType::LargeList(_) => {
-            let inner = a.as_list::<i64>().value(i);
-            Value::Array(
-                (0..inner.len())
-                    .map(|j| cell(&inner, j).unwrap_or(Value::Null))
-                    .collect(),
-            )
-        }
+        DataType::List(_) => list(&a.as_list::<i32>().value(i)),
+        DataType::LargeList(_) => list(&a.as_list::<i64>().value(i)),
         _ => return None,
     })
+}
+
+/// A list cell's values as a JSON array (nulls and unsupported types as `null`).
+fn list(inner: &ArrayRef) -> Value {
+    Value::Array(
+        (0..inner.len())
+            .map(|j| cell(inner, j).unwrap_or(Value::Null))
+            .collect(),
+    )
 }
 
 fn read_topic(brokers: &str, topic: &str, from: i64, to: Option<i64>, c: &mut Collector<'_>) -> anyhow::Result<String> {

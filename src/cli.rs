@@ -177,8 +177,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Everything `check` verifies; returns the problems as printable lines.
-pub fn check_problems(path: &Path, connect: bool) -> (Vec<String>, Option<Config>) {
+/// Everything `check` verifies; returns the problems as printable lines, the configuration,
+/// and (when models are configured and load) the scoring summary lines.
+pub fn check_problems(path: &Path, connect: bool) -> (Vec<String>, Config, Vec<String>) {
     let loaded = Config::load_lenient(path, std::env::vars());
     let mut out: Vec<String> = loaded.problems.iter().map(ToString::to_string).collect();
     let file = path.display().to_string();
@@ -198,13 +199,24 @@ pub fn check_problems(path: &Path, connect: bool) -> (Vec<String>, Option<Config
             }
         }
     }
+    let mut scoring = Vec::new();
     if crate::score::configured(&cfg) && out.is_empty() {
         let loaded = crate::score::init(&cfg)
             .and_then(|()| crate::run::build_judge(&cfg))
             .and_then(|j| crate::score::Scoring::load(&cfg, &j));
-        if let Err(e) = loaded {
-            out.push(format!("{file}: scoring: {e:#}"));
+        match loaded {
+            Ok((s, provider)) => {
+                scoring.push(format!(
+                    "scoring provider: {} (requested {:?})",
+                    provider.map_or("none", |p| p.as_str()),
+                    cfg.scoring.execution_provider
+                ));
+                scoring.extend(s.describe().into_iter().map(|line| format!("model {line}")));
+            }
+            Err(e) => out.push(format!("{file}: scoring: {e:#}")),
         }
+    } else if out.is_empty() {
+        scoring.push("scoring provider: none configured (schema and limits only)".into());
     }
     let dir = &cfg.quarantine.dir;
     if dir.exists() && !dir.is_dir() {
@@ -224,39 +236,20 @@ pub fn check_problems(path: &Path, connect: bool) -> (Vec<String>, Option<Config
             )),
         }
     }
-    (out, Some(cfg))
+    (out, cfg, scoring)
 }
 
 fn check(path: &Path, connect: bool) -> ExitCode {
-    let (problems, cfg) = check_problems(path, connect);
+    let (problems, cfg, scoring) = check_problems(path, connect);
     if problems.is_empty() {
-        if let Some(cfg) = cfg {
-            println!("{}: ok", path.display());
-            for r in &cfg.routes {
-                println!("  route {} -> {}", r.topic, r.schema.display());
-            }
-            println!("  mode {:?}, output {:?}", cfg.pipeline.mode, cfg.kafka.output_topic);
-            println!("  quarantine {}", cfg.quarantine.dir.display());
-            if crate::score::configured(&cfg) {
-                let loaded = crate::score::init(&cfg)
-                    .and_then(|()| crate::run::build_judge(&cfg))
-                    .and_then(|j| crate::score::Scoring::load(&cfg, &j));
-                match loaded {
-                    Ok((s, provider)) => {
-                        println!(
-                            "  scoring provider: {} (requested {:?})",
-                            provider.map_or("none", |p| p.as_str()),
-                            cfg.scoring.execution_provider
-                        );
-                        for line in s.describe() {
-                            println!("  model {line}");
-                        }
-                    }
-                    Err(e) => println!("  scoring: {e:#}"),
-                }
-            } else {
-                println!("  scoring provider: none configured (schema and limits only)");
-            }
+        println!("{}: ok", path.display());
+        for r in &cfg.routes {
+            println!("  route {} -> {}", r.topic, r.schema.display());
+        }
+        println!("  mode {:?}, output {:?}", cfg.pipeline.mode, cfg.kafka.output_topic);
+        println!("  quarantine {}", cfg.quarantine.dir.display());
+        for line in scoring {
+            println!("  {line}");
         }
         ExitCode::SUCCESS
     } else {

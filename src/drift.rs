@@ -803,13 +803,7 @@ impl DriftWindows {
     /// Count one record of `source` (allocates only for a source new to this batch).
     #[inline]
     pub fn count_source(&mut self, source: &str, passed: bool) {
-        let s = match self.sources.get_mut(source) {
-            Some(s) => s,
-            None => self.sources.entry(source.to_owned()).or_default(),
-        };
-        s.records += 1;
-        s.rejected += u64::from(!passed);
-        s.quarantined += u64::from(!passed);
+        self.count_source_outcome(source, !passed, !passed);
     }
 
     /// Count one record of `source` with its final outcome (e.g. after model scoring).

@@ -300,6 +300,26 @@ pub fn auroc(scores: &[f64], positive: &[bool]) -> Option<f64> {
     Some((rank_sum - np * (np + 1.0) / 2.0) / (np * nn))
 }
 
+/// The operating points of `scores`, from the highest threshold down: cumulative (true
+/// positives, false positives) after taking every record tied at each distinct score.
+fn operating_points(scores: &[f64], positive: &[bool]) -> Vec<(usize, usize)> {
+    let mut v: Vec<(f64, bool)> = scores.iter().copied().zip(positive.iter().copied()).collect();
+    v.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let mut out = Vec::new();
+    for (k, (score, pos)) in v.iter().enumerate() {
+        if *pos {
+            tp += 1;
+        } else {
+            fp += 1;
+        }
+        if v.get(k + 1).is_none_or(|next| next.0 != *score) {
+            out.push((tp, fp));
+        }
+    }
+    out
+}
+
 /// Recall at the lowest threshold on `scores` whose false-positive rate stays at most `f`.
 pub fn recall_at_fpr(scores: &[f64], positive: &[bool], f: f64) -> Option<f64> {
     let np = positive.iter().filter(|p| **p).count();
@@ -307,27 +327,12 @@ pub fn recall_at_fpr(scores: &[f64], positive: &[bool], f: f64) -> Option<f64> {
     if np == 0 || nn == 0 {
         return None;
     }
-    let mut v: Vec<(f64, bool)> = scores.iter().copied().zip(positive.iter().copied()).collect();
-    v.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let (mut tp, mut fp, mut best) = (0usize, 0usize, 0.0);
-    let mut i = 0;
-    while i < v.len() {
-        let mut j = i;
-        while j < v.len() && v[j].0 == v[i].0 {
-            if v[j].1 {
-                tp += 1;
-            } else {
-                fp += 1;
-            }
-            j += 1;
-        }
-        if fp as f64 > f * nn as f64 {
-            break;
-        }
-        best = tp as f64 / np as f64;
-        i = j;
-    }
-    Some(best)
+    let best = operating_points(scores, positive)
+        .into_iter()
+        .take_while(|(_, fp)| *fp as f64 <= f * nn as f64)
+        .last()
+        .map_or(0, |(tp, _)| tp);
+    Some(best as f64 / np as f64)
 }
 
 /// Precision at the highest threshold on `scores` that reaches recall `r`.
@@ -336,27 +341,10 @@ pub fn precision_at_recall(scores: &[f64], positive: &[bool], r: f64) -> Option<
     if np == 0 {
         return None;
     }
-    let mut v: Vec<(f64, bool)> = scores.iter().copied().zip(positive.iter().copied()).collect();
-    v.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let (mut tp, mut fp) = (0usize, 0usize);
-    let mut i = 0;
-    while i < v.len() {
-        // Take all records tied at this score together.
-        let mut j = i;
-        while j < v.len() && v[j].0 == v[i].0 {
-            if v[j].1 {
-                tp += 1;
-            } else {
-                fp += 1;
-            }
-            j += 1;
-        }
-        if tp as f64 >= r * np as f64 {
-            return Some(tp as f64 / (tp + fp) as f64);
-        }
-        i = j;
-    }
-    None
+    operating_points(scores, positive)
+        .into_iter()
+        .find(|(tp, _)| *tp as f64 >= r * np as f64)
+        .map(|(tp, fp)| tp as f64 / (tp + fp) as f64)
 }
 
 /// Run one scenario; returns the result line.
@@ -385,7 +373,7 @@ pub fn evaluate(root: &Path, scenario: &str, fgsm_limit: usize) -> anyhow::Resul
     let (mut scoring, _) = crate::score::Scoring::load(&cfg, &judge)?;
     let route = scoring.route("eval").context("models loaded")?;
     let (mut a_scores, mut l_scores, mut combined, mut flagged) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut a_thr, mut l_thr) = (None, None);
+    let (a_thr, l_thr) = (route.anomaly_threshold(), route.label_threshold());
     let started = std::time::Instant::now();
     for chunk in items.chunks(1024) {
         let mut gathered = crate::score::Gathered::default();
@@ -413,8 +401,6 @@ pub fn evaluate(root: &Path, scenario: &str, fgsm_limit: usize) -> anyhow::Resul
         }
         for (i, d) in by_idx.into_iter().enumerate() {
             let (a, l) = d.map_or((None, None), |d| (d.anomaly_score, d.label_score));
-            a_thr = a_thr.or(route.anomaly_threshold());
-            l_thr = l_thr.or(route.label_threshold());
             let ratio = |s: Option<f32>, t: Option<f64>| match (s, t) {
                 (Some(s), Some(t)) if t > 0.0 => f64::from(s) / t,
                 _ => 0.0,

@@ -8,7 +8,7 @@
 
 use crate::drift::{DriftEvent, DriftHub, PartitionView};
 use guard_config::Config;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -26,10 +26,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// operators are left as they are; a failure is logged, not fatal (the produce will tell).
 pub async fn ensure_topics(cfg: &Config) {
     let d = &cfg.drift;
-    let admin: AdminClient<_> = match guard_kafka::admin_config(cfg).create() {
-        Ok(a) => a,
-        Err(e) => return warn!(error = %e, "cannot create an admin client for the drift topics"),
-    };
     let mut topics = Vec::new();
     if let Some(t) = &d.events_topic {
         topics.push(NewTopic::new(t, 1, TopicReplication::Fixed(1)));
@@ -40,13 +36,13 @@ pub async fn ensure_topics(cfg: &Config) {
     if topics.is_empty() {
         return;
     }
-    match admin.create_topics(&topics, &AdminOptions::new()).await {
+    match crate::tools::create_topics(&guard_kafka::admin_config(cfg), &topics).await {
         Ok(results) => {
-            for r in results {
+            for (topic, r) in results {
                 match r {
-                    Ok(t) => info!(topic = %t, "drift topic created"),
-                    Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((t, e)) => warn!(topic = %t, error = %e, "cannot create drift topic"),
+                    Ok(true) => info!(topic, "drift topic created"),
+                    Ok(false) => {}
+                    Err(error) => warn!(topic, error, "cannot create drift topic"),
                 }
             }
         }

@@ -270,21 +270,31 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Create `topics`; one that already exists counts as done. Per topic: `Ok(true)` created,
+/// `Ok(false)` already there, or the broker's error.
+pub async fn create_topics(
+    admin: &ClientConfig,
+    topics: &[NewTopic<'_>],
+) -> anyhow::Result<Vec<(String, Result<bool, String>)>> {
+    let admin: AdminClient<_> = admin.create()?;
+    let results = admin.create_topics(topics, &AdminOptions::new()).await?;
+    Ok(results
+        .into_iter()
+        .map(|r| match r {
+            Ok(t) => (t, Ok(true)),
+            Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => (t, Ok(false)),
+            Err((t, e)) => (t, Err(e.to_string())),
+        })
+        .collect())
+}
+
 /// Create a topic; an existing one is fine.
 pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await?;
-    for r in results {
-        match r {
-            Ok(_) => {}
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, e)) => anyhow::bail!("creating topic {t}: {e}"),
-        }
+    let mut admin = ClientConfig::new();
+    admin.set("bootstrap.servers", brokers);
+    let new = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
+    for (t, r) in create_topics(&admin, &new).await? {
+        r.map_err(|e| anyhow::anyhow!("creating topic {t}: {e}"))?;
     }
     Ok(())
 }
