@@ -20,6 +20,10 @@ use guard_stats::{
     WindowProfile,
 };
 
+/// Most partition views kept from the profiles topic (one per partition of the group's
+/// monitored topics is all a group needs).
+pub const MAX_REMOTE_VIEWS: usize = 65_536;
+
 /// Values tracked per categorical feature among those the baseline never saw (Space-Saving).
 const UNSEEN_CAPACITY: usize = 16;
 use guard_validate::DomainSchema;
@@ -583,13 +587,25 @@ impl DriftHub {
         out
     }
 
-    /// Record a view read from the profiles topic (`None`: the key was deleted).
+    /// Record a view read from the profiles topic (`None`: the key was deleted). The topic is
+    /// shared, so only views of this group and of monitored topics, under their own key, are
+    /// kept, and at most [`MAX_REMOTE_VIEWS`] of them: whatever else is written there cannot
+    /// grow this instance's memory.
     pub fn put_remote(&self, key: String, view: Option<PartitionView>) {
         let mut remote = lock(&self.remote);
         match view {
-            Some(v) => remote.insert(key, v),
-            None => remote.remove(&key),
-        };
+            Some(v) => {
+                let ours = v.group == self.group && self.topics.contains_key(&v.topic) && v.key() == key;
+                if ours && (remote.contains_key(&key) || remote.len() < MAX_REMOTE_VIEWS) {
+                    remote.insert(key, v);
+                } else {
+                    metrics::counter!("guard_stats_profiles_ignored_total").increment(1);
+                }
+            }
+            None => {
+                remote.remove(&key);
+            }
+        }
     }
 
     /// `GET /api/stats`: per topic, the current windows and the sliding view merged over
@@ -597,11 +613,8 @@ impl DriftHub {
     /// published (`group = true`), each compared with the baseline.
     pub fn stats(&self, group: bool) -> Value {
         let views: Vec<PartitionView> = if group {
-            lock(&self.remote)
-                .values()
-                .filter(|v| v.group == self.group)
-                .cloned()
-                .collect()
+            // put_remote keeps only this group's views.
+            lock(&self.remote).values().cloned().collect()
         } else {
             let parts = lock(&self.partitions);
             parts.iter().filter_map(|((t, p), st)| self.view(t, *p, st)).collect()
@@ -966,6 +979,35 @@ mod tests {
             .filter_map(|p| p["first_offset"].as_i64())
             .collect();
         assert_eq!(parts, vec![0, 0]);
+    }
+
+    #[test]
+    fn remote_views_of_other_groups_topics_or_keys_are_not_kept() {
+        let h = hub(&DriftConfig::default());
+        let base = &h.topics["t"].baseline;
+        let view = |group: &str, topic: &str| PartitionView {
+            group: group.into(),
+            instance: "x".into(),
+            topic: topic.into(),
+            partition: 0,
+            baseline_sha256: base.data_sha256.clone(),
+            windows: 1,
+            first_offset: 0,
+            last_offset: 0,
+            last: WindowProfile::for_baseline(base, false),
+            sliding: WindowProfile::for_baseline(base, false),
+            alarms: Vec::new(),
+            unseen: Vec::new(),
+            at_ms: 0,
+        };
+        h.put_remote("other/t/0".into(), Some(view("other", "t")));
+        h.put_remote("g/unmonitored/0".into(), Some(view("g", "unmonitored")));
+        h.put_remote("g/t/99".into(), Some(view("g", "t")));
+        assert!(lock(&h.remote).is_empty());
+        h.put_remote("g/t/0".into(), Some(view("g", "t")));
+        assert_eq!(lock(&h.remote).len(), 1);
+        h.put_remote("g/t/0".into(), None);
+        assert!(lock(&h.remote).is_empty());
     }
 
     #[test]
