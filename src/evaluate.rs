@@ -224,6 +224,7 @@ fn build(root: &Path, scenario: &str, fgsm_limit: usize) -> anyhow::Result<Vec<I
                 &SessionSettings {
                     provider: ProviderChoice::Cpu,
                     intra_threads: 1,
+                    tf32: false,
                 },
             )?;
             let mut made = 0;

@@ -113,6 +113,7 @@ fn settings(cfg: &Config) -> SessionSettings {
             ExecutionProvider::Cpu => ProviderChoice::Cpu,
         },
         intra_threads: cfg.scoring.intra_threads,
+        tf32: cfg.scoring.cuda_tf32,
     }
 }
 

@@ -126,6 +126,9 @@ pub enum ToolsCommand {
         /// Intra-op threads.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// On CUDA, allow TensorFloat-32 matrix products (`scoring.cuda_tf32`).
+        #[arg(long)]
+        tf32: bool,
         /// ONNX Runtime library (default: $ORT_DYLIB_PATH).
         #[arg(long)]
         library: Option<PathBuf>,
@@ -165,6 +168,7 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
             rows,
             provider,
             threads,
+            tf32,
             library,
         } => score_bench(&ScoreBenchArgs {
             model: &model,
@@ -174,6 +178,7 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
             rows,
             provider: &provider,
             threads,
+            tf32,
             library: library.as_deref(),
         }),
         ToolsCommand::Profile {
@@ -484,6 +489,77 @@ fn profile(
     Ok(ExitCode::SUCCESS)
 }
 
+/// How far one provider's outputs are from another's on the same rows: the largest absolute
+/// difference, and the rows whose decision differs (anomaly: score over `threshold`; label:
+/// the most probable class).
+fn compare_outputs(
+    a: &guard_score::RoleScores,
+    b: &guard_score::RoleScores,
+    meta: &guard_score::ModelMeta,
+) -> serde_json::Value {
+    let threshold = meta.threshold;
+    use guard_score::RoleScores::{Anomaly, Label};
+    let max_diff = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+    // The parity test's measure: |a - b| / (1 + |b|), which must stay within 1e-5.
+    let max_scaled = |x: &[f32], y: &[f32]| {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| f64::from((p - q).abs()) / (1.0 + f64::from(q.abs())))
+            .fold(0.0f64, f64::max)
+    };
+    match (a, b) {
+        (
+            Anomaly {
+                score: s1,
+                feature_error: e1,
+            },
+            Anomaly {
+                score: s2,
+                feature_error: e2,
+            },
+        ) => {
+            let flips = s1
+                .iter()
+                .zip(s2)
+                .filter(|(p, q)| (f64::from(**p) > threshold) != (f64::from(**q) > threshold))
+                .count();
+            serde_json::json!({
+                "rows": s1.len(),
+                "score_max_abs_diff": max_diff(s1, s2),
+                "score_max_scaled_diff": max_scaled(s1, s2),
+                "feature_error_max_scaled_diff": max_scaled(e1, e2),
+                "feature_error_max_abs_diff": max_diff(e1, e2),
+                "decisions_differing": flips,
+            })
+        }
+        (Label { probabilities: p1 }, Label { probabilities: p2 }) => {
+            let classes = meta.classes.len();
+            let rows = p1.len().checked_div(classes).unwrap_or(0);
+            let argmax = |v: &[f32]| {
+                v.iter()
+                    .enumerate()
+                    .fold((0, f32::MIN), |m, (i, &x)| if x > m.1 { (i, x) } else { m })
+                    .0
+            };
+            let flips = if classes == 0 {
+                0
+            } else {
+                p1.chunks(classes)
+                    .zip(p2.chunks(classes))
+                    .filter(|(x, y)| argmax(x) != argmax(y))
+                    .count()
+            };
+            serde_json::json!({
+                "rows": rows,
+                "probability_max_abs_diff": max_diff(p1, p2),
+                "probability_max_scaled_diff": max_scaled(p1, p2),
+                "decisions_differing": flips,
+            })
+        }
+        _ => serde_json::Value::String("roles differ".into()),
+    }
+}
+
 struct ScoreBenchArgs<'a> {
     model: &'a std::path::Path,
     input: &'a std::path::Path,
@@ -492,6 +568,7 @@ struct ScoreBenchArgs<'a> {
     rows: usize,
     provider: &'a str,
     threads: usize,
+    tf32: bool,
     library: Option<&'a std::path::Path>,
 }
 
@@ -513,6 +590,7 @@ fn score_bench(a: &ScoreBenchArgs<'_>) -> anyhow::Result<ExitCode> {
         &SessionSettings {
             provider,
             intra_threads: a.threads,
+            tf32: a.tf32,
         },
     )?;
     let schema = guard_validate::DomainSchema::load(a.schema)?;
@@ -528,6 +606,35 @@ fn score_bench(a: &ScoreBenchArgs<'_>) -> anyhow::Result<ExitCode> {
     }
     anyhow::ensure!(n_pool > 0, "no rows in {}", a.input.display());
     let w = x.width();
+    // Where the nodes really run, and (off CPU) how far the outputs are from CPU's on the
+    // same rows: the proof that another provider ran and computes the same thing.
+    let placement: serde_json::Map<String, serde_json::Value> = model
+        .node_placement()?
+        .into_iter()
+        .map(|(p, n)| (p, n.into()))
+        .collect();
+    let cross_check = if model.provider() == guard_score::ProviderInUse::Cpu {
+        serde_json::Value::Null
+    } else {
+        let mut cpu = Model::load(
+            a.model,
+            &SessionSettings {
+                provider: ProviderChoice::Cpu,
+                intra_threads: a.threads,
+                tf32: a.tf32,
+            },
+        )?;
+        compare_outputs(&model.run(&pool)?, &cpu.run(&pool)?, model.meta())
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": a.model.display().to_string(),
+            "provider_in_use": model.provider().as_str(),
+            "placement": placement,
+            "versus_cpu": cross_check,
+        })
+    );
     for &batch in a.batches {
         let rows: Vec<f32> = (0..batch)
             .flat_map(|i| pool[(i % n_pool) * w..(i % n_pool + 1) * w].iter().copied())
@@ -546,6 +653,7 @@ fn score_bench(a: &ScoreBenchArgs<'_>) -> anyhow::Result<ExitCode> {
                 "provider_requested": a.provider,
                 "provider_in_use": model.provider().as_str(),
                 "intra_threads": a.threads,
+                "tf32": a.tf32,
                 "batch": batch,
                 "rows": runs * batch,
                 "seconds": (secs * 1000.0).round() / 1000.0,
@@ -554,4 +662,60 @@ fn score_bench(a: &ScoreBenchArgs<'_>) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::compare_outputs;
+    use guard_score::{ModelMeta, RoleScores};
+
+    fn meta(role: &str, classes: &[&str]) -> ModelMeta {
+        serde_json::from_value(serde_json::json!({
+            "format": 1, "role": role, "schema_id": "s", "inputs": ["a", "b"], "width": 2,
+            "input_name": "x", "threshold": 1.0, "target_fpr": 0.01, "calibration_fpr": 0.01,
+            "trusted_sha256": "", "trusted_rows": 0, "classes": classes,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn provider_comparison_counts_decisions_that_cross_the_threshold() {
+        let a = RoleScores::Anomaly {
+            score: vec![0.5, 0.999_99, 2.0],
+            feature_error: vec![0.0; 6],
+        };
+        let b = RoleScores::Anomaly {
+            score: vec![0.5, 1.000_01, 2.0],
+            feature_error: vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.5],
+        };
+        let v = compare_outputs(&a, &b, &meta("anomaly", &[]));
+        assert_eq!(v["decisions_differing"], 1, "{v}");
+        assert_eq!(v["rows"], 3);
+        assert!(
+            (v["feature_error_max_abs_diff"].as_f64().unwrap() - 0.5).abs() < 1e-9,
+            "{v}"
+        );
+        assert!(
+            (v["feature_error_max_scaled_diff"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-6,
+            "{v}"
+        );
+        let same = compare_outputs(&a, &a, &meta("anomaly", &[]));
+        assert_eq!(same["decisions_differing"], 0);
+        assert_eq!(same["score_max_abs_diff"], 0.0);
+
+        let p = RoleScores::Label {
+            probabilities: vec![0.6, 0.4, 0.2, 0.8],
+        };
+        let q = RoleScores::Label {
+            probabilities: vec![0.4, 0.6, 0.2, 0.8],
+        };
+        let v = compare_outputs(&p, &q, &meta("label", &["0", "1"]));
+        assert_eq!(
+            (v["rows"].as_u64(), v["decisions_differing"].as_u64()),
+            (Some(2), Some(1)),
+            "{v}"
+        );
+        assert_eq!(compare_outputs(&p, &a, &meta("label", &["0", "1"])), "roles differ");
+    }
 }

@@ -103,6 +103,10 @@ pub struct ScoringConfig {
     pub library: Option<PathBuf>,
     /// Intra-op threads per inference session (each judge worker has its own sessions).
     pub intra_threads: usize,
+    /// On CUDA, let matrix products use TensorFloat-32 (Ampere and later): faster on large
+    /// models, but results move by about 1e-3 relative, so records near a threshold can be
+    /// decided differently than on CPU, where thresholds were calibrated. Off by default.
+    pub cuda_tf32: bool,
     /// How often model and metadata files are checked for changes, in milliseconds; a
     /// change that loads cleanly is swapped in at each worker's next batch (0: only
     /// `POST /api/models/reload`).
@@ -115,6 +119,7 @@ impl Default for ScoringConfig {
             execution_provider: ExecutionProvider::Auto,
             library: None,
             intra_threads: 1,
+            cuda_tf32: false,
             watch_interval_ms: 5_000,
         }
     }

@@ -22,6 +22,7 @@ pub fn runtime() {
 const CPU: SessionSettings = SessionSettings {
     provider: ProviderChoice::Cpu,
     intra_threads: 1,
+    tf32: false,
 };
 
 fn close(a: f32, b: f64) -> bool {
@@ -146,10 +147,12 @@ fn cuda_request_without_cuda_refuses_and_auto_falls_back() {
     let cuda = SessionSettings {
         provider: ProviderChoice::Cuda,
         intra_threads: 1,
+        tf32: false,
     };
     let auto = SessionSettings {
         provider: ProviderChoice::Auto,
         intra_threads: 1,
+        tf32: false,
     };
     // This machine has no GPU (and the default build no CUDA provider): `cuda` must refuse.
     let e = Model::load(&path, &cuda).unwrap_err();
