@@ -22,6 +22,26 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Serve the quarantine review dashboard (`/review`) and its API without consuming: for
+    /// reviewers who do not run a consumer. With `--config`, the quarantine folder, reviewers,
+    /// audit log and release topic come from it (releases need its brokers).
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(long, short, required_unless_present = "quarantine")]
+        config: Option<PathBuf>,
+        /// Quarantine folder (without `--config`: browse, decide and export; no release).
+        #[arg(long, conflicts_with = "config")]
+        quarantine: Option<PathBuf>,
+        /// Reviewer `NAME:SHA256-OF-PASSWORD` (without `--config`; repeatable).
+        #[arg(long = "reviewer")]
+        reviewers: Vec<String>,
+        /// Address to listen on (default: `server.listen`, or 127.0.0.1:9898).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Refuse decisions and releases.
+        #[arg(long)]
+        read_only: bool,
+    },
     /// Load the configuration and everything it names; print every problem; exit non-zero if any.
     Check {
         /// Configuration file (TOML).
@@ -134,6 +154,36 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::run::run(cfg)
         }
         Command::Check { config, connect } => Ok(check(&config, connect)),
+        Command::Serve {
+            config,
+            quarantine,
+            reviewers,
+            listen,
+            read_only,
+        } => {
+            let mut cfg = match &config {
+                Some(path) => Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                None => Config::default(),
+            };
+            if let Some(q) = quarantine {
+                cfg.quarantine.dir = q;
+                cfg.kafka.output_topic = None;
+                for r in &reviewers {
+                    let (name, hash) = r
+                        .split_once(':')
+                        .context("--reviewer NAME:SHA256 (printf %s password | sha256sum)")?;
+                    cfg.review.reviewers.push(guard_config::Reviewer {
+                        name: name.to_owned(),
+                        password_sha256: hash.to_owned(),
+                    });
+                }
+            }
+            if let Some(l) = listen {
+                cfg.server.listen = l;
+            }
+            cfg.review.read_only |= read_only;
+            crate::review::serve(cfg, config.is_some())
+        }
         Command::Baseline {
             schema,
             input,

@@ -8,6 +8,7 @@ mod drift;
 mod evaluate;
 mod events;
 mod http;
+mod review;
 mod run;
 mod score;
 mod stage;

@@ -391,6 +391,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
         "scoring_provider".into(),
         provider.map_or("none", |p| p.as_str()).into(),
     );
+    let facts = extras.clone();
     let mut app = guard_server::router(Arc::clone(&health), render, Arc::new(extras));
     let (status_hub, clear_hub) = (Arc::clone(&hub), Arc::clone(&hub));
     app = app.merge(guard_server::breaker_routes(
@@ -408,6 +409,30 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     app = app.merge(guard_server::stats_routes(Arc::new(move |scope: &str| {
         stats_hub.stats(scope == "group")
     })));
+    if cfg.review.enabled {
+        let review_hub = Arc::clone(&hub);
+        let review_summary = Arc::clone(&summary);
+        let live = guard_review::Live {
+            stats: Some(Arc::new(move || review_hub.stats(false))),
+            facts,
+            counters: Some(Arc::new(move || {
+                serde_json::to_value(&*lock(&review_summary)).unwrap_or(serde_json::Value::Null)
+            })),
+        };
+        let publisher: Option<Arc<dyn guard_review::Publisher>> = match cfg.kafka.output_topic {
+            Some(_) => Some(Arc::new(crate::review::KafkaPublisher::new(&cfg)?)),
+            None => None,
+        };
+        let c = cfg.clone();
+        let review = tokio::task::spawn_blocking(move || crate::review::open(&c, publisher, live))
+            .await
+            .context("opening the review service")??;
+        crate::review::spawn_refresh(
+            Arc::clone(&review),
+            Duration::from_millis(cfg.review.refresh_interval_ms.max(100)),
+        );
+        app = app.merge(guard_review::http::routes(review));
+    }
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(guard_server::serve(addr, app, async move {
         let _ = http_stop_rx.await;

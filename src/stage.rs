@@ -108,6 +108,9 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
         let mut gathered = crate::score::Gathered::default();
         // Sources of scored records are counted after scoring (the models may quarantine them).
         let mut scored_sources: Vec<String> = Vec::new();
+        // Sources of records that may be quarantined, for the quarantine row (schema mode;
+        // with a source header it is read from the record itself).
+        let mut row_sources: HashMap<usize, String> = HashMap::new();
         let mut judgements: Vec<_> = records
             .iter()
             .enumerate()
@@ -126,6 +129,9 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
                     }
                     if header.is_none() {
                         let source = schema.source(value).unwrap_or("(none)");
+                        if !passed || deferred {
+                            row_sources.insert(i, source.to_owned());
+                        }
                         if deferred {
                             scored_sources.push(source.to_owned());
                         } else {
@@ -203,6 +209,10 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
                 continue;
             };
             let scored = decisions.remove(&i).unwrap_or_default();
+            let source = match &header {
+                Some(h) => Some(header_source(&record, h).to_owned()),
+                None => Some(row_sources.remove(&i).unwrap_or_else(|| "(undecoded)".to_owned())),
+            };
             let primary = reasons.first().map_or("unknown", |r| r.code.as_str());
             *by_reason.entry(primary).or_default() += 1;
             rows.push(QuarantineRow {
@@ -222,6 +232,7 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
                 label_score: scored.label_score,
                 model_id: scored.model_id,
                 explanation: scored.explanation,
+                source,
             });
         }
         let topic_label = tp.topic.to_string();

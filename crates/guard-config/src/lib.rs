@@ -78,6 +78,69 @@ pub struct Config {
     pub drift: DriftConfig,
     /// Model scoring (for routes with `anomaly_model` or `label_model`).
     pub scoring: ScoringConfig,
+    /// The quarantine review dashboard and API (`/review`, `/api/review/*`).
+    pub review: ReviewConfig,
+}
+
+/// One reviewer allowed to read and act in the review dashboard.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Reviewer {
+    /// Name recorded in the audit log and in release headers.
+    pub name: String,
+    /// SHA-256 of the password, lowercase hex (`printf %s 'secret' | sha256sum`).
+    pub password_sha256: String,
+}
+
+/// Default for [`ReviewConfig::refresh_interval_ms`].
+pub const DEFAULT_REVIEW_REFRESH_MS: u64 = 2_000;
+/// Default for [`ReviewConfig::max_indexed_rows`].
+pub const DEFAULT_REVIEW_MAX_ROWS: usize = 20_000_000;
+/// Default for [`ReviewConfig::session_ttl_s`].
+pub const DEFAULT_REVIEW_SESSION_TTL_S: u64 = 8 * 3600;
+
+/// The quarantine review dashboard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReviewConfig {
+    /// Serve the dashboard and review API from `run` (`serve` always does).
+    pub enabled: bool,
+    /// Reviewers (HTTP basic auth, or the dashboard's sign-in). None: every review request
+    /// is refused with 401.
+    pub reviewers: Vec<Reviewer>,
+    /// Refuse every decision and release (browse and export only).
+    pub read_only: bool,
+    /// Folder of the append-only audit log; unset: `<quarantine.dir>/_review`. Relative to
+    /// the config file.
+    pub audit_dir: Option<PathBuf>,
+    /// How often the quarantine folder is scanned for new files, in milliseconds.
+    pub refresh_interval_ms: u64,
+    /// Most quarantined rows kept in the in-memory index (about 48 bytes each); older files
+    /// beyond it are left out of the explorer, and the overview says so.
+    pub max_indexed_rows: usize,
+    /// Sign-in sessions expire after this many seconds.
+    pub session_ttl_s: u64,
+    /// Topic released records go to; unset: `kafka.output_topic`.
+    pub release_topic: Option<String>,
+    /// Header naming a record's source in the quarantine index, for records written before
+    /// the `source` column existed; unset: `drift.source_header`.
+    pub source_header: Option<String>,
+}
+
+impl Default for ReviewConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            reviewers: Vec::new(),
+            read_only: false,
+            audit_dir: None,
+            refresh_interval_ms: DEFAULT_REVIEW_REFRESH_MS,
+            max_indexed_rows: DEFAULT_REVIEW_MAX_ROWS,
+            session_ttl_s: DEFAULT_REVIEW_SESSION_TTL_S,
+            release_topic: None,
+            source_header: None,
+        }
+    }
 }
 
 /// Which ONNX Runtime execution provider scores.
@@ -601,6 +664,9 @@ impl Config {
         if self.quarantine.dir.is_relative() {
             self.quarantine.dir = base.join(&self.quarantine.dir);
         }
+        if let Some(d) = self.review.audit_dir.as_mut().filter(|d| d.is_relative()) {
+            *d = base.join(&*d);
+        }
     }
 
     /// Cross-field checks without I/O. Returns every problem found.
@@ -704,6 +770,7 @@ impl Config {
             ("drift.webhook_queue", d.webhook_queue),
             ("drift.max_sources", d.max_sources),
             ("scoring.intra_threads", self.scoring.intra_threads),
+            ("review.max_indexed_rows", self.review.max_indexed_rows),
             ("drift.alarm.consecutive", d.alarm.consecutive as usize),
             ("drift.alarm.clear_after", d.alarm.clear_after as usize),
         ] {
@@ -716,6 +783,25 @@ impl Config {
                 "drift.breaker.max_quarantine_rate",
                 "between 0 (exclusive) and 1".into(),
             );
+        }
+        for (i, r) in self.review.reviewers.iter().enumerate() {
+            if r.name.trim().is_empty() || r.name.contains(|c: char| c == ':' || c.is_control()) {
+                bad(
+                    &format!("review.reviewers[{i}].name"),
+                    "must be non-empty, without ':' or control characters".into(),
+                );
+            }
+            if r.password_sha256.len() != 64 || !r.password_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bad(
+                    &format!("review.reviewers[{i}].password_sha256"),
+                    "must be 64 hex digits (the SHA-256 of the password)".into(),
+                );
+            }
+        }
+        if let Some(t) = &self.review.release_topic {
+            if let Err(m) = check_topic(t) {
+                bad("review.release_topic", m);
+            }
         }
         if d.breaker.window_records == 0 {
             bad("drift.breaker.window_records", "must be greater than 0".into());

@@ -127,6 +127,7 @@ mod tests {
             label_score: None,
             model_id: None,
             explanation: None,
+            source: None,
         }
     }
 

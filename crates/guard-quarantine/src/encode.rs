@@ -72,6 +72,9 @@ pub struct QuarantineRow {
     /// Why the models scored it so (JSON: per role the score, threshold and the top
     /// contributing features or the predicted class), when a model scored it.
     pub explanation: Option<String>,
+    /// The record's producer (`drift.source_header`, or the schema's `x-guard.source`
+    /// field; `(undecoded)` when neither could be read).
+    pub source: Option<String>,
 }
 
 impl QuarantineRow {
@@ -135,6 +138,7 @@ pub fn arrow_schema() -> SchemaRef {
             Field::new("label_score", DataType::Float32, true),
             Field::new("model_id", DataType::Utf8, true),
             Field::new("explanation", DataType::Utf8, true),
+            Field::new("source", DataType::Utf8, true),
         ]))
     }))
 }
@@ -160,6 +164,7 @@ pub fn to_record_batch(rows: &[QuarantineRow]) -> Result<RecordBatch, Quarantine
     let mut label = Float32Builder::with_capacity(n);
     let mut model = StringBuilder::new();
     let mut explanation = StringBuilder::new();
+    let mut source = StringBuilder::new();
     for r in rows {
         topic.append_value(&*r.topic);
         partition.append_value(r.partition);
@@ -191,6 +196,7 @@ pub fn to_record_batch(rows: &[QuarantineRow]) -> Result<RecordBatch, Quarantine
         label.append_option(r.label_score);
         model.append_option(r.model_id.as_deref());
         explanation.append_option(r.explanation.as_deref());
+        source.append_option(r.source.as_deref());
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(topic.finish()),
@@ -211,6 +217,7 @@ pub fn to_record_batch(rows: &[QuarantineRow]) -> Result<RecordBatch, Quarantine
         Arc::new(label.finish()),
         Arc::new(model.finish()),
         Arc::new(explanation.finish()),
+        Arc::new(source.finish()),
     ];
     Ok(RecordBatch::try_new(arrow_schema(), columns)?)
 }

@@ -18,7 +18,10 @@ mod store;
 
 pub use buffer::{PartitionBuffer, RollPolicy};
 pub use encode::{arrow_schema, encode, QuarantineRow, ReasonEntry};
-pub use read::{list_files, read_file, FileInfo, StoredRow};
+pub use read::{
+    list_files, read_batches_at, read_file, read_raw_at, read_rows_at, scan_summaries, FileInfo, RawRecord, RowSummary,
+    StoredRow,
+};
 pub use store::{covered_until, file_name, parse_file_name, partition_prefix, LocalDirStore, QuarantineStore};
 
 /// Errors of the quarantine store and codec.

@@ -66,6 +66,10 @@ pub struct StoredRow {
     /// Model explanation (JSON), when a model scored the record; files written before the
     /// column existed read as `None`.
     pub explanation: Option<String>,
+    /// The record's producer, when known (files before the column existed: `None`).
+    pub source: Option<String>,
+    /// Model identity, when a model scored it.
+    pub model_id: Option<String>,
 }
 
 /// Every complete quarantine file under `root`, sorted by topic, partition and offset.
@@ -130,6 +134,260 @@ pub fn read_file(path: &Path) -> Result<Vec<StoredRow>, QuarantineError> {
     Ok(out)
 }
 
+/// The original record of a quarantine row, bytes as they arrived (for release).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawRecord {
+    /// Source topic.
+    pub topic: String,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Kafka timestamp (ms).
+    pub timestamp_ms: Option<i64>,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: Vec<guard_core::Header>,
+    /// Payload (a prefix if `truncated`).
+    pub payload: Option<Vec<u8>>,
+    /// Only a prefix of the payload was kept: the original cannot be restored.
+    pub truncated: bool,
+}
+
+/// What the review index keeps of one row, borrowed from the batch being scanned.
+#[derive(Debug, Clone, Copy)]
+pub struct RowSummary<'a> {
+    /// Row number in the file.
+    pub row: usize,
+    /// Source offset.
+    pub offset: i64,
+    /// Kafka timestamp (ms).
+    pub kafka_timestamp_ms: Option<i64>,
+    /// Quarantine time (ms).
+    pub quarantined_at_ms: i64,
+    /// Anomaly score.
+    pub anomaly_score: Option<f32>,
+    /// Label-consistency score.
+    pub label_score: Option<f32>,
+    /// Source: the `source` column, else the value of the given header.
+    pub source: Option<&'a str>,
+}
+
+/// Open `path` for reading at most the given row numbers (ascending) with `projection` (column
+/// names; `None`: all), using the row groups' sizes to skip whole groups.
+fn reader_at(
+    path: &Path,
+    rows: &[usize],
+    projection: Option<&[&str]>,
+) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, QuarantineError> {
+    use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+    let file = File::open(path).map_err(|e| QuarantineError::io(path.display(), e))?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    if let Some(names) = projection {
+        let schema = builder.schema();
+        let idx: Vec<usize> = names.iter().filter_map(|n| schema.index_of(n).ok()).collect();
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), idx);
+        builder = builder.with_projection(mask);
+    }
+    // Row groups that hold a wanted row, and a selection relative to them.
+    let mut groups = Vec::new();
+    let mut selectors = Vec::new();
+    let mut start = 0usize;
+    let mut want = rows.iter().copied().peekable();
+    for (g, rg) in builder.metadata().row_groups().iter().enumerate() {
+        let n = usize::try_from(rg.num_rows()).unwrap_or(0);
+        let end = start + n;
+        let mut cursor = start;
+        let mut any = false;
+        while let Some(&r) = want.peek() {
+            if r >= end {
+                break;
+            }
+            want.next();
+            if r < cursor {
+                continue; // duplicate or unsorted
+            }
+            if !any {
+                groups.push(g);
+                any = true;
+            }
+            if r > cursor {
+                selectors.push(RowSelector::skip(r - cursor));
+            }
+            selectors.push(RowSelector::select(1));
+            cursor = r + 1;
+        }
+        if any && cursor < end {
+            selectors.push(RowSelector::skip(end - cursor));
+        }
+        start = end;
+    }
+    Ok(builder
+        .with_row_groups(groups)
+        .with_row_selection(RowSelection::from(selectors))
+        .build()?)
+}
+
+/// Read the given rows (row numbers in the file, ascending) in full.
+pub fn read_rows_at(path: &Path, rows: &[usize]) -> Result<Vec<StoredRow>, QuarantineError> {
+    let mut out = Vec::with_capacity(rows.len());
+    if rows.is_empty() {
+        return Ok(out);
+    }
+    for batch in reader_at(path, rows, None)? {
+        rows_of(&batch?, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Read the given rows as Arrow batches in [`crate::arrow_schema`] (columns a file predates
+/// are null), for export.
+pub fn read_batches_at(path: &Path, rows: &[usize]) -> Result<Vec<RecordBatch>, QuarantineError> {
+    let target = crate::arrow_schema();
+    let mut out = Vec::new();
+    if rows.is_empty() {
+        return Ok(out);
+    }
+    for batch in reader_at(path, rows, None)? {
+        let b = batch?;
+        let cols: Vec<arrow_array::ArrayRef> = target
+            .fields()
+            .iter()
+            .map(|f| {
+                b.column_by_name(f.name())
+                    .cloned()
+                    .unwrap_or_else(|| arrow_array::new_null_array(f.data_type(), b.num_rows()))
+            })
+            .collect();
+        out.push(RecordBatch::try_new(target.clone(), cols)?);
+    }
+    Ok(out)
+}
+
+/// The original bytes of one row, for release.
+pub fn read_raw_at(path: &Path, row: usize) -> Result<RawRecord, QuarantineError> {
+    let mut reader = reader_at(path, &[row], None)?;
+    let b = reader
+        .next()
+        .transpose()?
+        .filter(|b| b.num_rows() == 1)
+        .ok_or_else(|| QuarantineError::Format(format!("row {row} not in {}", path.display())))?;
+    let topic = col(&b, "topic")?.as_string::<i32>();
+    let partition = col(&b, "partition")?.as_primitive::<Int32Type>();
+    let offset = col(&b, "offset")?.as_primitive::<Int64Type>();
+    let ts = col(&b, "kafka_timestamp")?.as_primitive::<TimestampMillisecondType>();
+    let key = col(&b, "key")?.as_binary::<i32>();
+    let headers = col(&b, "headers")?.as_list::<i32>();
+    let payload = col(&b, "payload")?.as_binary::<i32>();
+    let truncated = col(&b, "payload_truncated")?.as_boolean();
+    let hs = headers.value(0);
+    let hs = hs.as_struct();
+    let hk = hs.column(0).as_string::<i32>();
+    let hv = hs.column(1).as_binary::<i32>();
+    Ok(RawRecord {
+        topic: topic.value(0).to_owned(),
+        partition: partition.value(0),
+        offset: offset.value(0),
+        timestamp_ms: ts.is_valid(0).then(|| ts.value(0)),
+        key: key.is_valid(0).then(|| key.value(0).to_vec()),
+        headers: (0..hs.len())
+            .map(|j| guard_core::Header {
+                key: hk.value(j).to_owned(),
+                value: hv.is_valid(j).then(|| hv.value(j).to_vec()),
+            })
+            .collect(),
+        payload: payload.is_valid(0).then(|| payload.value(0).to_vec()),
+        truncated: truncated.value(0),
+    })
+}
+
+/// Scan the columns the review index needs (never the payloads), calling `f` for each row
+/// with its reason codes. The source is the `source` column, or for files written before it
+/// the value of `source_header`.
+pub fn scan_summaries(
+    path: &Path,
+    source_header: Option<&str>,
+    mut f: impl FnMut(RowSummary<'_>, &[&str]),
+) -> Result<usize, QuarantineError> {
+    let file = File::open(path).map_err(|e| QuarantineError::io(path.display(), e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let has_source = builder.schema().index_of("source").is_ok();
+    let mut names = vec![
+        "offset",
+        "kafka_timestamp",
+        "quarantined_at",
+        "reason_codes",
+        "anomaly_score",
+        "label_score",
+    ];
+    if has_source {
+        names.push("source");
+    } else if source_header.is_some() {
+        names.push("headers");
+    }
+    let schema = builder.schema();
+    let idx: Vec<usize> = names.iter().filter_map(|n| schema.index_of(n).ok()).collect();
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), idx);
+    let reader = builder.with_projection(mask).with_batch_size(8192).build()?;
+    let mut row = 0usize;
+    for batch in reader {
+        let b = batch?;
+        let mut codes_buf: Vec<&str> = Vec::new();
+        let offset = col(&b, "offset")?.as_primitive::<Int64Type>();
+        let ts = col(&b, "kafka_timestamp")?.as_primitive::<TimestampMillisecondType>();
+        let at = col(&b, "quarantined_at")?.as_primitive::<TimestampMillisecondType>();
+        let codes = col(&b, "reason_codes")?.as_list::<i32>();
+        let code_values = codes.values().as_string::<i32>();
+        let anomaly = col(&b, "anomaly_score")?.as_primitive::<Float32Type>();
+        let label = col(&b, "label_score")?.as_primitive::<Float32Type>();
+        let source = b.column_by_name("source").map(|c| c.as_string::<i32>());
+        let headers = b.column_by_name("headers").map(|c| c.as_list::<i32>());
+        let code_offsets = codes.value_offsets();
+        for i in 0..b.num_rows() {
+            codes_buf.clear();
+            let (lo, hi) = (code_offsets[i], code_offsets[i + 1]);
+            for j in lo..hi {
+                let j = usize::try_from(j).unwrap_or(0);
+                if code_values.is_valid(j) {
+                    codes_buf.push(code_values.value(j));
+                }
+            }
+            let header_source = match (headers, source_header) {
+                (Some(h), Some(name)) => {
+                    let hs = h.value(i);
+                    let hs = hs.as_struct();
+                    let hk = hs.column(0).as_string::<i32>();
+                    let hv = hs.column(1).as_binary::<i32>();
+                    (0..hs.len()).find(|&j| hk.value(j) == name).map(|j| {
+                        if hv.is_valid(j) {
+                            std::str::from_utf8(hv.value(j)).unwrap_or("(binary)").to_owned()
+                        } else {
+                            "(none)".to_owned()
+                        }
+                    })
+                }
+                _ => None,
+            };
+            let summary = RowSummary {
+                row,
+                offset: offset.value(i),
+                kafka_timestamp_ms: ts.is_valid(i).then(|| ts.value(i)),
+                quarantined_at_ms: at.value(i),
+                anomaly_score: anomaly.is_valid(i).then(|| anomaly.value(i)),
+                label_score: label.is_valid(i).then(|| label.value(i)),
+                source: match source {
+                    Some(s) if s.is_valid(i) => Some(s.value(i)),
+                    _ => header_source.as_deref(),
+                },
+            };
+            f(summary, &codes_buf);
+            row += 1;
+        }
+    }
+    Ok(row)
+}
+
 fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a dyn Array, QuarantineError> {
     b.column_by_name(name)
         .map(|c| c.as_ref())
@@ -158,6 +416,8 @@ fn rows_of(b: &RecordBatch, out: &mut Vec<StoredRow>) -> Result<(), QuarantineEr
     let anomaly = col(b, "anomaly_score")?.as_primitive::<Float32Type>();
     let label = col(b, "label_score")?.as_primitive::<Float32Type>();
     let explanation = b.column_by_name("explanation").map(|c| c.as_string::<i32>());
+    let source = b.column_by_name("source").map(|c| c.as_string::<i32>());
+    let model_id = b.column_by_name("model_id").map(|c| c.as_string::<i32>());
     for i in 0..b.num_rows() {
         let hs = headers.value(i);
         let hs = hs.as_struct();
@@ -185,6 +445,8 @@ fn rows_of(b: &RecordBatch, out: &mut Vec<StoredRow>) -> Result<(), QuarantineEr
             anomaly_score: anomaly.is_valid(i).then(|| anomaly.value(i)),
             label_score: label.is_valid(i).then(|| label.value(i)),
             explanation: explanation.filter(|e| e.is_valid(i)).map(|e| e.value(i).to_owned()),
+            source: source.filter(|e| e.is_valid(i)).map(|e| e.value(i).to_owned()),
+            model_id: model_id.filter(|e| e.is_valid(i)).map(|e| e.value(i).to_owned()),
         });
     }
     Ok(())
@@ -230,6 +492,7 @@ mod tests {
             label_score: Some(0.5),
             model_id: None,
             explanation: Some("{\"anomaly\":{}}".into()),
+            source: Some("producer-7".into()),
         };
         let bytes = encode(&[row.clone(), QuarantineRow { offset: 9, ..row }], 3)?;
         store.put(&file_name("t", 2, 7, 9), &bytes)?;
@@ -248,6 +511,7 @@ mod tests {
         );
         assert_eq!(rows[0].label_score, Some(0.5));
         assert_eq!(rows[0].explanation.as_deref(), Some("{\"anomaly\":{}}"));
+        assert_eq!(rows[0].source.as_deref(), Some("producer-7"));
         Ok(())
     }
 }

@@ -1,0 +1,117 @@
+//! Export of a filtered view as JSONL, CSV or Parquet (the quarantine's own schema), at most
+//! [`crate::http::MAX_EXPORT_ROWS`] rows, read file by file with row selections.
+
+use crate::index::Filter;
+use crate::{Review, ReviewError};
+use std::collections::BTreeMap;
+
+/// Bytes, content type, rows written, and whether the view had more rows than were written.
+pub type Exported = (Vec<u8>, &'static str, usize, bool);
+
+/// Export the rows `f` selects (sorted as asked) in `format` (`jsonl`, `csv` or `parquet`).
+pub fn export(r: &Review, f: &Filter, format: &str) -> Result<Exported, ReviewError> {
+    // Which rows of which files, in the view's order.
+    let (order, by_file, truncated) = {
+        let idx = r.index();
+        let mut hits = r
+            .audit()
+            .with_states(|states| idx.matching(f, &|k| states.get(k).map_or("undecided", |s| s.name())));
+        let truncated = hits.len() > crate::http::MAX_EXPORT_ROWS;
+        hits.truncate(crate::http::MAX_EXPORT_ROWS);
+        let mut by_file: BTreeMap<std::path::PathBuf, Vec<usize>> = BTreeMap::new();
+        let mut order = Vec::with_capacity(hits.len());
+        for &i in &hits {
+            let e = &idx.entries()[i as usize];
+            if let Some(p) = idx.path(e) {
+                by_file.entry(p.to_path_buf()).or_default().push(e.row as usize);
+                order.push((p.to_path_buf(), e.row as usize));
+            }
+        }
+        (order, by_file, truncated)
+    };
+    let mut out = Vec::new();
+    let rows = order.len();
+    match format {
+        "parquet" => {
+            let schema = guard_quarantine::arrow_schema();
+            let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None)
+                .map_err(|e| ReviewError::Refused(format!("parquet: {e}")))?;
+            for (path, mut rs) in by_file {
+                rs.sort_unstable();
+                for b in guard_quarantine::read_batches_at(&path, &rs)? {
+                    w.write(&b).map_err(|e| ReviewError::Refused(format!("parquet: {e}")))?;
+                }
+            }
+            w.close().map_err(|e| ReviewError::Refused(format!("parquet: {e}")))?;
+            Ok((out, "application/vnd.apache.parquet", rows, truncated))
+        }
+        _ => {
+            // Read each file's rows once, then write them in the view's order.
+            let mut read: BTreeMap<(std::path::PathBuf, usize), guard_quarantine::StoredRow> = BTreeMap::new();
+            for (path, mut rs) in by_file {
+                rs.sort_unstable();
+                rs.dedup();
+                for (row, stored) in rs.iter().zip(guard_quarantine::read_rows_at(&path, &rs)?) {
+                    read.insert((path.clone(), *row), stored);
+                }
+            }
+            if format == "csv" {
+                let mut w = csv::Writer::from_writer(&mut out);
+                let head = [
+                    "topic",
+                    "partition",
+                    "offset",
+                    "kafka_timestamp_ms",
+                    "quarantined_at_ms",
+                    "reason_codes",
+                    "anomaly_score",
+                    "label_score",
+                    "source",
+                    "schema_id",
+                    "model_id",
+                    "payload_len",
+                    "payload_truncated",
+                    "key",
+                    "payload",
+                ];
+                w.write_record(head).map_err(csv_err)?;
+                for k in &order {
+                    let Some(s) = read.get(k) else { continue };
+                    let opt = |v: Option<String>| v.unwrap_or_default();
+                    w.write_record([
+                        s.topic.clone(),
+                        s.partition.to_string(),
+                        s.offset.to_string(),
+                        opt(s.kafka_timestamp_ms.map(|v| v.to_string())),
+                        s.quarantined_at_ms.to_string(),
+                        s.reason_codes.join(";"),
+                        opt(s.anomaly_score.map(|v| v.to_string())),
+                        opt(s.label_score.map(|v| v.to_string())),
+                        opt(s.source.clone()),
+                        opt(s.schema_id.clone()),
+                        opt(s.model_id.clone()),
+                        s.payload_len.to_string(),
+                        s.payload_truncated.to_string(),
+                        opt(s.key.clone()),
+                        opt(s.payload.clone()),
+                    ])
+                    .map_err(csv_err)?;
+                }
+                w.flush().map_err(|e| ReviewError::Refused(format!("csv: {e}")))?;
+                drop(w);
+                Ok((out, "text/csv; charset=utf-8", rows, truncated))
+            } else {
+                for k in &order {
+                    let Some(s) = read.get(k) else { continue };
+                    serde_json::to_writer(&mut out, s).map_err(|e| ReviewError::Refused(format!("jsonl: {e}")))?;
+                    out.push(b'\n');
+                }
+                Ok((out, "application/x-ndjson", rows, truncated))
+            }
+        }
+    }
+}
+
+fn csv_err(e: csv::Error) -> ReviewError {
+    ReviewError::Refused(format!("csv: {e}"))
+}

@@ -1,0 +1,250 @@
+//! Wiring of the quarantine review (crate `guard-review`): settings from the config, the Kafka
+//! publisher that releases records, the refresh task, and `ingest-guard serve`.
+
+use anyhow::Context;
+use guard_config::Config;
+use guard_review::auth::{Auth, Credential};
+use guard_review::{Live, Publisher, Review, Settings};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Broker calls of the publisher give up after this long.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Releases records with an idempotent producer (acks=all) and looks for interrupted ones with
+/// a plain consumer (no group).
+pub struct KafkaPublisher {
+    producer: FutureProducer,
+    aux: rdkafka::ClientConfig,
+}
+
+impl KafkaPublisher {
+    pub fn new(cfg: &Config) -> anyhow::Result<Self> {
+        let mut pc = guard_kafka::producer_config(cfg);
+        pc.set("client.id", format!("ingest-guard-review-{}", std::process::id()));
+        let producer: FutureProducer = pc.create().context("creating the release producer")?;
+        Ok(Self {
+            producer,
+            aux: guard_kafka::admin_config(cfg),
+        })
+    }
+}
+
+impl Publisher for KafkaPublisher {
+    fn end_offsets(&self, topic: &str) -> Result<Vec<(i32, i64)>, String> {
+        let c: BaseConsumer = self.aux.create().map_err(|e| e.to_string())?;
+        let md = c.fetch_metadata(Some(topic), TIMEOUT).map_err(|e| e.to_string())?;
+        let parts: Vec<i32> = md
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if parts.is_empty() {
+            return Err(format!("topic {topic} has no partitions (does it exist?)"));
+        }
+        parts
+            .into_iter()
+            .map(|p| {
+                c.fetch_watermarks(topic, p, TIMEOUT)
+                    .map(|(_, high)| (p, high))
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
+    fn publish(
+        &self,
+        topic: &str,
+        record: &guard_quarantine::RawRecord,
+        extra: &[(String, String)],
+    ) -> Result<(i32, i64), String> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + extra.len());
+        for h in &record.headers {
+            headers = headers.insert(Header {
+                key: &h.key,
+                value: h.value.as_deref(),
+            });
+        }
+        for (k, v) in extra {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+        if let Some(p) = record.payload.as_deref() {
+            rec = rec.payload(p);
+        }
+        if let Some(k) = record.key.as_deref() {
+            rec = rec.key(k);
+        }
+        if let Some(ts) = record.timestamp_ms {
+            rec = rec.timestamp(ts);
+        }
+        let send = self.producer.send(rec, rdkafka::util::Timeout::After(TIMEOUT));
+        // Called on a blocking thread (never an async worker): wait for the acknowledgement.
+        let delivered = match tokio::runtime::Handle::try_current() {
+            Ok(h) => h.block_on(send),
+            Err(_) => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(send),
+        };
+        delivered
+            .map(|d| (d.partition, d.offset))
+            .map_err(|(e, _)| e.to_string())
+    }
+
+    fn find(&self, topic: &str, since: &[(i32, i64)], header: &str, value: &str) -> Result<Option<(i32, i64)>, String> {
+        let c: BaseConsumer = self
+            .aux
+            .clone()
+            .set("enable.auto.commit", "false")
+            .set("group.id", "ingest-guard-review-find")
+            .create()
+            .map_err(|e| e.to_string())?;
+        let ends = self.end_offsets(topic)?;
+        let mut tpl = TopicPartitionList::new();
+        let mut remaining = 0usize;
+        for (p, end) in &ends {
+            let from = since.iter().find(|(q, _)| q == p).map_or(0, |(_, o)| *o);
+            if from < *end {
+                tpl.add_partition_offset(topic, *p, Offset::Offset(from))
+                    .map_err(|e| e.to_string())?;
+                remaining += 1;
+            }
+        }
+        if remaining == 0 {
+            return Ok(None);
+        }
+        c.assign(&tpl).map_err(|e| e.to_string())?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut done = std::collections::HashSet::new();
+        while done.len() < remaining && std::time::Instant::now() < deadline {
+            let Some(m) = c.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let m = m.map_err(|e| e.to_string())?;
+            if let Some(hs) = m.headers() {
+                if hs.iter().any(|h| h.key == header && h.value == Some(value.as_bytes())) {
+                    return Ok(Some((m.partition(), m.offset())));
+                }
+            }
+            let end = ends.iter().find(|(p, _)| *p == m.partition()).map_or(0, |(_, e)| *e);
+            if m.offset() + 1 >= end {
+                done.insert(m.partition());
+            }
+        }
+        if done.len() < remaining {
+            return Err("the clean topic could not be read to its end in 30 s".into());
+        }
+        Ok(None)
+    }
+}
+
+/// Review settings from the config.
+pub fn settings(cfg: &Config) -> Settings {
+    let r = &cfg.review;
+    Settings {
+        quarantine_dir: cfg.quarantine.dir.clone(),
+        audit_dir: r
+            .audit_dir
+            .clone()
+            .unwrap_or_else(|| cfg.quarantine.dir.join("_review")),
+        read_only: r.read_only,
+        release_topic: r.release_topic.clone().or_else(|| cfg.kafka.output_topic.clone()),
+        source_header: r.source_header.clone().or_else(|| cfg.drift.source_header.clone()),
+        max_indexed_rows: r.max_indexed_rows,
+        provenance_header: (!cfg.kafka.provenance_header.is_empty()).then(|| cfg.kafka.provenance_header.clone()),
+    }
+}
+
+/// The reviewers of the config.
+pub fn auth(cfg: &Config) -> anyhow::Result<Auth> {
+    let creds = cfg
+        .review
+        .reviewers
+        .iter()
+        .map(|r| {
+            Credential::from_hex(&r.name, &r.password_sha256).with_context(|| format!("review.reviewers: {}", r.name))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if creds.is_empty() {
+        tracing::warn!("no [[review.reviewers]] configured: the review dashboard refuses every request");
+    }
+    Ok(Auth::new(creds, Duration::from_secs(cfg.review.session_ttl_s.max(60))))
+}
+
+/// Open the review service (off the async workers: it scans the quarantine folder).
+pub fn open(cfg: &Config, publisher: Option<Arc<dyn Publisher>>, live: Live) -> anyhow::Result<Arc<Review>> {
+    let review = Review::open(settings(cfg), auth(cfg)?, publisher, live).context("opening the review service")?;
+    Ok(Arc::new(review))
+}
+
+/// Re-scan the quarantine folder every `interval` until the process ends.
+pub fn spawn_refresh(review: Arc<Review>, interval: Duration) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            let r = Arc::clone(&review);
+            match tokio::task::spawn_blocking(move || r.refresh()).await {
+                Ok(Ok(n)) if n > 0 => tracing::debug!(rows = n, "review index refreshed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "review index refresh failed"),
+                _ => {}
+            }
+        }
+    });
+}
+
+/// `ingest-guard serve`: the dashboard alone, until SIGINT/SIGTERM.
+pub fn serve(cfg: Config, with_broker: bool) -> anyhow::Result<std::process::ExitCode> {
+    crate::run::init_tracing(&cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let publisher: Option<Arc<dyn Publisher>> = if with_broker && cfg.kafka.output_topic.is_some() {
+            Some(Arc::new(KafkaPublisher::new(&cfg)?))
+        } else {
+            None
+        };
+        let c = cfg.clone();
+        let review = tokio::task::spawn_blocking(move || open(&c, publisher, Live::default()))
+            .await
+            .context("opening the review service")??;
+        spawn_refresh(
+            Arc::clone(&review),
+            Duration::from_millis(cfg.review.refresh_interval_ms.max(100)),
+        );
+        let addr: std::net::SocketAddr = cfg.server.listen.parse().context("server.listen")?;
+        let app = guard_review::http::routes(review);
+        tracing::info!(%addr, quarantine = %cfg.quarantine.dir.display(), "review dashboard at http://{addr}/review");
+        guard_server::serve(addr, app, async {
+            shutdown_signal().await;
+        })
+        .await?;
+        Ok(std::process::ExitCode::SUCCESS)
+    })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
