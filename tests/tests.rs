@@ -17,4 +17,5 @@ mod e2e;
 mod faults;
 mod group;
 mod hostile;
+mod review;
 mod scoring;
