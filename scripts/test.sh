@@ -9,6 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/env.sh
+# The dashboard's browser test drives Debian's headless Chromium through chromedriver.
+if ! command -v chromedriver >/dev/null 2>&1; then
+  echo "test: installing chromium and chromium-driver with apt-get (browser test)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
 step() { printf '\n=== %s\n' "$*"; }
 
 step "cargo fmt --check"

@@ -9,6 +9,7 @@ mod support;
 
 mod alerts;
 mod baseline;
+mod browser;
 mod check;
 mod crash;
 mod detection;

@@ -332,8 +332,26 @@ pub fn http_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)
     head.push_str("\r\n");
     s.write_all(head.as_bytes()).ok()?;
     s.write_all(body.as_bytes()).ok()?;
+    // Read the head, then exactly Content-Length bytes (some servers keep the connection).
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
+    let mut chunk = [0u8; 65536];
+    loop {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if len.is_some_and(|len| raw.len() >= end + 4 + len) {
+                break;
+            }
+        }
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n")?;
     let mut lines = head.lines();

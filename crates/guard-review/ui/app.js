@@ -129,7 +129,7 @@ async function explorer(view, params) {
     } else {
       input = el('input', { name, id: 'f-' + name, type: kind === 'datetime-local' ? 'datetime-local' : 'text', size: 12 });
     }
-    let v = params.get(name) || '';
+    let v = params.get(name) || (name === 'sort' ? 'time' : name === 'score' ? 'any' : '');
     if (kind === 'datetime-local' && v) v = new Date(Number(v)).toISOString().slice(0, 16);
     input.value = v;
     form.append(el('label', {}, name, input));
@@ -182,7 +182,10 @@ function tensorFields(value, path = '', out = []) {
 }
 
 function drawTensor(values, side) {
-  const c = el('canvas', { class: 'digit', width: side, height: side, style: `width:${side * 6}px;height:${side * 6}px` });
+  const c = el('canvas', { class: 'digit', width: side, height: side });
+  // CSSOM, not a style attribute: the page's CSP allows no inline styles.
+  c.style.width = `${side * 8}px`;
+  c.style.height = `${side * 8}px`;
   const ctx = c.getContext('2d');
   const img = ctx.createImageData(side, side);
   const max = Math.max(1, ...values);
