@@ -747,7 +747,9 @@ impl DriftHub {
                     "alarm": alarms.iter().any(|a| **a == f.name),
                     "counts": w.features[i].counts,
                 });
+                o["baseline_counts"] = serde_json::json!(f.profile.counts);
                 if f.categories.is_none() {
+                    o["edges"] = serde_json::json!(f.bins.edges().iter().map(|e| finite(*e)).collect::<Vec<_>>());
                     o["mean"] = serde_json::json!(nz(m.mean()));
                     o["std"] = serde_json::json!(nz(m.variance().sqrt()));
                     o["min"] = serde_json::json!(nz(m.min()));

@@ -216,7 +216,11 @@ pub fn serve(cfg: Config, with_broker: bool) -> anyhow::Result<std::process::Exi
             None
         };
         let c = cfg.clone();
-        let review = tokio::task::spawn_blocking(move || open(&c, publisher, Live::default()))
+        let live = Live {
+            features_of: features_of(&cfg),
+            ..Live::default()
+        };
+        let review = tokio::task::spawn_blocking(move || open(&c, publisher, live))
             .await
             .context("opening the review service")??;
         spawn_refresh(
@@ -247,4 +251,107 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// A record's numeric features against its route's baseline: the value, the baseline's
+/// equal-frequency bin it falls in (so its quantile range), and the baseline's mean, std,
+/// min and max. Routes without a baseline give nothing.
+pub fn features_of(cfg: &Config) -> Option<guard_review::FeaturesOf> {
+    let mut by_topic = std::collections::HashMap::new();
+    for r in &cfg.routes {
+        let Some(b) = &r.baseline else { continue };
+        let Ok(schema) = guard_validate::DomainSchema::load(&r.schema) else {
+            continue;
+        };
+        match crate::drift::TopicDrift::load(b, &schema) {
+            Ok(t) => {
+                by_topic.insert(r.topic.clone(), (schema, Arc::clone(&t.baseline)));
+            }
+            Err(e) => tracing::warn!(topic = %r.topic, error = %e, "review: baseline not loaded"),
+        }
+    }
+    if by_topic.is_empty() {
+        return None;
+    }
+    Some(Arc::new(move |topic: &str, value: &serde_json::Value| {
+        let (schema, base) = by_topic.get(topic)?;
+        let values = schema.numeric_features(value);
+        let rows: Vec<serde_json::Value> = base
+            .numeric()
+            .zip(values)
+            .map(|(f, x)| {
+                let bins = f.bins.len().max(1);
+                let m = &f.profile.moments;
+                let fin = |v: f64| v.is_finite().then_some(v);
+                let (bin, lo, hi) = if x.is_finite() {
+                    let i = f.bins.index(x);
+                    (
+                        Some(i),
+                        Some(i as f64 / bins as f64),
+                        Some((i + 1) as f64 / bins as f64),
+                    )
+                } else {
+                    (None, None, None)
+                };
+                serde_json::json!({
+                    "name": f.name,
+                    "value": fin(x),
+                    "bin": bin,
+                    "bins": bins,
+                    "quantile_low": lo,
+                    "quantile_high": hi,
+                    "outside_baseline_range": x.is_finite() && (x < m.min() || x > m.max()),
+                    "baseline_mean": fin(m.mean()),
+                    "baseline_std": fin(m.variance().sqrt()),
+                    "baseline_min": fin(m.min()),
+                    "baseline_max": fin(m.max()),
+                })
+            })
+            .collect();
+        Some(serde_json::Value::Array(rows))
+    }))
+}
+
+/// Drift test values of each closed window, sampled every `every`, the last `keep` samples:
+/// per topic and feature, PSI, KS and whether it fired.
+pub fn drift_history(
+    hub: Arc<crate::drift::DriftHub>,
+    every: Duration,
+    keep: usize,
+) -> Arc<dyn Fn() -> serde_json::Value + Send + Sync> {
+    let samples: Arc<std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>> = Arc::default();
+    let writer = Arc::clone(&samples);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let h = Arc::clone(&hub);
+            let Ok(stats) = tokio::task::spawn_blocking(move || h.stats(false)).await else {
+                continue;
+            };
+            let mut topics = serde_json::Map::new();
+            for t in stats["topics"].as_array().into_iter().flatten() {
+                let mut feats = serde_json::Map::new();
+                for f in t["current"]["features"].as_array().into_iter().flatten() {
+                    if let Some(name) = f["name"].as_str() {
+                        feats.insert(
+                            name.to_owned(),
+                            serde_json::json!({"psi": f["drift"]["psi"], "ks": f["drift"]["ks"], "firing": f["firing"]}),
+                        );
+                    }
+                }
+                if let Some(name) = t["topic"].as_str() {
+                    topics.insert(name.to_owned(), serde_json::Value::Object(feats));
+                }
+            }
+            let mut s = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.push_back(serde_json::json!({"at_ms": crate::stage::now_ms(), "topics": topics}));
+            while s.len() > keep {
+                s.pop_front();
+            }
+        }
+    });
+    Arc::new(move || {
+        let s = samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        serde_json::Value::Array(s.iter().cloned().collect())
+    })
 }

@@ -418,6 +418,12 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
             counters: Some(Arc::new(move || {
                 serde_json::to_value(&*lock(&review_summary)).unwrap_or(serde_json::Value::Null)
             })),
+            history: Some(crate::review::drift_history(
+                Arc::clone(&hub),
+                Duration::from_secs(10),
+                360,
+            )),
+            features_of: crate::review::features_of(&cfg),
         };
         let publisher: Option<Arc<dyn guard_review::Publisher>> = match cfg.kafka.output_topic {
             Some(_) => Some(Arc::new(crate::review::KafkaPublisher::new(&cfg)?)),

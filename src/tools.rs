@@ -137,6 +137,20 @@ pub enum ToolsCommand {
     /// JSONL file's valid records: (a) the window statistics alone on already parsed rows
     /// (what a DataFrame profiler gets), (b) the whole per-record path (limits, decode, schema,
     /// feature extraction, statistics). Prints one JSON line.
+    /// Benchmark fixture: write `rows` quarantined Shuttle-shaped records into `files`
+    /// quarantine files under `out` (3 topics, 4 partitions, a realistic mix of reasons,
+    /// scores and 50 sources), for `scripts/bench-review.sh`. Deterministic.
+    ReviewFixture {
+        /// Quarantine folder to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Rows in all.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Files in all.
+        #[arg(long, default_value_t = 100)]
+        files: usize,
+    },
     Profile {
         /// Domain schema file.
         #[arg(long)]
@@ -188,6 +202,7 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
             quantiles,
         } => profile(&schema, &input, passes, quantiles),
         ToolsCommand::Latency { brokers, topic, count } => latency(&brokers, &topic, count),
+        ToolsCommand::ReviewFixture { out, rows, files } => review_fixture(&out, rows, files),
         ToolsCommand::Produce {
             brokers,
             topic,
@@ -718,4 +733,96 @@ mod tests {
         );
         assert_eq!(compare_outputs(&p, &a, &meta("label", &["0", "1"])), "roles differ");
     }
+}
+
+fn review_fixture(out: &std::path::Path, rows: usize, files: usize) -> anyhow::Result<ExitCode> {
+    use guard_quarantine::{encode, file_name, LocalDirStore, QuarantineRow, QuarantineStore, ReasonEntry};
+    use std::sync::Arc;
+    let files = files.max(1);
+    let per_file = rows.div_ceil(files);
+    let store = LocalDirStore::new(out);
+    let topics = ["training.shuttle", "training.mnist", "training.tabular"];
+    let reasons = [
+        ("score.anomaly", None),
+        ("score.anomaly", None),
+        ("score.label", None),
+        ("schema.type", Some("/features/3")),
+        ("schema.maximum", Some("/label")),
+        ("schema.required", Some("")),
+        ("limits.depth", None),
+        ("decode.json", None),
+    ];
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let started = std::time::Instant::now();
+    let t0: i64 = 1_764_100_000_000;
+    let mut written = 0usize;
+    for f in 0..files {
+        let topic = topics[f % topics.len()];
+        let partition = i32::try_from((f / topics.len()) % 4).unwrap_or(0);
+        let n = per_file.min(rows - written);
+        if n == 0 {
+            break;
+        }
+        // Offsets continue per (topic, partition) across files.
+        let first = i64::try_from((f / (topics.len() * 4)) * per_file).unwrap_or(0);
+        let batch: Vec<QuarantineRow> = (0..n)
+            .map(|i| {
+                let r = next();
+                let (code, path) = reasons[(r % reasons.len() as u64) as usize];
+                let offset = first + i as i64;
+                let scored = code.starts_with("score.");
+                let anomaly = scored.then(|| ((r >> 8) % 10_000) as f32 / 1_000.0);
+                let label = (code == "score.label").then(|| 0.99 + ((r >> 24) % 1_000) as f32 / 100_000.0);
+                let features: Vec<String> = (0..9)
+                    .map(|k| format!("{}", ((r >> (k * 3)) % 200) as i64 - 50))
+                    .collect();
+                let payload = format!(
+                    "{{\"source\":\"sensor-{}\",\"features\":[{}],\"label\":{}}}",
+                    (r >> 40) % 50,
+                    features.join(","),
+                    (r >> 50) % 7
+                );
+                QuarantineRow {
+                    topic: Arc::from(topic),
+                    partition,
+                    offset,
+                    timestamp_ms: Some(t0 + offset * 10),
+                    key: Some(format!("k{offset}").into_bytes()),
+                    headers: vec![],
+                    payload_len: payload.len() as i64,
+                    payload: Some(payload.into_bytes()),
+                    reasons: vec![ReasonEntry {
+                        code: code.into(),
+                        path: path.map(Into::into),
+                        detail: "fixture".into(),
+                    }],
+                    schema_id: Some(Arc::from("shuttle-v1")),
+                    guard_version: guard_core::GUARD_VERSION,
+                    quarantined_at_ms: t0 + (f * per_file + i) as i64 * 5,
+                    anomaly_score: anomaly,
+                    label_score: label,
+                    model_id: scored.then(|| "shuttle-v1/anomaly@fixture".into()),
+                    explanation: None,
+                    source: Some(format!("sensor-{}", (r >> 40) % 50)),
+                }
+            })
+            .collect();
+        let last = first + n as i64 - 1;
+        store
+            .put(&file_name(topic, partition, first, last), &encode(&batch, 3)?)
+            .context("writing a fixture file")?;
+        written += n;
+    }
+    println!(
+        "{}",
+        serde_json::json!({"rows": written, "files": files, "dir": out.display().to_string(),
+            "seconds": started.elapsed().as_secs_f64()})
+    );
+    Ok(ExitCode::SUCCESS)
 }

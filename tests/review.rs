@@ -58,11 +58,17 @@ fn api(port: u16) -> Api {
 #[test]
 fn review_api_decides_releases_once_and_keeps_the_audit_log() {
     let rig = Rig::new(1);
-    let mut guard = rig.guard(
+    // A baseline, so the record detail can place feature values in it.
+    let baseline = rig.dir.path().join("shuttle.baseline.json");
+    let built = run_baseline(&repo().join("schemas/samples/shuttle.valid.jsonl"), &baseline, 20, 100);
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let mut guard = rig.guard_full(
+        Some(&rig.output),
         &format!(
             "[review]\nrefresh_interval_ms = 200\n[[review.reviewers]]\nname = \"alice\"\npassword_sha256 = \"{DEMO_SHA}\"\n"
         ),
         "",
+        &format!("baseline = \"{}\"\n", baseline.display()),
     );
     guard.start();
     guard.wait_ready(Duration::from_secs(60));
@@ -211,6 +217,25 @@ fn review_api_decides_releases_once_and_keeps_the_audit_log() {
     );
     assert_eq!(rel.key.as_deref(), original["record"]["key"].as_str());
     assert_eq!(a.get(&rbase).json()["state"], "released");
+
+    // Feature values against the baseline, where the payload has them; the feature view.
+    let placed = q.keys().any(|k| {
+        let d = a.get(&format!("/api/review/records/{}/{}/{}", k.0, k.1, k.2)).json();
+        d["features"].as_array().is_some_and(|f| {
+            f.len() == 9
+                && f.iter()
+                    .any(|x| x["value"].is_number() && x["quantile_high"].as_f64().is_some_and(|h| h > 0.0))
+        })
+    });
+    assert!(placed, "some held record has its features placed in the baseline");
+    let fv = a.get("/api/review/features").json();
+    assert_eq!(fv["available"], true, "{fv}");
+    assert!(
+        fv["stats"]["topics"][0]["current"]["features"][0]["baseline_counts"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "{fv}"
+    );
 
     // Feedback and export.
     let fb = a.get("/api/review/feedback").json();

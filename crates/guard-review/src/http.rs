@@ -372,9 +372,13 @@ async fn record(
                 .payload
                 .as_deref()
                 .and_then(|p| serde_json::from_str::<Value>(p).ok());
+            let features = match (&payload_json, &r.live().features_of) {
+                (Some(v), Some(f)) => f(&row.topic, v),
+                _ => None,
+            };
             ok(
                 json!({"record": row, "payload_json": payload_json, "state": state.name(),
-                "landed": state.landed, "history": history}),
+                "landed": state.landed, "history": history, "features": features}),
             )
         }
     })
@@ -493,7 +497,10 @@ async fn features(State(r): State<Arc<Review>>, h: HeaderMap) -> Response {
     }
     match r.live().stats.clone() {
         None => ok(json!({"available": false, "why": "drift statistics come from a running guard (run)"})),
-        Some(f) => blocking(move || ok(json!({"available": true, "stats": f()}))).await,
+        Some(f) => {
+            let history = r.live().history.clone();
+            blocking(move || ok(json!({"available": true, "stats": f(), "history": history.map(|h| h())}))).await
+        }
     }
 }
 

@@ -96,7 +96,14 @@ pub struct Live {
     pub facts: serde_json::Map<String, serde_json::Value>,
     /// Records in, passed and quarantined per reason so far (the pipeline's counters).
     pub counters: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
+    /// Drift test values of recent windows, per topic and feature, over time.
+    pub history: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
+    /// A record's numeric features against its topic's baseline (topic, decoded payload).
+    pub features_of: Option<FeaturesOf>,
 }
+
+/// See [`Live::features_of`].
+pub type FeaturesOf = Arc<dyn Fn(&str, &serde_json::Value) -> Option<serde_json::Value> + Send + Sync>;
 
 /// Settings of the review service.
 #[derive(Debug, Clone)]

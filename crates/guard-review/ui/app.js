@@ -224,6 +224,13 @@ async function record(view, topic, partition, offset) {
     el('tr', {}, el('td', { text: x.code }), el('td', { text: x.path || '' }), el('td', { text: x.detail })))));
   left.append(el('h3', { text: 'Scores' }), table(['anomaly', 'label', 'model'], [el('tr', {},
     el('td', { text: fmtScore(r.anomaly_score) }), el('td', { text: fmtScore(r.label_score) }), el('td', { text: r.model_id || '' }))]));
+  if (d.features && d.features.length) {
+    left.append(el('h3', { text: 'Features against the baseline' }), table(['feature', 'value', 'baseline quantile', 'baseline mean ± std', 'baseline range'],
+      d.features.map((x) => el('tr', { class: x.outside_baseline_range ? 'error' : '' }, el('td', { text: x.name }), el('td', { text: x.value }),
+        el('td', { text: x.quantile_low == null ? 'missing' : `${(x.quantile_low * 100).toFixed(0)}–${(x.quantile_high * 100).toFixed(0)} %` }),
+        el('td', { text: `${fmtScore(x.baseline_mean)} ± ${fmtScore(x.baseline_std)}` }),
+        el('td', { text: `${x.baseline_min} … ${x.baseline_max}${x.outside_baseline_range ? ' (outside)' : ''}` })))));
+  }
   if (r.explanation) {
     let ex; try { ex = JSON.parse(r.explanation); } catch (e) { ex = r.explanation; }
     left.append(el('h3', { text: 'Contributing features' }), el('pre', { id: 'explanation', text: JSON.stringify(ex, null, 2) }));
@@ -276,14 +283,22 @@ async function features(view) {
   const f = await api('/api/review/features');
   view.append(el('h2', { text: 'Features: current window against the baseline' }));
   if (!f.available) { view.append(el('p', { text: f.why })); return; }
+  const history = f.history || [];
   for (const t of (f.stats.topics || [])) {
-    view.append(el('h3', { text: t.topic }));
-    for (const [name, ft] of Object.entries(t.features || {})) {
-      const cur = ft.current_bins || ft.bins || [];
-      const base = ft.baseline_bins || [];
-      const tests = Object.entries(ft.tests || {}).map(([k, v]) => `${k} ${typeof v === 'number' ? v.toFixed(4) : JSON.stringify(v)}`).join(', ');
-      view.append(el('h4', { text: `${name}${ft.firing ? ' (firing)' : ''}` }), el('p', { text: tests }));
-      if (cur.length) view.append(bars(cur.map((v, i) => ({ label: String(i), value: v, base: base[i] }))));
+    view.append(el('h3', { text: `${t.topic} (baseline ${t.baseline_rows} rows, ${t.current.records} records in the current window)` }));
+    for (const ft of (t.current.features || [])) {
+      const cur = ft.counts || [];
+      const base = ft.baseline_counts || [];
+      const ct = cur.reduce((a, x) => a + x, 0) || 1, bt = base.reduce((a, x) => a + x, 0) || 1;
+      const d = ft.drift || {};
+      view.append(el('h4', { class: 'feature', text: `${ft.name}${ft.firing ? ' (firing)' : ''}${ft.alarm ? ' (alarm)' : ''}` }),
+        el('p', { text: `PSI ${Number(d.psi || 0).toFixed(4)} · KS ${Number(d.ks || 0).toFixed(4)} (p ${Number(d.ks_p || 0).toFixed(4)}) · JS ${Number(d.js || 0).toFixed(4)} · n ${ft.count}` }));
+      if (cur.length) {
+        view.append(el('p', { class: 'legend', text: 'bins: baseline share (light) and current share (dark)' }),
+          bars(cur.map((v, i) => ({ label: `bin ${i}`, value: v / ct, base: (base[i] || 0) / bt }))));
+      }
+      const psi = history.map((h) => ({ label: fmtTime(h.at_ms), value: Number((((h.topics || {})[t.topic] || {})[ft.name] || {}).psi || 0) }));
+      if (psi.length) view.append(el('p', { class: 'legend', text: 'PSI of the current window, sampled every 10 s' }), bars(psi, 560, 60));
     }
   }
 }
