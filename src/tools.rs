@@ -679,62 +679,6 @@ fn score_bench(a: &ScoreBenchArgs<'_>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::compare_outputs;
-    use guard_score::{ModelMeta, RoleScores};
-
-    fn meta(role: &str, classes: &[&str]) -> ModelMeta {
-        serde_json::from_value(serde_json::json!({
-            "format": 1, "role": role, "schema_id": "s", "inputs": ["a", "b"], "width": 2,
-            "input_name": "x", "threshold": 1.0, "target_fpr": 0.01, "calibration_fpr": 0.01,
-            "trusted_sha256": "", "trusted_rows": 0, "classes": classes,
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn provider_comparison_counts_decisions_that_cross_the_threshold() {
-        let a = RoleScores::Anomaly {
-            score: vec![0.5, 0.999_99, 2.0],
-            feature_error: vec![0.0; 6],
-        };
-        let b = RoleScores::Anomaly {
-            score: vec![0.5, 1.000_01, 2.0],
-            feature_error: vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.5],
-        };
-        let v = compare_outputs(&a, &b, &meta("anomaly", &[]));
-        assert_eq!(v["decisions_differing"], 1, "{v}");
-        assert_eq!(v["rows"], 3);
-        assert!(
-            (v["feature_error_max_abs_diff"].as_f64().unwrap() - 0.5).abs() < 1e-9,
-            "{v}"
-        );
-        assert!(
-            (v["feature_error_max_scaled_diff"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-6,
-            "{v}"
-        );
-        let same = compare_outputs(&a, &a, &meta("anomaly", &[]));
-        assert_eq!(same["decisions_differing"], 0);
-        assert_eq!(same["score_max_abs_diff"], 0.0);
-
-        let p = RoleScores::Label {
-            probabilities: vec![0.6, 0.4, 0.2, 0.8],
-        };
-        let q = RoleScores::Label {
-            probabilities: vec![0.4, 0.6, 0.2, 0.8],
-        };
-        let v = compare_outputs(&p, &q, &meta("label", &["0", "1"]));
-        assert_eq!(
-            (v["rows"].as_u64(), v["decisions_differing"].as_u64()),
-            (Some(2), Some(1)),
-            "{v}"
-        );
-        assert_eq!(compare_outputs(&p, &a, &meta("label", &["0", "1"])), "roles differ");
-    }
-}
-
 fn review_fixture(out: &std::path::Path, rows: usize, files: usize) -> anyhow::Result<ExitCode> {
     use guard_quarantine::{encode, file_name, LocalDirStore, QuarantineRow, QuarantineStore, ReasonEntry};
     use std::sync::Arc;
@@ -825,4 +769,60 @@ fn review_fixture(out: &std::path::Path, rows: usize, files: usize) -> anyhow::R
             "seconds": started.elapsed().as_secs_f64()})
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::compare_outputs;
+    use guard_score::{ModelMeta, RoleScores};
+
+    fn meta(role: &str, classes: &[&str]) -> ModelMeta {
+        serde_json::from_value(serde_json::json!({
+            "format": 1, "role": role, "schema_id": "s", "inputs": ["a", "b"], "width": 2,
+            "input_name": "x", "threshold": 1.0, "target_fpr": 0.01, "calibration_fpr": 0.01,
+            "trusted_sha256": "", "trusted_rows": 0, "classes": classes,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn provider_comparison_counts_decisions_that_cross_the_threshold() {
+        let a = RoleScores::Anomaly {
+            score: vec![0.5, 0.999_99, 2.0],
+            feature_error: vec![0.0; 6],
+        };
+        let b = RoleScores::Anomaly {
+            score: vec![0.5, 1.000_01, 2.0],
+            feature_error: vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.5],
+        };
+        let v = compare_outputs(&a, &b, &meta("anomaly", &[]));
+        assert_eq!(v["decisions_differing"], 1, "{v}");
+        assert_eq!(v["rows"], 3);
+        assert!(
+            (v["feature_error_max_abs_diff"].as_f64().unwrap() - 0.5).abs() < 1e-9,
+            "{v}"
+        );
+        assert!(
+            (v["feature_error_max_scaled_diff"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-6,
+            "{v}"
+        );
+        let same = compare_outputs(&a, &a, &meta("anomaly", &[]));
+        assert_eq!(same["decisions_differing"], 0);
+        assert_eq!(same["score_max_abs_diff"], 0.0);
+
+        let p = RoleScores::Label {
+            probabilities: vec![0.6, 0.4, 0.2, 0.8],
+        };
+        let q = RoleScores::Label {
+            probabilities: vec![0.4, 0.6, 0.2, 0.8],
+        };
+        let v = compare_outputs(&p, &q, &meta("label", &["0", "1"]));
+        assert_eq!(
+            (v["rows"].as_u64(), v["decisions_differing"].as_u64()),
+            (Some(2), Some(1)),
+            "{v}"
+        );
+        assert_eq!(compare_outputs(&p, &a, &meta("label", &["0", "1"])), "roles differ");
+    }
 }
