@@ -355,3 +355,30 @@ pub fn drift_history(
         serde_json::Value::Array(s.iter().cloned().collect())
     })
 }
+
+/// Sample `f` every `every`, keeping the last `keep` samples as `[{at_ms, value}]`.
+pub fn sampler(
+    f: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+    every: Duration,
+    keep: usize,
+) -> Arc<dyn Fn() -> serde_json::Value + Send + Sync> {
+    let samples: Arc<std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>> = Arc::default();
+    let writer = Arc::clone(&samples);
+    tokio::spawn(async move {
+        loop {
+            let g = Arc::clone(&f);
+            if let Ok(v) = tokio::task::spawn_blocking(move || g()).await {
+                let mut s = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                s.push_back(serde_json::json!({"at_ms": crate::stage::now_ms(), "value": v}));
+                while s.len() > keep {
+                    s.pop_front();
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+    Arc::new(move || {
+        let s = samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        serde_json::Value::Array(s.iter().cloned().collect())
+    })
+}

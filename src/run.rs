@@ -412,12 +412,13 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     if cfg.review.enabled {
         let review_hub = Arc::clone(&hub);
         let review_summary = Arc::clone(&summary);
+        let counters: Arc<dyn Fn() -> serde_json::Value + Send + Sync> =
+            Arc::new(move || serde_json::to_value(&*lock(&review_summary)).unwrap_or(serde_json::Value::Null));
         let live = guard_review::Live {
             stats: Some(Arc::new(move || review_hub.stats(false))),
             facts,
-            counters: Some(Arc::new(move || {
-                serde_json::to_value(&*lock(&review_summary)).unwrap_or(serde_json::Value::Null)
-            })),
+            counters: Some(Arc::clone(&counters)),
+            counter_history: Some(crate::review::sampler(counters, Duration::from_secs(10), 360)),
             history: Some(crate::review::drift_history(
                 Arc::clone(&hub),
                 Duration::from_secs(10),

@@ -118,6 +118,12 @@ fn review_api_decides_releases_once_and_keeps_the_audit_log() {
     assert_eq!(o["quarantined"], 11, "{o}");
     assert!(o["counters"]["records_in"].as_u64().unwrap() >= 201, "{o}");
     assert!(o["reasons"].as_array().unwrap().len() >= 2, "{o}");
+    assert_eq!(
+        o["drift"][0]["features"].as_array().map(Vec::len),
+        Some(10),
+        "9 features and the label: {o}"
+    );
+    assert_eq!(o["facts"]["mode"], "enforce", "{o}");
 
     // Filter by reason (prefix) and by source; paths in parameters are refused.
     let schema = a.get("/api/review/records?reason=schema.&page_size=100").json();

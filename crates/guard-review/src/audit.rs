@@ -106,12 +106,30 @@ struct Inner {
     file: File,
     entries: Vec<AuditEntry>,
     state: HashMap<RecordKey, RecordState>,
+    /// Bytes of the file applied so far (other processes may append after it).
+    pos: u64,
 }
 
-/// The append-only audit log.
+/// The append-only audit log. Several processes may share it (a shared quarantine folder):
+/// every append and every release holds an exclusive lock on `audit.lock` beside it and first
+/// applies what the others appended.
 pub struct AuditLog {
     path: PathBuf,
     inner: Mutex<Inner>,
+    lock_file: File,
+    exclusive: Mutex<()>,
+}
+
+/// Holds the audit log's exclusive lock (this process and every other); see [`AuditLog::exclusive`].
+pub struct Exclusive<'a> {
+    file: &'a File,
+    _in_process: std::sync::MutexGuard<'a, ()>,
+}
+
+impl Drop for Exclusive<'_> {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -187,10 +205,60 @@ impl AuditLog {
             file.seek(std::io::SeekFrom::End(0))
                 .map_err(|e| ReviewError::io(&path, e))?;
         }
+        let lock_path = dir.join("audit.lock");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| ReviewError::io(&lock_path, e))?;
         Ok(Self {
             path,
-            inner: Mutex::new(Inner { file, entries, state }),
+            inner: Mutex::new(Inner {
+                file,
+                entries,
+                state,
+                pos: good_len,
+            }),
+            lock_file,
+            exclusive: Mutex::new(()),
         })
+    }
+
+    /// Take the exclusive lock (waits for other holders, in this process or another).
+    pub fn exclusive(&self) -> Result<Exclusive<'_>, ReviewError> {
+        let in_process = self.exclusive.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.lock_file.lock().map_err(|e| ReviewError::io(&self.path, e))?;
+        Ok(Exclusive {
+            file: &self.lock_file,
+            _in_process: in_process,
+        })
+    }
+
+    /// Apply what other processes appended since we last looked (complete lines only).
+    fn catch_up(&self, g: &mut Inner) -> Result<(), ReviewError> {
+        use std::os::unix::fs::FileExt;
+        let len = g.file.metadata().map_err(|e| ReviewError::io(&self.path, e))?.len();
+        if len <= g.pos {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; usize::try_from(len - g.pos).map_err(|_| ReviewError::Audit("log too large".into()))?];
+        g.file
+            .read_exact_at(&mut buf, g.pos)
+            .map_err(|e| ReviewError::io(&self.path, e))?;
+        let mut used = 0usize;
+        for line in buf.split_inclusive(|b| *b == b'\n') {
+            if line.last() != Some(&b'\n') {
+                break;
+            }
+            let e: AuditEntry = serde_json::from_slice(line)
+                .map_err(|err| ReviewError::Audit(format!("{}: an appended line: {err}", self.path.display())))?;
+            apply(&mut g.state, &e);
+            g.entries.push(e);
+            used += line.len();
+        }
+        g.pos += used as u64;
+        Ok(())
     }
 
     /// The log file.
@@ -203,26 +271,43 @@ impl AuditLog {
     }
 
     /// Append `entry` (its `seq` is assigned) and fsync it; only then is it part of the state.
-    pub fn append(&self, mut entry: AuditEntry) -> Result<AuditEntry, ReviewError> {
+    pub fn append(&self, entry: AuditEntry) -> Result<AuditEntry, ReviewError> {
+        let held = self.exclusive()?;
+        self.append_held(&held, entry)
+    }
+
+    /// [`AuditLog::append`] while the caller holds the exclusive lock.
+    pub fn append_held(&self, _held: &Exclusive<'_>, mut entry: AuditEntry) -> Result<AuditEntry, ReviewError> {
         let mut g = self.lock();
+        self.catch_up(&mut g)?;
         entry.seq = g.entries.last().map_or(1, |e| e.seq + 1);
         let mut line = serde_json::to_vec(&entry).map_err(|e| ReviewError::Audit(e.to_string()))?;
         line.push(b'\n');
         g.file.write_all(&line).map_err(|e| ReviewError::io(&self.path, e))?;
         g.file.sync_data().map_err(|e| ReviewError::io(&self.path, e))?;
+        g.pos += line.len() as u64;
         apply(&mut g.state, &entry);
         g.entries.push(entry.clone());
         Ok(entry)
     }
 
-    /// The state of a record.
+    /// The state of a record, with what other processes appended applied first.
     pub fn state(&self, key: &RecordKey) -> RecordState {
-        self.lock().state.get(key).cloned().unwrap_or_default()
+        self.current().state.get(key).cloned().unwrap_or_default()
     }
 
     /// Run `f` over every record's state.
     pub fn with_states<R>(&self, f: impl FnOnce(&HashMap<RecordKey, RecordState>) -> R) -> R {
-        f(&self.lock().state)
+        f(&self.current().state)
+    }
+
+    /// The state with other processes' appends applied (a failure to read them is logged).
+    fn current(&self) -> std::sync::MutexGuard<'_, Inner> {
+        let mut g = self.lock();
+        if let Err(e) = self.catch_up(&mut g) {
+            tracing::warn!(error = %e, "audit log: reading other processes' entries");
+        }
+        g
     }
 
     /// Entries, newest first, optionally for one record or one reviewer.
@@ -233,7 +318,7 @@ impl AuditLog {
         skip: usize,
         take: usize,
     ) -> (usize, Vec<AuditEntry>) {
-        let g = self.lock();
+        let g = self.current();
         let matching: Vec<&AuditEntry> = g
             .entries
             .iter()
@@ -246,7 +331,7 @@ impl AuditLog {
 
     /// Every entry (for feedback).
     pub fn entries(&self) -> Vec<AuditEntry> {
-        self.lock().entries.clone()
+        self.current().entries.clone()
     }
 }
 

@@ -276,7 +276,9 @@ async fn overview(State(r): State<Arc<Review>>, h: HeaderMap) -> Response {
                 .map(|(k, v)| (k.to_owned(), Value::from(v)))
                 .collect::<serde_json::Map<_, _>>()
         });
-        let drift = r.live().stats.as_ref().map(|f| drift_status(&f()));
+        let stats = r.live().stats.as_ref().map(|f| f());
+        let drift = stats.as_ref().map(drift_status);
+        let source_rates = stats.as_ref().map(|s| s["sources"]["top_by_quarantine_rate"].clone());
         ok(json!({
             "quarantined": idx.len(),
             "files": idx.files().len(),
@@ -289,22 +291,28 @@ async fn overview(State(r): State<Arc<Review>>, h: HeaderMap) -> Response {
             "facts": r.live().facts,
             "counters": r.live().counters.as_ref().map(|f| f()),
             "drift": drift,
+            "top_sources_by_quarantine_rate": source_rates,
+            "counter_history": r.live().counter_history.as_ref().map(|f| f()),
             "read_only": r.settings().read_only,
         }))
     })
     .await
 }
 
-/// Per topic and feature: firing, alarm and the test values of the current window.
+/// Per topic: alarmed features, and per feature whether it fires, with PSI and KS.
 fn drift_status(stats: &Value) -> Value {
     let mut out = Vec::new();
-    if let Some(topics) = stats.get("topics").and_then(Value::as_array) {
-        for t in topics {
-            let topic = t.get("topic").cloned().unwrap_or(Value::Null);
-            let alarm = t.get("alarm").cloned().unwrap_or(Value::Null);
-            let features = t.get("features").cloned().unwrap_or(Value::Null);
-            out.push(json!({"topic": topic, "alarm": alarm, "features": features}));
-        }
+    for t in stats.get("topics").and_then(Value::as_array).into_iter().flatten() {
+        let features: Vec<Value> = t["current"]["features"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                json!({"name": f["name"], "firing": f["firing"], "alarm": f["alarm"],
+                "psi": f["drift"]["psi"], "ks": f["drift"]["ks"]})
+            })
+            .collect();
+        out.push(json!({"topic": t["topic"], "records": t["current"]["records"], "features": features}));
     }
     Value::Array(out)
 }

@@ -24,7 +24,7 @@ use index::{Index, RecordKey};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 /// Errors of the review service.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +98,8 @@ pub struct Live {
     pub counters: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     /// Drift test values of recent windows, per topic and feature, over time.
     pub history: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
+    /// The pipeline's counters sampled over time (`[{at_ms, counters}]`).
+    pub counter_history: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     /// A record's numeric features against its topic's baseline (topic, decoded payload).
     pub features_of: Option<FeaturesOf>,
 }
@@ -140,7 +142,6 @@ pub struct Review {
     audit: AuditLog,
     auth: Auth,
     publisher: Option<Arc<dyn Publisher>>,
-    release_lock: Mutex<()>,
     live: Live,
 }
 
@@ -209,7 +210,6 @@ impl Review {
             audit,
             auth,
             publisher,
-            release_lock: Mutex::new(()),
             live,
         })
     }
@@ -319,10 +319,8 @@ impl Review {
                 "release needs a clean topic and a broker (run, or serve --config)".into(),
             ));
         };
-        let _one_at_a_time = self
-            .release_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // One release at a time, across every process sharing this audit log.
+        let held = self.audit.exclusive()?;
         let state = self.audit.state(key);
         if let Some(landed) = state.landed {
             metrics::counter!("guard_review_releases_total", "outcome" => "already").increment(1);
@@ -345,7 +343,7 @@ impl Review {
                         "found in the clean topic after an interrupted release",
                     );
                     e.landed = Some(landed.clone());
-                    self.audit.append(e)?;
+                    self.audit.append_held(&held, e)?;
                     metrics::counter!("guard_review_releases_total", "outcome" => "recovered").increment(1);
                     return Ok(Released { landed, already: true });
                 }
@@ -363,7 +361,7 @@ impl Review {
         let watermarks = publisher.end_offsets(topic).map_err(ReviewError::Publish)?;
         let mut started = self.entry_for(who, Action::ReleaseStarted, key, note);
         started.watermarks = watermarks;
-        self.audit.append(started)?;
+        self.audit.append_held(&held, started)?;
         let mut extra = vec![
             (RELEASE_ID_HEADER.to_owned(), release_id.clone()),
             (RELEASED_BY_HEADER.to_owned(), who.to_owned()),
@@ -381,7 +379,7 @@ impl Review {
                 };
                 let mut e = self.entry_for(who, Action::Released, key, note);
                 e.landed = Some(landed.clone());
-                self.audit.append(e)?;
+                self.audit.append_held(&held, e)?;
                 metrics::counter!("guard_review_releases_total", "outcome" => "released").increment(1);
                 self.export_feedback_metrics();
                 Ok(Released { landed, already: false })
@@ -389,7 +387,7 @@ impl Review {
             Err(err) => {
                 let mut e = self.entry_for(who, Action::ReleaseFailed, key, note);
                 e.error = Some(err.clone());
-                self.audit.append(e)?;
+                self.audit.append_held(&held, e)?;
                 metrics::counter!("guard_review_releases_total", "outcome" => "failed").increment(1);
                 Err(ReviewError::Publish(err))
             }

@@ -390,3 +390,33 @@ fn release_is_exactly_once_even_after_a_lost_acknowledgement() {
         Err(guard_review::ReviewError::Refused(_))
     ));
 }
+
+#[test]
+fn two_servers_sharing_the_folder_release_once() {
+    // Two review services on one quarantine folder (as two processes would be): the audit
+    // log's file lock and catch-up make the second answer "already released".
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path());
+    let publisher = Arc::new(MemPublisher::default());
+    let p: Arc<dyn Publisher> = publisher.clone();
+    let a = open(dir.path(), Some(Arc::clone(&p)), false);
+    let b = open(dir.path(), Some(p), false);
+    let k = key("b", 0, 104);
+    let (ra, rb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| a.release("alice", &k, "from a"));
+        let tb = s.spawn(|| b.release("bob", &k, "from b"));
+        (ta.join().unwrap().unwrap(), tb.join().unwrap().unwrap())
+    });
+    assert_eq!(publisher.topic.lock().unwrap().len(), 1, "produced once");
+    assert_eq!(ra.landed, rb.landed);
+    assert!(ra.already != rb.already, "exactly one of them released it");
+    // Decisions from one are seen by the other.
+    a.decide("alice", &key("b", 0, 105), Action::ConfirmedPoison, "")
+        .unwrap();
+    assert_eq!(b.audit().state(&key("b", 0, 105)).name(), "confirmed_poison");
+    assert_eq!(
+        b.audit().page(None, None, 0, 10).0,
+        3,
+        "started, released and the decision, seen by b"
+    );
+}

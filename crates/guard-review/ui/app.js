@@ -108,11 +108,26 @@ async function overview(view) {
   view.append(el('h3', { text: 'Top sources by quarantined rows' }),
     table(['source', 'rows'], (o.top_sources || []).map(([s, n]) => el('tr', {}, el('td', {},
       el('a', { href: '#/explorer?source=' + encodeURIComponent(s), text: s })), el('td', { text: n })))));
+  if (o.top_sources_by_quarantine_rate && o.top_sources_by_quarantine_rate.length) {
+    view.append(el('h3', { text: 'Top sources by quarantine rate (live)' }),
+      table(['source', 'records', 'quarantined', 'rate'], o.top_sources_by_quarantine_rate.map((x) => el('tr', {},
+        el('td', { text: x.source }), el('td', { text: x.records }), el('td', { text: x.quarantined }),
+        el('td', { text: (x.quarantine_rate * 100).toFixed(1) + ' %' })))));
+  }
+  const hist = o.counter_history || [];
+  if (hist.length > 1) {
+    const steps = hist.slice(1).map((h, i) => {
+      const a = hist[i].value || {}, b = h.value || {};
+      return { t: h.at_ms, in: (b.records_in || 0) - (a.records_in || 0), passed: (b.passed || 0) - (a.passed || 0), q: (b.quarantined || 0) - (a.quarantined || 0) };
+    });
+    view.append(el('h3', { text: 'Records in (light) and quarantined (dark) per 10 s' }),
+      bars(steps.map((x) => ({ label: `${fmtTime(x.t)}: in ${x.in}, passed ${x.passed}, quarantined ${x.q}`, value: x.q, base: x.in }))));
+  }
   if (o.drift && o.drift.length) {
-    view.append(el('h3', { text: 'Drift' }), table(['topic', 'alarm', 'features firing'], o.drift.map((t) => {
-      const firing = Object.entries(t.features || {}).filter(([, f]) => f && f.firing).map(([n]) => n);
-      return el('tr', {}, el('td', { text: t.topic }), el('td', { text: JSON.stringify(t.alarm) }), el('td', { text: firing.join(', ') || 'none' }));
-    })));
+    view.append(el('h3', { text: 'Drift per feature (current window)' }), table(['topic', 'feature', 'PSI', 'KS', 'firing', 'alarm'],
+      o.drift.flatMap((t) => (t.features || []).map((f) => el('tr', { class: f.alarm ? 'error' : '' },
+        el('td', { text: t.topic }), el('td', { text: f.name }), el('td', { text: Number(f.psi || 0).toFixed(4) }),
+        el('td', { text: Number(f.ks || 0).toFixed(4) }), el('td', { text: f.firing ? 'yes' : '' }), el('td', { text: f.alarm ? 'ALARM' : '' }))))));
   }
 }
 
