@@ -8,11 +8,12 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use guard_stats::{BaselineBuilder, Moments, WindowProfile};
 use std::hint::black_box;
-use std::path::Path;
 
 fn features() -> Vec<[f64; 9]> {
     // The full Shuttle set when scripts/setup.sh has run, else the committed samples.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    );
     let text = std::fs::read_to_string(root.join(".data/shuttle.jsonl"))
         .or_else(|_| std::fs::read_to_string(root.join("schemas/samples/shuttle.valid.jsonl")))
         .expect("samples");

@@ -11,11 +11,13 @@ use guard_core::{Limits, Record};
 use guard_validate::{DomainSchema, Judge};
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::Arc;
 
 fn records() -> Vec<Vec<u8>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/samples/shuttle.valid.jsonl");
+    let root = std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("schemas/samples/shuttle.valid.jsonl");
     std::fs::read(root)
         .expect("schemas/samples/shuttle.valid.jsonl")
         .split(|b| *b == b'\n')
@@ -26,8 +28,13 @@ fn records() -> Vec<Vec<u8>> {
 
 fn bench(c: &mut Criterion) {
     let lines = records();
-    let schema =
-        DomainSchema::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/shuttle.schema.json")).unwrap();
+    let schema = DomainSchema::load(
+        &std::path::PathBuf::from(
+            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+        )
+        .join("schemas/shuttle.schema.json"),
+    )
+    .unwrap();
     let judge = Judge::new(
         Limits::default(),
         HashMap::from([("shuttle".to_owned(), Arc::new(schema))]),

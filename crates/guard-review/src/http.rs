@@ -210,7 +210,12 @@ async fn login(State(r): State<Arc<Review>>, h: HeaderMap, Json(b): Json<LoginBo
         return resp;
     }
     match r.auth().login(&b.name, &b.password) {
-        None => err(StatusCode::UNAUTHORIZED, "wrong name or password"),
+        None => {
+            // Slow down guessing.
+            tracing::warn!(name = %b.name.chars().take(64).collect::<String>(), "review sign-in refused");
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            err(StatusCode::UNAUTHORIZED, "wrong name or password")
+        }
         Some(id) => {
             let sid = id.session.clone().unwrap_or_default();
             let cookie = format!("{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/");

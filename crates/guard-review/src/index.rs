@@ -6,7 +6,7 @@
 //! full row is then read from its file with a row selection that skips every other row group.
 
 use crate::ReviewError;
-use guard_quarantine::{list_files, scan_summaries};
+use guard_quarantine::{list_files, scan_summaries, FileInfo};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -197,31 +197,56 @@ impl Index {
     /// Returns the number of new rows.
     pub fn refresh(&mut self) -> Result<usize, ReviewError> {
         let listed = list_files(&self.root)?;
-        let present: std::collections::HashSet<&PathBuf> = listed.iter().map(|f| &f.path).collect();
-        if self.files.iter().any(|f| !present.contains(&f.path)) {
-            // Some file went away: rebuild from what is there now.
-            let fresh = Self::new(&self.root, self.source_header.take(), self.max_rows);
-            *self = fresh;
+        if self.stale(&listed) {
+            self.reset();
         }
-        let mut added = 0;
         self.skipped_files = 0;
+        let mut added = 0;
         for f in &listed {
-            if self.known.contains_key(&f.path) || self.unreadable.contains_key(&f.path) {
-                continue;
-            }
-            if self.entries.len() + usize::try_from(f.rows.max(0)).unwrap_or(0) > self.max_rows {
-                self.skipped_files += 1;
-                continue;
-            }
-            match self.add_file(&f.path, &f.topic, f.partition) {
-                Ok(n) => added += n,
-                Err(e) => {
-                    tracing::warn!(file = %f.path.display(), error = %e, "quarantine file not indexed");
-                    self.unreadable.insert(f.path.clone(), e.to_string());
-                }
+            if self.wants(f) {
+                added += self.add_listed(f);
             }
         }
         Ok(added)
+    }
+
+    /// Whether a file this index holds is no longer listed (then [`Index::reset`] it).
+    pub fn stale(&self, listed: &[FileInfo]) -> bool {
+        let present: std::collections::HashSet<&PathBuf> = listed.iter().map(|f| &f.path).collect();
+        self.files.iter().any(|f| !present.contains(&f.path))
+    }
+
+    /// Start a refresh pass: the count of files left out is recounted.
+    pub fn start_pass(&mut self) {
+        self.skipped_files = 0;
+    }
+
+    /// Forget everything (the next additions rebuild it).
+    pub fn reset(&mut self) {
+        let fresh = Self::new(&self.root, self.source_header.take(), self.max_rows);
+        *self = fresh;
+    }
+
+    /// Whether a listed file is still to be indexed.
+    pub fn wants(&self, f: &FileInfo) -> bool {
+        !self.known.contains_key(&f.path) && !self.unreadable.contains_key(&f.path)
+    }
+
+    /// Index one listed file (skipped, and counted, when the index would outgrow
+    /// `max_rows`; an unreadable file is logged and not tried again). New rows.
+    pub fn add_listed(&mut self, f: &FileInfo) -> usize {
+        if self.entries.len() + usize::try_from(f.rows.max(0)).unwrap_or(0) > self.max_rows {
+            self.skipped_files += 1;
+            return 0;
+        }
+        match self.add_file(&f.path, &f.topic, f.partition) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(file = %f.path.display(), error = %e, "quarantine file not indexed");
+                self.unreadable.insert(f.path.clone(), e.to_string());
+                0
+            }
+        }
     }
 
     fn add_file(&mut self, path: &Path, topic: &str, partition: i32) -> Result<usize, ReviewError> {

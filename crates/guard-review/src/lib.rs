@@ -239,12 +239,25 @@ impl Review {
         self.index.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Pick up new quarantine files.
+    /// Pick up new quarantine files. The folder is listed without the index lock, and the
+    /// write lock is taken one file at a time, so queries are not held up by a big catch-up.
     pub fn refresh(&self) -> Result<usize, ReviewError> {
-        // Scan without blocking readers for long: the write lock is held while new files
-        // are read, which is one file's filter columns at a time in steady state.
-        let mut w = self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        w.refresh()
+        let listed = guard_quarantine::list_files(&self.settings.quarantine_dir)?;
+        let write = || self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        {
+            let mut w = write();
+            if w.stale(&listed) {
+                w.reset();
+            }
+            w.start_pass();
+        }
+        let mut added = 0;
+        for f in &listed {
+            if self.index().wants(f) {
+                added += write().add_listed(f);
+            }
+        }
+        Ok(added)
     }
 
     /// The full stored row of a record.

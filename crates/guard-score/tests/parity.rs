@@ -6,10 +6,13 @@
 
 use guard_score::{init_runtime, Model, ProviderChoice, ProviderInUse, RoleScores, ScoreError, SessionSettings};
 use guard_validate::DomainSchema;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("../..")
 }
 
 pub fn runtime() {

@@ -13,7 +13,10 @@ fn missing_and_wrong_libraries_are_errors() {
         "{e}"
     );
     // A file that is not a shared library.
-    let f = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let f = std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("Cargo.toml");
     let e = init_runtime(&f).unwrap_err();
     assert!(matches!(e, ScoreError::Runtime { .. }), "{e}");
 }

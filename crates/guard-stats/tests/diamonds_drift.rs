@@ -10,7 +10,6 @@
 
 use guard_stats::{ks_2samp, psi, AlarmPolicy, AlarmState, Baseline, BaselineBuilder, Transition, WindowProfile};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 const NUMERIC: [&str; 7] = ["carat", "depth", "table", "price", "x", "y", "z"];
 const CATEGORICAL: [&str; 3] = ["color", "clarity", "label"];
@@ -22,7 +21,10 @@ struct Row {
 }
 
 fn rows() -> Vec<Row> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.data/diamonds.jsonl");
+    let path = std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("../../.data/diamonds.jsonl");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}; run scripts/setup.sh first", path.display()));
     text.lines()

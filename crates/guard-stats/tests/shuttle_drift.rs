@@ -10,7 +10,6 @@ use guard_stats::{
     compare, firing, firing_calibrated, AlarmPolicy, AlarmState, Bins, Calibration, NumericProfile, Transition,
     CALIBRATION_QUANTILE,
 };
-use std::path::Path;
 
 const FEATURES: usize = 9;
 const WINDOW: usize = 1000;
@@ -33,7 +32,10 @@ impl Rng {
 }
 
 fn normal_rows() -> Vec<[f64; FEATURES]> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.data/shuttle.jsonl");
+    let path = std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("../../.data/shuttle.jsonl");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "{}: {e}; run scripts/setup.sh first (scripts/test.sh does)",

@@ -5,11 +5,13 @@ use base64::Engine;
 use guard_core::{Limits, Record, Verdict};
 use guard_validate::{DomainSchema, Judge};
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
-fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))
+fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("../../schemas")
 }
 
 fn judge() -> Judge {
