@@ -279,6 +279,51 @@ fn review_api_decides_releases_once_and_keeps_the_audit_log() {
         http_request(sport, "GET", "/review", &[], "").is_some_and(|r| r.status == 200)
     });
     let b = api(sport);
+    // Sign-in by form and cookie; sign-out ends the session.
+    let login = http_request(
+        sport,
+        "POST",
+        "/api/review/login",
+        &[("Content-Type", "application/json")],
+        r#"{"name":"alice","password":"demo"}"#,
+    )
+    .unwrap();
+    assert_eq!(login.status, 200, "{}", login.body);
+    let set_cookie = login.header("set-cookie").unwrap().to_owned();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
+        "{set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let csrf = login.json()["csrf"].as_str().unwrap().to_owned();
+    let with_cookie = |m: &str, p: &str, h: &[(&str, &str)]| {
+        let mut hs = vec![("Cookie", cookie.as_str())];
+        hs.extend_from_slice(h);
+        http_request(sport, m, p, &hs, "").unwrap()
+    };
+    assert_eq!(
+        with_cookie("GET", "/api/review/session", &[]).json()["reviewer"],
+        "alice"
+    );
+    assert_eq!(
+        with_cookie("POST", "/api/review/logout", &[]).status,
+        403,
+        "sign-out needs the CSRF token"
+    );
+    assert_eq!(
+        with_cookie("POST", "/api/review/logout", &[("x-csrf-token", &csrf)]).status,
+        200
+    );
+    assert_eq!(with_cookie("GET", "/api/review/session", &[]).status, 401);
+    let bad = http_request(
+        sport,
+        "POST",
+        "/api/review/login",
+        &[("Content-Type", "application/json")],
+        r#"{"name":"alice","password":"guess"}"#,
+    )
+    .unwrap();
+    assert_eq!(bad.status, 401);
     let audit = b.get("/api/review/audit").json();
     let actions: Vec<&str> = audit["entries"]
         .as_array()
