@@ -498,9 +498,13 @@ impl Review {
     }
 
     fn export_feedback_metrics(&self) {
-        let (by_reason, _) = self.feedback();
+        let (by_reason, by_model) = self.feedback();
         for (code, r) in by_reason {
             metrics::gauge!("guard_review_false_positive_ratio", "reason" => code).set(r.false_positive_rate);
+        }
+        // Models are `topic:role`, bounded by the configured routes.
+        for (model, r) in by_model {
+            metrics::gauge!("guard_review_model_false_positive_ratio", "model" => model).set(r.false_positive_rate);
         }
     }
 }
