@@ -312,48 +312,33 @@ pub fn features_of(cfg: &Config) -> Option<guard_review::FeaturesOf> {
     }))
 }
 
-/// Drift test values of each closed window, sampled every `every`, the last `keep` samples:
+/// Drift test values of the current windows, sampled every `every`, the last `keep` samples:
 /// per topic and feature, PSI, KS and whether it fired.
 pub fn drift_history(
     hub: Arc<crate::drift::DriftHub>,
     every: Duration,
     keep: usize,
 ) -> Arc<dyn Fn() -> serde_json::Value + Send + Sync> {
-    let samples: Arc<std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>> = Arc::default();
-    let writer = Arc::clone(&samples);
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            let h = Arc::clone(&hub);
-            let Ok(stats) = tokio::task::spawn_blocking(move || h.stats(false)).await else {
-                continue;
-            };
-            let mut topics = serde_json::Map::new();
-            for t in stats["topics"].as_array().into_iter().flatten() {
-                let mut feats = serde_json::Map::new();
-                for f in t["current"]["features"].as_array().into_iter().flatten() {
-                    if let Some(name) = f["name"].as_str() {
-                        feats.insert(
-                            name.to_owned(),
-                            serde_json::json!({"psi": f["drift"]["psi"], "ks": f["drift"]["ks"], "firing": f["firing"]}),
-                        );
-                    }
-                }
-                if let Some(name) = t["topic"].as_str() {
-                    topics.insert(name.to_owned(), serde_json::Value::Object(feats));
+    let extract: Arc<dyn Fn() -> serde_json::Value + Send + Sync> = Arc::new(move || {
+        let stats = hub.stats(false);
+        let mut topics = serde_json::Map::new();
+        for t in stats["topics"].as_array().into_iter().flatten() {
+            let mut feats = serde_json::Map::new();
+            for f in t["current"]["features"].as_array().into_iter().flatten() {
+                if let Some(name) = f["name"].as_str() {
+                    feats.insert(
+                        name.to_owned(),
+                        serde_json::json!({"psi": f["drift"]["psi"], "ks": f["drift"]["ks"], "firing": f["firing"]}),
+                    );
                 }
             }
-            let mut s = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            s.push_back(serde_json::json!({"at_ms": crate::stage::now_ms(), "topics": topics}));
-            while s.len() > keep {
-                s.pop_front();
+            if let Some(name) = t["topic"].as_str() {
+                topics.insert(name.to_owned(), serde_json::Value::Object(feats));
             }
         }
+        serde_json::Value::Object(topics)
     });
-    Arc::new(move || {
-        let s = samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        serde_json::Value::Array(s.iter().cloned().collect())
-    })
+    sampler(extract, every, keep)
 }
 
 /// Sample `f` every `every`, keeping the last `keep` samples as `[{at_ms, value}]`.

@@ -55,6 +55,23 @@ fn api(port: u16) -> Api {
     }
 }
 
+/// `ingest-guard serve ARGS --listen` on a free port, once it answers: the process and port.
+fn spawn_serve(args: &[String]) -> (std::process::Child, u16) {
+    let port = free_port();
+    let child = Command::new(guard_bin())
+        .arg("serve")
+        .args(args)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "serve", || {
+        http_request(port, "GET", "/review", &[], "").is_some_and(|r| r.status == 200)
+    });
+    (child, port)
+}
+
 #[test]
 fn review_api_decides_releases_once_and_keeps_the_audit_log() {
     let rig = Rig::new(1);
@@ -266,18 +283,7 @@ fn review_api_decides_releases_once_and_keeps_the_audit_log() {
 
     // Restart: the standalone server on the same folder reads the audit log back.
     assert!(guard.term());
-    let sport = free_port();
-    let mut serve = Command::new(guard_bin())
-        .args(["serve", "--config"])
-        .arg(&guard.config)
-        .args(["--listen", &format!("127.0.0.1:{sport}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(Duration::from_secs(20), "serve", || {
-        http_request(sport, "GET", "/review", &[], "").is_some_and(|r| r.status == 200)
-    });
+    let (mut serve, sport) = spawn_serve(&["--config".into(), guard.config.display().to_string()]);
     let b = api(sport);
     // Sign-in by form and cookie; sign-out ends the session.
     let login = http_request(
@@ -345,23 +351,13 @@ fn review_api_decides_releases_once_and_keeps_the_audit_log() {
     let _ = serve.wait();
 
     // Read-only, standalone on the folder alone: browsing works, acting does not.
-    let rport = free_port();
-    let mut ro = Command::new(guard_bin())
-        .args(["serve", "--read-only", "--quarantine"])
-        .arg(&guard.quarantine)
-        .args([
-            "--reviewer",
-            &format!("alice:{DEMO_SHA}"),
-            "--listen",
-            &format!("127.0.0.1:{rport}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(Duration::from_secs(20), "serve --read-only", || {
-        http_request(rport, "GET", "/review", &[], "").is_some_and(|r| r.status == 200)
-    });
+    let (mut ro, rport) = spawn_serve(&[
+        "--read-only".into(),
+        "--quarantine".into(),
+        guard.quarantine.display().to_string(),
+        "--reviewer".into(),
+        format!("alice:{DEMO_SHA}"),
+    ]);
     let c = api(rport);
     assert_eq!(c.get("/api/review/records").json()["total"], 11);
     let refused = c.post(&format!("{base}/decision"), r#"{"decision":"false_positive"}"#);

@@ -152,6 +152,19 @@ fn same_origin(h: &HeaderMap) -> Result<(), Response> {
     }
 }
 
+/// An action on one record: the checked caller and the record's key.
+#[allow(clippy::result_large_err)]
+fn acting_on(
+    r: &Review,
+    h: &HeaderMap,
+    topic: String,
+    partition: i32,
+    offset: i64,
+) -> Result<(Identity, RecordKey), Response> {
+    let id = actor(r, h)?;
+    Ok((id, key(topic, partition, offset)?))
+}
+
 #[allow(clippy::result_large_err)]
 fn key(topic: String, partition: i32, offset: i64) -> Result<RecordKey, Response> {
     if topic.contains(['/', '\\']) || topic.contains("..") || topic.is_empty() {
@@ -411,12 +424,8 @@ async fn decide(
     UrlPath((topic, partition, offset)): UrlPath<(String, i32, i64)>,
     Json(b): Json<DecisionBody>,
 ) -> Response {
-    let id = match actor(&r, &h) {
-        Ok(id) => id,
-        Err(resp) => return resp,
-    };
-    let k = match key(topic, partition, offset) {
-        Ok(k) => k,
+    let (id, k) = match acting_on(&r, &h, topic, partition, offset) {
+        Ok(v) => v,
         Err(resp) => return resp,
     };
     let action = match b.decision.as_str() {
@@ -443,12 +452,8 @@ async fn release(
     UrlPath((topic, partition, offset)): UrlPath<(String, i32, i64)>,
     body: Option<Json<ReleaseBody>>,
 ) -> Response {
-    let id = match actor(&r, &h) {
-        Ok(id) => id,
-        Err(resp) => return resp,
-    };
-    let k = match key(topic, partition, offset) {
-        Ok(k) => k,
+    let (id, k) = match acting_on(&r, &h, topic, partition, offset) {
+        Ok(v) => v,
         Err(resp) => return resp,
     };
     let note = body.map(|Json(b)| b.note).unwrap_or_default();

@@ -312,7 +312,7 @@ async function features(view) {
         view.append(el('p', { class: 'legend', text: 'bins: baseline share (light) and current share (dark)' }),
           bars(cur.map((v, i) => ({ label: `bin ${i}`, value: v / ct, base: (base[i] || 0) / bt }))));
       }
-      const psi = history.map((h) => ({ label: fmtTime(h.at_ms), value: Number((((h.topics || {})[t.topic] || {})[ft.name] || {}).psi || 0) }));
+      const psi = history.map((h) => ({ label: fmtTime(h.at_ms), value: Number((((h.value || {})[t.topic] || {})[ft.name] || {}).psi || 0) }));
       if (psi.length) view.append(el('p', { class: 'legend', text: 'PSI of the current window, sampled every 10 s' }), bars(psi, 560, 60));
     }
   }
