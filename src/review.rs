@@ -4,6 +4,7 @@
 use anyhow::Context;
 use guard_config::Config;
 use guard_review::auth::{Auth, Credential};
+use guard_review::http::axum_get;
 use guard_review::{Live, Publisher, Review, Settings};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
@@ -204,6 +205,7 @@ pub fn spawn_refresh(review: Arc<Review>, interval: Duration) {
 /// `ingest-guard serve`: the dashboard alone, until SIGINT/SIGTERM.
 pub fn serve(cfg: Config, with_broker: bool) -> anyhow::Result<std::process::ExitCode> {
     crate::run::init_tracing(&cfg);
+    let prom = crate::run::init_metrics()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -228,7 +230,13 @@ pub fn serve(cfg: Config, with_broker: bool) -> anyhow::Result<std::process::Exi
             Duration::from_millis(cfg.review.refresh_interval_ms.max(100)),
         );
         let addr: std::net::SocketAddr = cfg.server.listen.parse().context("server.listen")?;
-        let app = guard_review::http::routes(review);
+        let app = guard_review::http::routes(review).route(
+            "/metrics",
+            axum_get(move || {
+                let text = prom.render();
+                async move { text }
+            }),
+        );
         tracing::info!(%addr, quarantine = %cfg.quarantine.dir.display(), "review dashboard at http://{addr}/review");
         guard_server::serve(addr, app, async {
             shutdown_signal().await;

@@ -41,7 +41,7 @@ pub fn init_tracing(cfg: &Config) {
     };
 }
 
-fn init_metrics() -> anyhow::Result<PrometheusHandle> {
+pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("seconds".into()), SECONDS_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full("guard_score_anomaly".into()), ANOMALY_BUCKETS)?

@@ -347,6 +347,12 @@ fn review_api_decides_releases_once_and_keeps_the_audit_log() {
     let again = b.post(&format!("{rbase}/release"), "{}");
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(again.json()["already"], true);
+    let m = http_request(sport, "GET", "/metrics", &[], "").unwrap();
+    assert!(
+        m.body.contains("guard_review_releases_total{outcome=\"already\"} 1"),
+        "{}",
+        m.body
+    );
     let _ = serve.kill();
     let _ = serve.wait();
 

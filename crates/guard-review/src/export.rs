@@ -1,5 +1,7 @@
 //! Export of a filtered view as JSONL, CSV or Parquet (the quarantine's own schema), at most
-//! [`crate::http::MAX_EXPORT_ROWS`] rows, read file by file with row selections.
+//! [`crate::http::MAX_EXPORT_ROWS`] rows and about [`crate::http::MAX_EXPORT_PAYLOAD_BYTES`]
+//! read (the export is built in memory), read file by file with row selections. A cut export
+//! says so (`truncated`); rows of files not read are left out, the rest keep the view's order.
 
 use crate::index::Filter;
 use crate::{Review, ReviewError};
@@ -30,31 +32,46 @@ pub fn export(r: &Review, f: &Filter, format: &str) -> Result<Exported, ReviewEr
         (order, by_file, truncated)
     };
     let mut out = Vec::new();
-    let rows = order.len();
     match format {
         "parquet" => {
             let schema = guard_quarantine::arrow_schema();
             let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None)
                 .map_err(|e| ReviewError::Refused(format!("parquet: {e}")))?;
+            let (mut written, mut bytes, mut cut) = (0usize, 0usize, false);
             for (path, mut rs) in by_file {
+                if bytes > crate::http::MAX_EXPORT_PAYLOAD_BYTES {
+                    cut = true;
+                    break;
+                }
                 rs.sort_unstable();
                 for b in guard_quarantine::read_batches_at(&path, &rs)? {
+                    bytes += b.get_array_memory_size();
+                    written += b.num_rows();
                     w.write(&b).map_err(|e| ReviewError::Refused(format!("parquet: {e}")))?;
                 }
             }
             w.close().map_err(|e| ReviewError::Refused(format!("parquet: {e}")))?;
-            Ok((out, "application/vnd.apache.parquet", rows, truncated))
+            Ok((out, "application/vnd.apache.parquet", written, truncated || cut))
         }
         _ => {
             // Read each file's rows once, then write them in the view's order.
             let mut read: BTreeMap<(std::path::PathBuf, usize), guard_quarantine::StoredRow> = BTreeMap::new();
+            let mut payload_bytes = 0usize;
+            let mut cut = false;
             for (path, mut rs) in by_file {
+                if payload_bytes > crate::http::MAX_EXPORT_PAYLOAD_BYTES {
+                    cut = true;
+                    break;
+                }
                 rs.sort_unstable();
                 rs.dedup();
                 for (row, stored) in rs.iter().zip(guard_quarantine::read_rows_at(&path, &rs)?) {
+                    payload_bytes += stored.payload.as_ref().map_or(0, String::len);
                     read.insert((path.clone(), *row), stored);
                 }
             }
+            let truncated = truncated || cut;
+            let rows = read.len();
             if format == "csv" {
                 let mut w = csv::Writer::from_writer(&mut out);
                 let head = [
