@@ -50,7 +50,7 @@ pub struct DriftEvent {
     /// Tests that fired in the deciding window (`ks`, `psi`, `variance`).
     pub tests: Vec<String>,
     /// The deciding window's statistics.
-    pub drift: FeatureDriftJson,
+    pub drift: FeatureDrift,
     /// Rows in the deciding window.
     pub window_records: u64,
     /// First and last input offsets of the deciding window.
@@ -69,19 +69,6 @@ pub struct DriftEvent {
     pub at_ms: i64,
 }
 
-/// [`FeatureDrift`] with JSON-safe numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct FeatureDriftJson {
-    pub ks: f64,
-    pub ks_p: f64,
-    pub psi: f64,
-    pub chi2_p: f64,
-    pub js: f64,
-    pub wasserstein: f64,
-    pub var_ratio: f64,
-    pub var_p: f64,
-}
-
 fn finite(x: f64) -> f64 {
     if x.is_finite() {
         x
@@ -89,21 +76,6 @@ fn finite(x: f64) -> f64 {
         f64::MAX
     } else {
         0.0
-    }
-}
-
-impl From<&FeatureDrift> for FeatureDriftJson {
-    fn from(d: &FeatureDrift) -> Self {
-        Self {
-            ks: finite(d.ks),
-            ks_p: finite(d.ks_p),
-            psi: finite(d.psi),
-            chi2_p: finite(d.chi2_p),
-            js: finite(d.js),
-            wasserstein: finite(d.wasserstein),
-            var_ratio: finite(d.var_ratio),
-            var_p: finite(d.var_p),
-        }
     }
 }
 
@@ -505,7 +477,7 @@ impl DriftHub {
                 partition,
                 feature: f.name.clone(),
                 tests,
-                drift: d.into(),
+                drift: *d,
                 window_records: window.records,
                 first_offset: first,
                 last_offset: last,
@@ -742,7 +714,7 @@ impl DriftHub {
                     "kind": if f.categories.is_some() { "categorical" } else { "numeric" },
                     "count": m.count(),
                     "missing": m.missing(),
-                    "drift": FeatureDriftJson::from(&eval.drifts[i]),
+                    "drift": eval.drifts[i],
                     "firing": eval.fired[i],
                     "alarm": alarms.iter().any(|a| **a == f.name),
                     "counts": w.features[i].counts,

@@ -326,7 +326,7 @@ pub fn read_profiles(cfg: &Config, hub: Arc<DriftHub>, stop: Arc<AtomicBool>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::drift::FeatureDriftJson;
+    use guard_stats::FeatureDrift;
 
     #[test]
     fn alertmanager_payload_has_the_v4_shape() {
@@ -336,7 +336,7 @@ mod tests {
             partition: 3,
             feature: "f1".into(),
             tests: vec!["variance".into()],
-            drift: FeatureDriftJson {
+            drift: FeatureDrift {
                 ks: 0.1,
                 ks_p: 0.01,
                 psi: 0.2,

@@ -108,8 +108,10 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
         let mut gathered = crate::score::Gathered::default();
         // Sources of scored records are counted after scoring (the models may quarantine them).
         let mut scored_sources: Vec<String> = Vec::new();
-        // Sources of records that may be quarantined, for the quarantine row (schema mode;
-        // with a source header it is read from the record itself).
+        // Sources of records that will be quarantined, for their quarantine row (schema mode;
+        // with a source header it is read from the record itself). Scored records' sources
+        // are taken from `scored_sources` once the models have decided, so a passing record
+        // costs no second copy.
         let mut row_sources: HashMap<usize, String> = HashMap::new();
         let mut judgements: Vec<_> = records
             .iter()
@@ -129,7 +131,7 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
                     }
                     if header.is_none() {
                         let source = schema.source(value).unwrap_or("(none)");
-                        if !passed || deferred {
+                        if !passed || (breaker_open && !deferred) {
                             row_sources.insert(i, source.to_owned());
                         }
                         if deferred {
@@ -153,9 +155,12 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
         // Scoring: one run per model over the batch's passing records.
         let mut decisions: HashMap<usize, crate::score::Decision> = HashMap::new();
         if let Some(m) = models {
-            for ((i, d), source) in gathered.idx.iter().zip(m.decide(&gathered)).zip(&scored_sources) {
+            for ((i, d), source) in gathered.idx.iter().zip(m.decide(&gathered)).zip(scored_sources) {
                 let flagged = !d.reasons.is_empty();
-                ctx.drift.count_source_outcome(source, false, flagged);
+                ctx.drift.count_source_outcome(&source, false, flagged);
+                if header.is_none() && (flagged || breaker_open) {
+                    row_sources.insert(*i, source);
+                }
                 if flagged {
                     if let Some(j) = judgements.get_mut(*i) {
                         j.verdict = Verdict::Quarantine(d.reasons.clone());

@@ -7,7 +7,7 @@
 //! Pages are static and render data with `textContent` only, under a Content-Security-Policy
 //! that allows no inline script.
 
-use crate::audit::Action;
+use crate::audit::{Action, RecordState};
 use crate::auth::{Identity, COOKIE};
 use crate::index::{Filter, RecordKey};
 use crate::{Review, ReviewError};
@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 const INDEX_HTML: &str = include_str!("../ui/index.html");
@@ -340,12 +341,12 @@ fn drift_status(stats: &Value) -> Value {
     Value::Array(out)
 }
 
-fn summary(r: &Review, idx: &crate::index::Index, i: u32) -> Value {
+fn summary(idx: &crate::index::Index, states: &HashMap<RecordKey, RecordState>, i: u32) -> Value {
     let Some(e) = idx.entries().get(i as usize) else {
         return Value::Null;
     };
     let k = idx.key(e);
-    let state = r.audit().state(&k);
+    let state = states.get(&k).cloned().unwrap_or_default();
     json!({
         "topic": k.topic, "partition": k.partition, "offset": k.offset,
         "quarantined_at_ms": e.at_ms,
@@ -369,10 +370,13 @@ async fn records(State(r): State<Arc<Review>>, h: HeaderMap, RawQuery(q): RawQue
     blocking(move || {
         let started = std::time::Instant::now();
         let idx = r.index();
-        let (total, page) = r
-            .audit()
-            .with_states(|states| idx.query(&f, &|k| states.get(k).map_or("undecided", |s| s.name())));
-        let rows: Vec<Value> = page.iter().map(|&i| summary(&r, &idx, i)).collect();
+        let (total, rows) = r.audit().with_states(|states| {
+            let (total, page) = idx.query(&f, &|k| states.get(k).map_or("undecided", |s| s.name()));
+            (
+                total,
+                page.iter().map(|&i| summary(&idx, states, i)).collect::<Vec<Value>>(),
+            )
+        });
         metrics::histogram!("guard_review_query_duration_seconds").record(started.elapsed().as_secs_f64());
         ok(
             json!({"total": total, "page": f.page, "page_size": f.page_size.unwrap_or(50).clamp(1, 500), "rows": rows,

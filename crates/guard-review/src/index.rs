@@ -328,13 +328,7 @@ impl Index {
     pub fn reason_codes(&self, e: &Entry) -> Vec<&str> {
         (0..64u32)
             .filter(|b| e.reasons & (1u64 << b) != 0)
-            .map(|b| {
-                if b == OTHER_REASON_BIT {
-                    "(other)"
-                } else {
-                    self.reasons.name(b)
-                }
-            })
+            .map(|b| self.reason_name(b))
             .collect()
     }
 
@@ -496,27 +490,42 @@ impl Index {
         let bucket_ms = bucket_ms.max(1);
         let n = i64::try_from(buckets).unwrap_or(0);
         let start = (now_ms / bucket_ms - n + 1) * bucket_ms;
-        let mut out: Vec<(i64, HashMap<String, u64>)> =
-            (0..n).map(|k| (start + k * bucket_ms, HashMap::new())).collect();
+        // Counts per bucket by the row's lowest reason bit (64: no reason), named at the end.
+        let mut counts = vec![[0u64; 65]; buckets];
         for e in &self.entries {
             if e.at_ms < start {
                 continue;
             }
             let k = usize::try_from((e.at_ms - start) / bucket_ms).unwrap_or(usize::MAX);
-            if let Some((_, m)) = out.get_mut(k) {
-                // The first reason is the primary one.
-                let primary = e.reasons.trailing_zeros();
-                let name = if primary >= 64 {
-                    "(none)"
-                } else if primary == OTHER_REASON_BIT {
-                    "(other)"
-                } else {
-                    self.reasons.name(primary)
-                };
-                *m.entry(name.to_owned()).or_default() += 1;
+            if let Some(c) = counts.get_mut(k) {
+                c[e.reasons.trailing_zeros() as usize] += 1;
             }
         }
-        out
+        (0i64..)
+            .zip(counts)
+            .map(|(k, c)| {
+                let by_reason = c
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(bit, n)| {
+                        let bit = u32::try_from(bit).unwrap_or(64);
+                        let name = if bit >= 64 { "(none)" } else { self.reason_name(bit) };
+                        (name.to_owned(), *n)
+                    })
+                    .collect();
+                (start + k * bucket_ms, by_reason)
+            })
+            .collect()
+    }
+
+    /// The name of a reason bit.
+    fn reason_name(&self, bit: u32) -> &str {
+        if bit == OTHER_REASON_BIT {
+            "(other)"
+        } else {
+            self.reasons.name(bit)
+        }
     }
 
     /// Quarantined rows per source, most first.
@@ -555,12 +564,7 @@ impl Index {
             .filter(|(_, c)| **c > 0)
             .map(|(b, c)| {
                 let b = u32::try_from(b).unwrap_or(0);
-                let name = if b == OTHER_REASON_BIT {
-                    "(other)".to_owned()
-                } else {
-                    self.reasons.name(b).to_owned()
-                };
-                (name, *c)
+                (self.reason_name(b).to_owned(), *c)
             })
             .collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

@@ -110,23 +110,32 @@ impl NumericProfile {
 }
 
 /// Every drift statistic of one feature, window against baseline.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// Serialized as numbers even where non-finite (see `nonfinite::clamp`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FeatureDrift {
     /// KS statistic on the binned CDFs (exact for values on bin edges, a lower bound otherwise).
+    #[serde(with = "crate::nonfinite::clamp")]
     pub ks: f64,
     /// Its p-value (limiting Kolmogorov distribution).
+    #[serde(with = "crate::nonfinite::clamp")]
     pub ks_p: f64,
     /// Population Stability Index.
+    #[serde(with = "crate::nonfinite::clamp")]
     pub psi: f64,
     /// Chi-squared homogeneity p-value on the bins.
+    #[serde(with = "crate::nonfinite::clamp")]
     pub chi2_p: f64,
     /// Jensen–Shannon distance (base 2).
+    #[serde(with = "crate::nonfinite::clamp")]
     pub js: f64,
     /// Wasserstein-1 on the binned CDFs over the interior edges (tails excluded).
+    #[serde(with = "crate::nonfinite::clamp")]
     pub wasserstein: f64,
     /// s²(window) / s²(baseline).
+    #[serde(with = "crate::nonfinite::clamp")]
     pub var_ratio: f64,
     /// Its two-sided F-test p-value.
+    #[serde(with = "crate::nonfinite::clamp")]
     pub var_p: f64,
 }
 
