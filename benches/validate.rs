@@ -42,14 +42,7 @@ fn bench(c: &mut Criterion) {
     let batch: Vec<Record> = lines
         .iter()
         .enumerate()
-        .map(|(i, l)| Record {
-            offset: i as i64,
-            timestamp_ms: None,
-            key: None,
-            headers: vec![],
-            payload: Some(l.clone()),
-            payload_len: l.len(),
-        })
+        .map(|(i, l)| Record::whole(i as i64, None, None, vec![], Some(l.clone())))
         .collect();
     let bytes: usize = lines.iter().map(Vec::len).sum();
 

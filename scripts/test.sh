@@ -19,8 +19,8 @@ step() { printf '\n=== %s\n' "$*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --workspace --all-targets -- -D warnings"
-cargo clippy --locked --workspace --all-targets -- -D warnings
+step "cargo clippy --workspace --all-targets --features test-hooks -- -D warnings"
+cargo clippy --locked --workspace --all-targets --features test-hooks -- -D warnings
 
 step "cargo deny check licenses bans sources"
 if ! command -v cargo-deny >/dev/null 2>&1; then
@@ -29,7 +29,12 @@ if ! command -v cargo-deny >/dev/null 2>&1; then
 fi
 cargo deny --locked check licenses bans sources
 
+step "cargo deny --offline check advisories (RustSec snapshot)"
+scripts/advisories.sh
+
 step "cargo test (unit, property, fixtures, integration against a real broker)"
 # Integration tests start their own broker per test and run one at a time: each one loads the
-# 2-core machine with a broker, the guard and a producer.
-cargo test --release --locked --workspace -- --test-threads=1
+# 2-core machine with a broker, the guard and a producer. `test-hooks` compiles in the test-only
+# faults (a record that makes judging panic, frozen clean acknowledgements); release builds
+# for users never have them.
+cargo test --release --locked --workspace --features test-hooks -- --test-threads=1

@@ -275,11 +275,16 @@ pub fn check_problems(path: &Path, connect: bool) -> (Vec<String>, Config, Vec<S
             dir.display()
         ));
     }
+    out.extend(deliverability(&cfg, &file));
     if connect && out.is_empty() {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let consumer: Result<BaseConsumer, _> = guard_kafka::consumer_config(&cfg).create();
         match consumer.map(|c| c.fetch_metadata(None, std::time::Duration::from_secs(5))) {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => {
+                if let Some(p) = topic_limit(&cfg, &file) {
+                    out.push(p);
+                }
+            }
             Ok(Err(e)) | Err(e) => out.push(format!(
                 "{file}: kafka.brokers: cannot reach {}: {e}",
                 cfg.kafka.brokers
@@ -287,6 +292,58 @@ pub fn check_problems(path: &Path, connect: bool) -> (Vec<String>, Config, Vec<S
         }
     }
     (out, cfg, scoring)
+}
+
+/// What the guard passes, it must be able to deliver: the clean producer's `message.max.bytes`
+/// (if the configuration sets one) must carry `limits.max_record_bytes` plus the provenance
+/// header. Without it, a record inside the limits would be refused by the producer.
+pub fn deliverability(cfg: &Config, file: &str) -> Vec<String> {
+    let need = guard_kafka::producer_message_max_bytes(cfg);
+    let k = &cfg.kafka;
+    let set = k
+        .producer_properties
+        .get("message.max.bytes")
+        .map(|v| ("kafka.producer_properties", v))
+        .or_else(|| k.properties.get("message.max.bytes").map(|v| ("kafka.properties", v)));
+    let Some((table, v)) = set else { return Vec::new() };
+    match v.trim().parse::<usize>() {
+        Ok(n) if n >= need => Vec::new(),
+        Ok(n) => vec![format!(
+            "{file}: {table}.\"message.max.bytes\": {n} is below limits.max_record_bytes ({}) + {} bytes for the provenance header: records that pass the limits could not be delivered (raise it, or lower limits.max_record_bytes)",
+            cfg.limits.max_record_bytes,
+            guard_kafka::PRODUCER_HEADROOM
+        )],
+        Err(_) => vec![format!("{file}: {table}.\"message.max.bytes\": not a number")],
+    }
+}
+
+/// Overhead of a one-record batch on the broker (batch header and record framing), counted
+/// against the topic's `max.message.bytes`.
+const BATCH_OVERHEAD: usize = 128;
+
+/// The clean topic's `max.message.bytes`, read from the broker, must carry the largest record
+/// that passes. `None` when it fits, or when the broker does not tell (then nothing is claimed).
+fn topic_limit(cfg: &Config, file: &str) -> Option<String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let topic = cfg.kafka.output_topic.as_deref()?;
+    let admin: AdminClient<_> = guard_kafka::admin_config(cfg).create().ok()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let spec = ResourceSpecifier::Topic(topic);
+    let opts = AdminOptions::new().request_timeout(Some(std::time::Duration::from_secs(5)));
+    let results = rt.block_on(admin.describe_configs([&spec], &opts)).ok()?;
+    let resource = results.into_iter().next()?.ok()?;
+    let limit: usize = resource.get("max.message.bytes")?.value.as_deref()?.parse().ok()?;
+    let need = cfg.limits.max_record_bytes + guard_kafka::PRODUCER_HEADROOM + BATCH_OVERHEAD;
+    (limit < need).then(|| {
+        format!(
+            "{file}: limits.max_record_bytes: the clean topic {topic:?} takes records up to max.message.bytes = {limit}, below {} + {} for the guard's header and batch framing: records that pass could be refused (lower limits.max_record_bytes or raise the topic's max.message.bytes)",
+            cfg.limits.max_record_bytes,
+            guard_kafka::PRODUCER_HEADROOM + BATCH_OVERHEAD
+        )
+    })
 }
 
 fn check(path: &Path, connect: bool) -> ExitCode {
@@ -362,14 +419,25 @@ fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
             };
             let mut shown = 0;
             for f in files {
-                for row in guard_quarantine::read_file(&f).with_context(|| format!("reading {}", f.display()))? {
+                // A file that is not a readable quarantine file is reported and skipped.
+                let rows = match guard_quarantine::read_file(&f) {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        eprintln!("skipping {}: {e}", terminal_safe(&f.display().to_string()));
+                        continue;
+                    }
+                };
+                for row in rows {
                     if shown >= limit {
                         return Ok(ExitCode::SUCCESS);
                     }
                     shown += 1;
                     if json {
+                        // JSON escapes control characters itself.
                         println!("{}", serde_json::to_string(&row)?);
                     } else {
+                        // Everything here came from a producer: escape what a terminal would
+                        // interpret (escape sequences, bidi overrides) before printing it.
                         let payload = row.payload.as_deref().unwrap_or("<null>");
                         let mut preview: String = payload.chars().take(80).collect();
                         if payload.len() > preview.len() || row.payload_truncated {
@@ -377,21 +445,53 @@ fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
                         }
                         println!(
                             "{}[{}]@{}  {}",
-                            row.topic,
+                            terminal_safe(&row.topic),
                             row.partition,
                             row.offset,
-                            row.reason_codes.join(",")
+                            terminal_safe(&row.reason_codes.join(","))
                         );
                         for r in &row.reasons {
-                            println!("    {} {} {}", r.code, r.path.as_deref().unwrap_or(""), r.detail);
+                            println!(
+                                "    {} {} {}",
+                                terminal_safe(&r.code),
+                                terminal_safe(r.path.as_deref().unwrap_or("")),
+                                terminal_safe(&r.detail)
+                            );
                         }
-                        println!("    payload ({} bytes): {preview}", row.payload_len);
+                        if let Some(k) = &row.key {
+                            println!("    key: {}", terminal_safe(&k.chars().take(80).collect::<String>()));
+                        }
+                        for (k, v) in row.headers.iter().take(8) {
+                            println!(
+                                "    header {}: {}",
+                                terminal_safe(k),
+                                terminal_safe(&v.as_deref().unwrap_or("<null>").chars().take(80).collect::<String>())
+                            );
+                        }
+                        println!("    payload ({} bytes): {}", row.payload_len, terminal_safe(&preview));
                     }
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `text` with every character a terminal would act on shown as an escape instead: control
+/// characters (ESC, BEL, carriage return, …, C1 controls), and the invisible formatting
+/// characters that reorder or hide text (bidi overrides, zero-width characters).
+pub fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let hidden =
+            matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
+        if c.is_control() || hidden {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn stats(url: &str, scope: &str, view: &str, json: bool) -> anyhow::Result<ExitCode> {
@@ -477,4 +577,17 @@ pub fn stats_table(v: &serde_json::Value, view: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn terminal_escapes_are_shown_not_run() {
+        let s = super::terminal_safe("ok \u{1b}]0;owned\u{7}\u{1b}[2J\r\u{202e}txt.exe é");
+        assert!(!s.chars().any(|c| c.is_control()), "{s}");
+        assert!(
+            s.contains("\\u{1b}") && s.contains("\\u{202e}") && s.ends_with("é"),
+            "{s}"
+        );
+    }
 }

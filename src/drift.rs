@@ -795,6 +795,7 @@ impl DriftWindows {
 
     /// Count one record of `source` with its final outcome (e.g. after model scoring).
     pub fn count_source_outcome(&mut self, source: &str, rejected: bool, quarantined: bool) {
+        let source = guard_core::cap_source(source);
         let s = match self.sources.get_mut(source) {
             Some(s) => s,
             None => self.sources.entry(source.to_owned()).or_default(),

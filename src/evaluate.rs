@@ -380,14 +380,7 @@ pub fn evaluate(root: &Path, scenario: &str, fgsm_limit: usize) -> anyhow::Resul
         let mut gathered = crate::score::Gathered::default();
         let mut rejected = vec![false; chunk.len()];
         for (i, it) in chunk.iter().enumerate() {
-            let rec = Record {
-                offset: i as i64,
-                timestamp_ms: None,
-                key: None,
-                headers: Vec::new(),
-                payload_len: it.payload.len(),
-                payload: Some(it.payload.clone()),
-            };
+            let rec = Record::whole(i as i64, None, None, Vec::new(), Some(it.payload.clone()));
             let j = judge.judge_visit("eval", &rec, |schema, value, passed| {
                 if passed {
                     route.gather(&mut gathered, i, schema, value);

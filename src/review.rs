@@ -7,7 +7,7 @@ use guard_review::auth::{Auth, Credential};
 use guard_review::http::axum_get;
 use guard_review::{Live, Publisher, Review, Settings};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::sync::Arc;
@@ -131,10 +131,13 @@ impl Publisher for KafkaPublisher {
                 continue;
             };
             let m = m.map_err(|e| e.to_string())?;
-            if let Some(hs) = m.headers() {
-                if hs.iter().any(|h| h.key == header && h.value == Some(value.as_bytes())) {
-                    return Ok(Some((m.partition(), m.offset())));
-                }
+            // Headers read as bytes: a key that is not UTF-8 must not panic the search.
+            let mut found = false;
+            let _ = guard_kafka::visit_headers(&m, |k, v| {
+                found |= k == header.as_bytes() && v == Some(value.as_bytes());
+            });
+            if found {
+                return Ok(Some((m.partition(), m.offset())));
             }
             let end = ends.iter().find(|(p, _)| *p == m.partition()).map_or(0, |(_, e)| *e);
             if m.offset() + 1 >= end {

@@ -18,6 +18,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
+/// Time allowed after `pipeline.drain_timeout_ms` for the last quarantine files, profile
+/// publication and producer flush; shutdown never takes longer than the two together.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
 /// Latency buckets (seconds) for every `*_seconds` histogram.
 const SECONDS_BUCKETS: &[f64] = &[
     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -257,6 +261,9 @@ fn build_hub(cfg: &Config, judge: &Judge) -> anyhow::Result<(Arc<crate::drift::D
 
 pub fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     init_tracing(&cfg);
+    for problem in crate::cli::deliverability(&cfg, "config") {
+        tracing::warn!(%problem, "records over the producer's limit will be quarantined with sink.rejected (`check` refuses this configuration)");
+    }
     let prom = init_metrics()?;
     let judge = Arc::new(build_judge(&cfg)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -278,10 +285,11 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     let settings = SourceSettings {
         topics: cfg.routes.iter().map(|r| r.topic.clone()).collect(),
         batch_max_records: p.batch_max_records,
+        batch_max_bytes: cfg.memory_plan().batch_max_bytes,
         batch_max_wait: Duration::from_millis(p.batch_max_wait_ms),
         commit_interval: Duration::from_millis(cfg.kafka.commit_interval_ms),
         drain_timeout: Duration::from_millis(p.drain_timeout_ms),
-        max_bytes: cfg.limits.max_bytes,
+        limits: cfg.limits.clone(),
         oversize_prefix_bytes: cfg.quarantine.oversize_prefix_bytes,
     };
     let source = Source::new(
@@ -295,10 +303,13 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     let clean = match (p.mode, &cfg.kafka.output_topic) {
         (Mode::Enforce, Some(topic)) => Some(CleanSink::new(
             &guard_kafka::producer_config(&cfg),
-            topic,
-            &cfg.kafka.provenance_header,
+            guard_kafka::SinkSettings {
+                topic: topic.clone(),
+                provenance_header: cfg.kafka.provenance_header.clone(),
+                backoff: Duration::from_millis(cfg.kafka.retry_backoff_ms),
+                give_up: Duration::from_millis(cfg.kafka.sink_give_up_ms),
+            },
             Arc::clone(&health),
-            Duration::from_millis(cfg.kafka.retry_backoff_ms),
         )?),
         _ => None,
     };
@@ -312,6 +323,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     // Quarantine work items are small (rows of suspects only), so this channel is deeper: a
     // file write in progress must not stall the clean path.
     let (q_tx, q_rx) = mpsc::channel::<QuarantineWork>(p.channel_capacity * 16);
+    let (late_tx, late_rx) = mpsc::unbounded_channel::<QuarantineWork>();
     let (hub, events_rx) = build_hub(&cfg, &judge)?;
     let profile_stop = Arc::new(AtomicBool::new(false));
     let mut profile_task = None;
@@ -330,10 +342,15 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     // Scoring: one set of sessions per judge worker (sessions run with &mut).
     let mut provider = None;
     let mut scorings = Vec::new();
+    let mut model_set = None;
     if crate::score::configured(&cfg) {
         crate::score::init(&cfg)?;
+        // Read (and check the pins of) the model files once; every worker's sessions are
+        // built from these bytes.
+        let set = Arc::new(crate::score::ModelSet::read(&cfg)?);
+        model_set = Some(Arc::clone(&set));
         for i in 0..p.workers {
-            let (s, pr) = crate::score::Scoring::load(&cfg, &judge)?;
+            let (s, pr) = crate::score::Scoring::from_set(&cfg, &judge, &set)?;
             if i == 0 {
                 s.announce();
             }
@@ -346,8 +363,13 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     } else {
         scorings.resize_with(p.workers, || None);
     }
-    let reloader = match scorings.first() {
-        Some(Some(first)) => Some(Arc::new(crate::score::Reloader::new(&cfg, Arc::clone(&judge), first))),
+    let reloader = match (scorings.first(), model_set) {
+        (Some(Some(first)), Some(set)) => Some(Arc::new(crate::score::Reloader::new(
+            &cfg,
+            Arc::clone(&judge),
+            set,
+            first,
+        ))),
         _ => None,
     };
     if let (Some(r), true) = (&reloader, cfg.scoring.watch_interval_ms > 0) {
@@ -365,6 +387,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
             tracker: Arc::clone(&tracker),
             summary: Arc::clone(&summary),
             out: q_tx.clone(),
+            late: late_tx.clone(),
             drift: crate::drift::DriftWindows::new(Arc::clone(&hub)),
             scoring: scorings.next().flatten(),
             reloader: reloader.clone(),
@@ -377,6 +400,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
         );
     }
     drop(q_tx);
+    drop(late_tx);
     let stage = QuarantineStage::new(
         &cfg,
         Arc::clone(&tracker),
@@ -385,7 +409,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
         store,
         Arc::clone(&summary),
     );
-    let quarantine_task = tokio::spawn(stage.run(q_rx));
+    let quarantine_task = tokio::spawn(stage.run(q_rx, late_rx));
 
     // Broker probe and metrics upkeep.
     let probe_health = Arc::clone(&health);
@@ -416,52 +440,8 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     );
     let facts = extras.clone();
     let mut app = guard_server::router(Arc::clone(&health), render, Arc::new(extras));
-    let (status_hub, clear_hub) = (Arc::clone(&hub), Arc::clone(&hub));
-    app = app.merge(guard_server::breaker_routes(
-        Arc::new(move || status_hub.breaker().status()),
-        Arc::new(move || clear_hub.breaker().clear()),
-    ));
-    if let Some(r) = &reloader {
-        let (status, reload) = (Arc::clone(r), Arc::clone(r));
-        app = app.merge(guard_server::model_routes(
-            Arc::new(move || status.status()),
-            Arc::new(move || reload.reload("POST /api/models/reload")),
-        ));
-    }
-    let stats_hub = Arc::clone(&hub);
-    app = app.merge(guard_server::stats_routes(Arc::new(move |scope: &str| {
-        stats_hub.stats(scope == "group")
-    })));
-    if cfg.review.enabled {
-        let review_hub = Arc::clone(&hub);
-        let review_summary = Arc::clone(&summary);
-        let counters: Arc<dyn Fn() -> serde_json::Value + Send + Sync> =
-            Arc::new(move || serde_json::to_value(&*lock(&review_summary)).unwrap_or(serde_json::Value::Null));
-        let live = guard_review::Live {
-            stats: Some(Arc::new(move || review_hub.stats(false))),
-            facts,
-            counters: Some(Arc::clone(&counters)),
-            counter_history: Some(crate::review::sampler(counters, Duration::from_secs(10), 360)),
-            history: Some(crate::review::drift_history(
-                Arc::clone(&hub),
-                Duration::from_secs(10),
-                360,
-            )),
-            features_of: crate::review::features_of(&cfg),
-        };
-        let publisher: Option<Arc<dyn guard_review::Publisher>> = match cfg.kafka.output_topic {
-            Some(_) => Some(Arc::new(crate::review::KafkaPublisher::new(&cfg)?)),
-            None => None,
-        };
-        let c = cfg.clone();
-        let review = tokio::task::spawn_blocking(move || crate::review::open(&c, publisher, live))
-            .await
-            .context("opening the review service")??;
-        crate::review::spawn_refresh(
-            Arc::clone(&review),
-            Duration::from_millis(cfg.review.refresh_interval_ms.max(100)),
-        );
-        app = app.merge(guard_review::http::routes(review));
+    if !cfg.server.metrics_only {
+        app = app.merge(operator_routes(&cfg, &hub, reloader.as_ref(), &summary, facts).await?);
     }
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(guard_server::serve(addr, app, async move {
@@ -484,8 +464,29 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     }
     health.set_shutting_down();
     shutdown.store(true, Ordering::Relaxed);
+    // Shutdown is bounded in every state (a broker refusing every record, a full disk): past
+    // the drain timeout plus the final flushes, the process exits without waiting. Nothing is
+    // lost: what was not durable was not committed, and the next owner reads it again.
+    let limit = Duration::from_millis(p.drain_timeout_ms) + SHUTDOWN_GRACE;
+    std::thread::Builder::new()
+        .name("guard-shutdown-watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            error!(
+                seconds = limit.as_secs(),
+                "shutdown did not finish in time; exiting now (uncommitted records will be read again)"
+            );
+            std::process::exit(1);
+        })
+        .context("starting the shutdown watchdog")?;
     if !failed {
         let _ = (&mut consumer_done).await;
+    }
+    // The consumer has drained and committed what was durable: stop retrying deliveries that
+    // can no longer be committed from here (a failing clean topic would otherwise hold the
+    // workers).
+    if let Some(c) = &clean {
+        c.abandon();
     }
     for w in workers {
         let _ = tokio::task::spawn_blocking(move || w.join()).await;
@@ -510,4 +511,77 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     );
     println!("{}", serde_json::to_string(&serde_json::json!({ "summary": summary }))?);
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Statistics, operator endpoints and (when enabled) the review dashboard. State-changing
+/// operator requests need a reviewer, their CSRF token and a same-origin `Origin`, checked by
+/// the same code as the dashboard's own actions.
+#[allow(clippy::result_large_err)] // the refusal is the HTTP response itself
+async fn operator_routes(
+    cfg: &Config,
+    hub: &Arc<crate::drift::DriftHub>,
+    reloader: Option<&Arc<crate::score::Reloader>>,
+    summary: &Arc<Mutex<Summary>>,
+    facts: serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<axum::Router> {
+    let mut app = axum::Router::new();
+    let mut review = None;
+    if cfg.review.enabled {
+        let review_hub = Arc::clone(hub);
+        let review_summary = Arc::clone(summary);
+        let counters: Arc<dyn Fn() -> serde_json::Value + Send + Sync> =
+            Arc::new(move || serde_json::to_value(&*lock(&review_summary)).unwrap_or(serde_json::Value::Null));
+        let live = guard_review::Live {
+            stats: Some(Arc::new(move || review_hub.stats(false))),
+            facts,
+            counters: Some(Arc::clone(&counters)),
+            counter_history: Some(crate::review::sampler(counters, Duration::from_secs(10), 360)),
+            history: Some(crate::review::drift_history(
+                Arc::clone(hub),
+                Duration::from_secs(10),
+                360,
+            )),
+            features_of: crate::review::features_of(cfg),
+        };
+        let publisher: Option<Arc<dyn guard_review::Publisher>> = match cfg.kafka.output_topic {
+            Some(_) => Some(Arc::new(crate::review::KafkaPublisher::new(cfg)?)),
+            None => None,
+        };
+        let c = cfg.clone();
+        let r = tokio::task::spawn_blocking(move || crate::review::open(&c, publisher, live))
+            .await
+            .context("opening the review service")??;
+        crate::review::spawn_refresh(
+            Arc::clone(&r),
+            Duration::from_millis(cfg.review.refresh_interval_ms.max(100)),
+        );
+        app = app.merge(guard_review::http::routes(Arc::clone(&r)));
+        review = Some(r);
+    }
+    let authorize: guard_server::Authorize = match review {
+        Some(r) => Arc::new(move |h| guard_review::http::check_action(r.auth(), h).map(|id| id.name)),
+        None => {
+            let auth = Arc::new(crate::review::auth(cfg)?);
+            Arc::new(move |h| guard_review::http::check_action(&auth, h).map(|id| id.name))
+        }
+    };
+    let (status_hub, clear_hub) = (Arc::clone(hub), Arc::clone(hub));
+    app = app.merge(guard_server::breaker_routes(
+        Arc::new(move || status_hub.breaker().status()),
+        Arc::new(move || clear_hub.breaker().clear()),
+        Arc::clone(&authorize),
+    ));
+    if let Some(r) = reloader {
+        let (status, reload) = (Arc::clone(r), Arc::clone(r));
+        app = app.merge(guard_server::model_routes(
+            Arc::new(move || status.status()),
+            Arc::new(move || reload.reload("POST /api/models/reload")),
+            authorize,
+        ));
+    }
+    let stats_hub = Arc::clone(hub);
+    app = app.merge(guard_server::stats_routes(Arc::new(move |scope: &str| {
+        stats_hub.stats(scope == "group")
+    })));
+    Ok(app)
 }

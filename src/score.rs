@@ -12,7 +12,7 @@
 use anyhow::Context;
 use guard_config::{Config, ExecutionProvider};
 use guard_core::{Reason, ReasonCode};
-use guard_score::{Extractor, Model, ProviderChoice, ProviderInUse, RoleScores, SessionSettings};
+use guard_score::{Extractor, Model, ModelFiles, ProviderChoice, ProviderInUse, RoleScores, SessionSettings};
 use guard_validate::{DomainSchema, Judge};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -29,22 +29,14 @@ pub struct Scorer {
 
 impl Scorer {
     fn load(
-        path: &Path,
+        files: &ModelFiles,
         schema: &DomainSchema,
         settings: &SessionSettings,
         threshold: Option<f64>,
     ) -> anyhow::Result<Self> {
-        let model = Model::load(path, settings)?;
+        let model = Model::from_files(files, settings)?;
         let extractor = model.extractor_for(schema)?;
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let meta = std::fs::read(path.with_extension("json")).unwrap_or_default();
-        let digest: String = {
-            use sha2::Digest;
-            let mut h = sha2::Sha256::new();
-            h.update(&bytes);
-            h.update(&meta);
-            h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
-        };
+        let digest: String = files.sha256().chars().take(12).collect();
         let role = format!("{:?}", model.meta().role).to_lowercase();
         let id = format!("{}/{role}@{digest}", model.meta().schema_id);
         if model.provider() == ProviderInUse::Cuda {
@@ -67,6 +59,47 @@ impl Scorer {
             extractor,
             id,
         })
+    }
+}
+
+/// The model files of every route, read once and checked against the routes' SHA-256 pins.
+/// Every worker's sessions are built from these bytes; a reload reads, checks and validates a
+/// new set before any worker sees it.
+#[derive(Debug, Clone, Default)]
+pub struct ModelSet {
+    /// Per route (by topic): anomaly and label model files.
+    routes: Vec<(String, Option<ModelFiles>, Option<ModelFiles>)>,
+}
+
+impl ModelSet {
+    /// Read every configured model and check its pin (`*_model_sha256`).
+    pub fn read(cfg: &Config) -> anyhow::Result<Self> {
+        let mut routes = Vec::new();
+        for r in &cfg.routes {
+            let read = |p: &Option<std::path::PathBuf>,
+                        pin: &Option<String>,
+                        key: &str|
+             -> anyhow::Result<Option<ModelFiles>> {
+                let Some(p) = p else { return Ok(None) };
+                let files = ModelFiles::read(p).with_context(|| format!("route {}: model {}", r.topic, p.display()))?;
+                if let Some(want) = pin {
+                    let got = files.sha256();
+                    anyhow::ensure!(
+                        got.eq_ignore_ascii_case(want.trim()),
+                        "route {}: {key} pins sha256 {want}, but {} with its metadata hashes to {got}: refused (a changed graph or metadata, e.g. a raised threshold, must come with a new pin)",
+                        r.topic,
+                        p.display()
+                    );
+                }
+                Ok(Some(files))
+            };
+            routes.push((
+                r.topic.clone(),
+                read(&r.anomaly_model, &r.anomaly_model_sha256, "anomaly_model_sha256")?,
+                read(&r.label_model, &r.label_model_sha256, "label_model_sha256")?,
+            ));
+        }
+        Ok(Self { routes })
     }
 }
 
@@ -137,34 +170,42 @@ pub fn init(cfg: &Config) -> anyhow::Result<()> {
 }
 
 impl Scoring {
-    /// Load every route's models (one set per worker). Returns the provider really in use
-    /// (the same for all models: `auto` decides once per process in practice).
+    /// Read every route's models and build one set of sessions (a worker's).
     pub fn load(cfg: &Config, judge: &Judge) -> anyhow::Result<(Self, Option<ProviderInUse>)> {
+        Self::from_set(cfg, judge, &ModelSet::read(cfg)?)
+    }
+
+    /// Build one worker's sessions from files already read and checked. Returns the provider
+    /// really in use (the same for all models: `auto` decides once per process in practice).
+    pub fn from_set(cfg: &Config, judge: &Judge, set: &ModelSet) -> anyhow::Result<(Self, Option<ProviderInUse>)> {
         let settings = settings(cfg);
         let mut routes = HashMap::new();
         let mut provider = None;
-        for r in &cfg.routes {
-            let Some(schema) = judge.schema_for(&r.topic) else {
+        for (topic, anomaly, label) in &set.routes {
+            let Some(r) = cfg.routes.iter().find(|r| &r.topic == topic) else {
                 continue;
             };
-            let load = |p: &Option<std::path::PathBuf>, t: Option<f64>| -> anyhow::Result<Option<Scorer>> {
-                p.as_ref()
-                    .map(|p| {
-                        Scorer::load(p, schema, &settings, t)
-                            .with_context(|| format!("route {}: model {}", r.topic, p.display()))
+            let Some(schema) = judge.schema_for(topic) else {
+                continue;
+            };
+            let load = |f: &Option<ModelFiles>, t: Option<f64>| -> anyhow::Result<Option<Scorer>> {
+                f.as_ref()
+                    .map(|f| {
+                        Scorer::load(f, schema, &settings, t)
+                            .with_context(|| format!("route {topic}: model {}", f.path.display()))
                     })
                     .transpose()
             };
             let m = RouteModels {
-                anomaly: load(&r.anomaly_model, r.anomaly_threshold)?,
-                label: load(&r.label_model, r.label_threshold)?,
-                topic: r.topic.clone(),
+                anomaly: load(anomaly, r.anomaly_threshold)?,
+                label: load(label, r.label_threshold)?,
+                topic: topic.clone(),
             };
             for s in m.anomaly.iter().chain(&m.label) {
                 provider = Some(s.model.provider());
             }
             if m.anomaly.is_some() || m.label.is_some() {
-                routes.insert(r.topic.clone(), m);
+                routes.insert(topic.clone(), m);
             }
         }
         Ok((Self { routes }, provider))
@@ -423,6 +464,9 @@ pub struct Reloader {
     cfg: Config,
     judge: std::sync::Arc<Judge>,
     generation: std::sync::atomic::AtomicU64,
+    /// The validated files of the current generation: workers build their sessions from
+    /// these bytes, never from the disk.
+    current: std::sync::Mutex<std::sync::Arc<ModelSet>>,
     seen: std::sync::Mutex<Vec<(std::path::PathBuf, Option<FileStamp>)>>,
     last: std::sync::Mutex<Vec<String>>,
 }
@@ -436,7 +480,7 @@ fn stamp(p: &Path) -> Option<FileStamp> {
 }
 
 impl Reloader {
-    pub fn new(cfg: &Config, judge: std::sync::Arc<Judge>, loaded: &Scoring) -> Self {
+    pub fn new(cfg: &Config, judge: std::sync::Arc<Judge>, set: std::sync::Arc<ModelSet>, loaded: &Scoring) -> Self {
         let files: Vec<std::path::PathBuf> = cfg
             .routes
             .iter()
@@ -447,6 +491,7 @@ impl Reloader {
             cfg: cfg.clone(),
             judge,
             generation: std::sync::atomic::AtomicU64::new(0),
+            current: std::sync::Mutex::new(set),
             seen: std::sync::Mutex::new(files.into_iter().map(|p| (p.clone(), stamp(&p))).collect()),
             last: std::sync::Mutex::new(loaded.describe()),
         }
@@ -457,17 +502,24 @@ impl Reloader {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Load this worker's sessions for the current configuration.
+    /// Build this worker's sessions from the current generation's validated files.
     pub fn load(&self) -> anyhow::Result<Scoring> {
-        Ok(Scoring::load(&self.cfg, &self.judge)?.0)
+        let set = std::sync::Arc::clone(&*crate::stage::lock(&self.current));
+        Ok(Scoring::from_set(&self.cfg, &self.judge, &set)?.0)
     }
 
-    /// Validate the files as they are now and publish a new generation (`POST
-    /// /api/models/reload`, or the watcher on a change).
+    /// Read the files as they are now, check their pins, validate them by building sessions,
+    /// and publish them as a new generation (`POST /api/models/reload`, or the watcher on a
+    /// change). Nothing is swapped when any step fails.
     pub fn reload(&self, why: &str) -> Result<serde_json::Value, String> {
-        match Scoring::load(&self.cfg, &self.judge) {
-            Ok((s, _)) => {
+        let loaded = ModelSet::read(&self.cfg)
+            .and_then(|set| Scoring::from_set(&self.cfg, &self.judge, &set).map(|(s, _)| (set, s)));
+        match loaded {
+            Ok((set, s)) => {
                 let models = s.describe();
+                // Publish the bytes first, then the generation: a worker that sees the new
+                // generation builds from the new bytes.
+                *crate::stage::lock(&self.current) = std::sync::Arc::new(set);
                 let g = self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
                 info!(generation = g, why, models = ?models, "models reloaded; workers swap at their next batch");
                 metrics::counter!("guard_score_reloads_total").increment(1);

@@ -9,11 +9,11 @@
 //!   the bounded channels fill and the source pauses.
 
 use guard_config::Config;
-use guard_core::{Batch, Health, Reason, ReasonCode, Record, TopicPartition, Verdict, GUARD_VERSION};
+use guard_core::{Batch, Health, Judgement, Reason, ReasonCode, Record, TopicPartition, Verdict, GUARD_VERSION};
 use guard_kafka::{CleanSink, FlushSignal};
 use guard_pipeline::{AckTracker, Part};
 use guard_quarantine::{
-    covered_until, encode, file_name, PartitionBuffer, QuarantineRow, QuarantineStore, ReasonEntry, RollPolicy,
+    encode, file_name_alt, stored_offsets, PartitionBuffer, QuarantineRow, QuarantineStore, ReasonEntry, RollPolicy,
 };
 use guard_validate::Judge;
 use std::collections::{BTreeMap, HashMap};
@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
-/// Quarantined rows of one batch (possibly none), with the batch's coordinates.
+/// Quarantined rows of one batch (possibly none), with the batch's coordinates and the part
+/// of the batch they acknowledge once durable.
 pub struct QuarantineWork {
     pub tp: TopicPartition,
     pub generation: u64,
@@ -30,6 +31,9 @@ pub struct QuarantineWork {
     pub first: i64,
     pub last: i64,
     pub rows: Vec<QuarantineRow>,
+    /// [`Part::Quarantine`] for a batch's judged rows; [`Part::Clean`] for records the clean
+    /// topic refused (their batch's clean part waits for them).
+    pub part: Part,
 }
 
 /// Totals for the shutdown summary.
@@ -60,6 +64,8 @@ pub struct WorkerCtx {
     pub tracker: Arc<Mutex<AckTracker>>,
     pub summary: Arc<Mutex<Summary>>,
     pub out: mpsc::Sender<QuarantineWork>,
+    /// Rows of records the clean topic refused for good (from the producer's thread).
+    pub late: mpsc::UnboundedSender<QuarantineWork>,
     /// This worker's drift windows (only topics whose route has a baseline are watched) and
     /// source counts.
     pub drift: crate::drift::DriftWindows,
@@ -67,6 +73,147 @@ pub struct WorkerCtx {
     pub scoring: Option<crate::score::Scoring>,
     /// Hot-swap: a new generation means "load your sessions again before the next batch".
     pub reloader: Option<Arc<crate::score::Reloader>>,
+}
+
+/// What judging one batch decided, per record (indices into the batch).
+struct Judged {
+    judgements: Vec<Judgement>,
+    /// Model decisions of quarantined, scored records (they carry scores into the row).
+    decisions: HashMap<usize, crate::score::Decision>,
+    /// Sources of records that may be quarantined, for their quarantine row.
+    row_sources: HashMap<usize, String>,
+}
+
+/// Judge `records` (limits, decoding, schema, drift observation, models). A panic in here is
+/// a bug in the guard; [`worker`] isolates it.
+fn judge_records(ctx: &mut WorkerCtx, tp: &TopicPartition, records: &[Record], breaker_open: bool) -> Judged {
+    let mut slowest = Duration::ZERO;
+    let judge = &ctx.judge;
+    let watched = ctx.drift.watches(&tp.topic);
+    let header = ctx.drift.source_header();
+    let drift = &mut ctx.drift;
+    let mut models = ctx.scoring.as_mut().and_then(|s| s.route(&tp.topic));
+    let mut gathered = crate::score::Gathered::default();
+    // Sources of scored records are counted after scoring (the models may quarantine them).
+    let mut scored_sources: Vec<String> = Vec::new();
+    // Sources of records that will be quarantined, for their quarantine row (schema mode;
+    // with a source header it is read from the record itself). Scored records' sources
+    // are taken from `scored_sources` once the models have decided, so a passing record
+    // costs no second copy.
+    let mut row_sources: HashMap<usize, String> = HashMap::new();
+    let mut judgements: Vec<_> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let t = Instant::now();
+            #[cfg(feature = "test-hooks")]
+            test_hooks::maybe_panic(r);
+            let mut decoded = false;
+            let mut deferred = false;
+            let j = judge.judge_visit(&tp.topic, r, |schema, value, passed| {
+                decoded = true;
+                if passed && watched {
+                    drift.observe(&tp.topic, tp.partition, r.offset, schema, value);
+                }
+                if let (true, Some(m)) = (passed, models.as_deref_mut()) {
+                    m.gather(&mut gathered, i, schema, value);
+                    deferred = true;
+                }
+                if header.is_none() {
+                    let source = guard_core::cap_source(schema.source(value).unwrap_or("(none)"));
+                    if !passed || (breaker_open && !deferred) {
+                        row_sources.insert(i, source.to_owned());
+                    }
+                    if deferred {
+                        scored_sources.push(source.to_owned());
+                    } else {
+                        drift.count_source(source, passed);
+                    }
+                }
+            });
+            match &header {
+                Some(h) if deferred => scored_sources.push(header_source(r, h).to_owned()),
+                Some(h) => drift.count_source(header_source(r, h), j.verdict.is_pass()),
+                None if !decoded => drift.count_source("(undecoded)", false),
+                None => {}
+            }
+            slowest = slowest.max(t.elapsed());
+            j
+        })
+        .collect();
+    metrics::histogram!("guard_validate_record_max_duration_seconds").record(slowest.as_secs_f64());
+    // Scoring: one run per model over the batch's passing records.
+    let mut decisions: HashMap<usize, crate::score::Decision> = HashMap::new();
+    if let Some(m) = models {
+        for ((i, d), source) in gathered.idx.iter().zip(m.decide(&gathered)).zip(scored_sources) {
+            let flagged = !d.reasons.is_empty();
+            ctx.drift.count_source_outcome(&source, false, flagged);
+            if header.is_none() && (flagged || breaker_open) {
+                row_sources.insert(*i, source);
+            }
+            if flagged {
+                if let Some(j) = judgements.get_mut(*i) {
+                    j.verdict = Verdict::Quarantine(d.reasons.clone());
+                }
+                // Only quarantined records carry scores into a row.
+                decisions.insert(*i, d);
+            }
+        }
+    }
+    Judged {
+        judgements,
+        decisions,
+        row_sources,
+    }
+}
+
+/// The text of a caught panic.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic without a message".into())
+}
+
+/// Judge a batch; if that panics, judge each record on its own, and quarantine the records
+/// that panic alone with `internal.panic` (DESIGN.md 5: one record never stops the guard).
+fn judge_isolated(ctx: &mut WorkerCtx, tp: &TopicPartition, records: &[Record], breaker_open: bool) -> Judged {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    match catch_unwind(AssertUnwindSafe(|| judge_records(ctx, tp, records, breaker_open))) {
+        Ok(j) => return j,
+        Err(p) => {
+            tracing::error!(panic = %panic_text(&*p), records = records.len(), "judging a batch panicked; judging its records one by one");
+        }
+    }
+    let mut out = Judged {
+        judgements: Vec::with_capacity(records.len()),
+        decisions: HashMap::new(),
+        row_sources: HashMap::new(),
+    };
+    for (i, r) in records.iter().enumerate() {
+        let one = std::slice::from_ref(r);
+        match catch_unwind(AssertUnwindSafe(|| judge_records(ctx, tp, one, breaker_open))) {
+            Ok(mut j) => {
+                if let Some(d) = j.decisions.remove(&0) {
+                    out.decisions.insert(i, d);
+                }
+                if let Some(s) = j.row_sources.remove(&0) {
+                    out.row_sources.insert(i, s);
+                }
+                out.judgements.extend(j.judgements);
+            }
+            Err(p) => {
+                let msg = panic_text(&*p);
+                tracing::error!(topic = %tp.topic, partition = tp.partition, offset = r.offset, panic = %msg, "judging a record panicked; it is quarantined with internal.panic");
+                metrics::counter!("guard_pipeline_panics_total").increment(1);
+                out.judgements.push(Judgement {
+                    verdict: Verdict::reject(Reason::new(ReasonCode::INTERNAL_PANIC, msg)),
+                    schema_id: ctx.judge.schema_for(&tp.topic).map(|s| Arc::clone(s.id())),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Judge batches, forward passing records, pass quarantine rows on. Runs on its own thread.
@@ -98,78 +245,13 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
         let span = info_span!("judge", topic = %tp.topic, partition = tp.partition, first, last);
         let _entered = span.enter();
         let started = Instant::now();
-        let mut slowest = Duration::ZERO;
-        let judge = &ctx.judge;
         let breaker_open = ctx.drift.hub().breaker().is_open();
-        let watched = ctx.drift.watches(&tp.topic);
         let header = ctx.drift.source_header();
-        let drift = &mut ctx.drift;
-        let mut models = ctx.scoring.as_mut().and_then(|s| s.route(&tp.topic));
-        let mut gathered = crate::score::Gathered::default();
-        // Sources of scored records are counted after scoring (the models may quarantine them).
-        let mut scored_sources: Vec<String> = Vec::new();
-        // Sources of records that will be quarantined, for their quarantine row (schema mode;
-        // with a source header it is read from the record itself). Scored records' sources
-        // are taken from `scored_sources` once the models have decided, so a passing record
-        // costs no second copy.
-        let mut row_sources: HashMap<usize, String> = HashMap::new();
-        let mut judgements: Vec<_> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let t = Instant::now();
-                let mut decoded = false;
-                let mut deferred = false;
-                let j = judge.judge_visit(&tp.topic, r, |schema, value, passed| {
-                    decoded = true;
-                    if passed && watched {
-                        drift.observe(&tp.topic, tp.partition, r.offset, schema, value);
-                    }
-                    if let (true, Some(m)) = (passed, models.as_deref_mut()) {
-                        m.gather(&mut gathered, i, schema, value);
-                        deferred = true;
-                    }
-                    if header.is_none() {
-                        let source = schema.source(value).unwrap_or("(none)");
-                        if !passed || (breaker_open && !deferred) {
-                            row_sources.insert(i, source.to_owned());
-                        }
-                        if deferred {
-                            scored_sources.push(source.to_owned());
-                        } else {
-                            drift.count_source(source, passed);
-                        }
-                    }
-                });
-                match &header {
-                    Some(h) if deferred => scored_sources.push(header_source(r, h).to_owned()),
-                    Some(h) => drift.count_source(header_source(r, h), j.verdict.is_pass()),
-                    None if !decoded => drift.count_source("(undecoded)", false),
-                    None => {}
-                }
-                slowest = slowest.max(t.elapsed());
-                j
-            })
-            .collect();
-        metrics::histogram!("guard_validate_record_max_duration_seconds").record(slowest.as_secs_f64());
-        // Scoring: one run per model over the batch's passing records.
-        let mut decisions: HashMap<usize, crate::score::Decision> = HashMap::new();
-        if let Some(m) = models {
-            for ((i, d), source) in gathered.idx.iter().zip(m.decide(&gathered)).zip(scored_sources) {
-                let flagged = !d.reasons.is_empty();
-                ctx.drift.count_source_outcome(&source, false, flagged);
-                if header.is_none() && (flagged || breaker_open) {
-                    row_sources.insert(*i, source);
-                }
-                if flagged {
-                    if let Some(j) = judgements.get_mut(*i) {
-                        j.verdict = Verdict::Quarantine(d.reasons.clone());
-                    }
-                    // Only quarantined records carry scores into a row.
-                    decisions.insert(*i, d);
-                }
-            }
-        }
+        let Judged {
+            mut judgements,
+            mut decisions,
+            mut row_sources,
+        } = judge_isolated(&mut ctx, &tp, &records, breaker_open);
         let failed = judgements.iter().filter(|j| !j.verdict.is_pass()).count() as u64;
         ctx.drift.hub().breaker().observe(judgements.len() as u64, failed);
         if breaker_open {
@@ -183,7 +265,8 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
         ctx.drift.tick();
         ctx.drift.flush_sources();
 
-        // Clean part: the broker's acknowledgement of the whole batch acknowledges it.
+        // Clean part: every passing record's final result acknowledges it; records the clean
+        // topic refuses for good come back and are quarantined first (`sink.rejected`).
         let clean: Vec<&Record> = records
             .iter()
             .zip(&judgements)
@@ -191,14 +274,29 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
             .map(|(r, _)| r)
             .collect();
         let passed = clean.len() as u64;
+        #[cfg(feature = "test-hooks")]
+        let hold = test_hooks::hold_clean();
+        #[cfg(not(feature = "test-hooks"))]
+        let hold = false;
         match &ctx.clean {
+            // Test-only: the clean part never completes, as if the broker never acknowledged.
+            Some(_) if hold => {}
             Some(sink) => {
                 let tracker = Arc::clone(&ctx.tracker);
+                let late = ctx.late.clone();
+                let summary = Arc::clone(&ctx.summary);
+                let schema_id = ctx.judge.schema_for(&tp.topic).map(|s| Arc::clone(s.id()));
                 let tp2 = tp.clone();
                 sink.send_batch(
                     &tp,
                     &clean,
-                    Box::new(move || lock(&tracker).ack(&tp2, generation, seq, Part::Clean)),
+                    Box::new(move |rejected| {
+                        if rejected.is_empty() {
+                            lock(&tracker).ack(&tp2, generation, seq, Part::Clean);
+                        } else {
+                            hand_rejected(&late, &summary, tp2, generation, seq, schema_id, rejected);
+                        }
+                    }),
                 );
             }
             None => lock(&ctx.tracker).ack(&tp, generation, seq, Part::Clean),
@@ -238,6 +336,7 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
                 model_id: scored.model_id,
                 explanation: scored.explanation,
                 source,
+                envelope_cut: record.envelope.cut,
             });
         }
         let topic_label = tp.topic.to_string();
@@ -265,10 +364,102 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
                 first,
                 last,
                 rows,
+                part: Part::Quarantine,
             })
             .is_err()
         {
             break;
+        }
+    }
+}
+
+/// Records the clean topic refused for good become quarantine rows (`sink.rejected`); the
+/// batch's clean part is acknowledged once they are durable. Runs on the producer's delivery
+/// thread, so it never blocks: the late channel is unbounded, and what it holds is bounded by
+/// the producer's own queue (`queue.buffering.max.kbytes`).
+fn hand_rejected(
+    late: &mpsc::UnboundedSender<QuarantineWork>,
+    summary: &Mutex<Summary>,
+    tp: TopicPartition,
+    generation: u64,
+    seq: u64,
+    schema_id: Option<Arc<str>>,
+    rejected: Vec<guard_kafka::Rejected>,
+) {
+    let at = now_ms();
+    let n = rejected.len() as u64;
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    let rows: Vec<QuarantineRow> = rejected
+        .into_iter()
+        .map(|r| {
+            first = first.min(r.offset);
+            last = last.max(r.offset);
+            QuarantineRow {
+                topic: Arc::clone(&tp.topic),
+                partition: tp.partition,
+                offset: r.offset,
+                timestamp_ms: r.timestamp_ms,
+                key: r.key,
+                headers: r.headers,
+                payload_len: r.payload.as_ref().map_or(0, Vec::len) as i64,
+                payload: r.payload,
+                reasons: vec![ReasonEntry::from(&Reason::new(
+                    ReasonCode::SINK_REJECTED,
+                    format!("the clean topic refused it: {}", r.error),
+                ))],
+                schema_id: schema_id.clone(),
+                guard_version: GUARD_VERSION,
+                quarantined_at_ms: at,
+                anomaly_score: None,
+                label_score: None,
+                model_id: None,
+                explanation: None,
+                source: None,
+                envelope_cut: false,
+            }
+        })
+        .collect();
+    {
+        let mut s = lock(summary);
+        s.passed = s.passed.saturating_sub(n);
+        s.quarantined += n;
+        *s.by_reason
+            .entry(ReasonCode::SINK_REJECTED.as_str().to_owned())
+            .or_default() += n;
+    }
+    metrics::counter!("guard_pipeline_records_quarantined_total", "topic" => tp.topic.to_string(), "reason" => ReasonCode::SINK_REJECTED.as_str())
+        .increment(n);
+    // A closed channel means the stage is gone (shutdown): the batch stays unacknowledged and
+    // its records are read again by the next owner.
+    let _ = late.send(QuarantineWork {
+        tp,
+        generation,
+        seq,
+        first,
+        last,
+        rows,
+        part: Part::Clean,
+    });
+}
+
+#[cfg(feature = "test-hooks")]
+mod test_hooks {
+    //! Test-only faults, compiled in only with the `test-hooks` feature (the test suite's
+    //! build): a record whose key is [`PANIC_KEY`] makes judging panic, to prove that the
+    //! panic is contained; [`hold_clean`] freezes clean acknowledgements.
+
+    /// Key that makes judging panic in a `test-hooks` build.
+    pub const PANIC_KEY: &[u8] = b"__ingest_guard_test_panic__";
+
+    /// With `INGEST_GUARD_TEST_HOLD_CLEAN` set, clean deliveries are never acknowledged (as
+    /// if the broker froze after taking them): quarantine files are written, nothing commits.
+    pub fn hold_clean() -> bool {
+        std::env::var_os("INGEST_GUARD_TEST_HOLD_CLEAN").is_some()
+    }
+
+    pub fn maybe_panic(r: &guard_core::Record) {
+        if r.key.as_deref() == Some(PANIC_KEY) {
+            panic!("deliberate test panic at offset {}", r.offset);
         }
     }
 }
@@ -280,7 +471,7 @@ fn header_source<'r>(r: &'r Record, name: &str) -> &'r str {
         None => "(none)",
         Some(h) => match h.value.as_deref() {
             None => "(none)",
-            Some(v) => std::str::from_utf8(v).unwrap_or("(binary)"),
+            Some(v) => guard_core::cap_source(std::str::from_utf8(v).unwrap_or("(binary)")),
         },
     }
 }
@@ -290,7 +481,7 @@ pub struct QuarantineStage {
     health: Arc<Health>,
     flush: Arc<FlushSignal>,
     store: Arc<dyn QuarantineStore>,
-    buffers: HashMap<TopicPartition, (u64, PartitionBuffer)>,
+    buffers: HashMap<TopicPartition, (u64, PartitionBuffer<(u64, Part)>)>,
     policy: RollPolicy,
     zstd_level: i32,
     backoff: Duration,
@@ -324,20 +515,33 @@ impl QuarantineStage {
         }
     }
 
-    pub async fn run(mut self, mut rx: mpsc::Receiver<QuarantineWork>) {
+    /// Take judged rows from `rx` and refused clean records from `late` until both close.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<QuarantineWork>,
+        mut late: mpsc::UnboundedReceiver<QuarantineWork>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut late_open = true;
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(w) => self.handle(w).await,
                     None => break,
                 },
+                msg = late.recv(), if late_open => match msg {
+                    Some(w) => self.handle(w).await,
+                    None => late_open = false,
+                },
                 _ = tick.tick() => {
                     let all = self.flush.requested();
                     self.roll(all).await;
                 }
             }
+        }
+        while let Ok(w) = late.try_recv() {
+            self.handle(w).await;
         }
         self.roll(true).await;
     }
@@ -350,19 +554,20 @@ impl QuarantineStage {
             first,
             last,
             rows,
+            part,
         } = w;
         if lock(&self.tracker).generation(&tp) != Some(generation) {
             metrics::counter!("guard_pipeline_stale_batches_total").increment(1);
             return;
         }
         let policy = self.policy;
-        let Some(buf) = self.buffer_for(&tp, generation).await else {
+        let Some(buf) = self.buffer_for(&tp, generation, first).await else {
             return;
         };
-        let waits = buf.add(seq, first, last, rows, Instant::now());
+        let waits = buf.add((seq, part), first, last, rows, Instant::now());
         let roll = buf.should_roll(&policy, Instant::now());
         if !waits {
-            lock(&self.tracker).ack(&tp, generation, seq, Part::Quarantine);
+            lock(&self.tracker).ack(&tp, generation, seq, part);
         }
         if roll {
             let span = info_span!("quarantine", topic = %tp.topic, partition = tp.partition, first, last);
@@ -370,14 +575,21 @@ impl QuarantineStage {
         }
     }
 
-    /// The open buffer of `tp` in `generation`, created by scanning which offsets existing
-    /// files already cover. Retries while the store is failing.
-    async fn buffer_for(&mut self, tp: &TopicPartition, generation: u64) -> Option<&mut PartitionBuffer> {
+    /// The open buffer of `tp` in `generation`, created by reading which exact offsets the
+    /// partition's existing files hold from `from` (this owner's first offset) on. Retries
+    /// while the store is failing.
+    async fn buffer_for(
+        &mut self,
+        tp: &TopicPartition,
+        generation: u64,
+        from: i64,
+    ) -> Option<&mut PartitionBuffer<(u64, Part)>> {
         let fresh = self.buffers.get(tp).is_none_or(|(g, _)| *g != generation);
         if fresh {
-            let covered = loop {
+            let stored = loop {
                 let store = Arc::clone(&self.store);
-                let result = tokio::task::block_in_place(|| covered_until(store.as_ref(), &tp.topic, tp.partition));
+                let result =
+                    tokio::task::block_in_place(|| stored_offsets(store.as_ref(), &tp.topic, tp.partition, from));
                 match result {
                     Ok(c) => {
                         self.health.set_quarantine_failing(false);
@@ -392,11 +604,15 @@ impl QuarantineStage {
                     }
                 }
             };
-            if covered >= 0 {
-                info!(topic = %tp.topic, partition = tp.partition, covered_until = covered, "existing quarantine files cover offsets up to here; replayed records are not written again");
+            for (file, why) in &stored.skipped {
+                warn!(topic = %tp.topic, partition = tp.partition, file, why, "not a readable quarantine file; skipped (its rows may be written again, never lost)");
+                metrics::counter!("guard_quarantine_unreadable_files_total").increment(1);
+            }
+            if !stored.offsets.is_empty() {
+                info!(topic = %tp.topic, partition = tp.partition, from, files = stored.files, offsets = stored.offsets.len(), "existing quarantine files hold some of these offsets; replayed records at exactly those offsets are not written again");
             }
             self.buffers
-                .insert(tp.clone(), (generation, PartitionBuffer::new(covered)));
+                .insert(tp.clone(), (generation, PartitionBuffer::new(stored.offsets)));
         }
         self.buffers.get_mut(tp).map(|(_, b)| b)
     }
@@ -422,8 +638,11 @@ impl QuarantineStage {
         }
     }
 
-    /// Write `tp`'s open file, retrying until it is durable or the partition is gone.
+    /// Write `tp`'s open file, retrying until it is durable or the partition is gone. A name
+    /// that is taken (a replay writing rows beside an earlier file of the same range) gets the
+    /// next alternative name; a file is never replaced.
     async fn write(&mut self, tp: &TopicPartition) {
+        let mut alt = 0u32;
         loop {
             let Some((generation, buf)) = self.buffers.get(tp) else {
                 return;
@@ -437,14 +656,19 @@ impl QuarantineStage {
             let Some((first, last, rows)) = buf.pending() else {
                 return;
             };
-            let name = file_name(&tp.topic, tp.partition, first, last);
+            let name = file_name_alt(&tp.topic, tp.partition, first, last, alt);
             let n = rows.len();
             let store = Arc::clone(&self.store);
             let level = self.zstd_level;
             let started = Instant::now();
             let result = tokio::task::block_in_place(|| {
                 let bytes = encode(rows, level)?;
-                store.put(&name, &bytes)?;
+                match store.put(&name, &bytes) {
+                    // Our own earlier attempt that failed after publishing the file.
+                    Err(guard_quarantine::QuarantineError::Exists(_)) if store.get(&name).is_ok_and(|b| b == bytes) => {
+                    }
+                    other => other?,
+                }
                 Ok::<usize, guard_quarantine::QuarantineError>(bytes.len())
             });
             match result {
@@ -456,13 +680,17 @@ impl QuarantineStage {
                         .record(started.elapsed().as_secs_f64());
                     self.health.set_quarantine_failing(false);
                     lock(&self.summary).quarantine_files += 1;
-                    let seqs = self.buffers.get_mut(tp).map(|(_, b)| b.committed()).unwrap_or_default();
+                    let tickets = self.buffers.get_mut(tp).map(|(_, b)| b.committed()).unwrap_or_default();
                     let mut t = lock(&self.tracker);
-                    for seq in seqs {
-                        t.ack(tp, generation, seq, Part::Quarantine);
+                    for (seq, part) in tickets {
+                        t.ack(tp, generation, seq, part);
                     }
                     tracing::debug!(file = %name, rows = n, "quarantine file durable");
                     return;
+                }
+                Err(guard_quarantine::QuarantineError::Exists(_)) => {
+                    alt += 1;
+                    info!(file = %name, "a quarantine file of this range exists; writing beside it");
                 }
                 Err(e) => {
                     if e.domain() == guard_core::ErrorDomain::Internal {

@@ -754,6 +754,7 @@ fn review_fixture(out: &std::path::Path, rows: usize, files: usize) -> anyhow::R
                     model_id: scored.then(|| "shuttle-v1/anomaly@fixture".into()),
                     explanation: None,
                     source: Some(format!("sensor-{}", (r >> 40) % 50)),
+                    envelope_cut: false,
                 }
             })
             .collect();

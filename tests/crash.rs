@@ -40,3 +40,62 @@ fn sigkill_three_times_loses_nothing() {
     assert_eq!(q_len, n / 100);
     assert_eq!(out_len - out_dups + q_len, n);
 }
+
+/// Replay keeps exact records, not ranges. The first run writes quarantine files whose offset
+/// ranges also span records that passed, but their clean delivery never completes (test hook:
+/// as if the broker froze after taking them); the guard is killed. The second run judges more
+/// strictly, so those records are now quarantined: each must be written, although an earlier
+/// file's range covers it. Every offset ends up in clean ∪ quarantine, none twice.
+#[test]
+fn replay_writes_changed_verdicts_inside_old_file_ranges() {
+    let rig = Rig::new(1);
+    let n = 2_000;
+    let mut first = rig.guard("", "");
+    first.start_with_env(&[("INGEST_GUARD_TEST_HOLD_CLEAN", "1")]);
+    first.wait_ready(Duration::from_secs(60));
+    rig.produce(&shuttle_mix(n, 20));
+    wait_for(Duration::from_secs(60), "the first run's quarantine files", || {
+        quarantined(&first.quarantine).len() == n / 20
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        rig.committed(),
+        0,
+        "nothing committed while clean deliveries are pending"
+    );
+    let files = guard_quarantine::list_files(&first.quarantine).unwrap();
+    assert!(
+        files.iter().any(|f| f.last_offset - f.first_offset + 1 > f.rows),
+        "a file's range spans records that passed"
+    );
+    first.kill9();
+
+    // Stricter now: every valid record's strings are over the limit.
+    let mut second = rig.guard("[limits]\nmax_string_len = 4\n", "");
+    second.start();
+    rig.wait_committed(n, Duration::from_secs(120), "everything committed by the second run");
+    assert!(second.term());
+    let q = quarantined(&second.quarantine);
+    assert!(q.values().all(|(count, _)| *count == 1), "no quarantine row twice");
+    let out = read_topic(&rig.broker.addr, &rig.output, 0, Duration::from_secs(2));
+    let sources: std::collections::HashSet<String> = out.iter().filter_map(|r| r.source.clone()).collect();
+    let mut missing = Vec::new();
+    for (p, o, _) in input_offsets(&rig.broker.addr, &rig.input, n) {
+        if !q.contains_key(&(rig.input.clone(), p, o)) && !sources.contains(&format!("{}/{p}/{o}", rig.input)) {
+            missing.push(o);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} offsets in neither output: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert_eq!(
+        q.len(),
+        n,
+        "the second run quarantined every record the first had passed"
+    );
+    let by_code = |c: &str| q.values().filter(|(_, codes)| codes[0] == c).count();
+    assert_eq!(by_code("limit.string_len"), n - n / 20);
+}

@@ -207,7 +207,7 @@ fn drift_alarm_on_one_partition_reaches_topic_webhook_and_clears() {
 fn breaker_quarantines_everything_until_cleared() {
     let rig = Rig::new(1);
     let mut guard = rig.guard(
-        "[drift.breaker]\nenabled = true\nmax_quarantine_rate = 0.3\nwindow_records = 200\n",
+        &format!("[drift.breaker]\nenabled = true\nmax_quarantine_rate = 0.3\nwindow_records = 200\n{REVIEWER_TOML}"),
         "",
     );
     guard.start();
@@ -227,8 +227,35 @@ fn breaker_quarantines_everything_until_cleared() {
     let valid: Vec<_> = shuttle_mix(1000, 0)[..100].to_vec();
     rig.produce(&valid);
     rig.wait_committed(500, Duration::from_secs(60), "while open");
-    let (code, body) = http_post(guard.port, "/api/breaker/clear").unwrap();
-    assert_eq!(code, 200, "{body}");
+    // Clearing is an operator action: a page on another site cannot do it for the operator.
+    let (code, _) = http_post(guard.port, "/api/breaker/clear").unwrap();
+    assert_eq!(code, 401, "no reviewer");
+    let a = api(guard.port);
+    let no_token = http_request(
+        guard.port,
+        "POST",
+        "/api/breaker/clear",
+        &[("Authorization", &a.auth)],
+        "",
+    )
+    .unwrap();
+    assert_eq!(no_token.status, 403, "no CSRF token");
+    let cross = http_request(
+        guard.port,
+        "POST",
+        "/api/breaker/clear",
+        &[
+            ("Authorization", &a.auth),
+            ("x-csrf-token", &a.csrf),
+            ("Origin", "http://evil.example"),
+        ],
+        "",
+    )
+    .unwrap();
+    assert_eq!(cross.status, 403, "cross-origin");
+    assert_eq!(breaker(&guard)["open"], true, "refused requests changed nothing");
+    let r = a.post("/api/breaker/clear", "");
+    assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(breaker(&guard)["open"], false);
     rig.produce(&valid);
     rig.wait_committed(600, Duration::from_secs(60), "after clear");

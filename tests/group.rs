@@ -40,6 +40,49 @@ fn two_instances_split_partitions_and_take_over() {
     assert_eq!(q_len, 90_000 / 30);
 }
 
+/// The cooperative protocol (KIP-429): when a second instance joins, the first gives up only
+/// the partitions that move and keeps consuming the others through the rebalance.
+#[test]
+fn cooperative_rebalance_keeps_partitions_flowing() {
+    let rig = Rig::new(4);
+    let coop = "[kafka.consumer_properties]\n\"partition.assignment.strategy\" = \"cooperative-sticky\"\n";
+    let mut a = rig.guard("", coop);
+    let mut b = rig.guard("", coop);
+    a.start();
+    a.wait_ready(Duration::from_secs(60));
+    wait_for(Duration::from_secs(60), "a holds all partitions", || {
+        partitions(&a) == Some(4)
+    });
+    let all = shuttle_mix(90_000, 30);
+    rig.produce(&all[..60_000]);
+    wait_for(Duration::from_secs(120), "a working", || {
+        a.metric_sum("guard_source_records_total") >= 10_000.0
+    });
+    b.start();
+    wait_for(Duration::from_secs(90), "partitions split 2/2", || {
+        partitions(&a) == Some(2) && partitions(&b) == Some(2)
+    });
+    let m = a.metrics();
+    let revoked = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("guard_kafka_rebalances_total") && k.contains("revoke"))
+        .map(|(_, v)| *v)
+        .sum::<f64>();
+    assert!(revoked >= 1.0, "a gave partitions up incrementally");
+    rig.produce(&all[60_000..]);
+    rig.wait_committed(
+        90_000,
+        Duration::from_secs(180),
+        "everything committed, kept partitions included",
+    );
+    assert!(a.term());
+    assert!(b.term());
+    let (out_len, q_len, out_dups, q_dups) = rig.reconcile(&b.quarantine, 90_000);
+    eprintln!("cooperative test: output {out_len} (dups {out_dups}), quarantine {q_len} (dups {q_dups})");
+    assert_eq!(q_dups, 0);
+    assert_eq!(q_len, 90_000 / 30);
+}
+
 /// The same key statistics from the three views of one stream: a single instance's local view
 /// and the group view of either instance of a two-instance group.
 fn summary(v: &serde_json::Value, view: &str) -> Vec<(String, serde_json::Value, Vec<f64>)> {

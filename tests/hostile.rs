@@ -6,7 +6,7 @@ use std::time::Duration;
 #[test]
 fn hostile_records_are_quarantined_with_bounded_memory_and_time() {
     let rig = Rig::new(1);
-    let mut guard = rig.guard("[limits]\nmax_bytes = 16777216\n", "");
+    let mut guard = rig.guard("[limits]\nmax_bytes = 16777216\nmax_record_bytes = 33554432\n", "");
     guard.start();
     guard.wait_ready(Duration::from_secs(60));
 

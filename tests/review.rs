@@ -8,53 +8,6 @@ use base64::Engine as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// sha256("demo")
-const DEMO_SHA: &str = "2a97516c354b68848cdbd8f54a226a0a55b21ed138e207ad6c5cbb9c00aa5aea";
-
-fn basic() -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode("alice:demo")
-    )
-}
-
-struct Api {
-    port: u16,
-    auth: String,
-    csrf: String,
-}
-
-impl Api {
-    fn get(&self, path: &str) -> Reply {
-        http_request(self.port, "GET", path, &[("Authorization", &self.auth)], "").expect("GET")
-    }
-    fn post(&self, path: &str, body: &str) -> Reply {
-        http_request(
-            self.port,
-            "POST",
-            path,
-            &[
-                ("Authorization", &self.auth),
-                ("x-csrf-token", &self.csrf),
-                ("Content-Type", "application/json"),
-            ],
-            body,
-        )
-        .expect("POST")
-    }
-}
-
-fn api(port: u16) -> Api {
-    let auth = basic();
-    let s = http_request(port, "GET", "/api/review/session", &[("Authorization", &auth)], "").unwrap();
-    assert_eq!(s.status, 200, "{}", s.body);
-    Api {
-        port,
-        csrf: s.json()["csrf"].as_str().unwrap().to_owned(),
-        auth,
-    }
-}
-
 /// `ingest-guard serve ARGS --listen` on a free port, once it answers: the process and port.
 fn spawn_serve(args: &[String]) -> (std::process::Child, u16) {
     let port = free_port();

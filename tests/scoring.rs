@@ -116,7 +116,7 @@ fn models_swap_without_restart_and_bad_ones_are_refused() {
     let mut guard = rig.guard_full(
         Some(&rig.output),
         &format!(
-            "[scoring]\nexecution_provider = \"cpu\"\nwatch_interval_ms = 300\nlibrary = \"{}\"\n",
+            "[scoring]\nexecution_provider = \"cpu\"\nwatch_interval_ms = 300\nlibrary = \"{}\"\n{REVIEWER_TOML}",
             lib.display()
         ),
         "",
@@ -141,7 +141,10 @@ fn models_swap_without_restart_and_bad_ones_are_refused() {
 
     // A corrupt graph: refused, the running model stays.
     std::fs::write(dir.join("anomaly.onnx"), b"not a model").unwrap();
-    let (code, body) = http_post(guard.port, "/api/models/reload").unwrap();
+    let (code, _) = http_post(guard.port, "/api/models/reload").unwrap();
+    assert_eq!(code, 401, "an operator action needs a reviewer");
+    let r = api(guard.port).post("/api/models/reload", "");
+    let (code, body) = (r.status, r.body);
     assert_eq!(code, 422, "{body}");
     assert!(body.contains("anomaly.onnx"), "{body}");
     std::thread::sleep(Duration::from_millis(800)); // the watcher also tries, and refuses
@@ -176,4 +179,78 @@ fn models_swap_without_restart_and_bad_ones_are_refused() {
     assert!(keys.iter().all(|k| k.starts_with('a') || k.starts_with('b')));
     assert_eq!(ids.len(), 1, "one model version judged a and b: {ids:?}");
     exactly_once(&rig, &guard.quarantine, 30);
+}
+
+/// Model integrity: a route can pin the SHA-256 of its model's graph and metadata. Files that
+/// do not match are refused at start (`check`) and on reload; a raised threshold in the
+/// metadata cannot switch detection off behind the pin.
+#[test]
+fn pinned_models_refuse_changed_files() {
+    use sha2::Digest;
+    let rig = Rig::new(1);
+    let dir = rig.dir.path().join("models");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = repo().join("models/shuttle");
+    for f in ["anomaly.onnx", "anomaly.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let mut h = sha2::Sha256::new();
+    h.update(std::fs::read(dir.join("anomaly.onnx")).unwrap());
+    h.update(std::fs::read(dir.join("anomaly.json")).unwrap());
+    let pin: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let lib = repo().join(".tools/onnxruntime/libonnxruntime.so.1.31.1");
+    let scoring = format!(
+        "[scoring]\nexecution_provider = \"cpu\"\nwatch_interval_ms = 300\nlibrary = \"{}\"\n",
+        lib.display()
+    );
+    let model = format!("anomaly_model = \"{}\"\n", dir.join("anomaly.onnx").display());
+    // A wrong pin: `check` names both hashes and refuses.
+    let wrong = rig.guard_full(
+        Some(&rig.output),
+        &scoring,
+        "",
+        &format!("{model}anomaly_model_sha256 = \"{}\"\n", "0".repeat(64)),
+    );
+    let out = std::process::Command::new(guard_bin())
+        .args(["check", "--config"])
+        .arg(&wrong.config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("anomaly_model_sha256") && err.contains(&pin), "{err}");
+
+    let mut guard = rig.guard_full(
+        Some(&rig.output),
+        &scoring,
+        "",
+        &format!("{model}anomaly_model_sha256 = \"{pin}\"\n"),
+    );
+    guard.start();
+    guard.wait_ready(Duration::from_secs(60));
+    let noise: Vec<(Option<String>, Vec<u8>)> = (0..10)
+        .map(|i| {
+            let p = format!("{{\"source\":\"x\",\"features\":[900,-900,900,-900,900,-900,900,-900,{i}],\"label\":0}}");
+            (Some(format!("n{i}")), p.into_bytes())
+        })
+        .collect();
+    // Whoever can write the folder raises the threshold: the watcher sees it and refuses.
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("anomaly.json")).unwrap()).unwrap();
+    meta["threshold"] = 1e12.into();
+    std::fs::write(dir.join("anomaly.json"), meta.to_string()).unwrap();
+    wait_for(Duration::from_secs(20), "the watcher tries the changed files", || {
+        guard.metric_sum("guard_score_reload_failures_total") >= 1.0
+    });
+    let models: serde_json::Value = serde_json::from_str(&guard.get("/api/models").unwrap().1).unwrap();
+    assert_eq!(models["generation"], 0, "nothing swapped");
+    rig.produce(&noise);
+    rig.wait_committed(10, Duration::from_secs(60), "noise judged");
+    assert_eq!(
+        quarantined(&guard.quarantine).len(),
+        10,
+        "the pinned model still quarantines the noise"
+    );
+    assert!(guard.log_tail().contains("pins sha256"), "{}", guard.log_tail());
+    assert!(guard.term());
 }

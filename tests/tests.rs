@@ -8,6 +8,7 @@
 mod support;
 
 mod alerts;
+mod attacks;
 mod baseline;
 mod browser;
 mod check;

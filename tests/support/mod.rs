@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod wire;
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -176,6 +178,11 @@ impl Guard {
     }
 
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Start with extra environment variables (test hooks).
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -188,6 +195,7 @@ impl Guard {
                 "RUST_LOG",
                 std::env::var("GUARD_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -811,4 +819,55 @@ pub fn topic_json(brokers: &str, topic: &str, expect_at_least: usize, idle: Dura
         .into_iter()
         .filter_map(|r| serde_json::from_slice(r.payload.as_deref()?).ok())
         .collect()
+}
+
+/// Reviewer `alice` (password `demo`) as config lines: operator actions need a reviewer.
+pub const REVIEWER_TOML: &str =
+    "[[review.reviewers]]\nname = \"alice\"\npassword_sha256 = \"2a97516c354b68848cdbd8f54a226a0a55b21ed138e207ad6c5cbb9c00aa5aea\"\n";
+
+/// sha256("demo")
+pub const DEMO_SHA: &str = "2a97516c354b68848cdbd8f54a226a0a55b21ed138e207ad6c5cbb9c00aa5aea";
+
+pub fn basic() -> String {
+    format!("Basic {}", {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode("alice:demo")
+    })
+}
+
+pub struct Api {
+    pub port: u16,
+    pub auth: String,
+    pub csrf: String,
+}
+
+impl Api {
+    pub fn get(&self, path: &str) -> Reply {
+        http_request(self.port, "GET", path, &[("Authorization", &self.auth)], "").expect("GET")
+    }
+    pub fn post(&self, path: &str, body: &str) -> Reply {
+        http_request(
+            self.port,
+            "POST",
+            path,
+            &[
+                ("Authorization", &self.auth),
+                ("x-csrf-token", &self.csrf),
+                ("Content-Type", "application/json"),
+            ],
+            body,
+        )
+        .expect("POST")
+    }
+}
+
+pub fn api(port: u16) -> Api {
+    let auth = basic();
+    let s = http_request(port, "GET", "/api/review/session", &[("Authorization", &auth)], "").unwrap();
+    assert_eq!(s.status, 200, "{}", s.body);
+    Api {
+        port,
+        csrf: s.json()["csrf"].as_str().unwrap().to_owned(),
+        auth,
+    }
 }

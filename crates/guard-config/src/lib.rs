@@ -25,12 +25,12 @@ pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 1_000;
 /// Default for [`KafkaConfig::probe_interval_ms`].
 pub const DEFAULT_PROBE_INTERVAL_MS: u64 = 2_000;
-/// Default for [`KafkaConfig::queued_max_kbytes`]: 16 MiB of prefetched messages.
-pub const DEFAULT_QUEUED_MAX_KBYTES: u64 = 16 * 1024;
 /// Default for [`KafkaConfig::provenance_header`].
 pub const DEFAULT_PROVENANCE_HEADER: &str = "x-guard-source";
 /// Default for [`KafkaConfig::retry_backoff_ms`].
 pub const DEFAULT_RETRY_BACKOFF_MS: u64 = 500;
+/// Default for [`KafkaConfig::sink_give_up_ms`]: five minutes.
+pub const DEFAULT_SINK_GIVE_UP_MS: u64 = 300_000;
 /// Default for [`PipelineConfig::batch_max_records`].
 pub const DEFAULT_BATCH_MAX_RECORDS: usize = 1_000;
 /// Default for [`PipelineConfig::batch_max_wait_ms`].
@@ -41,6 +41,10 @@ pub const DEFAULT_CHANNEL_CAPACITY: usize = 4;
 pub const DEFAULT_WORKERS: usize = 1;
 /// Default for [`PipelineConfig::drain_timeout_ms`].
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
+/// Default for [`PipelineConfig::memory_budget_mb`].
+pub const DEFAULT_MEMORY_BUDGET_MB: usize = 256;
+/// Smallest memory budget accepted, in MiB.
+pub const MIN_MEMORY_BUDGET_MB: usize = 64;
 /// Default for [`QuarantineConfig::dir`].
 pub const DEFAULT_QUARANTINE_DIR: &str = "quarantine";
 /// Default for [`QuarantineConfig::roll_max_rows`].
@@ -328,13 +332,19 @@ pub struct KafkaConfig {
     pub commit_interval_ms: u64,
     /// How often the broker is probed for `/readyz`, in milliseconds.
     pub probe_interval_ms: u64,
-    /// Bound on prefetched, not yet processed messages, in KiB (`queued.max.messages.kbytes`).
-    pub queued_max_kbytes: u64,
+    /// Bound on prefetched, not yet processed messages, in KiB (`queued.max.messages.kbytes`);
+    /// unset: a sixteenth of `pipeline.memory_budget_mb` ([`MemoryPlan`]).
+    pub queued_max_kbytes: Option<u64>,
     /// Header added to each forwarded record with its source `topic/partition/offset`; empty
     /// disables it.
     pub provenance_header: String,
     /// Back-off between retries of a failed produce, in milliseconds.
     pub retry_backoff_ms: u64,
+    /// How long the clean topic may refuse records for sink-wide reasons (not authorized,
+    /// unknown topic) before they are quarantined with `sink.rejected` instead of retried, in
+    /// milliseconds. Records the broker refuses for their own sake (too large, invalid) are
+    /// quarantined at once; transient errors are retried without limit.
+    pub sink_give_up_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -349,9 +359,10 @@ impl Default for KafkaConfig {
             session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
             commit_interval_ms: DEFAULT_COMMIT_INTERVAL_MS,
             probe_interval_ms: DEFAULT_PROBE_INTERVAL_MS,
-            queued_max_kbytes: DEFAULT_QUEUED_MAX_KBYTES,
+            queued_max_kbytes: None,
             provenance_header: DEFAULT_PROVENANCE_HEADER.into(),
             retry_backoff_ms: DEFAULT_RETRY_BACKOFF_MS,
+            sink_give_up_ms: DEFAULT_SINK_GIVE_UP_MS,
         }
     }
 }
@@ -378,6 +389,12 @@ pub struct Route {
     /// Label-consistency score (1 − p(given label)) above which a record is quarantined
     /// (`score.label`); unset: the model's calibrated threshold.
     pub label_threshold: Option<f64>,
+    /// SHA-256 the anomaly model's graph and metadata must hash to, together
+    /// (`cat model.onnx model.json | sha256sum`); a file that does not match is refused at
+    /// start and on every reload. Unset: not pinned.
+    pub anomaly_model_sha256: Option<String>,
+    /// As `anomaly_model_sha256`, for the label model.
+    pub label_model_sha256: Option<String>,
 }
 
 /// What the guard does with records that pass.
@@ -406,7 +423,12 @@ pub struct PipelineConfig {
     /// Validation threads; partitions are sharded over them so per-partition order holds.
     pub workers: usize,
     /// Longest a rebalance or shutdown waits for in-flight records to become durable, in ms.
+    /// Shutdown as a whole never takes more than this plus 30 s.
     pub drain_timeout_ms: u64,
+    /// Memory the guard plans for, in MiB: librdkafka's fetch and queue sizes, batch and
+    /// quarantine-queue sizes and the clean producer's queue are derived from it
+    /// ([`Config::memory_plan`]; README "Memory" gives the formula for peak memory).
+    pub memory_budget_mb: usize,
 }
 
 impl Default for PipelineConfig {
@@ -418,6 +440,7 @@ impl Default for PipelineConfig {
             channel_capacity: DEFAULT_CHANNEL_CAPACITY,
             workers: DEFAULT_WORKERS,
             drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
+            memory_budget_mb: DEFAULT_MEMORY_BUDGET_MB,
         }
     }
 }
@@ -461,14 +484,19 @@ impl Default for QuarantineConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ServerConfig {
-    /// Address to listen on; loopback by default.
+    /// Address to listen on; loopback by default. Off loopback, `run` needs reviewers
+    /// (`[[review.reviewers]]`, who authorize operator actions) or `metrics_only`.
     pub listen: String,
+    /// Serve only `/metrics`, `/healthz` and `/readyz`: no dashboard, statistics or operator
+    /// endpoints (for a port exposed to a scraper and nothing else).
+    pub metrics_only: bool,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: DEFAULT_LISTEN.into(),
+            metrics_only: false,
         }
     }
 }
@@ -501,6 +529,32 @@ impl Default for LogConfig {
             level: "info".into(),
         }
     }
+}
+
+/// What `pipeline.memory_budget_mb` buys, part by part. Every size that holds records
+/// (compressed on the wire, decompressed in librdkafka's queue, copied into batches, waiting
+/// for the quarantine, waiting in the producer) is a fixed share of the budget, so peak memory
+/// follows from one number (README "Memory"). librdkafka properties set explicitly in
+/// `kafka.consumer_properties` / `kafka.producer_properties` still win.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// The budget in bytes.
+    pub budget: usize,
+    /// `fetch.max.bytes` and `max.partition.fetch.bytes`: budget / 4096 (16 KiB to 1 MiB).
+    /// Compressed bytes per fetch; what they expand to is bounded by the codec's ratio.
+    pub fetch_max_bytes: usize,
+    /// `receive.message.max.bytes`: room for the largest batch a broker may send (twice
+    /// `limits.max_record_bytes` plus framing); librdkafka also caps a zstd batch's
+    /// decompressed size at it.
+    pub receive_message_max_bytes: usize,
+    /// `queued.max.messages.kbytes`: budget / 16 of decompressed messages.
+    pub queued_max_kbytes: u64,
+    /// Records per batch are also cut at this many bytes: budget / 64.
+    pub batch_max_bytes: usize,
+    /// Quarantine rows waiting to be durable (queued and buffered): budget / 16.
+    pub quarantine_bytes: usize,
+    /// The clean producer's `queue.buffering.max.kbytes`: budget / 16.
+    pub producer_queue_kbytes: u64,
 }
 
 /// One configuration problem, naming where it is.
@@ -590,7 +644,7 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         problems: &mut Vec<Problem>,
     ) -> Config {
-        let mut table: toml::Table = match text.parse() {
+        let table: toml::Table = match text.parse() {
             Ok(t) => t,
             Err(e) => {
                 problems.push(Problem {
@@ -601,7 +655,10 @@ impl Config {
                 return Config::default();
             }
         };
-        let mut from_env = Vec::new();
+        // Environment overrides: a value becomes a TOML number, boolean or array only where
+        // the key is not a string (a password of digits stays a string).
+        let defaults = toml::Value::try_from(Config::default()).ok();
+        let mut overrides: Vec<(Vec<String>, String, String)> = Vec::new();
         for (name, value) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -615,12 +672,54 @@ impl Config {
                 });
                 continue;
             }
-            set_path(&mut table, &path, parse_env_value(&value));
-            from_env.push(path.join("."));
+            overrides.push((path, value, name));
         }
-        let mut unknown = Vec::new();
-        let de = toml::Value::Table(table);
-        let result: Result<Config, _> = serde_ignored::deserialize(de, |p| unknown.push(p.to_string()));
+        let mut secrets: Vec<String> = Vec::new();
+        for (path, value, _) in &overrides {
+            if is_secret_key(&path.join(".")) && !value.is_empty() {
+                secrets.push(value.clone());
+            }
+        }
+        collect_file_secrets(&table, &mut Vec::new(), &mut secrets);
+        let from_env: Vec<String> = overrides.iter().map(|(p, _, _)| p.join(".")).collect();
+        let mut as_string: Vec<bool> = overrides
+            .iter()
+            .map(|(path, _, _)| string_typed(defaults.as_ref(), &table, path))
+            .collect();
+        let base = table;
+        let mut attempt = 0;
+        let (result, unknown) = loop {
+            let mut table = base.clone();
+            for ((path, value, _), string) in overrides.iter().zip(&as_string) {
+                let v = if *string {
+                    toml::Value::String(value.clone())
+                } else {
+                    parse_env_value(value)
+                };
+                set_path(&mut table, path, v);
+            }
+            let mut unknown = Vec::new();
+            let result: Result<Config, _> =
+                serde_ignored::deserialize(toml::Value::Table(table), |p| unknown.push(p.to_string()));
+            // A key whose type is not known from the defaults (an unset option) was guessed
+            // from its text; if that guess fails to deserialize, try it as a string once.
+            let guessed: Vec<usize> = as_string
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| !**s && !matches!(parse_env_value(&overrides[*i].1), toml::Value::String(_)))
+                .map(|(i, _)| i)
+                .collect();
+            if result.is_err() && attempt == 0 && !guessed.is_empty() {
+                for i in guessed {
+                    if lookup(defaults.as_ref(), &overrides[i].0).is_none() {
+                        as_string[i] = true;
+                    }
+                }
+                attempt += 1;
+                continue;
+            }
+            break (result, unknown);
+        };
         for key in unknown {
             let origin = if from_env.iter().any(|e| e == &key) {
                 "environment"
@@ -633,7 +732,7 @@ impl Config {
                 message: "unknown key".into(),
             });
         }
-        match result {
+        let config = match result {
             Ok(c) => c,
             Err(e) => {
                 problems.push(Problem {
@@ -643,7 +742,11 @@ impl Config {
                 });
                 Config::default()
             }
+        };
+        for p in problems.iter_mut() {
+            p.message = redact(&p.message, &secrets);
         }
+        config
     }
 
     /// Resolve relative schema and quarantine paths against `base`.
@@ -666,6 +769,24 @@ impl Config {
         }
         if let Some(d) = self.review.audit_dir.as_mut().filter(|d| d.is_relative()) {
             *d = base.join(&*d);
+        }
+    }
+
+    /// The sizes derived from `pipeline.memory_budget_mb` ([`MemoryPlan`]).
+    pub fn memory_plan(&self) -> MemoryPlan {
+        let budget = self.pipeline.memory_budget_mb.max(MIN_MEMORY_BUDGET_MB) << 20;
+        let fetch_max_bytes = (budget / 4096).clamp(16 << 10, 1 << 20);
+        let receive_message_max_bytes = (self.limits.max_record_bytes.saturating_mul(2) + (64 << 10))
+            .max(fetch_max_bytes + 512)
+            .min(1_000_000_000);
+        MemoryPlan {
+            budget,
+            fetch_max_bytes,
+            receive_message_max_bytes,
+            queued_max_kbytes: self.kafka.queued_max_kbytes.unwrap_or((budget / 16 / 1024) as u64),
+            batch_max_bytes: budget / 64,
+            quarantine_bytes: budget / 16,
+            producer_queue_kbytes: (budget / 16 / 1024) as u64,
         }
     }
 
@@ -707,6 +828,22 @@ impl Config {
             if r.schema.as_os_str().is_empty() {
                 bad(&format!("routes[{i}].schema"), "missing schema file".into());
             }
+            for (key, pin, model) in [
+                ("anomaly_model_sha256", &r.anomaly_model_sha256, &r.anomaly_model),
+                ("label_model_sha256", &r.label_model_sha256, &r.label_model),
+            ] {
+                if let Some(pin) = pin {
+                    if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        bad(&format!("routes[{i}].{key}"), "must be 64 hex digits (sha256)".into());
+                    }
+                    if model.is_none() {
+                        bad(
+                            &format!("routes[{i}].{key}"),
+                            "pins a model the route does not have".into(),
+                        );
+                    }
+                }
+            }
         }
         match (&self.pipeline.mode, &self.kafka.output_topic) {
             (Mode::Enforce, None) => bad("kafka.output_topic", "required when pipeline.mode = \"enforce\"".into()),
@@ -723,6 +860,20 @@ impl Config {
             }
             (Mode::Monitor, None) => {}
         }
+        for (table, props) in [
+            ("kafka.properties", &self.kafka.properties),
+            ("kafka.consumer_properties", &self.kafka.consumer_properties),
+        ] {
+            if props
+                .get("group.protocol")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("consumer"))
+            {
+                bad(
+                    &format!("{table}.group.protocol"),
+                    "the KIP-848 consumer group protocol is not supported: it is untested here (the test broker does not speak it); use the classic protocol, with partition.assignment.strategy = \"cooperative-sticky\" for incremental rebalances (tested)".into(),
+                );
+            }
+        }
         let l = &self.limits;
         for (key, v) in [
             ("limits.max_bytes", l.max_bytes),
@@ -730,6 +881,7 @@ impl Config {
             ("limits.max_fields", l.max_fields),
             ("limits.max_array_len", l.max_array_len),
             ("limits.max_string_len", l.max_string_len),
+            ("limits.max_record_bytes", l.max_record_bytes),
             ("pipeline.batch_max_records", self.pipeline.batch_max_records),
             ("pipeline.channel_capacity", self.pipeline.channel_capacity),
             ("pipeline.workers", self.pipeline.workers),
@@ -739,6 +891,9 @@ impl Config {
             if v == 0 {
                 bad(key, "must be greater than 0".into());
             }
+        }
+        if self.pipeline.memory_budget_mb < MIN_MEMORY_BUDGET_MB {
+            bad("pipeline.memory_budget_mb", format!("at least {MIN_MEMORY_BUDGET_MB}"));
         }
         if l.max_depth > guard_core::limits::MAX_CONFIGURABLE_DEPTH {
             bad(
@@ -752,11 +907,18 @@ impl Config {
         if !(1..=22).contains(&self.quarantine.zstd_level) {
             bad("quarantine.zstd_level", "between 1 and 22".into());
         }
-        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            bad(
+        match self.server.listen.parse::<std::net::SocketAddr>() {
+            Err(_) => bad(
                 "server.listen",
                 format!("{:?} is not an ip:port address", self.server.listen),
-            );
+            ),
+            Ok(a) if !a.ip().is_loopback() && self.review.reviewers.is_empty() && !self.server.metrics_only => bad(
+                "server.listen",
+                format!(
+                    "{a} is reachable from other machines, but no [[review.reviewers]] are configured to authorize operator actions (breaker clear, model reload) and the dashboard: add reviewers, or set server.metrics_only = true to serve only /metrics and the health routes"
+                ),
+            ),
+            Ok(_) => {}
         }
         if self.quarantine.dir.as_os_str().is_empty() {
             bad("quarantine.dir", "must not be empty".into());
@@ -870,6 +1032,75 @@ fn parse_env_value(v: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(v.to_owned()))
 }
 
+/// True for keys whose values are secrets: they are never printed in errors or logs.
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "sasl.",
+        "ssl.key",
+        "token",
+        "credential",
+        "password_sha256",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+/// `text` with every secret value replaced by `***`.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_owned();
+    for s in secrets.iter().filter(|s| s.len() >= 3) {
+        out = out.replace(s.as_str(), "***");
+    }
+    out
+}
+
+/// String values of secret keys in the file (their text may surface in parse errors).
+fn collect_file_secrets(table: &toml::Table, path: &mut Vec<String>, out: &mut Vec<String>) {
+    for (k, v) in table {
+        path.push(k.clone());
+        match v {
+            toml::Value::Table(t) => collect_file_secrets(t, path, out),
+            toml::Value::Array(items) => {
+                for item in items {
+                    if let toml::Value::Table(t) = item {
+                        collect_file_secrets(t, path, out);
+                    }
+                }
+            }
+            toml::Value::String(s) if is_secret_key(&path.join(".")) && !s.is_empty() => out.push(s.clone()),
+            toml::Value::Integer(i) if is_secret_key(&path.join(".")) => out.push(i.to_string()),
+            _ => {}
+        }
+        path.pop();
+    }
+}
+
+fn lookup<'a>(root: Option<&'a toml::Value>, path: &[String]) -> Option<&'a toml::Value> {
+    let mut cur = root?;
+    for p in path {
+        cur = cur.as_table()?.get(p)?;
+    }
+    Some(cur)
+}
+
+/// Whether an environment override at `path` is a string: the default (or the file's value)
+/// there is a string, or its parent is a table of strings (librdkafka properties).
+fn string_typed(defaults: Option<&toml::Value>, file: &toml::Table, path: &[String]) -> bool {
+    let file_root = toml::Value::Table(file.clone());
+    for root in [defaults, Some(&file_root)] {
+        match lookup(root, path) {
+            Some(toml::Value::String(_)) => return true,
+            Some(_) => return false,
+            None => {}
+        }
+    }
+    // kafka.properties, kafka.consumer_properties, kafka.producer_properties: maps of strings.
+    matches!(path, [a, b, ..] if a == "kafka" && b.ends_with("properties"))
+}
+
 fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
     let Some((last, parents)) = path.split_last() else {
         return;
@@ -948,6 +1179,75 @@ schema = "s.json"
                 message: "unknown key".into()
             }]
         );
+    }
+
+    #[test]
+    fn env_strings_stay_strings_and_secrets_are_never_printed() {
+        let (c, p) = parse(
+            GOOD,
+            &[
+                ("GUARD__KAFKA__PROPERTIES__SASL.PASSWORD", "12345678"),
+                ("GUARD__KAFKA__GROUP_ID", "4711"),
+                ("GUARD__KAFKA__OUTPUT_TOPIC", "2024"),
+                ("GUARD__PIPELINE__WORKERS", "2"),
+            ],
+        );
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(
+            c.kafka.properties.get("sasl.password").map(String::as_str),
+            Some("12345678")
+        );
+        assert_eq!(c.kafka.group_id, "4711");
+        assert_eq!(c.kafka.output_topic.as_deref(), Some("2024"));
+        assert_eq!(c.pipeline.workers, 2);
+        // A secret in a broken file never shows up in the problems.
+        let text = format!("{GOOD}\n[kafka.properties]\n\"sasl.password\" = 99887766\n");
+        let (_, p) = parse(&text, &[]);
+        assert!(!p.is_empty());
+        assert!(p.iter().all(|p| !p.message.contains("99887766")), "{p:?}");
+        let (_, p) = parse(
+            GOOD,
+            &[
+                ("GUARD__PIPELINE__WORKERS", "hunter2-secret"),
+                ("GUARD__KAFKA__PROPERTIES__SSL.KEY.PASSWORD", "hunter2-secret"),
+            ],
+        );
+        assert!(!p.is_empty());
+        assert!(p.iter().all(|p| !p.message.contains("hunter2")), "{p:?}");
+    }
+
+    #[test]
+    fn off_loopback_needs_reviewers_or_metrics_only() {
+        let open = format!("{GOOD}\n[server]\nlisten = \"0.0.0.0:9898\"\n");
+        let (_, p) = parse(&open, &[]);
+        assert!(
+            p.iter()
+                .any(|p| p.key == "server.listen" && p.message.contains("metrics_only")),
+            "{p:?}"
+        );
+        let (_, p) = parse(&format!("{open}metrics_only = true\n"), &[]);
+        assert!(p.is_empty(), "{p:?}");
+        let hash = "0".repeat(64);
+        let (_, p) = parse(
+            &format!("{open}\n[[review.reviewers]]\nname = \"ops\"\npassword_sha256 = \"{hash}\"\n"),
+            &[],
+        );
+        assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn the_untested_kip_848_protocol_is_refused() {
+        let text = format!("{GOOD}\n[kafka.consumer_properties]\n\"group.protocol\" = \"consumer\"\n");
+        let (_, p) = parse(&text, &[]);
+        assert!(
+            p.iter().any(|p| p.key == "kafka.consumer_properties.group.protocol"),
+            "{p:?}"
+        );
+        let text = format!(
+            "{GOOD}\n[kafka.consumer_properties]\n\"partition.assignment.strategy\" = \"cooperative-sticky\"\n"
+        );
+        let (_, p) = parse(&text, &[]);
+        assert!(p.is_empty(), "{p:?}");
     }
 
     #[test]

@@ -18,7 +18,27 @@ pub struct Health {
     shutting_down: AtomicBool,
     partitions: AtomicU64,
     last_error: Mutex<Option<String>>,
+    unreadable: Mutex<Vec<Unreadable>>,
+    unreadable_any: AtomicBool,
 }
+
+/// A partition stuck on a batch the consumer cannot read (a compression codec it cannot
+/// decode, a corrupt batch): nothing after it is consumed until an operator acts, so the guard
+/// is not ready and says where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset the partition is stuck at.
+    pub offset: i64,
+    /// The consumer's error.
+    pub error: String,
+}
+
+/// Most unreadable partitions listed (the rest are counted by the metric only).
+const MAX_UNREADABLE: usize = 256;
 
 /// A snapshot of [`Health`] for `/readyz`.
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +59,9 @@ pub struct HealthReport {
     pub shutting_down: bool,
     /// The most recent failure, if any.
     pub last_error: Option<String>,
+    /// Partitions stuck on a batch the consumer cannot read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<Unreadable>,
 }
 
 impl Health {
@@ -75,6 +98,33 @@ impl Health {
         }
     }
 
+    /// Report a partition stuck on an unreadable batch (replaces an earlier report of it).
+    pub fn set_unreadable(&self, u: Unreadable) {
+        if let Ok(mut list) = self.unreadable.lock() {
+            list.retain(|x| !(x.topic == u.topic && x.partition == u.partition));
+            if list.len() < MAX_UNREADABLE {
+                list.push(u);
+            }
+            self.unreadable_any.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A record past `offset` of `topic`/`partition` was read: it is no longer stuck.
+    pub fn clear_unreadable(&self, topic: &str, partition: i32, offset: i64) {
+        if !self.unreadable_any.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(mut list) = self.unreadable.lock() {
+            list.retain(|x| !(x.topic == topic && x.partition == partition && x.offset <= offset));
+            self.unreadable_any.store(!list.is_empty(), Ordering::Relaxed);
+        }
+    }
+
+    /// How many partitions are stuck on unreadable batches.
+    pub fn unreadable_count(&self) -> usize {
+        self.unreadable.lock().map_or(0, |l| l.len())
+    }
+
     /// True when every readiness condition holds.
     pub fn is_ready(&self) -> bool {
         self.report().ready
@@ -87,8 +137,15 @@ impl Health {
         let quarantine_ok = !self.quarantine_failing.load(Ordering::Relaxed);
         let clean_sink_ok = !self.clean_sink_failing.load(Ordering::Relaxed);
         let shutting_down = self.shutting_down.load(Ordering::Relaxed);
+        let unreadable = self.unreadable.lock().map(|l| l.clone()).unwrap_or_default();
         HealthReport {
-            ready: assigned && broker_reachable && quarantine_ok && clean_sink_ok && !shutting_down,
+            ready: assigned
+                && broker_reachable
+                && quarantine_ok
+                && clean_sink_ok
+                && !shutting_down
+                && unreadable.is_empty(),
+            unreadable,
             assigned,
             broker_reachable,
             quarantine_ok,
@@ -117,6 +174,17 @@ mod tests {
         h.set_clean_sink_failing(true);
         assert!(!h.is_ready());
         h.set_clean_sink_failing(false);
+        h.set_unreadable(Unreadable {
+            topic: "t".into(),
+            partition: 1,
+            offset: 7,
+            error: "bad compression".into(),
+        });
+        assert!(!h.is_ready());
+        h.clear_unreadable("t", 1, 6);
+        assert!(!h.is_ready(), "still stuck at 7");
+        h.clear_unreadable("t", 1, 8);
+        assert!(h.is_ready());
         h.set_shutting_down();
         assert!(!h.is_ready());
     }

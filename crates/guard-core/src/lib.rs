@@ -14,10 +14,37 @@ pub mod limits;
 mod reason;
 mod record;
 
-pub use health::{Health, HealthReport};
+pub use health::{Health, HealthReport, Unreadable};
 pub use limits::Limits;
 pub use reason::{Reason, ReasonCode};
-pub use record::{Batch, Header, Record, TopicPartition};
+pub use record::{Batch, Envelope, EnvelopeBuilder, Header, Record, TopicPartition};
+
+/// Prefix of the headers the guard writes itself (provenance, release identity). Inbound
+/// headers with this prefix are producer-controlled forgeries: they are removed before a record
+/// is forwarded or released, so downstream only ever sees the guard's own (DESIGN.md 6).
+pub const GUARD_HEADER_PREFIX: &str = "x-guard-";
+
+/// True for a header name in the guard's own namespace (`x-guard-*`, any ASCII case).
+pub fn is_guard_header(key: &str) -> bool {
+    key.get(..GUARD_HEADER_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(GUARD_HEADER_PREFIX))
+}
+
+/// Longest source name kept, in bytes: source names come from producers (a header or a record
+/// field), so what is counted, stored and indexed under them is bounded.
+pub const MAX_SOURCE_LEN: usize = 128;
+
+/// `source` cut to [`MAX_SOURCE_LEN`] bytes on a character boundary.
+pub fn cap_source(source: &str) -> &str {
+    if source.len() <= MAX_SOURCE_LEN {
+        return source;
+    }
+    let mut cut = MAX_SOURCE_LEN;
+    while !source.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &source[..cut]
+}
 
 /// Version of the guard that judged a record, written into every quarantine row.
 pub const GUARD_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -50,6 +77,26 @@ pub struct Judgement {
     pub verdict: Verdict,
     /// Identity of the domain schema used (`x-guard.id`), if the topic has one.
     pub schema_id: Option<std::sync::Arc<str>>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn guard_headers_in_any_case() {
+        assert!(super::is_guard_header("x-guard-source"));
+        assert!(super::is_guard_header("X-Guard-Released-By"));
+        assert!(!super::is_guard_header("x-guard"));
+        assert!(!super::is_guard_header("traceparent"));
+        assert!(!super::is_guard_header("x-guardé"));
+    }
+
+    #[test]
+    fn sources_are_capped_on_char_boundaries() {
+        assert_eq!(super::cap_source("a"), "a");
+        let long = "é".repeat(200);
+        let c = super::cap_source(&long);
+        assert!(c.len() <= super::MAX_SOURCE_LEN && c.len() >= super::MAX_SOURCE_LEN - 1);
+    }
 }
 
 /// Which part of the world an error belongs to, so the pipeline knows what to do with it.

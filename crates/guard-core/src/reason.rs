@@ -92,6 +92,22 @@ impl ReasonCode {
     /// The breaker is open (`drift.breaker`): every record is quarantined until an operator
     /// clears it.
     pub const BREAKER_OPEN: Self = Self("breaker.open");
+    /// Key longer than `limits.max_key_bytes`.
+    pub const LIMIT_KEY_BYTES: Self = Self("limit.key_bytes");
+    /// More headers than `limits.max_headers`.
+    pub const LIMIT_HEADERS: Self = Self("limit.headers");
+    /// Header keys and values larger than `limits.max_header_bytes` together.
+    pub const LIMIT_HEADER_BYTES: Self = Self("limit.header_bytes");
+    /// Key, payload and headers larger than `limits.max_record_bytes` together.
+    pub const LIMIT_RECORD_BYTES: Self = Self("limit.record_bytes");
+    /// A header key is not UTF-8.
+    pub const DECODE_HEADER_KEY: Self = Self("decode.header_key");
+    /// The clean topic's broker refused the record for good (too large, invalid, not
+    /// authorized, unknown topic): it is quarantined instead of being retried forever.
+    pub const SINK_REJECTED: Self = Self("sink.rejected");
+    /// Judging the record panicked (a bug in the guard): the record is quarantined and the
+    /// guard goes on.
+    pub const INTERNAL_PANIC: Self = Self("internal.panic");
 
     /// The `schema.<keyword>` code for a JSON Schema keyword (`schema.other` if unknown).
     pub fn schema(keyword: &str) -> Self {
@@ -120,6 +136,13 @@ impl ReasonCode {
             Self::SCORE_LABEL,
             Self::BREAKER_OPEN,
             Self::SCORE_ERROR,
+            Self::LIMIT_KEY_BYTES,
+            Self::LIMIT_HEADERS,
+            Self::LIMIT_HEADER_BYTES,
+            Self::LIMIT_RECORD_BYTES,
+            Self::DECODE_HEADER_KEY,
+            Self::SINK_REJECTED,
+            Self::INTERNAL_PANIC,
         ]
         .into_iter()
         .chain(SCHEMA_CODES.iter().map(|(_, code)| Self(code)))

@@ -13,11 +13,13 @@
 //! because the broker was away.
 
 mod client;
+mod raw;
+pub use raw::{visit_headers, BadHeaders};
 mod sink;
 mod source;
 
-pub use client::{admin_config, consumer_config, producer_config};
-pub use sink::CleanSink;
+pub use client::{admin_config, consumer_config, producer_config, producer_message_max_bytes, PRODUCER_HEADROOM};
+pub use sink::{classify, CleanSink, ErrorKind, Rejected, SinkSettings};
 pub use source::{FlushSignal, Source, SourceSettings};
 
 /// Errors of the Kafka edges.

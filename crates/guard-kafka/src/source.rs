@@ -1,11 +1,11 @@
 //! The consumer thread: batching, back-pressure by pausing, ordered commits, drain on revoke.
 
 use crate::KafkaGuardError;
-use guard_core::{Batch, Header, Health, Record, TopicPartition};
+use guard_core::{Batch, EnvelopeBuilder, Health, Limits, Record, TopicPartition};
 use guard_pipeline::AckTracker;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,17 +36,23 @@ pub struct SourceSettings {
     pub topics: Vec<String>,
     /// Most records per batch.
     pub batch_max_records: usize,
+    /// Most bytes (held in memory) per batch, and per poll round.
+    pub batch_max_bytes: usize,
     /// Longest a partial batch waits.
     pub batch_max_wait: Duration,
     /// How often durable progress is committed.
     pub commit_interval: Duration,
     /// Longest a drain waits for in-flight batches.
     pub drain_timeout: Duration,
-    /// `limits.max_bytes`: payloads above it are kept only as a prefix.
-    pub max_bytes: usize,
+    /// The limits: payloads above `max_bytes` are kept only as a prefix, keys and headers
+    /// only up to their limits (the wire sizes are recorded for the checks).
+    pub limits: Limits,
     /// Prefix kept of an oversize payload.
     pub oversize_prefix_bytes: usize,
 }
+
+/// Least time between two stall probes after unreadable-batch errors.
+const STALL_PROBE_EVERY: Duration = Duration::from_secs(3);
 
 /// How long downstream may stay full before the source pauses its partitions.
 const PAUSE_AFTER: Duration = Duration::from_secs(1);
@@ -164,8 +170,11 @@ impl ConsumerContext for GuardContext {
                         partition: e.partition(),
                     });
                 }
+                // Only the revoked partitions lose their generation: with the cooperative
+                // protocol the others stay assigned, and their batches keep flowing.
                 self.shared.generation.fetch_add(1, Ordering::SeqCst);
-                self.shared.health.set_assigned(false, 0);
+                let kept = t.assigned_partitions();
+                self.shared.health.set_assigned(kept > 0, kept);
             }
             Rebalance::Assign(_) => {}
             Rebalance::Error(e) => {
@@ -185,6 +194,8 @@ impl ConsumerContext for GuardContext {
                 warn!(error = %e, "resume after assignment failed");
             }
             metrics::counter!("guard_kafka_rebalances_total", "kind" => "assign").increment(1);
+            // A fresh generation for the partitions in this assignment (all of them with the
+            // eager protocol, only the added ones with the cooperative one).
             let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
             let mut t = lock(&self.shared.tracker);
             for e in tpl.elements() {
@@ -196,9 +207,15 @@ impl ConsumerContext for GuardContext {
                     generation,
                 );
             }
-            metrics::gauge!("guard_kafka_assigned_partitions").set(tpl.count() as f64);
-            info!(partitions = tpl.count(), generation, "partitions assigned");
-            self.shared.health.set_assigned(true, tpl.count());
+            let total = t.assigned_partitions();
+            metrics::gauge!("guard_kafka_assigned_partitions").set(total as f64);
+            info!(
+                added = tpl.count(),
+                partitions = total,
+                generation,
+                "partitions assigned"
+            );
+            self.shared.health.set_assigned(true, total);
         }
     }
 }
@@ -209,7 +226,10 @@ struct Acc {
     generation: u64,
     records: Vec<Record>,
     started: Instant,
+    /// Bytes on the wire (key, payload, headers).
     bytes: usize,
+    /// Bytes held in memory (bounded copies).
+    kept: usize,
 }
 
 /// The consumer-group source.
@@ -274,6 +294,8 @@ impl Source {
         let mut paused = false;
         let mut blocked_since: Option<Instant> = None;
         let mut seen_generation = self.shared.generation.load(Ordering::SeqCst);
+        let mut positions: HashMap<(String, i32), i64> = HashMap::new();
+        let mut last_probe = Instant::now();
         let s = &self.settings;
         while !shutdown.load(Ordering::Relaxed) {
             // Downstream full for a short while: wait without polling, so librdkafka keeps its
@@ -293,26 +315,41 @@ impl Source {
             } else {
                 Duration::from_millis(2)
             };
-            let mut polled = 0;
+            let (mut polled, mut polled_bytes) = (0, 0);
+            let mut unreadable: Option<String> = None;
             let mut next = self.consumer.poll(timeout);
             while let Some(result) = next {
                 match result {
-                    Ok(m) => self.push(&mut accs, &m),
-                    Err(e) => {
-                        warn!(error = %e, "consume error");
-                        metrics::counter!("guard_source_errors_total").increment(1);
-                    }
+                    Ok(m) => polled_bytes += self.push(&mut accs, &m),
+                    Err(e) => self.consume_error(&e, &mut unreadable),
                 }
                 polled += 1;
-                if polled >= s.batch_max_records {
+                // Hand batches on before holding more than a batch's worth of records.
+                if polled >= s.batch_max_records || polled_bytes >= s.batch_max_bytes {
                     break;
                 }
                 next = self.consumer.poll(Duration::ZERO);
             }
+            if let Some(error) = unreadable.take() {
+                if last_probe.elapsed() >= STALL_PROBE_EVERY {
+                    self.probe_stalls(&mut positions, &error, paused);
+                    last_probe = Instant::now();
+                }
+            }
             let generation = self.shared.generation.load(Ordering::SeqCst);
-            accs.retain(|a| a.generation == generation);
             if generation != seen_generation {
+                // A rebalance happened: keep what was read from partitions still assigned in
+                // the same generation, drop the rest (the next owner reads it again).
                 seen_generation = generation;
+                let t = lock(&self.shared.tracker);
+                accs.retain(|a| {
+                    let tp = TopicPartition {
+                        topic: Arc::clone(&a.topic),
+                        partition: a.partition,
+                    };
+                    t.generation(&tp) == Some(a.generation)
+                });
+                drop(t);
                 if paused {
                     self.set_paused(true);
                 }
@@ -357,6 +394,72 @@ impl Source {
         self.consumer.unsubscribe();
     }
 
+    /// Count and log a consume error; remember codec and corrupt-batch errors for the stall
+    /// probe (librdkafka re-fetches such a batch forever, so its partition stops).
+    fn consume_error(&self, e: &KafkaError, unreadable: &mut Option<String>) {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let kind = match e.rdkafka_error_code() {
+            Some(C::BadCompression | C::NotImplemented | C::BadMessage | C::InvalidMessage) => {
+                *unreadable = Some(e.to_string());
+                "unreadable_batch"
+            }
+            _ => "other",
+        };
+        warn!(error = %e, kind, "consume error");
+        metrics::counter!("guard_source_errors_total", "kind" => kind).increment(1);
+    }
+
+    /// After unreadable-batch errors: find the partitions that made no progress since the last
+    /// probe although the broker holds records past their position, and report them on
+    /// `/readyz` and in `guard_source_unreadable_partitions` (the error itself does not say
+    /// which partition it came from).
+    fn probe_stalls(&self, positions: &mut HashMap<(String, i32), i64>, error: &str, paused: bool) {
+        if paused {
+            return; // back-pressure also stops progress: nothing to conclude
+        }
+        let Ok(tpl) = self.consumer.position() else { return };
+        for e in tpl.elements() {
+            let (topic, partition) = (e.topic().to_owned(), e.partition());
+            let position = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => match self
+                    .consumer
+                    .fetch_watermarks(&topic, partition, Duration::from_secs(2))
+                {
+                    // Nothing consumed yet here: it is stuck at its start, if at all.
+                    Ok((low, _)) => low,
+                    Err(_) => continue,
+                },
+            };
+            let before = positions.insert((topic.clone(), partition), position);
+            if before != Some(position) {
+                continue;
+            }
+            let Ok((_, high)) = self
+                .consumer
+                .fetch_watermarks(&topic, partition, Duration::from_secs(2))
+            else {
+                continue;
+            };
+            if position < high {
+                tracing::error!(
+                    topic,
+                    partition,
+                    offset = position,
+                    error,
+                    "partition stuck on a batch the consumer cannot read"
+                );
+                self.shared.health.set_unreadable(guard_core::Unreadable {
+                    topic,
+                    partition,
+                    offset: position,
+                    error: error.to_owned(),
+                });
+            }
+        }
+        metrics::gauge!("guard_source_unreadable_partitions").set(self.shared.health.unreadable_count() as f64);
+    }
+
     fn set_paused(&self, pause: bool) {
         let Ok(assignment) = self.consumer.assignment() else {
             return;
@@ -373,54 +476,73 @@ impl Source {
         debug!(pause, "back-pressure");
     }
 
-    fn push(&self, accs: &mut Vec<Acc>, m: &BorrowedMessage<'_>) {
+    /// Copy `m` (bounded) into its partition's batch; returns the bytes kept in memory.
+    fn push(&self, accs: &mut Vec<Acc>, m: &BorrowedMessage<'_>) -> usize {
         let s = &self.settings;
         let payload = m.payload();
         let payload_len = payload.map_or(0, <[u8]>::len);
         let kept = payload.map(|p| {
-            if p.len() > s.max_bytes {
+            if p.len() > s.limits.max_bytes {
                 p[..s.oversize_prefix_bytes.min(p.len())].to_vec()
             } else {
                 p.to_vec()
             }
         });
-        let headers = m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| Header {
-                        key: h.key.to_owned(),
-                        value: h.value.map(<[u8]>::to_vec),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        // Keys and headers are producer-controlled too: bounded copies, wire sizes counted,
+        // header keys read as bytes (rdkafka's accessors panic on keys that are not UTF-8).
+        let mut envelope = EnvelopeBuilder::new(&s.limits);
+        let key = envelope.key(m.key());
+        if let Err(e) = crate::raw::visit_headers(m, |k, v| envelope.header(k, v)) {
+            debug!(error = ?e.0, partition = m.partition(), offset = m.offset(), "header block unreadable");
+            envelope.unreadable_headers();
+        }
+        let (headers, envelope) = envelope.finish();
+        let kept_bytes = kept.as_ref().map_or(0, Vec::len)
+            + key.as_ref().map_or(0, Vec::len)
+            + headers
+                .iter()
+                .map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len) + 32)
+                .sum::<usize>();
         let record = Record {
             offset: m.offset(),
             timestamp_ms: m.timestamp().to_millis(),
-            key: m.key().map(<[u8]>::to_vec),
+            key,
             headers,
             payload: kept,
             payload_len,
+            envelope,
         };
         let (topic, partition) = (m.topic(), m.partition());
+        self.shared.health.clear_unreadable(topic, partition, m.offset());
         let idx = match accs.iter().position(|a| a.partition == partition && &*a.topic == topic) {
             Some(i) => i,
             None => {
-                accs.push(Acc {
-                    topic: Arc::from(topic),
+                let topic: Arc<str> = Arc::from(topic);
+                let tp = TopicPartition {
+                    topic: Arc::clone(&topic),
                     partition,
-                    generation: self.shared.generation.load(Ordering::SeqCst),
+                };
+                let Some(generation) = lock(&self.shared.tracker).generation(&tp) else {
+                    // Not (or no longer) assigned here: its owner reads it.
+                    return 0;
+                };
+                accs.push(Acc {
+                    topic,
+                    partition,
+                    generation,
                     records: Vec::with_capacity(s.batch_max_records.min(4096)),
                     started: Instant::now(),
                     bytes: 0,
+                    kept: 0,
                 });
                 accs.len() - 1
             }
         };
         let acc = &mut accs[idx];
-        acc.bytes += payload_len;
+        acc.bytes += record.wire_bytes();
+        acc.kept += kept_bytes;
         acc.records.push(record);
+        kept_bytes
     }
 
     /// Hand on batches that are full, old enough, or (`all`) any. Returns Ok(true) when some
@@ -431,7 +553,10 @@ impl Source {
         let mut i = 0;
         while i < accs.len() {
             let a = &accs[i];
-            let due = all || a.records.len() >= s.batch_max_records || a.started.elapsed() >= s.batch_max_wait;
+            let due = all
+                || a.records.len() >= s.batch_max_records
+                || a.kept >= s.batch_max_bytes
+                || a.started.elapsed() >= s.batch_max_wait;
             if !due {
                 i += 1;
                 continue;

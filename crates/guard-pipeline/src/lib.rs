@@ -134,6 +134,11 @@ impl AckTracker {
             .sum()
     }
 
+    /// How many partitions are assigned here.
+    pub fn assigned_partitions(&self) -> usize {
+        self.parts.len()
+    }
+
     /// The generation `tp` is tracked in, if assigned.
     pub fn generation(&self, tp: &TopicPartition) -> Option<u64> {
         self.parts.get(tp).map(|s| s.generation)

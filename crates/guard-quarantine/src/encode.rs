@@ -75,6 +75,9 @@ pub struct QuarantineRow {
     /// The record's producer (`drift.source_header`, or the schema's `x-guard.source`
     /// field; `(undecoded)` when neither could be read).
     pub source: Option<String>,
+    /// Part of the key or headers was not kept (over an envelope limit, or a header key
+    /// that is not UTF-8): the stored record is not the original and cannot be released.
+    pub envelope_cut: bool,
 }
 
 impl QuarantineRow {
@@ -139,6 +142,7 @@ pub fn arrow_schema() -> SchemaRef {
             Field::new("model_id", DataType::Utf8, true),
             Field::new("explanation", DataType::Utf8, true),
             Field::new("source", DataType::Utf8, true),
+            Field::new("envelope_cut", DataType::Boolean, true),
         ]))
     }))
 }
@@ -165,6 +169,7 @@ pub fn to_record_batch(rows: &[QuarantineRow]) -> Result<RecordBatch, Quarantine
     let mut model = StringBuilder::new();
     let mut explanation = StringBuilder::new();
     let mut source = StringBuilder::new();
+    let mut cut = BooleanBuilder::with_capacity(n);
     for r in rows {
         topic.append_value(&*r.topic);
         partition.append_value(r.partition);
@@ -197,6 +202,7 @@ pub fn to_record_batch(rows: &[QuarantineRow]) -> Result<RecordBatch, Quarantine
         model.append_option(r.model_id.as_deref());
         explanation.append_option(r.explanation.as_deref());
         source.append_option(r.source.as_deref());
+        cut.append_value(r.envelope_cut);
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(topic.finish()),
@@ -218,6 +224,7 @@ pub fn to_record_batch(rows: &[QuarantineRow]) -> Result<RecordBatch, Quarantine
         Arc::new(model.finish()),
         Arc::new(explanation.finish()),
         Arc::new(source.finish()),
+        Arc::new(cut.finish()),
     ];
     Ok(RecordBatch::try_new(arrow_schema(), columns)?)
 }

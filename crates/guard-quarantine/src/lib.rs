@@ -5,8 +5,8 @@
 //!   its folder fsynced ([`LocalDirStore::put`]); only then may the offsets in it be committed;
 //! * a file's name carries topic, partition and the **input** offset range it covers
 //!   (`topic=T/partition=P/<first>-<last>.parquet`, offsets zero-padded), so after a crash the
-//!   guard knows which offsets are already durable ([`covered_until`]) and a replay does not write
-//!   the same records twice.
+//!   guard knows which offsets are already durable ([`stored_offsets`], by exact offset) and a
+//!   replay does not write the same records twice; a file is never replaced.
 //!
 //! Writing goes through the small [`QuarantineStore`] trait so object storage can follow the
 //! local folder.
@@ -22,7 +22,9 @@ pub use read::{
     list_files, read_batches_at, read_file, read_raw_at, read_rows_at, scan_summaries, FileInfo, RawRecord, RowSummary,
     StoredRow,
 };
-pub use store::{covered_until, file_name, parse_file_name, partition_prefix, LocalDirStore, QuarantineStore};
+pub use store::{
+    file_name, file_name_alt, parse_file_name, partition_prefix, stored_offsets, LocalDirStore, QuarantineStore, Stored,
+};
 
 /// Errors of the quarantine store and codec.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,9 @@ pub enum QuarantineError {
     /// A file does not have the quarantine layout.
     #[error("not a quarantine file: {0}")]
     Format(String),
+    /// A file of that name exists already (files are never replaced).
+    #[error("quarantine file exists already: {0}")]
+    Exists(String),
 }
 
 impl QuarantineError {
@@ -55,6 +60,7 @@ impl QuarantineError {
             QuarantineError::Io { .. } => guard_core::ErrorDomain::External,
             QuarantineError::Parquet(_) | QuarantineError::Arrow(_) => guard_core::ErrorDomain::Internal,
             QuarantineError::Format(_) => guard_core::ErrorDomain::BadRecord,
+            QuarantineError::Exists(_) => guard_core::ErrorDomain::External,
         }
     }
 

@@ -3,7 +3,10 @@
 use crate::{parse_file_name, QuarantineError, ReasonEntry};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int32Type, Int64Type, TimestampMillisecondType};
-use arrow_array::{Array, RecordBatch};
+use arrow_array::{
+    Array, ArrowPrimitiveType, BinaryArray, BooleanArray, GenericListArray, PrimitiveArray, RecordBatch, StringArray,
+    StructArray,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 use std::fs::File;
@@ -103,10 +106,15 @@ pub fn list_files(root: &Path) -> Result<Vec<FileInfo>, QuarantineError> {
                 };
                 let path = f.path();
                 let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
-                let rows = File::open(&path)
-                    .ok()
-                    .and_then(|file| ParquetRecordBatchReaderBuilder::try_new(file).ok())
-                    .map_or(-1, |b| b.metadata().file_metadata().num_rows());
+                // -1: not readable as Parquet (a foreign or damaged file).
+                let rows = guarded(|| {
+                    let file = File::open(&path).map_err(|e| QuarantineError::io(path.display(), e))?;
+                    Ok(ParquetRecordBatchReaderBuilder::try_new(file)?
+                        .metadata()
+                        .file_metadata()
+                        .num_rows())
+                })
+                .unwrap_or(-1);
                 out.push(FileInfo {
                     path,
                     topic: topic.to_owned(),
@@ -125,6 +133,10 @@ pub fn list_files(root: &Path) -> Result<Vec<FileInfo>, QuarantineError> {
 
 /// Read every row of one file.
 pub fn read_file(path: &Path) -> Result<Vec<StoredRow>, QuarantineError> {
+    guarded(|| read_file_unguarded(path))
+}
+
+fn read_file_unguarded(path: &Path) -> Result<Vec<StoredRow>, QuarantineError> {
     let file = File::open(path).map_err(|e| QuarantineError::io(path.display(), e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
     let mut out = Vec::new();
@@ -153,6 +165,8 @@ pub struct RawRecord {
     pub payload: Option<Vec<u8>>,
     /// Only a prefix of the payload was kept: the original cannot be restored.
     pub truncated: bool,
+    /// Part of the key or headers was not kept: the original cannot be restored.
+    pub envelope_cut: bool,
 }
 
 /// What the review index keeps of one row, borrowed from the batch being scanned.
@@ -231,6 +245,10 @@ fn reader_at(
 
 /// Read the given rows (row numbers in the file, ascending) in full.
 pub fn read_rows_at(path: &Path, rows: &[usize]) -> Result<Vec<StoredRow>, QuarantineError> {
+    guarded(|| read_rows_at_unguarded(path, rows))
+}
+
+fn read_rows_at_unguarded(path: &Path, rows: &[usize]) -> Result<Vec<StoredRow>, QuarantineError> {
     let mut out = Vec::with_capacity(rows.len());
     if rows.is_empty() {
         return Ok(out);
@@ -244,6 +262,10 @@ pub fn read_rows_at(path: &Path, rows: &[usize]) -> Result<Vec<StoredRow>, Quara
 /// Read the given rows as Arrow batches in [`crate::arrow_schema`] (columns a file predates
 /// are null), for export.
 pub fn read_batches_at(path: &Path, rows: &[usize]) -> Result<Vec<RecordBatch>, QuarantineError> {
+    guarded(|| read_batches_at_unguarded(path, rows))
+}
+
+fn read_batches_at_unguarded(path: &Path, rows: &[usize]) -> Result<Vec<RecordBatch>, QuarantineError> {
     let target = crate::arrow_schema();
     let mut out = Vec::new();
     if rows.is_empty() {
@@ -267,24 +289,26 @@ pub fn read_batches_at(path: &Path, rows: &[usize]) -> Result<Vec<RecordBatch>, 
 
 /// The original bytes of one row, for release.
 pub fn read_raw_at(path: &Path, row: usize) -> Result<RawRecord, QuarantineError> {
+    guarded(|| read_raw_at_unguarded(path, row))
+}
+
+fn read_raw_at_unguarded(path: &Path, row: usize) -> Result<RawRecord, QuarantineError> {
     let mut reader = reader_at(path, &[row], None)?;
     let b = reader
         .next()
         .transpose()?
         .filter(|b| b.num_rows() == 1)
         .ok_or_else(|| QuarantineError::Format(format!("row {row} not in {}", path.display())))?;
-    let topic = col(&b, "topic")?.as_string::<i32>();
-    let partition = col(&b, "partition")?.as_primitive::<Int32Type>();
-    let offset = col(&b, "offset")?.as_primitive::<Int64Type>();
-    let ts = col(&b, "kafka_timestamp")?.as_primitive::<TimestampMillisecondType>();
-    let key = col(&b, "key")?.as_binary::<i32>();
-    let headers = col(&b, "headers")?.as_list::<i32>();
-    let payload = col(&b, "payload")?.as_binary::<i32>();
-    let truncated = col(&b, "payload_truncated")?.as_boolean();
+    let topic = strings(&b, "topic")?;
+    let partition = prims::<Int32Type>(&b, "partition")?;
+    let offset = prims::<Int64Type>(&b, "offset")?;
+    let ts = prims::<TimestampMillisecondType>(&b, "kafka_timestamp")?;
+    let key = binaries(&b, "key")?;
+    let headers = lists(&b, "headers")?;
+    let payload = binaries(&b, "payload")?;
+    let truncated = bools(&b, "payload_truncated")?;
     let hs = headers.value(0);
-    let hs = hs.as_struct();
-    let hk = hs.column(0).as_string::<i32>();
-    let hv = hs.column(1).as_binary::<i32>();
+    let (hk, hv) = header_columns(&hs)?;
     Ok(RawRecord {
         topic: topic.value(0).to_owned(),
         partition: partition.value(0),
@@ -299,6 +323,10 @@ pub fn read_raw_at(path: &Path, row: usize) -> Result<RawRecord, QuarantineError
             .collect(),
         payload: payload.is_valid(0).then(|| payload.value(0).to_vec()),
         truncated: truncated.value(0),
+        envelope_cut: b
+            .column_by_name("envelope_cut")
+            .and_then(|c| c.as_boolean_opt())
+            .is_some_and(|c| c.is_valid(0) && c.value(0)),
     })
 }
 
@@ -306,6 +334,14 @@ pub fn read_raw_at(path: &Path, row: usize) -> Result<RawRecord, QuarantineError
 /// with its reason codes. The source is the `source` column, or for files written before it
 /// the value of `source_header`.
 pub fn scan_summaries(
+    path: &Path,
+    source_header: Option<&str>,
+    f: impl FnMut(RowSummary<'_>, &[&str]),
+) -> Result<usize, QuarantineError> {
+    guarded(|| scan_summaries_unguarded(path, source_header, f))
+}
+
+fn scan_summaries_unguarded(
     path: &Path,
     source_header: Option<&str>,
     mut f: impl FnMut(RowSummary<'_>, &[&str]),
@@ -334,15 +370,18 @@ pub fn scan_summaries(
     for batch in reader {
         let b = batch?;
         let mut codes_buf: Vec<&str> = Vec::new();
-        let offset = col(&b, "offset")?.as_primitive::<Int64Type>();
-        let ts = col(&b, "kafka_timestamp")?.as_primitive::<TimestampMillisecondType>();
-        let at = col(&b, "quarantined_at")?.as_primitive::<TimestampMillisecondType>();
-        let codes = col(&b, "reason_codes")?.as_list::<i32>();
-        let code_values = codes.values().as_string::<i32>();
-        let anomaly = col(&b, "anomaly_score")?.as_primitive::<Float32Type>();
-        let label = col(&b, "label_score")?.as_primitive::<Float32Type>();
-        let source = b.column_by_name("source").map(|c| c.as_string::<i32>());
-        let headers = b.column_by_name("headers").map(|c| c.as_list::<i32>());
+        let offset = prims::<Int64Type>(&b, "offset")?;
+        let ts = prims::<TimestampMillisecondType>(&b, "kafka_timestamp")?;
+        let at = prims::<TimestampMillisecondType>(&b, "quarantined_at")?;
+        let codes = lists(&b, "reason_codes")?;
+        let code_values = codes
+            .values()
+            .as_string_opt::<i32>()
+            .ok_or_else(|| wrong("reason_codes", "a list of utf8"))?;
+        let anomaly = prims::<Float32Type>(&b, "anomaly_score")?;
+        let label = prims::<Float32Type>(&b, "label_score")?;
+        let source = opt_strings(&b, "source");
+        let headers = b.column_by_name("headers").and_then(|c| c.as_list_opt::<i32>());
         let code_offsets = codes.value_offsets();
         for i in 0..b.num_rows() {
             codes_buf.clear();
@@ -356,9 +395,7 @@ pub fn scan_summaries(
             let header_source = match (headers, source_header) {
                 (Some(h), Some(name)) => {
                     let hs = h.value(i);
-                    let hs = hs.as_struct();
-                    let hk = hs.column(0).as_string::<i32>();
-                    let hv = hs.column(1).as_binary::<i32>();
+                    let (hk, hv) = header_columns(&hs)?;
                     (0..hs.len()).find(|&j| hk.value(j) == name).map(|j| {
                         if hv.is_valid(j) {
                             std::str::from_utf8(hv.value(j)).unwrap_or("(binary)").to_owned()
@@ -394,37 +431,117 @@ fn col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a dyn Array, QuarantineEr
         .ok_or_else(|| QuarantineError::Format(format!("missing column {name}")))
 }
 
+// Typed column access that reports a foreign layout as an error instead of panicking (arrow's
+// `as_string` and friends panic on a type mismatch, and a file in the folder may be anything).
+
+fn wrong(name: &str, want: &str) -> QuarantineError {
+    QuarantineError::Format(format!("column {name} is not {want}"))
+}
+
+fn strings<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray, QuarantineError> {
+    col(b, name)?.as_string_opt::<i32>().ok_or_else(|| wrong(name, "utf8"))
+}
+
+fn opt_strings<'a>(b: &'a RecordBatch, name: &str) -> Option<&'a StringArray> {
+    b.column_by_name(name).and_then(|c| c.as_string_opt::<i32>())
+}
+
+fn prims<'a, T: ArrowPrimitiveType>(b: &'a RecordBatch, name: &str) -> Result<&'a PrimitiveArray<T>, QuarantineError> {
+    col(b, name)?
+        .as_primitive_opt::<T>()
+        .ok_or_else(|| wrong(name, "of the expected number type"))
+}
+
+fn binaries<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a BinaryArray, QuarantineError> {
+    col(b, name)?
+        .as_binary_opt::<i32>()
+        .ok_or_else(|| wrong(name, "binary"))
+}
+
+fn bools<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a BooleanArray, QuarantineError> {
+    col(b, name)?.as_boolean_opt().ok_or_else(|| wrong(name, "boolean"))
+}
+
+fn lists<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a GenericListArray<i32>, QuarantineError> {
+    col(b, name)?.as_list_opt::<i32>().ok_or_else(|| wrong(name, "a list"))
+}
+
+/// The `(key, value)` columns of one row's header list.
+fn header_columns(hs: &dyn Array) -> Result<(&StringArray, &BinaryArray), QuarantineError> {
+    let st: &StructArray = hs
+        .as_struct_opt()
+        .ok_or_else(|| wrong("headers", "a list of structs"))?;
+    let k = st
+        .column_by_name("key")
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| wrong("headers.key", "utf8"))?;
+    let v = st
+        .column_by_name("value")
+        .and_then(|c| c.as_binary_opt::<i32>())
+        .ok_or_else(|| wrong("headers.value", "binary"))?;
+    Ok((k, v))
+}
+
+/// Run a reader over untrusted bytes; a panic inside the Parquet or Arrow decoders (a damaged
+/// file) becomes an error for that file instead of taking the process down.
+fn guarded<T>(f: impl FnOnce() -> Result<T, QuarantineError>) -> Result<T, QuarantineError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(QuarantineError::Format(
+            "the Parquet decoder panicked on this file".into(),
+        ))
+    })
+}
+
+/// The `offset` column of a quarantine file held in memory (replay de-duplication).
+pub fn offsets_in(bytes: Vec<u8>) -> Result<Vec<i64>, QuarantineError> {
+    guarded(|| {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))?;
+        let idx = builder
+            .schema()
+            .index_of("offset")
+            .map_err(|_| QuarantineError::Format("missing column offset".into()))?;
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
+        let reader = builder.with_projection(mask).with_batch_size(8192).build()?;
+        let mut out = Vec::new();
+        for batch in reader {
+            let b = batch?;
+            out.extend(prims::<Int64Type>(&b, "offset")?.iter().flatten());
+        }
+        Ok(out)
+    })
+}
+
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn rows_of(b: &RecordBatch, out: &mut Vec<StoredRow>) -> Result<(), QuarantineError> {
-    let topic = col(b, "topic")?.as_string::<i32>();
-    let partition = col(b, "partition")?.as_primitive::<Int32Type>();
-    let offset = col(b, "offset")?.as_primitive::<Int64Type>();
-    let ts = col(b, "kafka_timestamp")?.as_primitive::<TimestampMillisecondType>();
-    let key = col(b, "key")?.as_binary::<i32>();
-    let headers = col(b, "headers")?.as_list::<i32>();
-    let payload = col(b, "payload")?.as_binary::<i32>();
-    let payload_len = col(b, "payload_len")?.as_primitive::<Int64Type>();
-    let truncated = col(b, "payload_truncated")?.as_boolean();
-    let codes = col(b, "reason_codes")?.as_list::<i32>();
-    let reasons = col(b, "reasons")?.as_string::<i32>();
-    let schema_id = col(b, "schema_id")?.as_string::<i32>();
-    let version = col(b, "guard_version")?.as_string::<i32>();
-    let at = col(b, "quarantined_at")?.as_primitive::<TimestampMillisecondType>();
-    let anomaly = col(b, "anomaly_score")?.as_primitive::<Float32Type>();
-    let label = col(b, "label_score")?.as_primitive::<Float32Type>();
-    let explanation = b.column_by_name("explanation").map(|c| c.as_string::<i32>());
-    let source = b.column_by_name("source").map(|c| c.as_string::<i32>());
-    let model_id = b.column_by_name("model_id").map(|c| c.as_string::<i32>());
+    let topic = strings(b, "topic")?;
+    let partition = prims::<Int32Type>(b, "partition")?;
+    let offset = prims::<Int64Type>(b, "offset")?;
+    let ts = prims::<TimestampMillisecondType>(b, "kafka_timestamp")?;
+    let key = binaries(b, "key")?;
+    let headers = lists(b, "headers")?;
+    let payload = binaries(b, "payload")?;
+    let payload_len = prims::<Int64Type>(b, "payload_len")?;
+    let truncated = bools(b, "payload_truncated")?;
+    let codes = lists(b, "reason_codes")?;
+    let reasons = strings(b, "reasons")?;
+    let schema_id = strings(b, "schema_id")?;
+    let version = strings(b, "guard_version")?;
+    let at = prims::<TimestampMillisecondType>(b, "quarantined_at")?;
+    let anomaly = prims::<Float32Type>(b, "anomaly_score")?;
+    let label = prims::<Float32Type>(b, "label_score")?;
+    let explanation = opt_strings(b, "explanation");
+    let source = opt_strings(b, "source");
+    let model_id = opt_strings(b, "model_id");
     for i in 0..b.num_rows() {
         let hs = headers.value(i);
-        let hs = hs.as_struct();
-        let hk = hs.column(0).as_string::<i32>();
-        let hv = hs.column(1).as_binary::<i32>();
+        let (hk, hv) = header_columns(&hs)?;
         let cs = codes.value(i);
-        let cs = cs.as_string::<i32>();
+        let cs = cs
+            .as_string_opt::<i32>()
+            .ok_or_else(|| wrong("reason_codes", "a list of utf8"))?;
         out.push(StoredRow {
             topic: topic.value(i).to_owned(),
             partition: partition.value(i),
@@ -493,6 +610,7 @@ mod tests {
             model_id: None,
             explanation: Some("{\"anomaly\":{}}".into()),
             source: Some("producer-7".into()),
+            envelope_cut: false,
         };
         let bytes = encode(&[row.clone(), QuarantineRow { offset: 9, ..row }], 3)?;
         store.put(&file_name("t", 2, 7, 9), &bytes)?;

@@ -8,8 +8,12 @@ use std::path::{Path, PathBuf};
 
 /// A place that stores whole files atomically.
 pub trait QuarantineStore: Send + Sync {
-    /// Durably store `bytes` under the relative `name`; readers see all of it or nothing.
+    /// Durably store `bytes` under the relative `name`; readers see all of it or nothing. A
+    /// file is never replaced: when `name` exists, [`QuarantineError::Exists`] is returned and
+    /// nothing changes.
     fn put(&self, name: &str, bytes: &[u8]) -> Result<(), QuarantineError>;
+    /// The bytes of a complete file.
+    fn get(&self, name: &str) -> Result<Vec<u8>, QuarantineError>;
     /// Names (relative) of complete files under `prefix`.
     fn list(&self, prefix: &str) -> Result<Vec<String>, QuarantineError>;
     /// Remove leftovers of interrupted writes under `prefix`; returns how many.
@@ -49,14 +53,25 @@ impl QuarantineStore for LocalDirStore {
             f.write_all(bytes)?;
             f.sync_all()?;
             drop(f);
-            fs::rename(&tmp, &path)?;
+            // A hard link publishes the whole file atomically and, unlike rename, never
+            // replaces an existing one.
+            fs::hard_link(&tmp, &path)?;
+            fs::remove_file(&tmp)?;
             File::open(&dir)?.sync_all()
         })();
         if let Err(e) = result {
             let _ = fs::remove_file(&tmp);
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                return Err(QuarantineError::Exists(name.to_owned()));
+            }
             return Err(QuarantineError::io(path.display(), e));
         }
         Ok(())
+    }
+
+    fn get(&self, name: &str) -> Result<Vec<u8>, QuarantineError> {
+        let path = self.root.join(name);
+        fs::read(&path).map_err(|e| QuarantineError::io(path.display(), e))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, QuarantineError> {
@@ -105,7 +120,19 @@ pub fn file_name(topic: &str, partition: i32, first: i64, last: i64) -> String {
     format!("{}/{first:020}-{last:020}.parquet", partition_prefix(topic, partition))
 }
 
-/// Parse `…/<first>-<last>.parquet` back into its offset range.
+/// The `n`-th alternative name for a range whose plain name is taken (a replay whose verdicts
+/// changed writes its new rows beside the earlier file, never over it).
+pub fn file_name_alt(topic: &str, partition: i32, first: i64, last: i64, n: u32) -> String {
+    if n == 0 {
+        return file_name(topic, partition, first, last);
+    }
+    format!(
+        "{}/{first:020}-{last:020}.{n}.parquet",
+        partition_prefix(topic, partition)
+    )
+}
+
+/// Parse `…/<first>-<last>[.<n>].parquet` back into its offset range.
 pub fn parse_file_name(name: &str) -> Option<(i64, i64)> {
     let base = name.rsplit('/').next()?;
     if base.starts_with(TMP_PREFIX) {
@@ -113,21 +140,56 @@ pub fn parse_file_name(name: &str) -> Option<(i64, i64)> {
     }
     let stem = base.strip_suffix(".parquet")?;
     let (a, b) = stem.split_once('-')?;
+    let b = match b.split_once('.') {
+        Some((b, n)) if n.parse::<u32>().is_ok() => b,
+        Some(_) => return None,
+        None => b,
+    };
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
-/// Highest input offset covered by complete files of a partition (-1 when none). Interrupted
-/// writes are cleaned up first.
-pub fn covered_until(store: &dyn QuarantineStore, topic: &str, partition: i32) -> Result<i64, QuarantineError> {
+/// What [`stored_offsets`] found.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// Offsets held by complete files of the partition.
+    pub offsets: std::collections::HashSet<i64>,
+    /// Files read.
+    pub files: usize,
+    /// Files that could not be read as quarantine files (foreign or damaged), with why; they
+    /// are skipped, never fatal.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// The exact input offsets already stored in complete files of a partition whose range ends
+/// at or after `from` (the first offset this owner will judge). Interrupted writes are cleaned
+/// up first. Unreadable files are listed in [`Stored::skipped`], not fatal: their rows may be
+/// written again (a duplicate), never lost.
+pub fn stored_offsets(
+    store: &dyn QuarantineStore,
+    topic: &str,
+    partition: i32,
+    from: i64,
+) -> Result<Stored, QuarantineError> {
     let prefix = partition_prefix(topic, partition);
     store.clean_partial(&prefix)?;
-    Ok(store
-        .list(&prefix)?
-        .iter()
-        .filter_map(|n| parse_file_name(n))
-        .map(|(_, last)| last)
-        .max()
-        .unwrap_or(-1))
+    let mut out = Stored::default();
+    for name in store.list(&prefix)? {
+        let Some((_, last)) = parse_file_name(&name) else {
+            continue;
+        };
+        if last < from {
+            continue;
+        }
+        let bytes = store.get(&name)?;
+        match crate::read::offsets_in(bytes) {
+            Ok(offsets) => {
+                out.offsets.extend(offsets);
+                out.files += 1;
+            }
+            Err(e) => out.skipped.push((name, e.to_string())),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -144,17 +206,23 @@ mod tests {
     }
 
     #[test]
-    fn put_is_atomic_and_covered_until_scans() -> Result<(), QuarantineError> {
+    fn put_never_replaces_and_alternative_names_parse() -> Result<(), QuarantineError> {
         let dir = tempfile::tempdir().map_err(|e| QuarantineError::io("tmp", e))?;
         let store = LocalDirStore::new(dir.path());
-        assert_eq!(covered_until(&store, "t", 0)?, -1);
-        store.put(&file_name("t", 0, 0, 41), b"x")?;
-        store.put(&file_name("t", 0, 42, 99), b"y")?;
+        let name = file_name("t", 0, 0, 41);
+        store.put(&name, b"x")?;
+        assert!(matches!(store.put(&name, b"y"), Err(QuarantineError::Exists(_))));
+        assert_eq!(store.get(&name)?, b"x");
+        let alt = file_name_alt("t", 0, 0, 41, 1);
+        store.put(&alt, b"y")?;
+        assert_eq!(parse_file_name(&alt), Some((0, 41)));
+        assert_eq!(parse_file_name("topic=t/partition=0/1-2.x.parquet"), None);
         let stale = dir.path().join(partition_prefix("t", 0)).join(".tmp-7-junk.parquet");
         fs::write(&stale, b"partial").map_err(|e| QuarantineError::io("tmp", e))?;
-        assert_eq!(covered_until(&store, "t", 0)?, 99);
+        let stored = stored_offsets(&store, "t", 0, 0)?;
         assert!(!stale.exists(), "partial write cleaned up");
-        assert_eq!(store.list(&partition_prefix("t", 0))?.len(), 2);
+        assert_eq!(stored.skipped.len(), 2, "not Parquet: skipped, not fatal");
+        assert!(stored.offsets.is_empty());
         Ok(())
     }
 

@@ -133,7 +133,26 @@ fn who(r: &Review, h: &HeaderMap) -> Result<Identity, Response> {
 /// As [`who`], for actions: the CSRF token and the origin are checked too.
 #[allow(clippy::result_large_err)]
 fn actor(r: &Review, h: &HeaderMap) -> Result<Identity, Response> {
-    let id = who(r, h)?;
+    check_action(r.auth(), h)
+}
+
+/// Check a state-changing request (the review actions, and the guard's operator endpoints
+/// such as `POST /api/breaker/clear`): a configured reviewer (basic auth or the sign-in
+/// cookie), that reviewer's CSRF token in `x-csrf-token`, and, when the browser sends one, an
+/// `Origin` equal to this server. A page on another site can make an operator's browser send
+/// a POST, but it cannot read the token.
+#[allow(clippy::result_large_err)]
+pub fn check_action(auth: &crate::auth::Auth, h: &HeaderMap) -> Result<Identity, Response> {
+    if !auth.configured() {
+        return Err(err(
+            StatusCode::UNAUTHORIZED,
+            "no reviewers are configured ([[review.reviewers]])",
+        ));
+    }
+    let get = |n: header::HeaderName| h.get(n).and_then(|v| v.to_str().ok());
+    let id = auth
+        .identify(get(header::AUTHORIZATION), get(header::COOKIE))
+        .ok_or_else(|| err(StatusCode::UNAUTHORIZED, "sign in, or send HTTP basic auth"))?;
     same_origin(h)?;
     let token = h.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
     let same =

@@ -130,6 +130,11 @@ impl std::fmt::Display for RecordKey {
     }
 }
 
+/// Most distinct sources the index names; more are counted as [`OTHER_SOURCE`].
+pub const MAX_SOURCES: usize = 65_536;
+/// The name every source beyond [`MAX_SOURCES`] is indexed under.
+pub const OTHER_SOURCE: &str = "(other)";
+
 #[derive(Debug, Default)]
 struct Interner {
     names: Vec<Arc<str>>,
@@ -147,6 +152,16 @@ impl Interner {
         self.ids.insert(a, i);
         i
     }
+    /// As [`Interner::id`] for producer-chosen names: cut to `MAX_SOURCE_LEN` bytes, and once
+    /// [`MAX_SOURCES`] names are known, every new one counts as `(other)`.
+    fn id_capped(&mut self, s: &str) -> u32 {
+        let s = guard_core::cap_source(s);
+        if !self.ids.contains_key(s) && self.names.len() >= MAX_SOURCES {
+            return self.id(OTHER_SOURCE);
+        }
+        self.id(s)
+    }
+
     fn get(&self, s: &str) -> Option<u32> {
         self.ids.get(s).copied()
     }
@@ -242,7 +257,8 @@ impl Index {
         match self.add_file(&f.path, &f.topic, f.partition) {
             Ok(n) => n,
             Err(e) => {
-                tracing::warn!(file = %f.path.display(), error = %e, "quarantine file not indexed");
+                tracing::warn!(file = %f.path.display(), error = %e, "not a readable quarantine file; not indexed");
+                metrics::counter!("guard_quarantine_unreadable_files_total").increment(1);
                 self.unreadable.insert(f.path.clone(), e.to_string());
                 0
             }
@@ -272,7 +288,7 @@ impl Index {
                 reasons: mask,
                 anomaly: s.anomaly_score.unwrap_or(f32::NAN),
                 label: s.label_score.unwrap_or(f32::NAN),
-                source: s.source.map_or(0, |x| sources.id(x)),
+                source: s.source.map_or(0, |x| sources.id_capped(x)),
             });
         })?;
         let n = new_entries.len();
@@ -569,5 +585,24 @@ impl Index {
             .collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_chosen_sources_are_bounded_in_length_and_count() {
+        let mut i = Interner::default();
+        let long = "x".repeat(10_000);
+        let a = i.id_capped(&long);
+        assert_eq!(i.name(a).len(), guard_core::MAX_SOURCE_LEN);
+        for n in 0..MAX_SOURCES + 10 {
+            i.id_capped(&format!("s{n}"));
+        }
+        assert!(i.names.len() <= MAX_SOURCES + 1, "{}", i.names.len());
+        let late = i.id_capped("one-more");
+        assert_eq!(i.name(late), OTHER_SOURCE);
     }
 }

@@ -365,12 +365,22 @@ impl Review {
             }
         }
         let (path, row) = self.locate(key)?;
-        let raw = guard_quarantine::read_raw_at(&path, row)?;
+        let mut raw = guard_quarantine::read_raw_at(&path, row)?;
         if raw.truncated {
             return Err(ReviewError::Refused(
                 "only a prefix of this payload was kept (it was over limits.max_bytes): it cannot be released".into(),
             ));
         }
+        if raw.envelope_cut {
+            return Err(ReviewError::Refused(
+                "only part of this record's key or headers was kept (over an envelope limit, or a header key that is not UTF-8): it cannot be released".into(),
+            ));
+        }
+        // Inbound x-guard-* headers (and the provenance header) are the producer's forgeries:
+        // only the release headers below speak for the guard.
+        let provenance = self.settings.provenance_header.as_deref();
+        raw.headers
+            .retain(|h| !guard_core::is_guard_header(&h.key) && Some(h.key.as_str()) != provenance);
         let watermarks = publisher.end_offsets(topic).map_err(ReviewError::Publish)?;
         let mut started = self.entry_for(who, Action::ReleaseStarted, key, note);
         started.watermarks = watermarks;

@@ -38,6 +38,7 @@ fn row(topic: &str, partition: i32, offset: i64, code: &str, anomaly: Option<f32
         model_id: anomaly.map(|_| "m".into()),
         explanation: None,
         source: Some(source.into()),
+        envelope_cut: false,
     }
 }
 

@@ -18,8 +18,8 @@
 mod model;
 
 pub use model::{
-    init_runtime, parse_placement, Extractor, Model, ModelMeta, ProviderChoice, ProviderInUse, Role, RoleScores,
-    SessionSettings, MODEL_FORMAT,
+    init_runtime, parse_placement, Extractor, Model, ModelFiles, ModelMeta, ProviderChoice, ProviderInUse, Role,
+    RoleScores, SessionSettings, MODEL_FORMAT,
 };
 
 /// Errors of scoring.

@@ -8,7 +8,7 @@ use ort::value::TensorRef;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// Metadata format this guard reads.
 pub const MODEL_FORMAT: u32 = 1;
@@ -258,11 +258,56 @@ pub enum RoleScores {
     },
 }
 
+/// A model's graph (`.onnx`) and metadata (`.json` beside it), read from disk once. Every
+/// session of every worker is built from these same bytes, so what was validated (and pinned
+/// by its SHA-256) is exactly what runs; nothing re-reads the files behind the guard's back.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    /// The `.onnx` path (for messages).
+    pub path: PathBuf,
+    /// The graph's bytes.
+    pub onnx: Arc<[u8]>,
+    /// The metadata's bytes.
+    pub meta: Arc<[u8]>,
+}
+
+impl ModelFiles {
+    /// Read `path` and its metadata beside it.
+    pub fn read(path: &Path) -> Result<Self, ScoreError> {
+        let p = path.display().to_string();
+        let meta_path = path.with_extension("json");
+        let meta = std::fs::read(&meta_path).map_err(|e| ScoreError::Model {
+            path: p.clone(),
+            message: format!("metadata {}: {e}", meta_path.display()),
+        })?;
+        let onnx = std::fs::read(path).map_err(|e| ScoreError::Model {
+            path: p,
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            onnx: Arc::from(onnx),
+            meta: Arc::from(meta),
+        })
+    }
+
+    /// SHA-256 of the graph's bytes followed by the metadata's, lowercase hex: what
+    /// `cat model.onnx model.json | sha256sum` prints, and what a route's `*_model_sha256` pins.
+    pub fn sha256(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(&self.onnx);
+        h.update(&self.meta);
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// A loaded model: one session (ONNX Runtime sessions are run with `&mut`; give each
 /// inference thread its own).
 pub struct Model {
     meta: ModelMeta,
     path: PathBuf,
+    onnx: Arc<[u8]>,
     session: Session,
     provider: ProviderInUse,
     settings: SessionSettings,
@@ -282,15 +327,18 @@ impl Model {
     /// Load `path` (`.onnx`) and its metadata (`.json` beside it), check they agree, and open
     /// a session on the requested provider. [`init_runtime`] must have succeeded.
     pub fn load(path: &Path, settings: &SessionSettings) -> Result<Self, ScoreError> {
-        let p = path.display().to_string();
+        Self::from_files(&ModelFiles::read(path)?, settings)
+    }
+
+    /// As [`Model::load`], from files already read.
+    pub fn from_files(files: &ModelFiles, settings: &SessionSettings) -> Result<Self, ScoreError> {
+        let p = files.path.display().to_string();
         let model_err = |message: String| ScoreError::Model {
             path: p.clone(),
             message,
         };
-        let meta_path = path.with_extension("json");
-        let meta_text =
-            std::fs::read(&meta_path).map_err(|e| model_err(format!("metadata {}: {e}", meta_path.display())))?;
-        let meta: ModelMeta = serde_json::from_slice(&meta_text)
+        let meta_path = files.path.with_extension("json");
+        let meta: ModelMeta = serde_json::from_slice(&files.meta)
             .map_err(|e| model_err(format!("metadata {}: {e}", meta_path.display())))?;
         if meta.format != MODEL_FORMAT {
             return Err(model_err(format!(
@@ -298,18 +346,18 @@ impl Model {
                 meta.format
             )));
         }
-        let bytes = std::fs::read(path).map_err(|e| model_err(e.to_string()))?;
         let env = ENV.get().ok_or_else(|| ScoreError::Runtime {
             path: "(not loaded)".into(),
             message: "init_runtime was not called".into(),
         })?;
-        let (session, provider) = open_session(env, &bytes, settings, None).map_err(|e| match e {
+        let (session, provider) = open_session(env, &files.onnx, settings, None).map_err(|e| match e {
             ScoreError::Inference(m) => model_err(format!("not a loadable ONNX model: {m}")),
             other => other,
         })?;
         let model = Self {
             meta,
-            path: path.to_path_buf(),
+            path: files.path.clone(),
+            onnx: Arc::clone(&files.onnx),
             session,
             provider,
             settings: *settings,
@@ -415,7 +463,7 @@ impl Model {
         let env = ENV
             .get()
             .ok_or_else(|| ScoreError::Inference("runtime not loaded".into()))?;
-        let bytes = std::fs::read(&self.path).map_err(|e| ScoreError::Inference(e.to_string()))?;
+        let bytes = Arc::clone(&self.onnx);
         let id = format!("{PROBE_ID}{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let settings = SessionSettings {
             provider: match self.provider {

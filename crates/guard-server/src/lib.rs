@@ -5,7 +5,7 @@
 //! of the metrics backend and of the stages. It binds to loopback by default.
 
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -25,44 +25,66 @@ pub type StatsFn = Arc<dyn Fn(&str) -> serde_json::Value + Send + Sync>;
 /// Answers an operator endpoint with a JSON document.
 pub type ApiFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
-/// `GET /api/breaker` (status) and `POST /api/breaker/clear` (operator reset).
-pub fn breaker_routes(status: ApiFn, clear: ApiFn) -> Router {
+/// Decides whether a state-changing operator request may run: `Ok(who)` or the refusal to
+/// send (401/403). The binary builds it from the review service's reviewers, CSRF tokens and
+/// origin check, so a web page an operator happens to visit cannot clear the breaker.
+pub type Authorize = Arc<dyn Fn(&HeaderMap) -> Result<String, Response> + Send + Sync>;
+
+/// `GET /api/breaker` (status) and `POST /api/breaker/clear` (operator reset, authorized).
+pub fn breaker_routes(status: ApiFn, clear: ApiFn, authorize: Authorize) -> Router {
     Router::new()
         .route(
             "/api/breaker",
-            get(|State((s, _)): State<(ApiFn, ApiFn)>| async move { Json(s()) }),
+            get(|State((s, _, _)): State<(ApiFn, ApiFn, Authorize)>| async move { Json(s()) }),
         )
         .route(
             "/api/breaker/clear",
-            axum::routing::post(|State((_, c)): State<(ApiFn, ApiFn)>| async move { Json(c()) }),
+            axum::routing::post(
+                |State((_, c, auth)): State<(ApiFn, ApiFn, Authorize)>, h: HeaderMap| async move {
+                    match auth(&h) {
+                        Ok(who) => {
+                            tracing::warn!(reviewer = %who, "breaker cleared by an operator");
+                            Json(c()).into_response()
+                        }
+                        Err(refused) => refused,
+                    }
+                },
+            ),
         )
-        .with_state((status, clear))
+        .with_state((status, clear, authorize))
 }
 
 /// Performs an operator action; `Err` is reported as 422 with the message.
 pub type ActionFn = Arc<dyn Fn() -> Result<serde_json::Value, String> + Send + Sync>;
 
 /// `GET /api/models` (loaded models and generation) and `POST /api/models/reload` (validate
-/// the files and swap them in; 422 with the reason when they do not load).
-pub fn model_routes(status: ApiFn, reload: ActionFn) -> Router {
+/// the files and swap them in; 422 with the reason when they do not load; authorized).
+pub fn model_routes(status: ApiFn, reload: ActionFn, authorize: Authorize) -> Router {
     Router::new()
         .route(
             "/api/models",
-            get(|State((s, _)): State<(ApiFn, ActionFn)>| async move { Json(s()) }),
+            get(|State((s, _, _)): State<(ApiFn, ActionFn, Authorize)>| async move { Json(s()) }),
         )
         .route(
             "/api/models/reload",
-            axum::routing::post(|State((_, r)): State<(ApiFn, ActionFn)>| async move {
-                match tokio::task::spawn_blocking(move || r()).await {
-                    Ok(Ok(v)) => Json(v).into_response(),
-                    Ok(Err(e)) => {
-                        (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"error": e}))).into_response()
+            axum::routing::post(
+                |State((_, r, auth)): State<(ApiFn, ActionFn, Authorize)>, h: HeaderMap| async move {
+                    let who = match auth(&h) {
+                        Ok(who) => who,
+                        Err(refused) => return refused,
+                    };
+                    tracing::info!(reviewer = %who, "model reload requested");
+                    match tokio::task::spawn_blocking(move || r()).await {
+                        Ok(Ok(v)) => Json(v).into_response(),
+                        Ok(Err(e)) => {
+                            (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"error": e}))).into_response()
+                        }
+                        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reload failed: {e}")).into_response(),
                     }
-                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reload failed: {e}")).into_response(),
-                }
-            }),
+                },
+            ),
         )
-        .with_state((status, reload))
+        .with_state((status, reload, authorize))
 }
 
 /// Errors of the HTTP server.

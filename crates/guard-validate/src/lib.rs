@@ -6,10 +6,12 @@
 //! becomes a [`Reason`] with a stable code; nothing here panics or allocates beyond the limits.
 
 mod decode;
+mod envelope;
 mod prescan;
 mod schema;
 
 pub use decode::decode;
+pub use envelope::check_envelope;
 pub use prescan::prescan;
 pub use schema::{DomainSchema, FeatureField, GuardSection, TensorField, MAX_REASONS_PER_RECORD};
 
@@ -111,14 +113,9 @@ impl Judge {
         schema: Option<&'s Arc<DomainSchema>>,
         record: &Record,
     ) -> Result<(&'s DomainSchema, Value), Vec<Reason>> {
-        if record.payload_len > self.limits.max_bytes {
-            return Err(vec![Reason::new(
-                ReasonCode::LIMIT_BYTES,
-                format!(
-                    "payload is {} bytes, limit {}",
-                    record.payload_len, self.limits.max_bytes
-                ),
-            )]);
+        let envelope = check_envelope(record, &self.limits);
+        if !envelope.is_empty() {
+            return Err(envelope);
         }
         let Some(bytes) = record.payload.as_deref() else {
             return Err(vec![Reason::new(ReasonCode::DECODE_EMPTY, "tombstone (null payload)")]);
@@ -140,14 +137,7 @@ mod tests {
     use super::*;
 
     fn record(payload: Option<&[u8]>) -> Record {
-        Record {
-            offset: 0,
-            timestamp_ms: None,
-            key: None,
-            headers: vec![],
-            payload: payload.map(<[u8]>::to_vec),
-            payload_len: payload.map_or(0, <[u8]>::len),
-        }
+        Record::whole(0, None, None, vec![], payload.map(<[u8]>::to_vec))
     }
 
     #[test]

@@ -206,6 +206,7 @@ mod tests {
             max_fields: 2,
             max_array_len: 3,
             max_string_len: 5,
+            ..Limits::default()
         }
     }
 
@@ -262,7 +263,7 @@ mod tests {
         #[test]
         fn valid_json_within_limits_passes(v in arb_json()) {
             let text = serde_json::to_vec(&v).unwrap_or_default();
-            let l = Limits { max_bytes: 1 << 20, max_depth: 16, max_fields: 64, max_array_len: 64, max_string_len: 1024 };
+            let l = Limits { max_bytes: 1 << 20, max_depth: 16, max_fields: 64, max_array_len: 64, max_string_len: 1024, ..Limits::default() };
             proptest::prop_assert!(prescan(&text, &l).is_ok(), "{}", String::from_utf8_lossy(&text));
         }
     }

@@ -24,14 +24,7 @@ fn judge() -> Judge {
 }
 
 fn record(payload: Vec<u8>) -> Record {
-    Record {
-        offset: 0,
-        timestamp_ms: None,
-        key: None,
-        headers: vec![],
-        payload_len: payload.len(),
-        payload: Some(payload),
-    }
+    Record::whole(0, None, None, vec![], Some(payload))
 }
 
 #[test]
