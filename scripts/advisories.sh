@@ -19,5 +19,7 @@ tar xzf "$snap" -C "$tmp"
 rm -rf "$db" && mkdir -p "$(dirname "$db")"
 mv "$tmp/advdb" "$db"
 rm -rf "$tmp"
+# --offline also keeps cargo metadata offline: have every locked crate (all targets) local.
+cargo fetch --locked --quiet
 echo "advisories: RustSec snapshot $(basename "$snap")"
 cargo deny --offline --locked check advisories

@@ -207,6 +207,36 @@ fn describe_metrics() {
         "Webhook payloads waiting for delivery"
     );
     describe_counter!(
+        "guard_sink_rejected_records_total",
+        Unit::Count,
+        "Records the clean topic refused for good, quarantined with sink.rejected"
+    );
+    describe_counter!(
+        "guard_sink_headers_stripped_total",
+        Unit::Count,
+        "Inbound x-guard-* (and provenance) headers removed before forwarding"
+    );
+    describe_counter!(
+        "guard_pipeline_panics_total",
+        Unit::Count,
+        "Records whose judging panicked, quarantined with internal.panic"
+    );
+    describe_counter!(
+        "guard_source_errors_total",
+        Unit::Count,
+        "Consume errors, by kind (unreadable_batch, other)"
+    );
+    describe_gauge!(
+        "guard_source_unreadable_partitions",
+        Unit::Count,
+        "Partitions stuck on a batch the consumer cannot read (see /readyz)"
+    );
+    describe_counter!(
+        "guard_quarantine_unreadable_files_total",
+        Unit::Count,
+        "Files in the quarantine folder that are not readable quarantine files (skipped)"
+    );
+    describe_counter!(
         "guard_stats_profiles_published_total",
         Unit::Count,
         "Partition views published to the profiles topic"
@@ -324,6 +354,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     // file write in progress must not stall the clean path.
     let (q_tx, q_rx) = mpsc::channel::<QuarantineWork>(p.channel_capacity * 16);
     let (late_tx, late_rx) = mpsc::unbounded_channel::<QuarantineWork>();
+    let quarantine_budget = guard_pipeline::ByteBudget::new(cfg.memory_plan().quarantine_bytes);
     let (hub, events_rx) = build_hub(&cfg, &judge)?;
     let profile_stop = Arc::new(AtomicBool::new(false));
     let mut profile_task = None;
@@ -388,6 +419,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
             summary: Arc::clone(&summary),
             out: q_tx.clone(),
             late: late_tx.clone(),
+            quarantine_budget: Arc::clone(&quarantine_budget),
             drift: crate::drift::DriftWindows::new(Arc::clone(&hub)),
             scoring: scorings.next().flatten(),
             reloader: reloader.clone(),
@@ -408,6 +440,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
         Arc::clone(&flush),
         store,
         Arc::clone(&summary),
+        quarantine_budget,
     );
     let quarantine_task = tokio::spawn(stage.run(q_rx, late_rx));
 

@@ -11,7 +11,7 @@
 use guard_config::Config;
 use guard_core::{Batch, Health, Judgement, Reason, ReasonCode, Record, TopicPartition, Verdict, GUARD_VERSION};
 use guard_kafka::{CleanSink, FlushSignal};
-use guard_pipeline::{AckTracker, Part};
+use guard_pipeline::{AckTracker, ByteBudget, BytesHeld, Part};
 use guard_quarantine::{
     encode, file_name_alt, stored_offsets, PartitionBuffer, QuarantineRow, QuarantineStore, ReasonEntry, RollPolicy,
 };
@@ -34,6 +34,8 @@ pub struct QuarantineWork {
     /// [`Part::Quarantine`] for a batch's judged rows; [`Part::Clean`] for records the clean
     /// topic refused (their batch's clean part waits for them).
     pub part: Part,
+    /// The rows' bytes, taken from the quarantine budget; returned once they are durable.
+    pub held: BytesHeld,
 }
 
 /// Totals for the shutdown summary.
@@ -66,6 +68,8 @@ pub struct WorkerCtx {
     pub out: mpsc::Sender<QuarantineWork>,
     /// Rows of records the clean topic refused for good (from the producer's thread).
     pub late: mpsc::UnboundedSender<QuarantineWork>,
+    /// Bytes of quarantine rows waiting to be durable, across all workers.
+    pub quarantine_budget: Arc<ByteBudget>,
     /// This worker's drift windows (only topics whose route has a baseline are watched) and
     /// source counts.
     pub drift: crate::drift::DriftWindows,
@@ -274,13 +278,7 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
             .map(|(r, _)| r)
             .collect();
         let passed = clean.len() as u64;
-        #[cfg(feature = "test-hooks")]
-        let hold = test_hooks::hold_clean();
-        #[cfg(not(feature = "test-hooks"))]
-        let hold = false;
         match &ctx.clean {
-            // Test-only: the clean part never completes, as if the broker never acknowledged.
-            Some(_) if hold => {}
             Some(sink) => {
                 let tracker = Arc::clone(&ctx.tracker);
                 let late = ctx.late.clone();
@@ -355,6 +353,13 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
                 .increment(count);
         }
         metrics::histogram!("guard_pipeline_batch_duration_seconds").record(started.elapsed().as_secs_f64());
+        // Back-pressure in bytes: wait while the rows not yet durable fill the budget.
+        let held = if rows.is_empty() {
+            BytesHeld::none()
+        } else {
+            ctx.quarantine_budget
+                .take(rows.iter().map(QuarantineRow::approx_bytes).sum())
+        };
         if ctx
             .out
             .blocking_send(QuarantineWork {
@@ -365,6 +370,7 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
                 last,
                 rows,
                 part: Part::Quarantine,
+                held,
             })
             .is_err()
         {
@@ -439,6 +445,7 @@ fn hand_rejected(
         last,
         rows,
         part: Part::Clean,
+        held: BytesHeld::none(),
     });
 }
 
@@ -446,16 +453,10 @@ fn hand_rejected(
 mod test_hooks {
     //! Test-only faults, compiled in only with the `test-hooks` feature (the test suite's
     //! build): a record whose key is [`PANIC_KEY`] makes judging panic, to prove that the
-    //! panic is contained; [`hold_clean`] freezes clean acknowledgements.
+    //! panic is contained.
 
     /// Key that makes judging panic in a `test-hooks` build.
     pub const PANIC_KEY: &[u8] = b"__ingest_guard_test_panic__";
-
-    /// With `INGEST_GUARD_TEST_HOLD_CLEAN` set, clean deliveries are never acknowledged (as
-    /// if the broker froze after taking them): quarantine files are written, nothing commits.
-    pub fn hold_clean() -> bool {
-        std::env::var_os("INGEST_GUARD_TEST_HOLD_CLEAN").is_some()
-    }
 
     pub fn maybe_panic(r: &guard_core::Record) {
         if r.key.as_deref() == Some(PANIC_KEY) {
@@ -476,12 +477,17 @@ fn header_source<'r>(r: &'r Record, name: &str) -> &'r str {
     }
 }
 
+/// What a buffered batch waits for: its sequence number, the part it acknowledges, and the
+/// budget bytes its rows hold until they are durable.
+type Ticket = (u64, Part, BytesHeld);
+
 pub struct QuarantineStage {
     tracker: Arc<Mutex<AckTracker>>,
     health: Arc<Health>,
     flush: Arc<FlushSignal>,
     store: Arc<dyn QuarantineStore>,
-    buffers: HashMap<TopicPartition, (u64, PartitionBuffer<(u64, Part)>)>,
+    buffers: HashMap<TopicPartition, (u64, PartitionBuffer<Ticket>)>,
+    budget: Arc<ByteBudget>,
     policy: RollPolicy,
     zstd_level: i32,
     backoff: Duration,
@@ -496,9 +502,11 @@ impl QuarantineStage {
         flush: Arc<FlushSignal>,
         store: Arc<dyn QuarantineStore>,
         summary: Arc<Mutex<Summary>>,
+        budget: Arc<ByteBudget>,
     ) -> Self {
         let q = &cfg.quarantine;
         Self {
+            budget,
             tracker,
             health,
             flush,
@@ -555,6 +563,7 @@ impl QuarantineStage {
             last,
             rows,
             part,
+            held,
         } = w;
         if lock(&self.tracker).generation(&tp) != Some(generation) {
             metrics::counter!("guard_pipeline_stale_batches_total").increment(1);
@@ -564,7 +573,7 @@ impl QuarantineStage {
         let Some(buf) = self.buffer_for(&tp, generation, first).await else {
             return;
         };
-        let waits = buf.add((seq, part), first, last, rows, Instant::now());
+        let waits = buf.add((seq, part, held), first, last, rows, Instant::now());
         let roll = buf.should_roll(&policy, Instant::now());
         if !waits {
             lock(&self.tracker).ack(&tp, generation, seq, part);
@@ -572,6 +581,11 @@ impl QuarantineStage {
         if roll {
             let span = info_span!("quarantine", topic = %tp.topic, partition = tp.partition, first, last);
             self.write(&tp).instrument(span).await;
+        }
+        // Rows waiting to be durable hold half the budget: write every open file now rather
+        // than let the workers wait for the roll thresholds.
+        if self.budget.used() >= self.budget.cap() / 2 {
+            self.roll(true).await;
         }
     }
 
@@ -583,7 +597,7 @@ impl QuarantineStage {
         tp: &TopicPartition,
         generation: u64,
         from: i64,
-    ) -> Option<&mut PartitionBuffer<(u64, Part)>> {
+    ) -> Option<&mut PartitionBuffer<Ticket>> {
         let fresh = self.buffers.get(tp).is_none_or(|(g, _)| *g != generation);
         if fresh {
             let stored = loop {
@@ -682,8 +696,9 @@ impl QuarantineStage {
                     lock(&self.summary).quarantine_files += 1;
                     let tickets = self.buffers.get_mut(tp).map(|(_, b)| b.committed()).unwrap_or_default();
                     let mut t = lock(&self.tracker);
-                    for (seq, part) in tickets {
+                    for (seq, part, held) in tickets {
                         t.ack(tp, generation, seq, part);
+                        drop(held);
                     }
                     tracing::debug!(file = %name, rows = n, "quarantine file durable");
                     return;

@@ -41,6 +41,9 @@ pub enum ToolsCommand {
         /// Stop after this many records (0: the whole file `repeat` times).
         #[arg(long, default_value_t = 0)]
         count: u64,
+        /// Producer `compression.type`: none, gzip, snappy, lz4 or zstd.
+        #[arg(long, default_value = "none")]
+        compression: String,
     },
     /// Consume `count` records from a topic and print end-to-end latency percentiles
     /// (receive time minus the record's timestamp, which the guard keeps).
@@ -212,10 +215,12 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
             message_max_bytes,
             rate,
             count,
+            compression,
         } => {
             let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
                 .set("bootstrap.servers", &brokers)
                 .set("linger.ms", "5")
+                .set("compression.type", &compression)
                 .set("message.max.bytes", message_max_bytes.to_string())
                 .set("enable.idempotence", "true")
                 .create()

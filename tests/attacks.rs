@@ -186,6 +186,18 @@ fn envelope_attacks_are_quarantined_and_the_guard_goes_on() {
 fn permanently_refused_records_are_quarantined_not_retried_forever() {
     let rig = Rig::new(1);
     let mut guard = rig.guard("", "[kafka.producer_properties]\n\"message.max.bytes\" = \"100000\"\n");
+    // `check` refuses what `run` would have to quarantine.
+    let out = std::process::Command::new(guard_bin())
+        .args(["check", "--config"])
+        .arg(&guard.config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("message.max.bytes") && err.contains("max_record_bytes"),
+        "{err}"
+    );
     guard.start();
     guard.wait_ready(Duration::from_secs(60));
     let addr = rig.broker.addr.clone();
@@ -316,4 +328,146 @@ fn quarantine_show_escapes_terminal_control() {
         !text.chars().any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
         "nothing a terminal would act on: {text:?}"
     );
+}
+
+fn codec_producer(
+    brokers: &str,
+    codec: &str,
+) -> rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "100")
+        .set("compression.type", codec)
+        .set("message.max.bytes", (4 << 20).to_string())
+        .create()
+        .unwrap()
+}
+
+/// Producers may compress with any codec Kafka has: each batch is consumed normally, full
+/// producer batches (librdkafka's default `batch.size`, 1 MB of records) included.
+#[test]
+fn every_codec_is_consumed() {
+    let rig = Rig::new(1);
+    let mut guard = rig.guard("", "");
+    guard.start();
+    guard.wait_ready(Duration::from_secs(60));
+    let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
+    let per = 25_000; // about 2 MB of records per codec: full 1 MB batches
+    for (i, codec) in codecs.iter().enumerate() {
+        produce(
+            &codec_producer(&rig.broker.addr, codec),
+            &rig.input,
+            &valid(i * per, per),
+            1,
+        );
+    }
+    let n = codecs.len() * per;
+    rig.wait_committed(n, Duration::from_secs(60), "every codec's records committed");
+    assert!(quarantined(&guard.quarantine).is_empty());
+    assert_eq!(
+        read_topic(&rig.broker.addr, &rig.output, n, Duration::from_secs(2)).len(),
+        n
+    );
+    assert_eq!(guard.metric_sum("guard_source_errors_total"), 0.0);
+    assert!(guard.term());
+}
+
+/// Compression bombs: 400 records of ~1 MB of highly compressible JSON each per codec (a few
+/// KB on the wire), between valid records. All are quarantined (`limit.string_len`), every
+/// offset commits within 60 s, peak memory stays within `pipeline.memory_budget_mb` (default
+/// 256 MiB), and the quarantine keeps the bombs compressed. Returns the peak RSS in KiB.
+fn compression_bombs(codecs: &[&str]) -> u64 {
+    let rig = Rig::new(1);
+    let mut guard = rig.guard("", "");
+    guard.start();
+    guard.wait_ready(Duration::from_secs(60));
+    let addr = rig.broker.addr.clone();
+    let mut bomb = b"{\"source\":\"bomb\",\"id\":\"".to_vec();
+    bomb.extend(std::iter::repeat_n(b'A', 999_000 - bomb.len() - 2));
+    bomb.extend(b"\"}");
+    let bombs: Vec<(Option<String>, Vec<u8>)> = (0..400).map(|i| (Some(format!("bomb{i}")), bomb.clone())).collect();
+    produce(&producer(&addr, 1 << 20), &rig.input, &valid(0, 10_000), 1);
+    for codec in codecs {
+        produce(&codec_producer(&addr, codec), &rig.input, &bombs, 1);
+    }
+    produce(&producer(&addr, 1 << 20), &rig.input, &valid(10_000, 10_000), 1);
+    let attacked = Instant::now();
+    let n = 20_000 + 400 * codecs.len();
+    rig.wait_committed(n, Duration::from_secs(60), "every offset committed");
+    let took = attacked.elapsed();
+    let rss = guard.peak_rss_kib();
+    assert!(alive(&mut guard));
+    let q = quarantined(&guard.quarantine);
+    assert_eq!(q.len(), 400 * codecs.len());
+    assert!(q.values().all(|(_, c)| c[0] == "limit.string_len"));
+    let on_disk: u64 = guard_quarantine::list_files(&guard.quarantine)
+        .unwrap()
+        .iter()
+        .map(|f| f.bytes)
+        .sum();
+    eprintln!(
+        "compression bomb {codecs:?}: {n} records committed {:.1} s after the last bomb; peak RSS {} MiB; quarantine {} KiB on disk for {} MB of bombs",
+        took.as_secs_f64(),
+        rss / 1024,
+        on_disk / 1024,
+        400 * codecs.len()
+    );
+    assert!(
+        rss > 0 && rss <= 256 * 1024,
+        "peak RSS {} MiB over the 256 MiB budget",
+        rss / 1024
+    );
+    assert!(
+        on_disk < 64 << 20,
+        "the quarantine stores the bombs compressed: {on_disk} bytes"
+    );
+    assert!(guard.term());
+    rss
+}
+
+/// The attack of issue 10's table: gzip and lz4.
+#[test]
+fn compression_bombs_stay_within_the_memory_budget() {
+    compression_bombs(&["gzip", "lz4"]);
+}
+
+/// The codecs with the highest (zstd) and lowest (snappy) expansion ratios.
+#[test]
+fn zstd_and_snappy_bombs_stay_within_the_memory_budget() {
+    compression_bombs(&["zstd", "snappy"]);
+}
+
+/// A batch the consumer cannot decode (gzip attribute, bytes that are not gzip): librdkafka
+/// re-fetches it forever, so its partition stops. That is not silent: `/readyz` turns
+/// not-ready and names the partition and offset, and a metric counts it. Records before it
+/// are committed; the other partition goes on.
+#[test]
+fn an_unreadable_batch_is_reported_not_silent() {
+    let rig = Rig::new(2);
+    let mut guard = rig.guard("", "");
+    guard.start();
+    guard.wait_ready(Duration::from_secs(60));
+    let addr = rig.broker.addr.clone();
+    produce(&producer(&addr, 1 << 20), &rig.input, &valid(0, 2_000), 2);
+    let garbage = b"this is not a gzip stream at all".repeat(10);
+    let code = wire::produce_batch(&addr, &rig.input, 0, &wire::batch(3, &garbage, 1));
+    assert_eq!(code, 0, "broker took the broken batch");
+    produce(&producer(&addr, 1 << 20), &rig.input, &valid(2_000, 2_000), 2);
+    wait_for(Duration::from_secs(60), "readyz names the stuck partition", || {
+        guard.get("/readyz").is_some_and(|(code, body)| {
+            code == 503
+                && body.contains("\"unreadable\"")
+                && body.contains("\"partition\":0")
+                && body.contains("\"offset\":1000")
+        })
+    });
+    assert!(guard.metric_sum("guard_source_unreadable_partitions") >= 1.0);
+    assert!(guard.metric_sum("guard_source_errors_total") >= 1.0);
+    wait_for(
+        Duration::from_secs(60),
+        "the healthy partition and the prefix committed",
+        || rig.committed() == 1_000 + 2_000,
+    );
+    assert!(alive(&mut guard));
+    assert!(guard.term());
 }

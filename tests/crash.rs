@@ -41,23 +41,23 @@ fn sigkill_three_times_loses_nothing() {
     assert_eq!(out_len - out_dups + q_len, n);
 }
 
-/// Replay keeps exact records, not ranges. The first run writes quarantine files whose offset
-/// ranges also span records that passed, but their clean delivery never completes (test hook:
-/// as if the broker froze after taking them); the guard is killed. The second run judges more
-/// strictly, so those records are now quarantined: each must be written, although an earlier
-/// file's range covers it. Every offset ends up in clean ∪ quarantine, none twice.
+/// Replay keeps exact records, not ranges. The first run's clean producer lingers (10 s), so
+/// its quarantine files are durable while the clean deliveries of the records that passed,
+/// inside those files' offset ranges, are still pending; the guard is killed then. The second
+/// run judges more strictly, so those records are now quarantined: each must be written,
+/// although an earlier file's range covers it. Every offset ends up in clean ∪ quarantine,
+/// none twice.
 #[test]
 fn replay_writes_changed_verdicts_inside_old_file_ranges() {
     let rig = Rig::new(1);
     let n = 2_000;
-    let mut first = rig.guard("", "");
-    first.start_with_env(&[("INGEST_GUARD_TEST_HOLD_CLEAN", "1")]);
+    let mut first = rig.guard("", "[kafka.producer_properties]\n\"linger.ms\" = \"10000\"\n");
+    first.start();
     first.wait_ready(Duration::from_secs(60));
     rig.produce(&shuttle_mix(n, 20));
-    wait_for(Duration::from_secs(60), "the first run's quarantine files", || {
+    wait_for(Duration::from_secs(8), "the first run's quarantine files", || {
         quarantined(&first.quarantine).len() == n / 20
     });
-    std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         rig.committed(),
         0,
@@ -69,7 +69,6 @@ fn replay_writes_changed_verdicts_inside_old_file_ranges() {
         "a file's range spans records that passed"
     );
     first.kill9();
-
     // Stricter now: every valid record's strings are over the limit.
     let mut second = rig.guard("[limits]\nmax_string_len = 4\n", "");
     second.start();

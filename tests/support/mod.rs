@@ -114,8 +114,10 @@ pub fn send_signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").args(["-s", sig, &pid.to_string()]).status();
 }
 
-pub fn guard_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ingest-guard")
+/// The binary under test: this build's, or `GUARD_TEST_BIN` (to run the same tests against
+/// another build, e.g. the previous release, for before/after figures).
+pub fn guard_bin() -> String {
+    std::env::var("GUARD_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ingest-guard").to_owned())
 }
 
 /// A guard process with its own config, quarantine folder and HTTP port.
@@ -178,11 +180,6 @@ impl Guard {
     }
 
     pub fn start(&mut self) {
-        self.start_with_env(&[]);
-    }
-
-    /// Start with extra environment variables (test hooks).
-    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -195,7 +192,6 @@ impl Guard {
                 "RUST_LOG",
                 std::env::var("GUARD_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
-            .envs(env.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

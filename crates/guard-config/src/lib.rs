@@ -540,12 +540,16 @@ impl Default for LogConfig {
 pub struct MemoryPlan {
     /// The budget in bytes.
     pub budget: usize,
-    /// `fetch.max.bytes` and `max.partition.fetch.bytes`: budget / 4096 (16 KiB to 1 MiB).
-    /// Compressed bytes per fetch; what they expand to is bounded by the codec's ratio.
+    /// `fetch.max.bytes` and `max.partition.fetch.bytes`: budget / 65536 (4 KiB to 1 MiB).
+    /// Compressed bytes per fetch (at least one batch); what they expand to inside librdkafka,
+    /// before the guard sees a byte, is bounded by the codec's ratio. Small fetches cost no
+    /// throughput here: the guard, not the fetch, is the bottleneck (BENCHMARKS.md).
     pub fetch_max_bytes: usize,
-    /// `receive.message.max.bytes`: room for the largest batch a broker may send (twice
-    /// `limits.max_record_bytes` plus framing); librdkafka also caps a zstd batch's
-    /// decompressed size at it.
+    /// `receive.message.max.bytes`: three times `limits.max_record_bytes` plus 64 KiB. Room
+    /// for the largest batch a broker may send; librdkafka also caps a zstd batch's
+    /// decompressed size at it, and when a producer did not record that size it grows its
+    /// buffer threefold at a time, so a batch of one `max_record_bytes` needs up to three
+    /// times that here.
     pub receive_message_max_bytes: usize,
     /// `queued.max.messages.kbytes`: budget / 16 of decompressed messages.
     pub queued_max_kbytes: u64,
@@ -775,8 +779,12 @@ impl Config {
     /// The sizes derived from `pipeline.memory_budget_mb` ([`MemoryPlan`]).
     pub fn memory_plan(&self) -> MemoryPlan {
         let budget = self.pipeline.memory_budget_mb.max(MIN_MEMORY_BUDGET_MB) << 20;
-        let fetch_max_bytes = (budget / 4096).clamp(16 << 10, 1 << 20);
-        let receive_message_max_bytes = (self.limits.max_record_bytes.saturating_mul(2) + (64 << 10))
+        let fetch_max_bytes = (budget / 65_536).clamp(4 << 10, 1 << 20);
+        let receive_message_max_bytes = self
+            .limits
+            .max_record_bytes
+            .saturating_mul(3)
+            .saturating_add(64 << 10)
             .max(fetch_max_bytes + 512)
             .min(1_000_000_000);
         MemoryPlan {

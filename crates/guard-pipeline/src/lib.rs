@@ -145,6 +145,76 @@ impl AckTracker {
     }
 }
 
+/// A budget of bytes for records waiting between stages (the quarantine queue and buffers):
+/// a stage takes bytes before handing records on, blocking while the budget is spent, and
+/// they return when the records are durable. Back-pressure in bytes, not in items, so a few
+/// huge records cannot hold more memory than many small ones.
+#[derive(Debug)]
+pub struct ByteBudget {
+    cap: usize,
+    used: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// Bytes taken from a [`ByteBudget`]; they return to it when this is dropped.
+#[derive(Debug)]
+pub struct BytesHeld {
+    budget: Option<std::sync::Arc<ByteBudget>>,
+    n: usize,
+}
+
+impl BytesHeld {
+    /// Holds nothing (work that is bounded elsewhere).
+    pub fn none() -> Self {
+        Self { budget: None, n: 0 }
+    }
+}
+
+impl Drop for BytesHeld {
+    fn drop(&mut self) {
+        if let Some(b) = self.budget.take() {
+            let mut used = b.used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *used = used.saturating_sub(self.n);
+            b.freed.notify_all();
+        }
+    }
+}
+
+impl ByteBudget {
+    /// A budget of `cap` bytes (at least 1).
+    pub fn new(cap: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            cap: cap.max(1),
+            used: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+        })
+    }
+
+    /// Take `n` bytes (at most the whole budget), blocking while they are not free.
+    pub fn take(self: &std::sync::Arc<Self>, n: usize) -> BytesHeld {
+        let n = n.min(self.cap);
+        let mut used = self.used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *used + n > self.cap {
+            used = self.freed.wait(used).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *used += n;
+        BytesHeld {
+            budget: Some(std::sync::Arc::clone(self)),
+            n,
+        }
+    }
+
+    /// Bytes taken and not returned yet.
+    pub fn used(&self) -> usize {
+        *self.used.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The budget.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +254,26 @@ mod tests {
         t.ack(&tp(0), 1, a, Part::Quarantine);
         assert!(t.take_commits().is_empty());
         assert_eq!(t.register(&tp(0), 1, 5, 1), None);
+    }
+
+    #[test]
+    fn byte_budget_blocks_until_bytes_return() {
+        let b = ByteBudget::new(100);
+        let first = b.take(80);
+        assert_eq!(b.used(), 80);
+        let b2 = std::sync::Arc::clone(&b);
+        let waiter = std::thread::spawn(move || {
+            let _held = b2.take(50);
+            b2.used()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(b.used(), 80, "the second take waits");
+        drop(first);
+        assert_eq!(waiter.join().unwrap_or(0), 50);
+        assert_eq!(b.used(), 0);
+        let huge = b.take(10_000);
+        assert_eq!(b.used(), 100, "never more than the whole budget");
+        drop(huge);
     }
 
     proptest! {

@@ -241,7 +241,9 @@ pub fn encode(rows: &[QuarantineRow], zstd_level: i32) -> Result<Vec<u8>, Quaran
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
         .set_created_by(format!("ingest-guard {}", guard_core::GUARD_VERSION))
         .build();
-    let mut out = Vec::with_capacity(rows.iter().map(QuarantineRow::approx_bytes).sum::<usize>() / 2 + 4096);
+    // Compressed output is usually far smaller than the rows; start small and let it grow.
+    let mut out =
+        Vec::with_capacity((rows.iter().map(QuarantineRow::approx_bytes).sum::<usize>() / 8).min(1 << 20) + 4096);
     let mut writer = ArrowWriter::try_new(&mut out, arrow_schema(), Some(props))?;
     writer.write(&batch)?;
     writer.close()?;

@@ -19,8 +19,8 @@ mod store;
 pub use buffer::{PartitionBuffer, RollPolicy};
 pub use encode::{arrow_schema, encode, QuarantineRow, ReasonEntry};
 pub use read::{
-    list_files, read_batches_at, read_file, read_raw_at, read_rows_at, scan_summaries, FileInfo, RawRecord, RowSummary,
-    StoredRow,
+    list_files, offsets_in, read_batches_at, read_file, read_raw_at, read_rows_at, scan_summaries, FileInfo, RawRecord,
+    RowSummary, StoredRow,
 };
 pub use store::{
     file_name, file_name_alt, parse_file_name, partition_prefix, stored_offsets, LocalDirStore, QuarantineStore, Stored,

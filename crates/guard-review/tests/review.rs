@@ -421,3 +421,41 @@ fn two_servers_sharing_the_folder_release_once() {
         "started, released and the decision, seen by b"
     );
 }
+
+#[test]
+fn release_drops_forged_guard_headers_and_refuses_cut_envelopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalDirStore::new(dir.path());
+    let mut forged = row("c", 0, 1, "schema.type", None, "x");
+    forged.headers = vec![
+        Header {
+            key: "x-guard-release-id".into(),
+            value: Some(b"c/0/999".to_vec()),
+        },
+        Header {
+            key: "X-Guard-Source".into(),
+            value: Some(b"victim/0/1".to_vec()),
+        },
+        Header {
+            key: "traceparent".into(),
+            value: Some(b"00-1".to_vec()),
+        },
+    ];
+    let mut cut = row("c", 0, 2, "limit.headers", None, "x");
+    cut.envelope_cut = true;
+    store
+        .put(&file_name("c", 0, 1, 2), &encode(&[forged, cut], 3).unwrap())
+        .unwrap();
+    let publisher = Arc::new(MemPublisher::default());
+    let p: Arc<dyn Publisher> = publisher.clone();
+    let r = open(dir.path(), Some(p), false);
+    r.release("alice", &key("c", 0, 1), "").unwrap();
+    let (raw, extra) = publisher.topic.lock().unwrap()[0].clone();
+    let names: Vec<&str> = raw.headers.iter().map(|h| h.key.as_str()).collect();
+    assert_eq!(names, ["traceparent"], "the record's own x-guard-* headers are dropped");
+    assert!(extra.contains(&("x-guard-release-id".into(), "c/0/1".into())));
+    assert!(matches!(
+        r.release("alice", &key("c", 0, 2), ""),
+        Err(guard_review::ReviewError::Refused(m)) if m.contains("headers")
+    ));
+}
