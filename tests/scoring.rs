@@ -100,18 +100,24 @@ fn injected_noise_is_quarantined_by_the_anomaly_model_with_explanations() {
     exactly_once(&rig, &guard.quarantine, records.len());
 }
 
+/// A copy of the committed Shuttle anomaly model (graph and metadata) in the rig's folder, for
+/// tests that change it.
+fn shuttle_model_copy(rig: &Rig) -> std::path::PathBuf {
+    let dir = rig.dir.path().join("models");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["anomaly.onnx", "anomaly.json"] {
+        std::fs::copy(repo().join("models/shuttle").join(f), dir.join(f)).unwrap();
+    }
+    dir
+}
+
 /// Hot swap: a corrupt replacement is refused (422) and the running model keeps scoring; a
 /// valid change (here the metadata's threshold) is picked up by the file watch and swapped in
 /// without a restart; every quarantined record names the model version that judged it.
 #[test]
 fn models_swap_without_restart_and_bad_ones_are_refused() {
     let rig = Rig::new(1);
-    let dir = rig.dir.path().join("models");
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = repo().join("models/shuttle");
-    for f in ["anomaly.onnx", "anomaly.json"] {
-        std::fs::copy(src.join(f), dir.join(f)).unwrap();
-    }
+    let (src, dir) = (repo().join("models/shuttle"), shuttle_model_copy(&rig));
     let lib = repo().join(".tools/onnxruntime/libonnxruntime.so.1.31.1");
     let mut guard = rig.guard_full(
         Some(&rig.output),
@@ -188,12 +194,7 @@ fn models_swap_without_restart_and_bad_ones_are_refused() {
 fn pinned_models_refuse_changed_files() {
     use sha2::Digest;
     let rig = Rig::new(1);
-    let dir = rig.dir.path().join("models");
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = repo().join("models/shuttle");
-    for f in ["anomaly.onnx", "anomaly.json"] {
-        std::fs::copy(src.join(f), dir.join(f)).unwrap();
-    }
+    let dir = shuttle_model_copy(&rig);
     let mut h = sha2::Sha256::new();
     h.update(std::fs::read(dir.join("anomaly.onnx")).unwrap());
     h.update(std::fs::read(dir.join("anomaly.json")).unwrap());

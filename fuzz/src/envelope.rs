@@ -45,7 +45,10 @@ fn main() {
         let (headers, envelope) = b.finish();
         assert!(key.as_ref().map_or(0, Vec::len) <= limits.max_key_bytes);
         assert!(headers.len() <= limits.max_headers);
-        let kept: usize = headers.iter().map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len)).sum();
+        let kept: usize = headers
+            .iter()
+            .map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len))
+            .sum();
         assert!(kept <= limits.max_header_bytes, "kept {kept} header bytes");
         let payload = data.to_vec();
         let record = Record {

@@ -900,6 +900,12 @@ impl Config {
                 bad(key, "must be greater than 0".into());
             }
         }
+        if self.quarantine.roll_max_rows as i64 > guard_core::limits::MAX_ROWS_PER_QUARANTINE_FILE {
+            bad(
+                "quarantine.roll_max_rows",
+                format!("at most {}", guard_core::limits::MAX_ROWS_PER_QUARANTINE_FILE),
+            );
+        }
         if self.pipeline.memory_budget_mb < MIN_MEMORY_BUDGET_MB {
             bad("pipeline.memory_budget_mb", format!("at least {MIN_MEMORY_BUDGET_MB}"));
         }

@@ -21,6 +21,9 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 8 * 1024;
 /// Default for [`Limits::max_record_bytes`]: 1,000,000 bytes, librdkafka's and the Java
 /// producer's default `message.max.bytes`, so whatever passes fits a default clean topic.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
+/// Most rows one quarantine file may hold: `quarantine.roll_max_rows` is validated against it,
+/// and a file whose footer declares more is not read (it is not the guard's).
+pub const MAX_ROWS_PER_QUARANTINE_FILE: i64 = 1 << 24;
 /// Largest depth a configuration may ask for; the JSON decoder's own recursion guard is 128.
 pub const MAX_CONFIGURABLE_DEPTH: usize = 120;
 

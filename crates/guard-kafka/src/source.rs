@@ -64,6 +64,22 @@ struct Shared {
     generation: AtomicU64,
     drain_timeout: Duration,
     to_commit: Mutex<HashMap<TopicPartition, i64>>,
+    error_log: LogEvery,
+}
+
+/// Lets a repeating warning through at most once a second.
+#[derive(Debug, Default)]
+struct LogEvery(Mutex<Option<Instant>>);
+
+impl LogEvery {
+    fn due(&self) -> bool {
+        let mut last = lock(&self.0);
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -150,7 +166,10 @@ pub struct GuardContext {
 
 impl ClientContext for GuardContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        warn!(error = %error, reason, "kafka client error");
+        // A broken batch repeats its error on every fetch: count each, log a few.
+        if self.shared.error_log.due() {
+            warn!(error = %error, reason, "kafka client error");
+        }
         metrics::counter!("guard_kafka_client_errors_total").increment(1);
         self.shared.health.note_error(format!("kafka: {reason}"));
     }
@@ -255,6 +274,7 @@ impl Source {
             generation: AtomicU64::new(0),
             drain_timeout: settings.drain_timeout,
             to_commit: Mutex::new(HashMap::new()),
+            error_log: LogEvery::default(),
         });
         let consumer: BaseConsumer<GuardContext> = config.create_with_context(GuardContext {
             shared: Arc::clone(&shared),
@@ -405,7 +425,9 @@ impl Source {
             }
             _ => "other",
         };
-        warn!(error = %e, kind, "consume error");
+        if self.shared.error_log.due() {
+            warn!(error = %e, kind, "consume error (repeats are counted, logged at most once a second)");
+        }
         metrics::counter!("guard_source_errors_total", "kind" => kind).increment(1);
     }
 

@@ -138,7 +138,7 @@ pub fn read_file(path: &Path) -> Result<Vec<StoredRow>, QuarantineError> {
 
 fn read_file_unguarded(path: &Path) -> Result<Vec<StoredRow>, QuarantineError> {
     let file = File::open(path).map_err(|e| QuarantineError::io(path.display(), e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let reader = checked(ParquetRecordBatchReaderBuilder::try_new(file)?)?.build()?;
     let mut out = Vec::new();
     for batch in reader {
         rows_of(&batch?, &mut out)?;
@@ -197,7 +197,7 @@ fn reader_at(
 ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, QuarantineError> {
     use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
     let file = File::open(path).map_err(|e| QuarantineError::io(path.display(), e))?;
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let mut builder = checked(ParquetRecordBatchReaderBuilder::try_new(file)?)?;
     if let Some(names) = projection {
         let schema = builder.schema();
         let idx: Vec<usize> = names.iter().filter_map(|n| schema.index_of(n).ok()).collect();
@@ -347,7 +347,7 @@ fn scan_summaries_unguarded(
     mut f: impl FnMut(RowSummary<'_>, &[&str]),
 ) -> Result<usize, QuarantineError> {
     let file = File::open(path).map_err(|e| QuarantineError::io(path.display(), e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let builder = checked(ParquetRecordBatchReaderBuilder::try_new(file)?)?;
     let has_source = builder.schema().index_of("source").is_ok();
     let mut names = vec![
         "offset",
@@ -482,6 +482,27 @@ fn header_columns(hs: &dyn Array) -> Result<(&StringArray, &BinaryArray), Quaran
     Ok((k, v))
 }
 
+/// Most rows a file may declare. The guard writes at most `quarantine.roll_max_rows` per file
+/// (validated to stay below this); a footer that declares more is not the guard's, and decoding
+/// the pages it describes could take very long for a small file.
+const MAX_ROWS_PER_FILE: i64 = guard_core::limits::MAX_ROWS_PER_QUARANTINE_FILE;
+
+/// Refuse a file whose footer declares more rows than a quarantine file can hold, or row
+/// groups that do not add up, before any page is decoded.
+fn checked<T>(
+    builder: parquet::arrow::arrow_reader::ArrowReaderBuilder<T>,
+) -> Result<parquet::arrow::arrow_reader::ArrowReaderBuilder<T>, QuarantineError> {
+    let meta = builder.metadata();
+    let rows = meta.file_metadata().num_rows();
+    let groups: i64 = meta.row_groups().iter().map(|g| g.num_rows().max(0)).sum();
+    if !(0..=MAX_ROWS_PER_FILE).contains(&rows) || groups != rows {
+        return Err(QuarantineError::Format(format!(
+            "the footer declares {rows} rows ({groups} in its row groups); a quarantine file holds at most {MAX_ROWS_PER_FILE}"
+        )));
+    }
+    Ok(builder)
+}
+
 /// Run a reader over untrusted bytes; a panic inside the Parquet or Arrow decoders (a damaged
 /// file) becomes an error for that file instead of taking the process down.
 fn guarded<T>(f: impl FnOnce() -> Result<T, QuarantineError>) -> Result<T, QuarantineError> {
@@ -495,7 +516,7 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, QuarantineError>) -> Result<T, Quara
 /// The `offset` column of a quarantine file held in memory (replay de-duplication).
 pub fn offsets_in(bytes: Vec<u8>) -> Result<Vec<i64>, QuarantineError> {
     guarded(|| {
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))?;
+        let builder = checked(ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))?)?;
         let idx = builder
             .schema()
             .index_of("offset")
