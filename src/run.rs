@@ -289,8 +289,26 @@ fn build_hub(cfg: &Config, judge: &Judge) -> anyhow::Result<(Arc<crate::drift::D
     Ok((Arc::new(hub), rx))
 }
 
+/// Panics are logged through `tracing` with their message and location, without a
+/// backtrace: resolving one reads the binary's debug information, about 170 MiB of memory
+/// (measured), which would break the memory budget, and the judge workers contain a panic per
+/// record. Set `INGEST_GUARD_PANIC_BACKTRACE=1` to log one for the first panic.
+fn install_panic_hook() {
+    static FIRST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    let backtraces = std::env::var_os("INGEST_GUARD_PANIC_BACKTRACE").is_some_and(|v| v == "1");
+    std::panic::set_hook(Box::new(move |info| {
+        if backtraces && FIRST.swap(false, Ordering::Relaxed) {
+            let backtrace = std::backtrace::Backtrace::force_capture();
+            error!(panic = %info, %backtrace, "panic");
+        } else {
+            error!(panic = %info, "panic");
+        }
+    }));
+}
+
 pub fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     init_tracing(&cfg);
+    install_panic_hook();
     for problem in crate::cli::deliverability(&cfg, "config") {
         tracing::warn!(%problem, "records over the producer's limit will be quarantined with sink.rejected (`check` refuses this configuration)");
     }

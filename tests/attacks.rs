@@ -386,13 +386,13 @@ fn compression_bombs(codecs: &[&str]) -> u64 {
     bomb.extend(std::iter::repeat_n(b'A', 999_000 - bomb.len() - 2));
     bomb.extend(b"\"}");
     let bombs: Vec<(Option<String>, Vec<u8>)> = (0..400).map(|i| (Some(format!("bomb{i}")), bomb.clone())).collect();
-    produce(&producer(&addr, 1 << 20), &rig.input, &valid(0, 10_000), 1);
+    produce(&producer(&addr, 1 << 20), &rig.input, &valid(0, 4_000), 1);
     for codec in codecs {
         produce(&codec_producer(&addr, codec), &rig.input, &bombs, 1);
     }
-    produce(&producer(&addr, 1 << 20), &rig.input, &valid(10_000, 10_000), 1);
+    produce(&producer(&addr, 1 << 20), &rig.input, &valid(4_000, 4_000), 1);
     let attacked = Instant::now();
-    let n = 20_000 + 400 * codecs.len();
+    let n = 8_000 + 400 * codecs.len();
     rig.wait_committed(n, Duration::from_secs(60), "every offset committed");
     let took = attacked.elapsed();
     let rss = guard.peak_rss_kib();

@@ -53,8 +53,8 @@ fn cooperative_rebalance_keeps_partitions_flowing() {
     wait_for(Duration::from_secs(60), "a holds all partitions", || {
         partitions(&a) == Some(4)
     });
-    let all = shuttle_mix(90_000, 30);
-    rig.produce(&all[..60_000]);
+    let all = shuttle_mix(45_000, 30);
+    rig.produce(&all[..30_000]);
     wait_for(Duration::from_secs(120), "a working", || {
         a.metric_sum("guard_source_records_total") >= 10_000.0
     });
@@ -69,18 +69,18 @@ fn cooperative_rebalance_keeps_partitions_flowing() {
         .map(|(_, v)| *v)
         .sum::<f64>();
     assert!(revoked >= 1.0, "a gave partitions up incrementally");
-    rig.produce(&all[60_000..]);
+    rig.produce(&all[30_000..]);
     rig.wait_committed(
-        90_000,
+        45_000,
         Duration::from_secs(180),
         "everything committed, kept partitions included",
     );
     assert!(a.term());
     assert!(b.term());
-    let (out_len, q_len, out_dups, q_dups) = rig.reconcile(&b.quarantine, 90_000);
+    let (out_len, q_len, out_dups, q_dups) = rig.reconcile(&b.quarantine, 45_000);
     eprintln!("cooperative test: output {out_len} (dups {out_dups}), quarantine {q_len} (dups {q_dups})");
     assert_eq!(q_dups, 0);
-    assert_eq!(q_len, 90_000 / 30);
+    assert_eq!(q_len, 45_000 / 30);
 }
 
 /// The same key statistics from the three views of one stream: a single instance's local view
