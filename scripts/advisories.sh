@@ -6,7 +6,7 @@
 # the date in its name wins. Online, run `cargo deny check advisories` instead (README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-snap=$(ls -1 ../shared/advisory-db/rustsec-advisory-db-*.tar.gz .ci/advisory-db/rustsec-advisory-db-*.tar.gz 2>/dev/null \
+snap=$( { ls -1 ../shared/advisory-db/rustsec-advisory-db-*.tar.gz .ci/advisory-db/rustsec-advisory-db-*.tar.gz 2>/dev/null || true; } \
   | awk -F'rustsec-advisory-db-' '{print $2 "\t" $0}' | sort | tail -n 1 | cut -f2)
 if [ -z "$snap" ]; then
   echo "advisories: no RustSec snapshot found (../shared/advisory-db or .ci/advisory-db)" >&2
