@@ -50,18 +50,9 @@ EOT
   local g=$!
   pids+=($g)
   while [ "$(metric guard_source_records_total 2>/dev/null || echo 0)" -eq 0 ]; do sleep 0.01; done
-  local t0 t1 done_n
+  local t0 t1
   t0=$(now)
-  while :; do
-    done_n=$(( $(metric guard_sink_delivered_records_total) + $(metric guard_pipeline_records_quarantined_total) ))
-    [ "$done_n" -ge "$N" ] && break
-    if curl -sf "http://127.0.0.1:$HTTP/readyz" 2>/dev/null | grep -q '"unreadable"'; then
-      echo "bench: $name stopped on an unreadable batch:" >&2
-      curl -s "http://127.0.0.1:$HTTP/readyz" >&2
-      kill -TERM $g; return 1
-    fi
-    sleep 0.02
-  done
+  wait_judged "$N" "$g" || return 1
   t1=$(now)
   local rss
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$g/status")

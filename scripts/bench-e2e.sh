@@ -50,11 +50,7 @@ echo "--- guard throughput"
 g=$!; pids+=($g)
 while [ "$(metric guard_source_records_total 2>/dev/null || echo 0)" -eq 0 ]; do sleep 0.01; done
 t0=$(now)
-while :; do
-  done_n=$(( $(metric guard_sink_delivered_records_total) + $(metric guard_pipeline_records_quarantined_total) ))
-  [ "$done_n" -ge "$N" ] && break
-  sleep 0.02
-done
+wait_judged "$N" "$g"
 t1=$(now)
 python3 -c "import json;n=$N;s=$t1-$t0;print(json.dumps({'guard_records':n,'seconds':round(s,3),'records_per_sec':round(n/s)}))" | tee "$OUT/guard.json"
 kill -TERM $g; wait $g || true

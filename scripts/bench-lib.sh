@@ -18,3 +18,19 @@ metric() { curl -sf "http://127.0.0.1:$HTTP/metrics" | awk -v m="$1" '$1 ~ "^"m"
 pin() { if command -v taskset >/dev/null; then taskset -c 0 "$@"; else "$@"; fi; }
 # Real Shuttle rows with every 100th replaced by a hostile one (1e999), into $1.
 hostile_mix() { awk 'NR % 100 == 0 {print "{\"source\":\"x\",\"features\":[1e999],\"label\":0}"; next} {print}' .data/shuttle.jsonl > "$1"; }
+# Wait until the guard on $HTTP has delivered or quarantined $1 records; stop it (pid $2) and
+# fail when it reports a partition stuck on an unreadable batch instead.
+wait_judged() {
+  local done_n
+  while :; do
+    done_n=$(( $(metric guard_sink_delivered_records_total) + $(metric guard_pipeline_records_quarantined_total) ))
+    [ "$done_n" -ge "$1" ] && return 0
+    if curl -sf "http://127.0.0.1:$HTTP/readyz" 2>/dev/null | grep -q '"unreadable"'; then
+      echo "bench: the guard stopped on an unreadable batch:" >&2
+      curl -s "http://127.0.0.1:$HTTP/readyz" >&2
+      kill -TERM "$2"
+      return 1
+    fi
+    sleep 0.02
+  done
+}

@@ -118,15 +118,20 @@ fn review_err(e: &ReviewError) -> Response {
 /// Who is asking, or the refusal.
 #[allow(clippy::result_large_err)]
 fn who(r: &Review, h: &HeaderMap) -> Result<Identity, Response> {
-    if !r.auth().configured() {
+    identify(r.auth(), h)
+}
+
+/// The reviewer a request comes from (basic auth or the sign-in cookie), or 401.
+#[allow(clippy::result_large_err)]
+fn identify(auth: &crate::auth::Auth, h: &HeaderMap) -> Result<Identity, Response> {
+    if !auth.configured() {
         return Err(err(
             StatusCode::UNAUTHORIZED,
             "no reviewers are configured ([[review.reviewers]])",
         ));
     }
     let get = |n: header::HeaderName| h.get(n).and_then(|v| v.to_str().ok());
-    r.auth()
-        .identify(get(header::AUTHORIZATION), get(header::COOKIE))
+    auth.identify(get(header::AUTHORIZATION), get(header::COOKIE))
         .ok_or_else(|| err(StatusCode::UNAUTHORIZED, "sign in, or send HTTP basic auth"))
 }
 
@@ -143,16 +148,7 @@ fn actor(r: &Review, h: &HeaderMap) -> Result<Identity, Response> {
 /// a POST, but it cannot read the token.
 #[allow(clippy::result_large_err)]
 pub fn check_action(auth: &crate::auth::Auth, h: &HeaderMap) -> Result<Identity, Response> {
-    if !auth.configured() {
-        return Err(err(
-            StatusCode::UNAUTHORIZED,
-            "no reviewers are configured ([[review.reviewers]])",
-        ));
-    }
-    let get = |n: header::HeaderName| h.get(n).and_then(|v| v.to_str().ok());
-    let id = auth
-        .identify(get(header::AUTHORIZATION), get(header::COOKIE))
-        .ok_or_else(|| err(StatusCode::UNAUTHORIZED, "sign in, or send HTTP basic auth"))?;
+    let id = identify(auth, h)?;
     same_origin(h)?;
     let token = h.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
     let same =
