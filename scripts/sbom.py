@@ -3,7 +3,7 @@
 
 RustSec (`cargo deny check advisories`) covers the Rust crates; the C and C++ code the guard
 runs does not appear there: librdkafka (bundled by rdkafka-sys, with its own lz4 and snappy),
-zstd (zstd-sys), zlib (the system's), and the ONNX Runtime library loaded at run time. This
+zstd (zstd-sys), zlib and OpenSSL (the system's), and the ONNX Runtime library loaded at run time. This
 lists all of them in one place, each with version, source and SHA-256, so they can be checked
 against vendor advisories (librdkafka's GitHub advisories, ONNX Runtime's, Debian's tracker).
 
@@ -54,9 +54,9 @@ def bundled_lz4_version(rdkafka_sys_version):
     return "bundled"
 
 
-def system_zlib():
+def system_zlib(package="zlib1g"):
     try:
-        out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "zlib1g"], capture_output=True, text=True)
+        out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True, text=True)
         return out.stdout.strip() or None
     except OSError:
         return None
@@ -77,7 +77,7 @@ def build(with_machine=True):
             "purl": f"pkg:github/confluentinc/librdkafka@v{librdkafka}",
             "description": f"C Kafka client, compiled from the source bundled in the rdkafka-sys {rks[1]} crate (hash: the crate's)",
             "hashes": sha(rks[2]),
-            "properties": [{"name": "ingest-guard:features", "value": "libz (system zlib), zstd (zstd-sys); no TLS, no SASL"}],
+            "properties": [{"name": "ingest-guard:features", "value": "libz (system zlib), zstd (zstd-sys), ssl (system OpenSSL), SASL PLAIN, SCRAM and OAUTHBEARER (unsecured JWT; no OIDC: built without libcurl; no GSSAPI: built without cyrus-sasl)"}],
         })
         comps.append({
             "type": "library", "name": "lz4", "version": bundled_lz4_version(rks[1]),
@@ -102,6 +102,12 @@ def build(with_machine=True):
     if with_machine:
         zlib["version"] = system_zlib() or "system"
     comps.append(zlib)
+    ossl = crate(pkgs, "openssl-sys")
+    openssl = {"type": "library", "name": "openssl", "purl": "pkg:deb/debian/libssl3",
+               "description": f"linked through openssl-sys {ossl[1] if ossl else '?'}: the system's libssl.so.3 and libcrypto.so.3 (Debian libssl3), librdkafka's TLS and SCRAM"}
+    if with_machine:
+        openssl["version"] = system_zlib("libssl3") or "system"
+    comps.append(openssl)
     ort_version, ort_sha = onnxruntime_pin()
     comps.append({
         "type": "library", "name": "onnxruntime", "version": ort_version,
@@ -129,8 +135,9 @@ def main():
         committed = json.loads(Path(sys.argv[2]).read_text())
         want = build(with_machine=False)
         key = lambda c: (c["name"], c.get("version"), json.dumps(c.get("hashes", [])))
-        have = {key(c) for c in committed["components"] if c["name"] != "zlib"}
-        need = {key(c) for c in want["components"] if c["name"] != "zlib"}
+        system = ("zlib", "openssl")  # versions are the machine's
+        have = {key(c) for c in committed["components"] if c["name"] not in system}
+        need = {key(c) for c in want["components"] if c["name"] not in system}
         if have != need:
             missing = sorted(need - have)[:10]
             stale = sorted(have - need)[:10]

@@ -32,6 +32,13 @@ need cc || apt_install build-essential
 need make || apt_install make
 need curl || apt_install curl
 need cargo || { echo "setup: the Rust toolchain (cargo) is required: see README" >&2; exit 1; }
+# TLS to Kafka: librdkafka is built against the system OpenSSL (headers from libssl-dev,
+# found with pkg-config). The TLS tests make certificates with openssl and terminate TLS in
+# front of the test broker with stunnel.
+need pkg-config || apt_install pkg-config
+[ -e /usr/include/openssl/ssl.h ] || apt_install libssl-dev
+need openssl || apt_install openssl
+need stunnel4 || need stunnel || apt_install stunnel4
 
 # name==version sha256
 WHEELS=(
@@ -82,6 +89,15 @@ fi
 if [ ! -s "$DATA/diamonds.jsonl" ]; then
   extract "$TOOLS/wheels/plotnine-0.15.9-py3-none-any.whl" plotnine/data/diamonds.csv "$TOOLS/diamonds.csv"
   python3 scripts/make_samples.py --diamonds "$TOOLS/diamonds.csv" --out "$DATA"
+fi
+# S3-compatible object storage for the quarantine-in-object-storage tests: s3s-fs serves the
+# S3 API (SigV4, conditional puts) over a local folder. Built from crates.io once per machine
+# (about 2 minutes on 2 cores) into the cache outside the clone; 0.14.1 is the newest that
+# builds with Rust 1.95.
+S3S_ROOT=${S3S_FS_ROOT:-$HOME/.cache/ingest-guard/s3s-fs-0.14.1}
+if [ ! -x "$S3S_ROOT/bin/s3s-fs" ]; then
+  echo "setup: building s3s-fs 0.14.1 from crates.io (one time)"
+  cargo install --quiet --locked --root "$S3S_ROOT" s3s-fs@0.14.1 --features binary
 fi
 echo "setup: onnxruntime $ORT_LIB"
 echo "setup: broker $TOOLS/tansu ($("$TOOLS/tansu" --version)), data in $DATA"

@@ -35,6 +35,9 @@ scripts/advisories.sh
 step "SBOM of native and Rust components is current (sbom/ingest-guard.cdx.json)"
 python3 scripts/sbom.py --check sbom/ingest-guard.cdx.json
 
+step "deployment files: Kubernetes manifests against the API schemas (kubernetes-validate, offline)"
+scripts/validate-deploy.sh
+
 step "cargo test (unit, property, fixtures, integration against a real broker)"
 # Integration tests start their own broker per test and run one at a time: each one loads the
 # 2-core machine with a broker, the guard and a producer. `test-hooks` compiles in the test-only

@@ -3,8 +3,10 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use guard_config::Config;
+use guard_quarantine::QuarantineStore;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Guards ML training streams on Kafka: limits, schema checks, quarantine to Parquet, nothing lost.
 #[derive(Debug, Parser)]
@@ -127,17 +129,22 @@ pub enum QuarantineCommand {
         /// Quarantine folder (or give --config to use the configured one).
         #[arg(long, conflicts_with = "config")]
         dir: Option<PathBuf>,
-        /// Configuration file whose `quarantine.dir` to list.
+        /// Configuration file whose quarantine (`quarantine.url` or `quarantine.dir`) to list.
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Print the records of one file (or of every file under a folder) with their reasons.
+    /// Print the records of one file (or of every file under a folder, or of the configured
+    /// quarantine with --config) with their reasons.
     Show {
         /// A quarantine .parquet file or a folder.
-        path: PathBuf,
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
+        path: Option<PathBuf>,
+        /// Configuration file whose quarantine (`quarantine.url` or `quarantine.dir`) to show.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
@@ -277,18 +284,13 @@ pub fn check_problems(path: &Path, connect: bool) -> (Vec<String>, Config, Vec<S
     }
     out.extend(deliverability(&cfg, &file));
     if connect && out.is_empty() {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let consumer: Result<BaseConsumer, _> = guard_kafka::consumer_config(&cfg).create();
-        match consumer.map(|c| c.fetch_metadata(None, std::time::Duration::from_secs(5))) {
-            Ok(Ok(_)) => {
+        match guard_kafka::probe(&cfg, std::time::Duration::from_secs(10)) {
+            Ok(()) => {
                 if let Some(p) = topic_limit(&cfg, &file) {
                     out.push(p);
                 }
             }
-            Ok(Err(e)) | Err(e) => out.push(format!(
-                "{file}: kafka.brokers: cannot reach {}: {e}",
-                cfg.kafka.brokers
-            )),
+            Err(problem) => out.push(format!("{file}: kafka.brokers: {}", problem.message(&cfg))),
         }
     }
     (out, cfg, scoring)
@@ -354,7 +356,17 @@ fn check(path: &Path, connect: bool) -> ExitCode {
             println!("  route {} -> {}", r.topic, r.schema.display());
         }
         println!("  mode {:?}, output {:?}", cfg.pipeline.mode, cfg.kafka.output_topic);
-        println!("  quarantine {}", cfg.quarantine.dir.display());
+        println!("  quarantine {}", crate::run::quarantine_where(&cfg));
+        println!(
+            "  kafka {} over {}, {}",
+            cfg.kafka.brokers,
+            cfg.kafka
+                .properties
+                .get("security.protocol")
+                .map_or("PLAINTEXT", String::as_str),
+            guard_kafka::librdkafka_features()
+        );
+        println!("  workers {}", cfg.pipeline.workers.count());
         for line in scoring {
             println!("  {line}");
         }
@@ -371,59 +383,89 @@ fn check(path: &Path, connect: bool) -> ExitCode {
 fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         QuarantineCommand::Ls { dir, config, json } => {
-            let dir = match (dir, config) {
-                (Some(d), _) => d,
-                (None, Some(c)) => {
-                    Config::load(&c)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?
-                        .quarantine
-                        .dir
-                }
+            let store = match (dir, config) {
+                (Some(d), _) => Arc::new(guard_quarantine::LocalDirStore::new(d)) as Arc<dyn QuarantineStore>,
+                (None, Some(c)) => crate::run::quarantine_store(
+                    &Config::load(&c).map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?,
+                )?,
                 (None, None) => anyhow::bail!("give --dir or --config"),
             };
-            let files = guard_quarantine::list_files(&dir).with_context(|| format!("listing {}", dir.display()))?;
-            if json {
-                for f in &files {
-                    println!("{}", serde_json::to_string(f)?);
-                }
-            } else {
+            let files = guard_quarantine::list_files(store.as_ref())
+                .with_context(|| format!("listing {}", store.describe()))?;
+            let mut total = 0i64;
+            if !json {
                 println!(
-                    "{:<28} {:>5} {:>12} {:>12} {:>8} {:>10}  path",
+                    "{:<28} {:>5} {:>12} {:>12} {:>8} {:>10}  name",
                     "topic", "part", "first", "last", "rows", "bytes"
                 );
-                for f in &files {
+            }
+            for f in &files {
+                // -1: not readable as a quarantine file (a foreign or damaged file).
+                let rows = store
+                    .get_bytes(&f.name)
+                    .ok()
+                    .and_then(|b| guard_quarantine::file_rows(&b))
+                    .unwrap_or(-1);
+                total += rows.max(0);
+                if json {
+                    let mut v = serde_json::to_value(f)?;
+                    v["rows"] = rows.into();
+                    println!("{v}");
+                } else {
                     println!(
                         "{:<28} {:>5} {:>12} {:>12} {:>8} {:>10}  {}",
-                        f.topic,
-                        f.partition,
-                        f.first_offset,
-                        f.last_offset,
-                        f.rows,
-                        f.bytes,
-                        f.path.display()
+                        f.topic, f.partition, f.first_offset, f.last_offset, rows, f.bytes, f.name
                     );
                 }
-                let rows: i64 = files.iter().map(|f| f.rows.max(0)).sum();
-                println!("{} file(s), {} record(s)", files.len(), rows);
+            }
+            if !json {
+                println!("{} file(s), {} record(s) in {}", files.len(), total, store.describe());
             }
             Ok(ExitCode::SUCCESS)
         }
-        QuarantineCommand::Show { path, json, limit } => {
-            let files: Vec<PathBuf> = if path.is_dir() {
-                guard_quarantine::list_files(&path)?
-                    .into_iter()
-                    .map(|f| f.path)
-                    .collect()
-            } else {
-                vec![path]
+        QuarantineCommand::Show {
+            path,
+            config,
+            json,
+            limit,
+        } => {
+            let (store, names): (Arc<dyn QuarantineStore>, Vec<String>) = match (path, config) {
+                (_, Some(c)) => {
+                    let store = crate::run::quarantine_store(
+                        &Config::load(&c).map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?,
+                    )?;
+                    let names = guard_quarantine::list_files(store.as_ref())?
+                        .into_iter()
+                        .map(|f| f.name)
+                        .collect();
+                    (store, names)
+                }
+                (Some(p), None) if p.is_dir() => {
+                    let store = Arc::new(guard_quarantine::LocalDirStore::new(&p));
+                    let names = guard_quarantine::list_files(store.as_ref())?
+                        .into_iter()
+                        .map(|f| f.name)
+                        .collect();
+                    (store, names)
+                }
+                (Some(p), None) => {
+                    let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    (Arc::new(guard_quarantine::LocalDirStore::new(dir)), vec![name])
+                }
+                (None, None) => anyhow::bail!("give a file, a folder or --config"),
             };
+            let files = names;
             let mut shown = 0;
             for f in files {
                 // A file that is not a readable quarantine file is reported and skipped.
-                let rows = match guard_quarantine::read_file(&f) {
+                let rows = match store.get_bytes(&f).and_then(|b| guard_quarantine::read_file(&b)) {
                     Ok(rows) => rows,
                     Err(e) => {
-                        eprintln!("skipping {}: {e}", terminal_safe(&f.display().to_string()));
+                        eprintln!("skipping {}: {e}", terminal_safe(&f));
                         continue;
                     }
                 };

@@ -155,7 +155,7 @@ impl Publisher for KafkaPublisher {
 pub fn settings(cfg: &Config) -> Settings {
     let r = &cfg.review;
     Settings {
-        quarantine_dir: cfg.quarantine.dir.clone(),
+        quarantine: crate::run::quarantine_where(cfg),
         audit_dir: r
             .audit_dir
             .clone()
@@ -186,7 +186,9 @@ pub fn auth(cfg: &Config) -> anyhow::Result<Auth> {
 
 /// Open the review service (off the async workers: it scans the quarantine folder).
 pub fn open(cfg: &Config, publisher: Option<Arc<dyn Publisher>>, live: Live) -> anyhow::Result<Arc<Review>> {
-    let review = Review::open(settings(cfg), auth(cfg)?, publisher, live).context("opening the review service")?;
+    let store = crate::run::quarantine_store(cfg)?;
+    let review =
+        Review::open(settings(cfg), store, auth(cfg)?, publisher, live).context("opening the review service")?;
     Ok(Arc::new(review))
 }
 
@@ -240,7 +242,7 @@ pub fn serve(cfg: Config, with_broker: bool) -> anyhow::Result<std::process::Exi
                 async move { text }
             }),
         );
-        tracing::info!(%addr, quarantine = %cfg.quarantine.dir.display(), "review dashboard at http://{addr}/review");
+        tracing::info!(%addr, quarantine = %crate::run::quarantine_where(&cfg), "review dashboard at http://{addr}/review");
         guard_server::serve(addr, app, async {
             shutdown_signal().await;
         })

@@ -216,6 +216,11 @@ fn describe_metrics() {
         Unit::Count,
         "Inbound x-guard-* (and provenance) headers removed before forwarding"
     );
+    describe_gauge!(
+        "guard_pipeline_workers",
+        Unit::Count,
+        "Judge worker threads running (pipeline.workers; \"auto\": one per usable core)"
+    );
     describe_counter!(
         "guard_pipeline_panics_total",
         Unit::Count,
@@ -323,12 +328,42 @@ pub fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     rt.block_on(run_async(cfg, prom, judge))
 }
 
+/// The quarantine store the configuration names: object storage (`quarantine.url`) or the
+/// local folder (`quarantine.dir`).
+pub fn quarantine_store(cfg: &Config) -> anyhow::Result<Arc<dyn QuarantineStore>> {
+    let q = &cfg.quarantine;
+    Ok(match &q.url {
+        Some(url) => Arc::new(
+            guard_quarantine::ObjectStoreQuarantine::open(&guard_quarantine::ObjectSettings {
+                url: url.clone(),
+                endpoint: q.endpoint.clone(),
+                region: q.region.clone(),
+                allow_http: q.allow_http,
+                request_timeout: Duration::from_millis(q.request_timeout_ms),
+                credentials: None,
+            })
+            .with_context(|| format!("quarantine.url {url}"))?,
+        ),
+        None => Arc::new(LocalDirStore::new(&q.dir)),
+    })
+}
+
+/// Where quarantine files go, for logs.
+pub fn quarantine_where(cfg: &Config) -> String {
+    cfg.quarantine
+        .url
+        .clone()
+        .unwrap_or_else(|| cfg.quarantine.dir.display().to_string())
+}
+
 async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> anyhow::Result<ExitCode> {
     let health = Arc::new(Health::default());
     let tracker = Arc::new(Mutex::new(AckTracker::new()));
     let flush = Arc::new(FlushSignal::default());
     let shutdown = Arc::new(AtomicBool::new(false));
     let p = &cfg.pipeline;
+    let workers_n = p.workers.count();
+    metrics::gauge!("guard_pipeline_workers").set(workers_n as f64);
 
     let settings = SourceSettings {
         topics: cfg.routes.iter().map(|r| r.topic.clone()).collect(),
@@ -361,11 +396,11 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
         )?),
         _ => None,
     };
-    let store: Arc<dyn QuarantineStore> = Arc::new(LocalDirStore::new(&cfg.quarantine.dir));
+    let store = quarantine_store(&cfg)?;
 
     // Stages, joined by bounded channels.
     let summary = Arc::new(Mutex::new(Summary {
-        quarantine_dir: cfg.quarantine.dir.display().to_string(),
+        quarantine_dir: store.describe(),
         ..Summary::default()
     }));
     // Quarantine work items are small (rows of suspects only), so this channel is deeper: a
@@ -398,7 +433,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
         // built from these bytes.
         let set = Arc::new(crate::score::ModelSet::read(&cfg)?);
         model_set = Some(Arc::clone(&set));
-        for i in 0..p.workers {
+        for i in 0..workers_n {
             let (s, pr) = crate::score::Scoring::from_set(&cfg, &judge, &set)?;
             if i == 0 {
                 s.announce();
@@ -410,7 +445,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
         info!(provider = name, requested = ?cfg.scoring.execution_provider, "scoring on");
         metrics::gauge!("guard_score_provider_info", "provider" => name).set(1.0);
     } else {
-        scorings.resize_with(p.workers, || None);
+        scorings.resize_with(workers_n, || None);
     }
     let reloader = match (scorings.first(), model_set) {
         (Some(Some(first)), Some(set)) => Some(Arc::new(crate::score::Reloader::new(
@@ -427,7 +462,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     let mut scorings = scorings.into_iter();
     let mut work_txs = Vec::new();
     let mut workers = Vec::new();
-    for i in 0..p.workers {
+    for i in 0..workers_n {
         let (tx, rx) = mpsc::channel::<Batch>(p.channel_capacity);
         work_txs.push(tx);
         let ctx = WorkerCtx {
@@ -500,7 +535,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     }));
 
     let consumer = source.spawn(work_txs, Arc::clone(&shutdown))?;
-    info!(mode = ?p.mode, quarantine = %cfg.quarantine.dir.display(), "ingest-guard running");
+    info!(mode = ?p.mode, workers = workers_n, quarantine = %quarantine_where(&cfg), "ingest-guard running");
 
     // Wait for a signal, or for the consumer or the server to stop on their own.
     let consumer_done = tokio::task::spawn_blocking(move || consumer.join().is_ok());

@@ -20,6 +20,10 @@ pub enum ToolsCommand {
         /// Bootstrap servers.
         #[arg(long, default_value = "127.0.0.1:9092")]
         brokers: String,
+        /// librdkafka property for this client, `KEY=VALUE` (repeatable), e.g.
+        /// `-X security.protocol=SSL -X ssl.ca.location=ca.pem`.
+        #[arg(short = 'X', long = "property", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
         /// Topic to produce to.
         #[arg(long)]
         topic: String,
@@ -51,6 +55,10 @@ pub enum ToolsCommand {
         /// Bootstrap servers.
         #[arg(long, default_value = "127.0.0.1:9092")]
         brokers: String,
+        /// librdkafka property for this client, `KEY=VALUE` (repeatable), e.g.
+        /// `-X security.protocol=SSL -X ssl.ca.location=ca.pem`.
+        #[arg(short = 'X', long = "property", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
         /// Topic to read.
         #[arg(long)]
         topic: String,
@@ -63,6 +71,10 @@ pub enum ToolsCommand {
         /// Bootstrap servers.
         #[arg(long, default_value = "127.0.0.1:9092")]
         brokers: String,
+        /// librdkafka property for this client, `KEY=VALUE` (repeatable), e.g.
+        /// `-X security.protocol=SSL -X ssl.ca.location=ca.pem`.
+        #[arg(short = 'X', long = "property", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
         /// Topic name.
         #[arg(long)]
         topic: String,
@@ -76,6 +88,10 @@ pub enum ToolsCommand {
         /// Bootstrap servers.
         #[arg(long, default_value = "127.0.0.1:9092")]
         brokers: String,
+        /// librdkafka property for this client, `KEY=VALUE` (repeatable), e.g.
+        /// `-X security.protocol=SSL -X ssl.ca.location=ca.pem`.
+        #[arg(short = 'X', long = "property", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
         /// Input topic.
         #[arg(long)]
         from: String,
@@ -204,10 +220,16 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
             passes,
             quantiles,
         } => profile(&schema, &input, passes, quantiles),
-        ToolsCommand::Latency { brokers, topic, count } => latency(&brokers, &topic, count),
+        ToolsCommand::Latency {
+            brokers,
+            properties,
+            topic,
+            count,
+        } => latency(&client(&brokers, &properties), &topic, count),
         ToolsCommand::ReviewFixture { out, rows, files } => review_fixture(&out, rows, files),
         ToolsCommand::Produce {
             brokers,
+            properties,
             topic,
             file,
             repeat,
@@ -217,12 +239,12 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
             count,
             compression,
         } => {
-            let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
+            let producer: ThreadedProducer<DefaultProducerContext> = client(&brokers, &[])
                 .set("linger.ms", "5")
                 .set("compression.type", &compression)
                 .set("message.max.bytes", message_max_bytes.to_string())
                 .set("enable.idempotence", "true")
+                .extend_from(&properties)
                 .create()
                 .context("creating producer")?;
             let lines: Vec<Vec<u8>> =
@@ -277,21 +299,23 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
         }
         ToolsCommand::CreateTopic {
             brokers,
+            properties,
             topic,
             partitions,
         } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(create_topic(&brokers, &topic, partitions))?;
+            rt.block_on(create_topic_with(&client(&brokers, &properties), &topic, partitions))?;
             println!("topic {topic} ready ({partitions} partitions)");
             Ok(ExitCode::SUCCESS)
         }
         ToolsCommand::Passthrough {
             brokers,
+            properties,
             from,
             to,
             group,
             count,
-        } => passthrough(&brokers, &from, &to, &group, count),
+        } => passthrough(&client(&brokers, &properties), &from, &to, &group, count),
     }
 }
 
@@ -313,28 +337,26 @@ pub async fn create_topics(
         .collect())
 }
 
-/// Create a topic; an existing one is fine.
-pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
-    let mut admin = ClientConfig::new();
-    admin.set("bootstrap.servers", brokers);
+/// Create a topic with a client configuration (brokers, TLS, SASL); an existing one is fine.
+pub async fn create_topic_with(admin: &ClientConfig, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let new = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
-    for (t, r) in create_topics(&admin, &new).await? {
+    for (t, r) in create_topics(admin, &new).await? {
         r.map_err(|e| anyhow::anyhow!("creating topic {t}: {e}"))?;
     }
     Ok(())
 }
 
-fn passthrough(brokers: &str, from: &str, to: &str, group: &str, count: u64) -> anyhow::Result<ExitCode> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn passthrough(base: &ClientConfig, from: &str, to: &str, group: &str, count: u64) -> anyhow::Result<ExitCode> {
+    let consumer: BaseConsumer = base
+        .clone()
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
         .create()?;
     assign_all(&consumer, from)?;
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let producer: ThreadedProducer<DefaultProducerContext> = base
+        .clone()
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
         .set("enable.idempotence", "true")
@@ -381,9 +403,9 @@ fn passthrough(brokers: &str, from: &str, to: &str, group: &str, count: u64) -> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn latency(brokers: &str, topic: &str, count: u64) -> anyhow::Result<ExitCode> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn latency(base: &ClientConfig, topic: &str, count: u64) -> anyhow::Result<ExitCode> {
+    let consumer: BaseConsumer = base
+        .clone()
         .set("group.id", format!("latency-{}", std::process::id()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -775,6 +797,36 @@ fn review_fixture(out: &std::path::Path, rows: usize, files: usize) -> anyhow::R
             "seconds": started.elapsed().as_secs_f64()})
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `KEY=VALUE` of `-X`.
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected KEY=VALUE, found {s:?}"))
+}
+
+/// A client configuration: the brokers, then the `-X` properties.
+fn client(brokers: &str, properties: &[(String, String)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    c.extend_from(properties);
+    c
+}
+
+/// Setting many properties at once on a [`ClientConfig`].
+trait ExtendFrom {
+    fn extend_from(&mut self, properties: &[(String, String)]) -> &mut Self;
+}
+
+impl ExtendFrom for ClientConfig {
+    fn extend_from(&mut self, properties: &[(String, String)]) -> &mut Self {
+        for (k, v) in properties {
+            self.set(k, v);
+        }
+        self
+    }
 }
 
 #[cfg(test)]

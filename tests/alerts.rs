@@ -80,3 +80,46 @@ fn alert_rules_parse_and_use_exported_metrics() {
     }
     assert!(rules >= 6, "only {rules} rules");
 }
+
+#[test]
+fn grafana_dashboard_queries_only_exported_metrics() {
+    let text = std::fs::read_to_string(repo().join("deploy/grafana/ingest-guard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    let exported = exported_metrics();
+    let panels = dash["panels"].as_array().expect("panels");
+    let mut used_any = BTreeSet::new();
+    for p in panels {
+        let title = p["title"].as_str().expect("panel title");
+        let targets = p["targets"].as_array().unwrap_or_else(|| panic!("{title}: targets"));
+        assert!(!targets.is_empty(), "{title}: no queries");
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap_or_else(|| panic!("{title}: expr"));
+            let used = metric_names(expr);
+            assert!(!used.is_empty(), "{title}: uses no guard metric");
+            for m in used {
+                assert!(exported.contains(&m), "{title}: {m} is not exported by the guard");
+                used_any.insert(m);
+            }
+        }
+    }
+    // What an operator needs on one screen.
+    for want in [
+        "guard_source_records_total",
+        "guard_pipeline_records_quarantined_total",
+        "guard_stats_alarm",
+        "guard_stats_psi",
+        "guard_score_anomaly_bucket",
+        "guard_score_label_bucket",
+        "guard_kafka_uncommitted_records",
+        "guard_health_ready",
+        "guard_review_decisions_total",
+    ] {
+        assert!(used_any.contains(want), "the dashboard does not show {want}");
+    }
+    let reasons = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["expr"].as_str())
+        .any(|e| e.contains("guard_pipeline_records_quarantined_total") && e.contains("by (reason)"));
+    assert!(reasons, "quarantine rate is broken down by reason");
+}

@@ -215,11 +215,7 @@ fn permanently_refused_records_are_quarantined_not_retried_forever() {
         q.get(&(rig.input.clone(), 0, 1_000)).map(|(_, c)| c[0].as_str()),
         Some("sink.rejected")
     );
-    let rows: Vec<_> = guard_quarantine::list_files(&guard.quarantine)
-        .unwrap()
-        .iter()
-        .flat_map(|f| guard_quarantine::read_file(&f.path).unwrap())
-        .collect();
+    let rows = stored_rows(&guard.quarantine);
     assert!(
         rows[0].reasons[0].detail.contains("too large") || rows[0].reasons[0].detail.contains("Size"),
         "{:?}",
@@ -276,12 +272,7 @@ fn foreign_and_damaged_quarantine_files_are_skipped() {
     });
     let overview = api(guard.port).get("/api/review/overview");
     assert_eq!(overview.status, 200, "{}", overview.body);
-    let mut own = 0;
-    for f in guard_quarantine::list_files(&guard.quarantine).unwrap() {
-        if let Ok(rows) = guard_quarantine::read_file(&f.path) {
-            own += rows.len();
-        }
-    }
+    let own = stored_rows(&guard.quarantine).len();
     assert_eq!(own, 1_000 / 20, "the guard's own rows, all of them");
     for args in [vec!["quarantine", "ls", "--dir"], vec!["quarantine", "show"]] {
         let out = std::process::Command::new(guard_bin())
@@ -400,11 +391,7 @@ fn compression_bombs(codecs: &[&str]) -> u64 {
     let q = quarantined(&guard.quarantine);
     assert_eq!(q.len(), 400 * codecs.len());
     assert!(q.values().all(|(_, c)| c[0] == "limit.string_len"));
-    let on_disk: u64 = guard_quarantine::list_files(&guard.quarantine)
-        .unwrap()
-        .iter()
-        .map(|f| f.bytes)
-        .sum();
+    let on_disk: u64 = stored_files(&guard.quarantine).iter().map(|(f, _)| f.bytes).sum();
     eprintln!(
         "compression bomb {codecs:?}: {n} records committed {:.1} s after the last bomb; peak RSS {} MiB; quarantine {} KiB on disk for {} MB of bombs",
         took.as_secs_f64(),

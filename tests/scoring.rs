@@ -67,8 +67,8 @@ fn injected_noise_is_quarantined_by_the_anomaly_model_with_explanations() {
     let mut caught = 0;
     let mut false_pos = 0;
     let mut example = None;
-    for f in guard_quarantine::list_files(&guard.quarantine).unwrap() {
-        for r in guard_quarantine::read_file(&f.path).unwrap() {
+    for r in stored_rows(&guard.quarantine) {
+        {
             let key = r.key.clone().unwrap_or_default();
             assert!(
                 r.reason_codes.iter().all(|c| c == "score.anomaly"),
@@ -173,8 +173,8 @@ fn models_swap_without_restart_and_bad_ones_are_refused() {
 
     let mut ids = std::collections::BTreeSet::new();
     let mut keys = Vec::new();
-    for f in guard_quarantine::list_files(&guard.quarantine).unwrap() {
-        for r in guard_quarantine::read_file(&f.path).unwrap() {
+    for r in stored_rows(&guard.quarantine) {
+        {
             let e: serde_json::Value = serde_json::from_str(r.explanation.as_deref().unwrap()).unwrap();
             ids.insert(e["anomaly"]["model"].as_str().unwrap().to_owned());
             keys.push(r.key.unwrap_or_default());

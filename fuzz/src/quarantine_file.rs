@@ -3,6 +3,6 @@
 //! target runs without AFL's abort-on-panic hook; an error is fine, a crash or hang is not.
 fn main() {
     afl::fuzz_nohook!(|data: &[u8]| {
-        let _ = guard_quarantine::offsets_in(data.to_vec());
+        let _ = guard_quarantine::offsets_in(bytes::Bytes::copy_from_slice(data));
     });
 }

@@ -46,12 +46,19 @@ pub struct Broker {
 
 impl Broker {
     pub fn start() -> Broker {
+        let port = free_port();
+        Broker::start_with(port, port, &[])
+    }
+
+    /// A broker listening on `port` that tells clients to connect to `advertised` (a TLS
+    /// terminator in front of it), with extra flags (`--authentication`).
+    pub fn start_with(port: u16, advertised: u16, flags: &[&str]) -> Broker {
         let bin = std::env::var("TANSU_BIN").expect(
             "TANSU_BIN must point at the tansu broker binary: run scripts/test.sh (it installs the broker), \
              or scripts/setup.sh and export TANSU_BIN=.tools/tansu",
         );
-        let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
         let child = Command::new(bin)
             .args([
                 "broker",
@@ -60,8 +67,9 @@ impl Broker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised_url,
             ])
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -128,6 +136,8 @@ pub struct Guard {
     pub port: u16,
     pub quarantine: PathBuf,
     pub log: PathBuf,
+    /// Extra environment for the process (object storage credentials).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct GuardSpec<'a> {
@@ -176,6 +186,7 @@ impl Guard {
             port,
             quarantine,
             log: dir.join(format!("guard-{port}.log")),
+            env: Vec::new(),
         }
     }
 
@@ -192,6 +203,7 @@ impl Guard {
                 "RUST_LOG",
                 std::env::var("GUARD_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -393,8 +405,26 @@ fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
 }
 
 pub fn producer(brokers: &str, max_bytes: usize) -> ThreadedProducer<DefaultProducerContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    producer_with(brokers, max_bytes, &[])
+}
+
+/// A client configuration: the brokers and extra librdkafka properties (TLS, SASL).
+pub fn client(brokers: &str, props: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in props {
+        c.set(*k, *v);
+    }
+    c
+}
+
+/// [`producer`] with extra properties.
+pub fn producer_with(
+    brokers: &str,
+    max_bytes: usize,
+    props: &[(&str, &str)],
+) -> ThreadedProducer<DefaultProducerContext> {
+    client(brokers, props)
         .set("linger.ms", "5")
         .set("message.max.bytes", max_bytes.to_string())
         .set("enable.idempotence", "true")
@@ -443,8 +473,18 @@ pub struct OutRecord {
 }
 
 pub fn read_topic(brokers: &str, topic: &str, expect_at_least: usize, idle: Duration) -> Vec<OutRecord> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    read_topic_with(brokers, &[], topic, expect_at_least, idle)
+}
+
+/// [`read_topic`] with extra client properties.
+pub fn read_topic_with(
+    brokers: &str,
+    props: &[(&str, &str)],
+    topic: &str,
+    expect_at_least: usize,
+    idle: Duration,
+) -> Vec<OutRecord> {
+    let c: BaseConsumer = client(brokers, props)
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -492,11 +532,30 @@ pub fn read_topic(brokers: &str, topic: &str, expect_at_least: usize, idle: Dura
     out
 }
 
+/// Every row of every quarantine file in the folder `dir`.
+pub fn stored_rows(dir: &Path) -> Vec<guard_quarantine::StoredRow> {
+    guard_quarantine::read_all(&guard_quarantine::LocalDirStore::new(dir)).unwrap()
+}
+
+/// The quarantine files in the folder `dir`, with the rows each holds.
+pub fn stored_files(dir: &Path) -> Vec<(guard_quarantine::FileInfo, i64)> {
+    use guard_quarantine::QuarantineStore;
+    let store = guard_quarantine::LocalDirStore::new(dir);
+    guard_quarantine::list_files(&store)
+        .unwrap()
+        .into_iter()
+        .map(|f| {
+            let rows = guard_quarantine::file_rows(&store.get_bytes(&f.name).unwrap()).unwrap_or(-1);
+            (f, rows)
+        })
+        .collect()
+}
+
 /// All quarantined rows under `dir`, keyed by (topic, partition, offset) -> (count, reason codes).
 pub fn quarantined(dir: &Path) -> BTreeMap<(String, i32, i64), (usize, Vec<String>)> {
     let mut out: BTreeMap<(String, i32, i64), (usize, Vec<String>)> = BTreeMap::new();
-    for f in guard_quarantine::list_files(dir).unwrap() {
-        for r in guard_quarantine::read_file(&f.path).unwrap() {
+    for r in stored_rows(dir) {
+        {
             let e = out
                 .entry((r.topic.clone(), r.partition, r.offset))
                 .or_insert((0, r.reason_codes.clone()));
@@ -566,11 +625,25 @@ pub fn small_hostile(kind: &str) -> Vec<(String, Vec<u8>)> {
 /// Check that every input offset is in output ∪ quarantine; returns (output duplicates,
 /// quarantine duplicates). Quarantined records must carry the code their key names.
 pub fn reconcile(brokers: &str, input: &str, output: &str, qdir: &Path, n: usize) -> (usize, usize, usize, usize) {
-    let inputs = input_offsets(brokers, input, n);
+    reconcile_with(brokers, &[], input, output, &quarantined(qdir), n)
+}
+
+/// [`reconcile`] with extra client properties and the quarantined rows already read.
+pub fn reconcile_with(
+    brokers: &str,
+    props: &[(&str, &str)],
+    input: &str,
+    output: &str,
+    q: &BTreeMap<(String, i32, i64), (usize, Vec<String>)>,
+    n: usize,
+) -> (usize, usize, usize, usize) {
+    let inputs: Vec<(i32, i64, Option<String>)> = read_topic_with(brokers, props, input, n, Duration::from_secs(2))
+        .into_iter()
+        .map(|r| (r.partition, r.offset, r.key))
+        .collect();
     assert_eq!(inputs.len(), n, "input topic holds all records");
-    let q = quarantined(qdir);
     let expected_out = inputs.len() - q.len();
-    let out = read_topic(brokers, output, expected_out, Duration::from_secs(3));
+    let out = read_topic_with(brokers, props, output, expected_out, Duration::from_secs(3));
     let mut seen_out: HashMap<String, usize> = HashMap::new();
     for r in &out {
         *seen_out
@@ -617,8 +690,12 @@ pub fn reconcile(brokers: &str, input: &str, output: &str, qdir: &Path, n: usize
 /// Sum over partitions of the group's committed offsets for `topic` (offsets are dense from 0
 /// in a fresh topic, so this equals the number of committed records).
 pub fn committed_total(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    committed_total_with(brokers, &[], group, topic, partitions)
+}
+
+/// [`committed_total`] with extra client properties.
+pub fn committed_total_with(brokers: &str, props: &[(&str, &str)], group: &str, topic: &str, partitions: i32) -> i64 {
+    let c: BaseConsumer = client(brokers, props)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
@@ -866,4 +943,128 @@ pub fn api(port: u16) -> Api {
         csrf: s.json()["csrf"].as_str().unwrap().to_owned(),
         auth,
     }
+}
+
+/// An S3-compatible server (s3s-fs, from `S3S_FS_BIN`) on its own port over a temporary
+/// folder, with one bucket.
+pub struct S3Server {
+    pub child: Child,
+    pub port: u16,
+    pub root: tempfile::TempDir,
+    pub bucket: String,
+}
+
+pub const S3_KEY: &str = "ingest-guard-test";
+pub const S3_SECRET: &str = "s3cret-for-tests-only";
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let root = tempfile::tempdir().unwrap();
+        let bucket = "quarantine".to_owned();
+        std::fs::create_dir_all(root.path().join(&bucket)).unwrap();
+        let port = free_port();
+        let mut s = S3Server {
+            child: Self::spawn(root.path(), port),
+            port,
+            root,
+            bucket,
+        };
+        s.wait_up();
+        s
+    }
+
+    fn spawn(root: &Path, port: u16) -> Child {
+        let bin = std::env::var("S3S_FS_BIN")
+            .expect("S3S_FS_BIN must point at the s3s-fs binary: run scripts/test.sh (scripts/setup.sh installs it)");
+        Command::new(bin)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--access-key",
+                S3_KEY,
+                "--secret-key",
+                S3_SECRET,
+            ])
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs")
+    }
+
+    fn wait_up(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stop serving (the outage), keeping the data.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Serve again on the same port and folder.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self.root.path(), self.port);
+        self.wait_up();
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `[quarantine]` lines for a guard writing under `prefix` of the bucket.
+    pub fn quarantine_toml(&self, prefix: &str) -> String {
+        format!(
+            "url = \"s3://{}/{prefix}\"\nendpoint = \"{}\"\nallow_http = true\nrequest_timeout_ms = 3000\n",
+            self.bucket,
+            self.endpoint()
+        )
+    }
+
+    /// The environment a guard needs for this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), S3_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), S3_SECRET.into()),
+        ]
+    }
+
+    /// A client of the bucket under `prefix`, as the guard opens it.
+    pub fn store(&self, prefix: &str) -> guard_quarantine::ObjectStoreQuarantine {
+        guard_quarantine::ObjectStoreQuarantine::open(&guard_quarantine::ObjectSettings {
+            url: format!("s3://{}/{prefix}", self.bucket),
+            endpoint: Some(self.endpoint()),
+            region: None,
+            allow_http: true,
+            request_timeout: Duration::from_secs(10),
+            credentials: Some((S3_KEY.into(), S3_SECRET.into())),
+        })
+        .unwrap()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// All quarantined rows in `store`, keyed like [`quarantined`].
+pub fn quarantined_in(
+    store: &dyn guard_quarantine::QuarantineStore,
+) -> BTreeMap<(String, i32, i64), (usize, Vec<String>)> {
+    let mut out: BTreeMap<(String, i32, i64), (usize, Vec<String>)> = BTreeMap::new();
+    for r in guard_quarantine::read_all(store).unwrap() {
+        let e = out
+            .entry((r.topic.clone(), r.partition, r.offset))
+            .or_insert((0, r.reason_codes.clone()));
+        e.0 += 1;
+    }
+    out
 }

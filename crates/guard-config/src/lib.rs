@@ -37,14 +37,16 @@ pub const DEFAULT_BATCH_MAX_RECORDS: usize = 1_000;
 pub const DEFAULT_BATCH_MAX_WAIT_MS: u64 = 20;
 /// Default for [`PipelineConfig::channel_capacity`].
 pub const DEFAULT_CHANNEL_CAPACITY: usize = 4;
-/// Default for [`PipelineConfig::workers`].
-pub const DEFAULT_WORKERS: usize = 1;
+/// Most judge workers `pipeline.workers = "auto"` starts, however many cores there are.
+pub const MAX_AUTO_WORKERS: usize = 64;
 /// Default for [`PipelineConfig::drain_timeout_ms`].
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
 /// Default for [`PipelineConfig::memory_budget_mb`].
 pub const DEFAULT_MEMORY_BUDGET_MB: usize = 256;
 /// Smallest memory budget accepted, in MiB.
 pub const MIN_MEMORY_BUDGET_MB: usize = 64;
+/// Default for [`QuarantineConfig::request_timeout_ms`].
+pub const DEFAULT_OBJECT_REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// Default for [`QuarantineConfig::dir`].
 pub const DEFAULT_QUARANTINE_DIR: &str = "quarantine";
 /// Default for [`QuarantineConfig::roll_max_rows`].
@@ -420,8 +422,11 @@ pub struct PipelineConfig {
     pub batch_max_wait_ms: u64,
     /// Batches that may wait between stages; when full the consumer pauses.
     pub channel_capacity: usize,
-    /// Validation threads; partitions are sharded over them so per-partition order holds.
-    pub workers: usize,
+    /// Judge threads; partitions are sharded over them so per-partition order holds.
+    /// `"auto"` (the default): one per core this process may use, as the kernel reports it
+    /// (CPU affinity and cgroup CPU quota, so a pod limited to 4 CPUs gets 4), at most
+    /// [`MAX_AUTO_WORKERS`]; or a number.
+    pub workers: Workers,
     /// Longest a rebalance or shutdown waits for in-flight records to become durable, in ms.
     /// Shutdown as a whole never takes more than this plus 30 s.
     pub drain_timeout_ms: u64,
@@ -431,6 +436,68 @@ pub struct PipelineConfig {
     pub memory_budget_mb: usize,
 }
 
+/// How many judge workers run ([`PipelineConfig::workers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// One per usable core ([`Workers::count`]).
+    Auto,
+    /// Exactly this many.
+    Count(usize),
+}
+
+impl Workers {
+    /// The number of workers to start: for `Auto`, [`std::thread::available_parallelism`]
+    /// (which honours CPU affinity and the cgroup's CPU quota), capped at
+    /// [`MAX_AUTO_WORKERS`]; 1 when the kernel does not say.
+    pub fn count(self) -> usize {
+        match self {
+            Workers::Count(n) => n,
+            Workers::Auto => std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .min(MAX_AUTO_WORKERS),
+        }
+    }
+}
+
+impl Serialize for Workers {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Workers::Auto => s.serialize_str("auto"),
+            Workers::Count(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Workers;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"auto\" or a number of workers")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Workers, E> {
+                usize::try_from(v).map(Workers::Count).map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Workers, E> {
+                usize::try_from(v)
+                    .map(Workers::Count)
+                    .map_err(|_| E::custom("workers must not be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Workers, E> {
+                let v = v.trim();
+                if v.eq_ignore_ascii_case("auto") {
+                    return Ok(Workers::Auto);
+                }
+                v.parse::<usize>()
+                    .map(Workers::Count)
+                    .map_err(|_| E::custom(format!("expected \"auto\" or a number of workers, found {v:?}")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
@@ -438,7 +505,7 @@ impl Default for PipelineConfig {
             batch_max_records: DEFAULT_BATCH_MAX_RECORDS,
             batch_max_wait_ms: DEFAULT_BATCH_MAX_WAIT_MS,
             channel_capacity: DEFAULT_CHANNEL_CAPACITY,
-            workers: DEFAULT_WORKERS,
+            workers: Workers::Auto,
             drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
             memory_budget_mb: DEFAULT_MEMORY_BUDGET_MB,
         }
@@ -450,7 +517,25 @@ impl Default for PipelineConfig {
 #[serde(default)]
 pub struct QuarantineConfig {
     /// Folder for quarantine files (`topic=…/partition=…/…parquet`); relative to the config file.
+    /// With `url` set, it holds only the review audit log (`_review`).
     pub dir: PathBuf,
+    /// Object storage for quarantine files instead of `dir`: `s3://bucket` or
+    /// `s3://bucket/prefix`, on AWS S3 or an S3-compatible service (`endpoint`). Credentials come
+    /// from the environment as the AWS SDKs read them (`AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY`, web identity / IRSA, container credentials), never from this
+    /// file. Every write is a conditional put (`If-None-Match: *`): a file is never replaced.
+    /// Unset (the default): the local folder `dir`.
+    pub url: Option<String>,
+    /// Endpoint of an S3-compatible service, e.g. `http://minio.storage:9000`; unset: AWS (or
+    /// `AWS_ENDPOINT` from the environment).
+    pub endpoint: Option<String>,
+    /// Region of the bucket; unset: `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// Allow an `http://` endpoint (a service inside the cluster network, tests); off: TLS only.
+    pub allow_http: bool,
+    /// Longest one object storage request may take, retries included, in milliseconds. A
+    /// request that runs out is a failed write: retried, not committed, reported not-ready.
+    pub request_timeout_ms: u64,
     /// A partition's open file is written once it holds this many rows.
     pub roll_max_rows: usize,
     /// ... or this many payload bytes.
@@ -470,6 +555,11 @@ impl Default for QuarantineConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from(DEFAULT_QUARANTINE_DIR),
+            url: None,
+            endpoint: None,
+            region: None,
+            allow_http: false,
+            request_timeout_ms: DEFAULT_OBJECT_REQUEST_TIMEOUT_MS,
             roll_max_rows: DEFAULT_ROLL_MAX_ROWS,
             roll_max_bytes: DEFAULT_ROLL_MAX_BYTES,
             roll_max_age_ms: DEFAULT_ROLL_MAX_AGE_MS,
@@ -637,6 +727,7 @@ impl Config {
         let mut config = Self::parse_str(&text, &file, env, &mut problems);
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
+        problems.extend(config.read_secret_files(base, &file));
         problems.extend(config.validate(&file));
         Loaded { config, problems }
     }
@@ -776,6 +867,54 @@ impl Config {
         }
     }
 
+    /// Replace every librdkafka property `K_file = "path"` (in `kafka.properties`,
+    /// `kafka.consumer_properties` or `kafka.producer_properties`) by `K` = the file's text,
+    /// one trailing newline removed: secrets mounted as files (a Kubernetes `Secret`, systemd
+    /// credentials) never sit in the TOML. Relative paths are resolved against `base`.
+    /// Problems name the key and the path, never the content.
+    pub fn read_secret_files(&mut self, base: &Path, file: &str) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let k = &mut self.kafka;
+        for (table, map) in [
+            ("kafka.properties", &mut k.properties),
+            ("kafka.consumer_properties", &mut k.consumer_properties),
+            ("kafka.producer_properties", &mut k.producer_properties),
+        ] {
+            let keys: Vec<String> = map
+                .keys()
+                .filter(|k| k.ends_with(SECRET_FILE_SUFFIX))
+                .cloned()
+                .collect();
+            for key in keys {
+                let Some(path) = map.remove(&key) else { continue };
+                let target = key.trim_end_matches(SECRET_FILE_SUFFIX).to_owned();
+                let mut bad = |message: String| {
+                    out.push(Problem {
+                        file: file.into(),
+                        key: format!("{table}.{key}"),
+                        message,
+                    });
+                };
+                if target.is_empty() {
+                    bad("names no property".into());
+                    continue;
+                }
+                if map.contains_key(&target) {
+                    bad(format!("{target:?} is set as well: set one of the two"));
+                    continue;
+                }
+                let full = base.join(&path);
+                match read_secret_file(&full) {
+                    Ok(v) => {
+                        map.insert(target, v);
+                    }
+                    Err(e) => bad(format!("{}: {e}", full.display())),
+                }
+            }
+        }
+        out
+    }
+
     /// The sizes derived from `pipeline.memory_budget_mb` ([`MemoryPlan`]).
     pub fn memory_plan(&self) -> MemoryPlan {
         let budget = self.pipeline.memory_budget_mb.max(MIN_MEMORY_BUDGET_MB) << 20;
@@ -792,7 +931,7 @@ impl Config {
             fetch_max_bytes,
             receive_message_max_bytes,
             queued_max_kbytes: self.kafka.queued_max_kbytes.unwrap_or((budget / 16 / 1024) as u64),
-            batch_max_bytes: budget / 64,
+            batch_max_bytes: batch_max_bytes(budget, self.pipeline.workers.count(), self.pipeline.channel_capacity),
             quarantine_bytes: budget / 16,
             producer_queue_kbytes: (budget / 16 / 1024) as u64,
         }
@@ -892,7 +1031,7 @@ impl Config {
             ("limits.max_record_bytes", l.max_record_bytes),
             ("pipeline.batch_max_records", self.pipeline.batch_max_records),
             ("pipeline.channel_capacity", self.pipeline.channel_capacity),
-            ("pipeline.workers", self.pipeline.workers),
+            ("pipeline.workers", self.pipeline.workers.count()),
             ("quarantine.roll_max_rows", self.quarantine.roll_max_rows),
             ("quarantine.roll_max_bytes", self.quarantine.roll_max_bytes),
         ] {
@@ -933,6 +1072,30 @@ impl Config {
                 ),
             ),
             Ok(_) => {}
+        }
+        if let Some(url) = &self.quarantine.url {
+            let ok = url
+                .strip_prefix("s3://")
+                .is_some_and(|rest| !rest.split('/').next().unwrap_or("").is_empty());
+            if !ok {
+                bad(
+                    "quarantine.url",
+                    format!("{url:?}: expected s3://bucket or s3://bucket/prefix"),
+                );
+            }
+        }
+        if let Some(e) = &self.quarantine.endpoint {
+            if e.starts_with("http://") && !self.quarantine.allow_http {
+                bad(
+                    "quarantine.endpoint",
+                    format!("{e:?} is plain http: set quarantine.allow_http = true to allow it"),
+                );
+            } else if !e.starts_with("http://") && !e.starts_with("https://") {
+                bad("quarantine.endpoint", format!("{e:?}: expected an http(s):// URL"));
+            }
+        }
+        if self.quarantine.request_timeout_ms == 0 {
+            bad("quarantine.request_timeout_ms", "must be greater than 0".into());
         }
         if self.quarantine.dir.as_os_str().is_empty() {
             bad("quarantine.dir", "must not be empty".into());
@@ -1037,6 +1200,39 @@ fn check_topic(t: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Bytes of one batch: the batches that can be in flight at once (each worker's queue of
+/// `channel_capacity`, the one it judges and the one being handed on) share 6/64 of the
+/// budget, so the bound does not grow with the number of workers. At least 64 KiB.
+fn batch_max_bytes(budget: usize, workers: usize, channel_capacity: usize) -> usize {
+    let in_flight = workers.max(1).saturating_mul(channel_capacity.saturating_add(2));
+    (budget / 64 * 6 / in_flight).max(64 << 10)
+}
+
+/// Suffix of a librdkafka property whose value is read from a file
+/// ([`Config::read_secret_files`]).
+pub const SECRET_FILE_SUFFIX: &str = "_file";
+
+/// Largest secret file read, in bytes.
+const MAX_SECRET_FILE_BYTES: u64 = 64 << 10;
+
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut text = String::new();
+    f.take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read as UTF-8 text: {}", e.kind()))?;
+    if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(format!("larger than {MAX_SECRET_FILE_BYTES} bytes"));
+    }
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    if text.is_empty() {
+        return Err("is empty".into());
+    }
+    Ok(text.to_owned())
 }
 
 fn parse_env_value(v: &str) -> toml::Value {
@@ -1161,6 +1357,32 @@ schema = "s.json"
         let (c, p) = parse(GOOD, &[]);
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(c.pipeline.batch_max_records, DEFAULT_BATCH_MAX_RECORDS);
+        assert_eq!(c.pipeline.workers, Workers::Auto);
+    }
+
+    #[test]
+    fn workers_auto_uses_the_usable_cores_and_keeps_batches_within_the_budget() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(Workers::Auto.count(), cores.min(MAX_AUTO_WORKERS));
+        for (text, want) in [
+            ("\"auto\"", Workers::Auto),
+            ("\"AUTO\"", Workers::Auto),
+            ("4", Workers::Count(4)),
+        ] {
+            let (c, p) = parse(&format!("{GOOD}\n[pipeline]\nworkers = {text}\n"), &[]);
+            assert!(p.is_empty(), "{p:?}");
+            assert_eq!(c.pipeline.workers, want);
+        }
+        let (_, p) = parse(&format!("{GOOD}\n[pipeline]\nworkers = \"many\"\n"), &[]);
+        assert!(p.iter().any(|p| p.message.contains("\"auto\" or a number")), "{p:?}");
+        let (c, p) = parse(GOOD, &[("GUARD__PIPELINE__WORKERS", "auto")]);
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(c.pipeline.workers, Workers::Auto);
+        // The bytes of all batches in flight stay the same share of the budget.
+        let budget = 256usize << 20;
+        assert_eq!(batch_max_bytes(budget, 1, 4), budget / 64);
+        let total = |w: usize| batch_max_bytes(budget, w, 4) * w * 6;
+        assert!(total(16) <= total(1) && total(16) > total(1) * 9 / 10);
     }
 
     #[test]
@@ -1176,6 +1398,34 @@ schema = "s.json"
     }
 
     #[test]
+    fn secrets_are_read_from_files_and_never_printed() {
+        let dir = std::env::temp_dir().join(format!("guard-secret-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join("pw"), "s3cr3t-from-file\n");
+        let text = format!(
+            "{GOOD}\n[kafka.properties]\n\"sasl.password_file\" = \"pw\"\n[kafka.producer_properties]\n\"ssl.key.password_file\" = \"missing\"\n"
+        );
+        let (mut c, p) = parse(&text, &[]);
+        assert!(p.is_empty(), "{p:?}");
+        let p = c.read_secret_files(&dir, "test.toml");
+        assert_eq!(
+            c.kafka.properties.get("sasl.password").map(String::as_str),
+            Some("s3cr3t-from-file")
+        );
+        assert!(!c.kafka.properties.contains_key("sasl.password_file"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "kafka.producer_properties.ssl.key.password_file");
+        assert!(p[0].message.contains("missing"), "{p:?}");
+        // Both forms at once is ambiguous.
+        let text = format!("{GOOD}\n[kafka.properties]\n\"sasl.password_file\" = \"pw\"\n\"sasl.password\" = \"x\"\n");
+        let (mut c, _) = parse(&text, &[]);
+        let p = c.read_secret_files(&dir, "test.toml");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(!format!("{p:?}").contains("s3cr3t"), "{p:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn env_overrides_win_and_unknown_env_keys_are_named() {
         let (c, p) = parse(
             GOOD,
@@ -1183,7 +1433,7 @@ schema = "s.json"
         );
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(c.kafka.group_id, "g2");
-        assert_eq!(c.pipeline.workers, 3);
+        assert_eq!(c.pipeline.workers, Workers::Count(3));
         let (_, p) = parse(GOOD, &[("GUARD__KAFKA__NOPE", "1")]);
         assert_eq!(
             p,
@@ -1213,7 +1463,7 @@ schema = "s.json"
         );
         assert_eq!(c.kafka.group_id, "4711");
         assert_eq!(c.kafka.output_topic.as_deref(), Some("2024"));
-        assert_eq!(c.pipeline.workers, 2);
+        assert_eq!(c.pipeline.workers, Workers::Count(2));
         // A secret in a broken file never shows up in the problems.
         let text = format!("{GOOD}\n[kafka.properties]\n\"sasl.password\" = 99887766\n");
         let (_, p) = parse(&text, &[]);

@@ -11,7 +11,13 @@ fn shipped_configs_parse_cleanly() {
     .join("../..");
     for file in ["config/reference.toml", "config/demo.toml", "deploy/production.toml"] {
         let loaded = Config::load_lenient(&root.join(file), std::iter::empty());
-        assert!(loaded.problems.is_empty(), "{file}: {:?}", loaded.problems);
+        // Secret files (`*_file`) live on the deployment, not in the repository.
+        let problems: Vec<_> = loaded
+            .problems
+            .iter()
+            .filter(|p| !p.key.ends_with(guard_config::SECRET_FILE_SUFFIX))
+            .collect();
+        assert!(problems.is_empty(), "{file}: {problems:?}");
     }
 }
 

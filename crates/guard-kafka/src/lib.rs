@@ -13,6 +13,8 @@
 //! because the broker was away.
 
 mod client;
+mod probe;
+pub use probe::{classify as classify_connect, librdkafka_features, probe, ConnectCause, ConnectProblem};
 mod raw;
 pub use raw::{visit_headers, BadHeaders};
 mod sink;

@@ -8,19 +8,22 @@
 //!   guard knows which offsets are already durable ([`stored_offsets`], by exact offset) and a
 //!   replay does not write the same records twice; a file is never replaced.
 //!
-//! Writing goes through the small [`QuarantineStore`] trait so object storage can follow the
-//! local folder.
+//! Writing and reading go through the small [`QuarantineStore`] trait: a local folder
+//! ([`LocalDirStore`]) or S3-compatible object storage ([`ObjectStoreQuarantine`], conditional
+//! puts so a file is never replaced).
 
 mod buffer;
 mod encode;
+mod object;
 mod read;
 mod store;
 
 pub use buffer::{PartitionBuffer, RollPolicy};
 pub use encode::{arrow_schema, encode, QuarantineRow, ReasonEntry};
+pub use object::{parse_url, ObjectSettings, ObjectStoreQuarantine};
 pub use read::{
-    list_files, offsets_in, read_batches_at, read_file, read_raw_at, read_rows_at, scan_summaries, FileInfo, RawRecord,
-    RowSummary, StoredRow,
+    file_rows, list_files, offsets_in, read_all, read_batches_at, read_file, read_raw_at, read_rows_at, scan_summaries,
+    FileInfo, RawRecord, RowSummary, StoredRow,
 };
 pub use store::{
     file_name, file_name_alt, parse_file_name, partition_prefix, stored_offsets, LocalDirStore, QuarantineStore, Stored,

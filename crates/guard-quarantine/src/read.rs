@@ -1,22 +1,21 @@
 //! Reading quarantine files back, for `ingest-guard quarantine ls|show` and tests.
 
-use crate::{parse_file_name, QuarantineError, ReasonEntry};
+use crate::{parse_file_name, QuarantineError, QuarantineStore, ReasonEntry};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int32Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{
     Array, ArrowPrimitiveType, BinaryArray, BooleanArray, GenericListArray, PrimitiveArray, RecordBatch, StringArray,
     StructArray,
 };
+use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
-use std::fs::File;
-use std::path::{Path, PathBuf};
 
-/// A quarantine file found on disk.
+/// A quarantine file found in a store.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileInfo {
-    /// Full path.
-    pub path: PathBuf,
+    /// Name relative to the store's root (`topic=T/partition=P/<first>-<last>.parquet`).
+    pub name: String,
     /// Topic (from the folder name).
     pub topic: String,
     /// Partition (from the folder name).
@@ -25,8 +24,6 @@ pub struct FileInfo {
     pub first_offset: i64,
     /// Last input offset covered.
     pub last_offset: i64,
-    /// Rows in the file.
-    pub rows: i64,
     /// Size in bytes.
     pub bytes: u64,
 }
@@ -75,69 +72,66 @@ pub struct StoredRow {
     pub model_id: Option<String>,
 }
 
-/// Every complete quarantine file under `root`, sorted by topic, partition and offset.
-pub fn list_files(root: &Path) -> Result<Vec<FileInfo>, QuarantineError> {
+/// Every complete quarantine file in `store`, sorted by topic, partition and offset. Only
+/// names are listed: nothing is read.
+pub fn list_files(store: &dyn QuarantineStore) -> Result<Vec<FileInfo>, QuarantineError> {
     let mut out = Vec::new();
-    let topics = match std::fs::read_dir(root) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(QuarantineError::io(root.display(), e)),
-    };
-    for t in topics.flatten() {
-        let tname = t.file_name().to_string_lossy().into_owned();
-        let Some(topic) = tname.strip_prefix("topic=") else {
+    for (name, bytes) in store.list_all()? {
+        let mut parts = name.split('/');
+        let (Some(t), Some(p)) = (parts.next(), parts.next()) else {
             continue;
         };
-        for p in std::fs::read_dir(t.path())
-            .map_err(|e| QuarantineError::io(t.path().display(), e))?
-            .flatten()
-        {
-            let pname = p.file_name().to_string_lossy().into_owned();
-            let Some(partition) = pname.strip_prefix("partition=").and_then(|s| s.parse().ok()) else {
-                continue;
-            };
-            for f in std::fs::read_dir(p.path())
-                .map_err(|e| QuarantineError::io(p.path().display(), e))?
-                .flatten()
-            {
-                let fname = f.file_name().to_string_lossy().into_owned();
-                let Some((first, last)) = parse_file_name(&fname) else {
-                    continue;
-                };
-                let path = f.path();
-                let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
-                // -1: not readable as Parquet (a foreign or damaged file).
-                let rows = guarded(|| {
-                    let file = File::open(&path).map_err(|e| QuarantineError::io(path.display(), e))?;
-                    Ok(ParquetRecordBatchReaderBuilder::try_new(file)?
-                        .metadata()
-                        .file_metadata()
-                        .num_rows())
-                })
-                .unwrap_or(-1);
-                out.push(FileInfo {
-                    path,
-                    topic: topic.to_owned(),
-                    partition,
-                    first_offset: first,
-                    last_offset: last,
-                    rows,
-                    bytes,
-                });
-            }
-        }
+        let (Some(topic), Some(partition)) = (
+            t.strip_prefix("topic="),
+            p.strip_prefix("partition=").and_then(|s| s.parse().ok()),
+        ) else {
+            continue;
+        };
+        let Some((first, last)) = parse_file_name(&name) else {
+            continue;
+        };
+        out.push(FileInfo {
+            topic: topic.to_owned(),
+            partition,
+            first_offset: first,
+            last_offset: last,
+            bytes,
+            name,
+        });
     }
-    out.sort_by(|a, b| (&a.topic, a.partition, a.first_offset).cmp(&(&b.topic, b.partition, b.first_offset)));
+    out.sort_by(|a, b| {
+        (&a.topic, a.partition, a.first_offset, &a.name).cmp(&(&b.topic, b.partition, b.first_offset, &b.name))
+    });
+    Ok(out)
+}
+
+/// Rows a file's footer declares; `None` when it is not a readable quarantine file.
+pub fn file_rows(data: &Bytes) -> Option<i64> {
+    guarded(|| {
+        Ok(checked(ParquetRecordBatchReaderBuilder::try_new(data.clone())?)?
+            .metadata()
+            .file_metadata()
+            .num_rows())
+    })
+    .ok()
+}
+
+/// Every row of every file in `store` (tests and small tools; the dashboard reads by row).
+pub fn read_all(store: &dyn QuarantineStore) -> Result<Vec<StoredRow>, QuarantineError> {
+    let mut out = Vec::new();
+    for f in list_files(store)? {
+        out.extend(read_file(&store.get_bytes(&f.name)?)?);
+    }
     Ok(out)
 }
 
 /// Read every row of one file.
-pub fn read_file(path: &Path) -> Result<Vec<StoredRow>, QuarantineError> {
-    guarded(|| read_file_unguarded(path))
+pub fn read_file(data: &Bytes) -> Result<Vec<StoredRow>, QuarantineError> {
+    guarded(|| read_file_unguarded(data))
 }
 
-fn read_file_unguarded(path: &Path) -> Result<Vec<StoredRow>, QuarantineError> {
-    let file = File::open(path).map_err(|e| QuarantineError::io(path.display(), e))?;
+fn read_file_unguarded(data: &Bytes) -> Result<Vec<StoredRow>, QuarantineError> {
+    let file = data.clone();
     let reader = checked(ParquetRecordBatchReaderBuilder::try_new(file)?)?.build()?;
     let mut out = Vec::new();
     for batch in reader {
@@ -191,12 +185,12 @@ pub struct RowSummary<'a> {
 /// Open `path` for reading at most the given row numbers (ascending) with `projection` (column
 /// names; `None`: all), using the row groups' sizes to skip whole groups.
 fn reader_at(
-    path: &Path,
+    data: &Bytes,
     rows: &[usize],
     projection: Option<&[&str]>,
 ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, QuarantineError> {
     use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
-    let file = File::open(path).map_err(|e| QuarantineError::io(path.display(), e))?;
+    let file = data.clone();
     let mut builder = checked(ParquetRecordBatchReaderBuilder::try_new(file)?)?;
     if let Some(names) = projection {
         let schema = builder.schema();
@@ -244,16 +238,16 @@ fn reader_at(
 }
 
 /// Read the given rows (row numbers in the file, ascending) in full.
-pub fn read_rows_at(path: &Path, rows: &[usize]) -> Result<Vec<StoredRow>, QuarantineError> {
-    guarded(|| read_rows_at_unguarded(path, rows))
+pub fn read_rows_at(data: &Bytes, rows: &[usize]) -> Result<Vec<StoredRow>, QuarantineError> {
+    guarded(|| read_rows_at_unguarded(data, rows))
 }
 
-fn read_rows_at_unguarded(path: &Path, rows: &[usize]) -> Result<Vec<StoredRow>, QuarantineError> {
+fn read_rows_at_unguarded(data: &Bytes, rows: &[usize]) -> Result<Vec<StoredRow>, QuarantineError> {
     let mut out = Vec::with_capacity(rows.len());
     if rows.is_empty() {
         return Ok(out);
     }
-    for batch in reader_at(path, rows, None)? {
+    for batch in reader_at(data, rows, None)? {
         rows_of(&batch?, &mut out)?;
     }
     Ok(out)
@@ -261,17 +255,17 @@ fn read_rows_at_unguarded(path: &Path, rows: &[usize]) -> Result<Vec<StoredRow>,
 
 /// Read the given rows as Arrow batches in [`crate::arrow_schema`] (columns a file predates
 /// are null), for export.
-pub fn read_batches_at(path: &Path, rows: &[usize]) -> Result<Vec<RecordBatch>, QuarantineError> {
-    guarded(|| read_batches_at_unguarded(path, rows))
+pub fn read_batches_at(data: &Bytes, rows: &[usize]) -> Result<Vec<RecordBatch>, QuarantineError> {
+    guarded(|| read_batches_at_unguarded(data, rows))
 }
 
-fn read_batches_at_unguarded(path: &Path, rows: &[usize]) -> Result<Vec<RecordBatch>, QuarantineError> {
+fn read_batches_at_unguarded(data: &Bytes, rows: &[usize]) -> Result<Vec<RecordBatch>, QuarantineError> {
     let target = crate::arrow_schema();
     let mut out = Vec::new();
     if rows.is_empty() {
         return Ok(out);
     }
-    for batch in reader_at(path, rows, None)? {
+    for batch in reader_at(data, rows, None)? {
         let b = batch?;
         let cols: Vec<arrow_array::ArrayRef> = target
             .fields()
@@ -288,17 +282,17 @@ fn read_batches_at_unguarded(path: &Path, rows: &[usize]) -> Result<Vec<RecordBa
 }
 
 /// The original bytes of one row, for release.
-pub fn read_raw_at(path: &Path, row: usize) -> Result<RawRecord, QuarantineError> {
-    guarded(|| read_raw_at_unguarded(path, row))
+pub fn read_raw_at(data: &Bytes, row: usize) -> Result<RawRecord, QuarantineError> {
+    guarded(|| read_raw_at_unguarded(data, row))
 }
 
-fn read_raw_at_unguarded(path: &Path, row: usize) -> Result<RawRecord, QuarantineError> {
-    let mut reader = reader_at(path, &[row], None)?;
+fn read_raw_at_unguarded(data: &Bytes, row: usize) -> Result<RawRecord, QuarantineError> {
+    let mut reader = reader_at(data, &[row], None)?;
     let b = reader
         .next()
         .transpose()?
         .filter(|b| b.num_rows() == 1)
-        .ok_or_else(|| QuarantineError::Format(format!("row {row} not in {}", path.display())))?;
+        .ok_or_else(|| QuarantineError::Format(format!("row {row} not in this file")))?;
     let topic = strings(&b, "topic")?;
     let partition = prims::<Int32Type>(&b, "partition")?;
     let offset = prims::<Int64Type>(&b, "offset")?;
@@ -334,19 +328,19 @@ fn read_raw_at_unguarded(path: &Path, row: usize) -> Result<RawRecord, Quarantin
 /// with its reason codes. The source is the `source` column, or for files written before it
 /// the value of `source_header`.
 pub fn scan_summaries(
-    path: &Path,
+    data: &Bytes,
     source_header: Option<&str>,
     f: impl FnMut(RowSummary<'_>, &[&str]),
 ) -> Result<usize, QuarantineError> {
-    guarded(|| scan_summaries_unguarded(path, source_header, f))
+    guarded(|| scan_summaries_unguarded(data, source_header, f))
 }
 
 fn scan_summaries_unguarded(
-    path: &Path,
+    data: &Bytes,
     source_header: Option<&str>,
     mut f: impl FnMut(RowSummary<'_>, &[&str]),
 ) -> Result<usize, QuarantineError> {
-    let file = File::open(path).map_err(|e| QuarantineError::io(path.display(), e))?;
+    let file = data.clone();
     let builder = checked(ParquetRecordBatchReaderBuilder::try_new(file)?)?;
     let has_source = builder.schema().index_of("source").is_ok();
     let mut names = vec![
@@ -514,9 +508,9 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, QuarantineError>) -> Result<T, Quara
 }
 
 /// The `offset` column of a quarantine file held in memory (replay de-duplication).
-pub fn offsets_in(bytes: Vec<u8>) -> Result<Vec<i64>, QuarantineError> {
+pub fn offsets_in(bytes: Bytes) -> Result<Vec<i64>, QuarantineError> {
     guarded(|| {
-        let builder = checked(ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))?)?;
+        let builder = checked(ParquetRecordBatchReaderBuilder::try_new(bytes)?)?;
         let idx = builder
             .schema()
             .index_of("offset")
@@ -635,10 +629,11 @@ mod tests {
         };
         let bytes = encode(&[row.clone(), QuarantineRow { offset: 9, ..row }], 3)?;
         store.put(&file_name("t", 2, 7, 9), &bytes)?;
-        let files = list_files(dir.path())?;
+        let files = list_files(&store)?;
         assert_eq!(files.len(), 1);
-        assert_eq!((files[0].first_offset, files[0].last_offset, files[0].rows), (7, 9, 2));
-        let rows = read_file(&files[0].path)?;
+        assert_eq!((files[0].first_offset, files[0].last_offset), (7, 9));
+        assert_eq!(file_rows(&store.get_bytes(&files[0].name)?), Some(2));
+        let rows = read_file(&store.get_bytes(&files[0].name)?)?;
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].offset, 9);
         assert!(rows[0].payload_truncated);

@@ -1,5 +1,6 @@
 //! Where quarantine files live. The local folder implementation makes each file durable and
-//! atomically visible; object storage can implement the same trait.
+//! atomically visible; object storage ([`crate::ObjectStoreQuarantine`]) implements the same
+//! trait with conditional puts.
 
 use crate::QuarantineError;
 use std::fs::{self, File, OpenOptions};
@@ -14,10 +15,18 @@ pub trait QuarantineStore: Send + Sync {
     fn put(&self, name: &str, bytes: &[u8]) -> Result<(), QuarantineError>;
     /// The bytes of a complete file.
     fn get(&self, name: &str) -> Result<Vec<u8>, QuarantineError>;
-    /// Names (relative) of complete files under `prefix`.
+    /// [`QuarantineStore::get`] as [`bytes::Bytes`] (what the Parquet reader takes).
+    fn get_bytes(&self, name: &str) -> Result<bytes::Bytes, QuarantineError> {
+        self.get(name).map(bytes::Bytes::from)
+    }
+    /// Names (relative) of complete files directly under `prefix` (one partition's folder).
     fn list(&self, prefix: &str) -> Result<Vec<String>, QuarantineError>;
+    /// Every complete quarantine file (relative name, size in bytes), sorted by name.
+    fn list_all(&self) -> Result<Vec<(String, u64)>, QuarantineError>;
     /// Remove leftovers of interrupted writes under `prefix`; returns how many.
     fn clean_partial(&self, prefix: &str) -> Result<usize, QuarantineError>;
+    /// Where the files are, for logs and messages (a folder or a URL).
+    fn describe(&self) -> String;
 }
 
 /// Prefix marking temporary files; never matched by [`parse_file_name`].
@@ -93,6 +102,44 @@ impl QuarantineStore for LocalDirStore {
         }
         out.sort();
         Ok(out)
+    }
+
+    fn list_all(&self) -> Result<Vec<(String, u64)>, QuarantineError> {
+        let mut out = Vec::new();
+        let topics = match fs::read_dir(&self.root) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(QuarantineError::io(self.root.display(), e)),
+        };
+        for t in topics.flatten() {
+            let tname = t.file_name().to_string_lossy().into_owned();
+            if !tname.starts_with("topic=") {
+                continue;
+            }
+            let parts = fs::read_dir(t.path()).map_err(|e| QuarantineError::io(t.path().display(), e))?;
+            for p in parts.flatten() {
+                let pname = p.file_name().to_string_lossy().into_owned();
+                if !pname.starts_with("partition=") {
+                    continue;
+                }
+                let files = fs::read_dir(p.path()).map_err(|e| QuarantineError::io(p.path().display(), e))?;
+                for f in files.flatten() {
+                    let fname = f.file_name().to_string_lossy().into_owned();
+                    let name = format!("{tname}/{pname}/{fname}");
+                    if parse_file_name(&name).is_none() {
+                        continue;
+                    }
+                    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                    out.push((name, size));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
     }
 
     fn clean_partial(&self, prefix: &str) -> Result<usize, QuarantineError> {
@@ -180,7 +227,7 @@ pub fn stored_offsets(
         if last < from {
             continue;
         }
-        let bytes = store.get(&name)?;
+        let bytes = store.get_bytes(&name)?;
         match crate::read::offsets_in(bytes) {
             Ok(offsets) => {
                 out.offsets.extend(offsets);

@@ -17,7 +17,7 @@ fn fuzz_regressions_read_in_bounded_time() {
         let path = entry.unwrap().path();
         let bytes = std::fs::read(&path).unwrap();
         let started = Instant::now();
-        let result = guard_quarantine::offsets_in(bytes);
+        let result = guard_quarantine::offsets_in(bytes.into());
         let took = started.elapsed();
         eprintln!("{}: {:?} in {took:?}", path.display(), result.as_ref().map(Vec::len));
         assert!(took < Duration::from_secs(2), "{}: {took:?}", path.display());

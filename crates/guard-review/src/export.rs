@@ -20,13 +20,13 @@ pub fn export(r: &Review, f: &Filter, format: &str) -> Result<Exported, ReviewEr
             .with_states(|states| idx.matching(f, &|k| states.get(k).map_or("undecided", |s| s.name())));
         let truncated = hits.len() > crate::http::MAX_EXPORT_ROWS;
         hits.truncate(crate::http::MAX_EXPORT_ROWS);
-        let mut by_file: BTreeMap<std::path::PathBuf, Vec<usize>> = BTreeMap::new();
+        let mut by_file: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut order = Vec::with_capacity(hits.len());
         for &i in &hits {
             let e = &idx.entries()[i as usize];
-            if let Some(p) = idx.path(e) {
-                by_file.entry(p.to_path_buf()).or_default().push(e.row as usize);
-                order.push((p.to_path_buf(), e.row as usize));
+            if let Some(p) = idx.file_name(e) {
+                by_file.entry(p.to_owned()).or_default().push(e.row as usize);
+                order.push((p.to_owned(), e.row as usize));
             }
         }
         (order, by_file, truncated)
@@ -44,7 +44,7 @@ pub fn export(r: &Review, f: &Filter, format: &str) -> Result<Exported, ReviewEr
                     break;
                 }
                 rs.sort_unstable();
-                for b in guard_quarantine::read_batches_at(&path, &rs)? {
+                for b in guard_quarantine::read_batches_at(&r.store().get_bytes(&path)?, &rs)? {
                     bytes += b.get_array_memory_size();
                     written += b.num_rows();
                     w.write(&b).map_err(|e| ReviewError::Refused(format!("parquet: {e}")))?;
@@ -55,7 +55,7 @@ pub fn export(r: &Review, f: &Filter, format: &str) -> Result<Exported, ReviewEr
         }
         _ => {
             // Read each file's rows once, then write them in the view's order.
-            let mut read: BTreeMap<(std::path::PathBuf, usize), guard_quarantine::StoredRow> = BTreeMap::new();
+            let mut read: BTreeMap<(String, usize), guard_quarantine::StoredRow> = BTreeMap::new();
             let mut payload_bytes = 0usize;
             let mut cut = false;
             for (path, mut rs) in by_file {
@@ -65,7 +65,10 @@ pub fn export(r: &Review, f: &Filter, format: &str) -> Result<Exported, ReviewEr
                 }
                 rs.sort_unstable();
                 rs.dedup();
-                for (row, stored) in rs.iter().zip(guard_quarantine::read_rows_at(&path, &rs)?) {
+                for (row, stored) in rs
+                    .iter()
+                    .zip(guard_quarantine::read_rows_at(&r.store().get_bytes(&path)?, &rs)?)
+                {
                     payload_bytes += stored.payload.as_ref().map_or(0, String::len);
                     read.insert((path.clone(), *row), stored);
                 }

@@ -6,9 +6,8 @@
 //! full row is then read from its file with a row selection that skips every other row group.
 
 use crate::ReviewError;
-use guard_quarantine::{list_files, scan_summaries, FileInfo};
+use guard_quarantine::{file_rows, list_files, scan_summaries, FileInfo, QuarantineStore};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Reason codes are a bit mask: the first 63 distinct codes get a bit each, the rest share
@@ -18,8 +17,8 @@ const OTHER_REASON_BIT: u32 = 63;
 /// One quarantine file in the index.
 #[derive(Debug, Clone)]
 pub struct IndexedFile {
-    /// Full path.
-    pub path: PathBuf,
+    /// Name in the quarantine store.
+    pub name: String,
     /// Rows indexed from it.
     pub rows: u32,
 }
@@ -173,11 +172,10 @@ impl Interner {
 /// The in-memory index of a quarantine folder.
 #[derive(Debug, Default)]
 pub struct Index {
-    root: PathBuf,
     source_header: Option<String>,
     max_rows: usize,
     files: Vec<IndexedFile>,
-    known: HashMap<PathBuf, u32>,
+    known: HashMap<String, u32>,
     entries: Vec<Entry>,
     by_key: HashMap<(u16, i32, i64), u32>,
     topics: Interner,
@@ -186,16 +184,15 @@ pub struct Index {
     /// Files left out because the index was full.
     skipped_files: usize,
     /// Files that could not be read (logged).
-    unreadable: HashMap<PathBuf, String>,
+    unreadable: HashMap<String, String>,
 }
 
 impl Index {
-    /// An empty index of `root`.
-    pub fn new(root: &Path, source_header: Option<String>, max_rows: usize) -> Self {
+    /// An empty index.
+    pub fn new(source_header: Option<String>, max_rows: usize) -> Self {
         let mut sources = Interner::default();
         sources.id("(unknown)");
         Self {
-            root: root.to_path_buf(),
             source_header,
             max_rows,
             sources,
@@ -203,15 +200,10 @@ impl Index {
         }
     }
 
-    /// The quarantine folder.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Scan for files not yet indexed; files that disappeared (retention) are dropped.
     /// Returns the number of new rows.
-    pub fn refresh(&mut self) -> Result<usize, ReviewError> {
-        let listed = list_files(&self.root)?;
+    pub fn refresh(&mut self, store: &dyn QuarantineStore) -> Result<usize, ReviewError> {
+        let listed = list_files(store)?;
         if self.stale(&listed) {
             self.reset();
         }
@@ -219,7 +211,7 @@ impl Index {
         let mut added = 0;
         for f in &listed {
             if self.wants(f) {
-                added += self.add_listed(f);
+                added += self.add_listed(store, f);
             }
         }
         Ok(added)
@@ -227,8 +219,8 @@ impl Index {
 
     /// Whether a file this index holds is no longer listed (then [`Index::reset`] it).
     pub fn stale(&self, listed: &[FileInfo]) -> bool {
-        let present: std::collections::HashSet<&PathBuf> = listed.iter().map(|f| &f.path).collect();
-        self.files.iter().any(|f| !present.contains(&f.path))
+        let present: std::collections::HashSet<&str> = listed.iter().map(|f| f.name.as_str()).collect();
+        self.files.iter().any(|f| !present.contains(f.name.as_str()))
     }
 
     /// Start a refresh pass: the count of files left out is recounted.
@@ -238,40 +230,49 @@ impl Index {
 
     /// Forget everything (the next additions rebuild it).
     pub fn reset(&mut self) {
-        let fresh = Self::new(&self.root, self.source_header.take(), self.max_rows);
+        let fresh = Self::new(self.source_header.take(), self.max_rows);
         *self = fresh;
     }
 
     /// Whether a listed file is still to be indexed.
     pub fn wants(&self, f: &FileInfo) -> bool {
-        !self.known.contains_key(&f.path) && !self.unreadable.contains_key(&f.path)
+        !self.known.contains_key(&f.name) && !self.unreadable.contains_key(&f.name)
     }
 
     /// Index one listed file (skipped, and counted, when the index would outgrow
     /// `max_rows`; an unreadable file is logged and not tried again). New rows.
-    pub fn add_listed(&mut self, f: &FileInfo) -> usize {
-        if self.entries.len() + usize::try_from(f.rows.max(0)).unwrap_or(0) > self.max_rows {
+    pub fn add_listed(&mut self, store: &dyn QuarantineStore, f: &FileInfo) -> usize {
+        let data = match store.get_bytes(&f.name) {
+            Ok(d) => d,
+            Err(e) => {
+                // The store is failing (not the file): try again at the next refresh.
+                tracing::warn!(file = %f.name, error = %e, "cannot read a quarantine file; retrying later");
+                return 0;
+            }
+        };
+        let rows = file_rows(&data).unwrap_or(0);
+        if self.entries.len() + usize::try_from(rows.max(0)).unwrap_or(0) > self.max_rows {
             self.skipped_files += 1;
             return 0;
         }
-        match self.add_file(&f.path, &f.topic, f.partition) {
+        match self.add_file(&data, &f.name, &f.topic, f.partition) {
             Ok(n) => n,
             Err(e) => {
-                tracing::warn!(file = %f.path.display(), error = %e, "not a readable quarantine file; not indexed");
+                tracing::warn!(file = %f.name, error = %e, "not a readable quarantine file; not indexed");
                 metrics::counter!("guard_quarantine_unreadable_files_total").increment(1);
-                self.unreadable.insert(f.path.clone(), e.to_string());
+                self.unreadable.insert(f.name.clone(), e.to_string());
                 0
             }
         }
     }
 
-    fn add_file(&mut self, path: &Path, topic: &str, partition: i32) -> Result<usize, ReviewError> {
+    fn add_file(&mut self, data: &bytes::Bytes, name: &str, topic: &str, partition: i32) -> Result<usize, ReviewError> {
         let file_id = u32::try_from(self.files.len()).map_err(|_| ReviewError::Full)?;
         let topic_id = u16::try_from(self.topics.id(topic)).map_err(|_| ReviewError::Full)?;
         let mut new_entries = Vec::new();
         let (reasons, sources) = (&mut self.reasons, &mut self.sources);
         let header = self.source_header.as_deref();
-        scan_summaries(path, header, |s, codes| {
+        scan_summaries(data, header, |s, codes| {
             let mut mask = 0u64;
             for c in codes {
                 let bit = reasons.id(c).min(OTHER_REASON_BIT);
@@ -297,9 +298,9 @@ impl Index {
             self.by_key.insert((e.topic, e.partition, e.offset), i);
             self.entries.push(e);
         }
-        self.known.insert(path.to_path_buf(), file_id);
+        self.known.insert(name.to_owned(), file_id);
         self.files.push(IndexedFile {
-            path: path.to_path_buf(),
+            name: name.to_owned(),
             rows: u32::try_from(n).unwrap_or(u32::MAX),
         });
         Ok(n)
@@ -374,9 +375,9 @@ impl Index {
         self.entries.get(i as usize)
     }
 
-    /// The file of an entry.
-    pub fn path(&self, e: &Entry) -> Option<&Path> {
-        self.files.get(e.file as usize).map(|f| f.path.as_path())
+    /// The file (its name in the store) of an entry.
+    pub fn file_name(&self, e: &Entry) -> Option<&str> {
+        self.files.get(e.file as usize).map(|f| f.name.as_str())
     }
 
     /// Entries matching `f` (all filters but paging), sorted as asked, and the total count;

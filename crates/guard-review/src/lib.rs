@@ -110,8 +110,9 @@ pub type FeaturesOf = Arc<dyn Fn(&str, &serde_json::Value) -> Option<serde_json:
 /// Settings of the review service.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Quarantine folder.
-    pub quarantine_dir: PathBuf,
+    /// Where the quarantine files are (a folder or a URL), for messages; the files are read
+    /// through the store given to [`Review::open`].
+    pub quarantine: String,
     /// Audit log folder.
     pub audit_dir: PathBuf,
     /// Refuse decisions and releases.
@@ -138,6 +139,7 @@ pub struct Released {
 /// The review service.
 pub struct Review {
     settings: Settings,
+    store: Arc<dyn guard_quarantine::QuarantineStore>,
     index: RwLock<Index>,
     audit: AuditLog,
     auth: Auth,
@@ -189,29 +191,32 @@ pub struct Suggestion {
 }
 
 impl Review {
-    /// Open the audit log and index the quarantine folder.
+    /// Open the audit log and index the quarantine files in `store`.
     pub fn open(
         settings: Settings,
+        store: Arc<dyn guard_quarantine::QuarantineStore>,
         auth: Auth,
         publisher: Option<Arc<dyn Publisher>>,
         live: Live,
     ) -> Result<Self, ReviewError> {
         let audit = AuditLog::open(&settings.audit_dir)?;
-        let mut index = Index::new(
-            &settings.quarantine_dir,
-            settings.source_header.clone(),
-            settings.max_indexed_rows,
-        );
-        let n = index.refresh()?;
-        tracing::info!(rows = n, files = index.files().len(), dir = %settings.quarantine_dir.display(), "review index built");
+        let mut index = Index::new(settings.source_header.clone(), settings.max_indexed_rows);
+        let n = index.refresh(store.as_ref())?;
+        tracing::info!(rows = n, files = index.files().len(), quarantine = %settings.quarantine, "review index built");
         Ok(Self {
             settings,
+            store,
             index: RwLock::new(index),
             audit,
             auth,
             publisher,
             live,
         })
+    }
+
+    /// Where the quarantine files are read from.
+    pub fn store(&self) -> &dyn guard_quarantine::QuarantineStore {
+        self.store.as_ref()
     }
 
     /// Settings.
@@ -242,7 +247,7 @@ impl Review {
     /// Pick up new quarantine files. The folder is listed without the index lock, and the
     /// write lock is taken one file at a time, so queries are not held up by a big catch-up.
     pub fn refresh(&self) -> Result<usize, ReviewError> {
-        let listed = guard_quarantine::list_files(&self.settings.quarantine_dir)?;
+        let listed = guard_quarantine::list_files(self.store.as_ref())?;
         let write = || self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         {
             let mut w = write();
@@ -254,7 +259,7 @@ impl Review {
         let mut added = 0;
         for f in &listed {
             if self.index().wants(f) {
-                added += write().add_listed(f);
+                added += write().add_listed(self.store.as_ref(), f);
             }
         }
         Ok(added)
@@ -262,18 +267,18 @@ impl Review {
 
     /// The full stored row of a record.
     pub fn record(&self, key: &RecordKey) -> Result<guard_quarantine::StoredRow, ReviewError> {
-        let (path, row) = self.locate(key)?;
-        guard_quarantine::read_rows_at(&path, &[row])?
+        let (name, row) = self.locate(key)?;
+        guard_quarantine::read_rows_at(&self.store.get_bytes(&name)?, &[row])?
             .into_iter()
             .next()
             .ok_or_else(|| ReviewError::NotFound(key.to_string()))
     }
 
-    fn locate(&self, key: &RecordKey) -> Result<(PathBuf, usize), ReviewError> {
+    fn locate(&self, key: &RecordKey) -> Result<(String, usize), ReviewError> {
         let idx = self.index();
         let e = idx.find(key).ok_or_else(|| ReviewError::NotFound(key.to_string()))?;
-        let path = idx.path(e).ok_or_else(|| ReviewError::NotFound(key.to_string()))?;
-        Ok((path.to_path_buf(), e.row as usize))
+        let name = idx.file_name(e).ok_or_else(|| ReviewError::NotFound(key.to_string()))?;
+        Ok((name.to_owned(), e.row as usize))
     }
 
     fn entry_for(&self, who: &str, action: Action, key: &RecordKey, note: &str) -> AuditEntry {
@@ -364,8 +369,8 @@ impl Review {
                 Err(err) => return Err(ReviewError::Publish(format!("checking an interrupted release: {err}"))),
             }
         }
-        let (path, row) = self.locate(key)?;
-        let mut raw = guard_quarantine::read_raw_at(&path, row)?;
+        let (name, row) = self.locate(key)?;
+        let mut raw = guard_quarantine::read_raw_at(&self.store.get_bytes(&name)?, row)?;
         if raw.truncated {
             return Err(ReviewError::Refused(
                 "only a prefix of this payload was kept (it was over limits.max_bytes): it cannot be released".into(),

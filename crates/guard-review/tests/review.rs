@@ -108,7 +108,7 @@ impl Publisher for MemPublisher {
 fn open(dir: &std::path::Path, publisher: Option<Arc<dyn Publisher>>, read_only: bool) -> Review {
     Review::open(
         Settings {
-            quarantine_dir: dir.to_path_buf(),
+            quarantine: dir.display().to_string(),
             audit_dir: dir.join("_review"),
             read_only,
             release_topic: Some("clean".into()),
@@ -116,6 +116,7 @@ fn open(dir: &std::path::Path, publisher: Option<Arc<dyn Publisher>>, read_only:
             max_indexed_rows: 1_000,
             provenance_header: Some("x-guard-source".into()),
         },
+        Arc::new(LocalDirStore::new(dir)),
         Auth::new(vec![], std::time::Duration::from_secs(60)),
         publisher,
         Live::default(),
@@ -260,8 +261,8 @@ fn new_files_are_picked_up_and_removed_ones_dropped() {
     store.put(&file_name("c", 0, 5, 5), &bytes).unwrap();
     assert_eq!(r.refresh().unwrap(), 1);
     assert_eq!(r.index().len(), 31);
-    let gone = r.index().files()[0].path.clone();
-    std::fs::remove_file(gone).unwrap();
+    let gone = r.index().files()[0].name.clone();
+    std::fs::remove_file(dir.path().join(gone)).unwrap();
     r.refresh().unwrap();
     assert_eq!(r.index().len(), 21);
 }
@@ -297,7 +298,7 @@ fn export_writes_the_view_in_three_formats() {
     let (pq, _, _, _) = guard_review::export::export(&r, &f, "parquet").unwrap();
     let out = dir.path().join("export.parquet");
     std::fs::write(&out, pq).unwrap();
-    let back = guard_quarantine::read_file(&out).unwrap();
+    let back = guard_quarantine::read_file(&std::fs::read(&out).unwrap().into()).unwrap();
     assert_eq!(back.len(), 10);
     assert!(back.iter().all(|s| s.topic == "a" && s.partition == 1));
 }
