@@ -38,6 +38,9 @@ python3 scripts/sbom.py --check sbom/ingest-guard.cdx.json
 step "deployment files: Kubernetes manifests against the API schemas (kubernetes-validate, offline)"
 scripts/validate-deploy.sh
 
+step "container image: rootfs, buildah build, the binary run from the image (scripts/build-image.sh)"
+scripts/build-image.sh
+
 step "cargo test (unit, property, fixtures, integration against a real broker)"
 # Integration tests start their own broker per test and run one at a time: each one loads the
 # 2-core machine with a broker, the guard and a producer. `test-hooks` compiles in the test-only
