@@ -8,7 +8,7 @@
 # Not part of CI. Usage: scripts/bench-secure.sh [records]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh >/dev/null
+scripts/setup.sh --tests >/dev/null
 N=${1:-400000}
 PORT=${BENCH_BROKER_PORT:-29092}
 HTTP=${BENCH_HTTP_PORT:-29898}

@@ -90,14 +90,16 @@ if [ ! -s "$DATA/diamonds.jsonl" ]; then
   extract "$TOOLS/wheels/plotnine-0.15.9-py3-none-any.whl" plotnine/data/diamonds.csv "$TOOLS/diamonds.csv"
   python3 scripts/make_samples.py --diamonds "$TOOLS/diamonds.csv" --out "$DATA"
 fi
-# S3-compatible object storage for the quarantine-in-object-storage tests: s3s-fs serves the
-# S3 API (SigV4, conditional puts) over a local folder. Built from crates.io once per machine
-# (about 2 minutes on 2 cores) into the cache outside the clone; 0.14.1 is the newest that
-# builds with Rust 1.95.
-S3S_ROOT=${S3S_FS_ROOT:-$HOME/.cache/ingest-guard/s3s-fs-0.14.1}
-if [ ! -x "$S3S_ROOT/bin/s3s-fs" ]; then
-  echo "setup: building s3s-fs 0.14.1 from crates.io (one time)"
-  cargo install --quiet --locked --root "$S3S_ROOT" s3s-fs@0.14.1 --features binary
+# S3-compatible object storage for the quarantine-in-object-storage tests and bench (only with
+# --tests: the demo does not need it): s3s-fs serves the S3 API (SigV4, conditional puts) over
+# a local folder. Built from crates.io once per machine (about 2 minutes on 2 cores) into the
+# cache outside the clone; 0.14.1 is the newest that builds with Rust 1.95.
+if [ "${1:-}" = "--tests" ]; then
+  S3S_ROOT=${S3S_FS_ROOT:-$HOME/.cache/ingest-guard/s3s-fs-0.14.1}
+  if [ ! -x "$S3S_ROOT/bin/s3s-fs" ]; then
+    echo "setup: building s3s-fs 0.14.1 from crates.io (one time)"
+    cargo install --quiet --locked --root "$S3S_ROOT" s3s-fs@0.14.1 --features binary
+  fi
 fi
 echo "setup: onnxruntime $ORT_LIB"
 echo "setup: broker $TOOLS/tansu ($("$TOOLS/tansu" --version)), data in $DATA"

@@ -7,7 +7,7 @@
 # (plus ~3 minutes once per machine to compile cargo-deny).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --tests
 source scripts/env.sh
 # The dashboard's browser test drives Debian's headless Chromium through chromedriver.
 if ! command -v chromedriver >/dev/null 2>&1; then
