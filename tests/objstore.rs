@@ -62,6 +62,20 @@ fn hundred_thousand_records_reconcile_with_quarantine_in_object_storage() {
 }
 
 #[test]
+fn conditional_puts_never_replace_an_object() {
+    use guard_quarantine::{QuarantineError, QuarantineStore};
+    let s3 = S3Server::start();
+    let a = s3.store("cond");
+    let b = s3.store("cond");
+    let name = guard_quarantine::file_name("t", 0, 0, 9);
+    a.put(&name, b"first").unwrap();
+    // Another instance (its own client) writing the same name gets Exists; nothing changes.
+    assert!(matches!(b.put(&name, b"second"), Err(QuarantineError::Exists(_))));
+    assert_eq!(a.get(&name).unwrap(), b"first");
+    assert_eq!(b.list(&guard_quarantine::partition_prefix("t", 0)).unwrap(), vec![name]);
+}
+
+#[test]
 fn sigkill_with_quarantine_in_object_storage_loses_and_repeats_nothing() {
     let s3 = S3Server::start();
     let rig = Rig::new(4);
@@ -205,4 +219,26 @@ fn review_dashboard_reads_and_releases_from_object_storage() {
         1
     );
     assert!(guard.term());
+
+    // `serve --config` alone reads the same bucket.
+    let port = free_port();
+    let mut serve = std::process::Command::new(guard_bin())
+        .args(["serve", "--read-only", "--config"])
+        .arg(&guard.config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .envs(s3.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let auth = basic();
+    let mut total = None;
+    wait_for(Duration::from_secs(30), "serve reads the bucket", || {
+        total = http_request(port, "GET", "/api/review/records", &[("Authorization", &auth)], "")
+            .filter(|r| r.status == 200)
+            .and_then(|r| r.json()["total"].as_u64());
+        total == Some(20)
+    });
+    let _ = serve.kill();
+    let _ = serve.wait();
 }

@@ -537,6 +537,19 @@ pub fn stored_rows(dir: &Path) -> Vec<guard_quarantine::StoredRow> {
     guard_quarantine::read_all(&guard_quarantine::LocalDirStore::new(dir)).unwrap()
 }
 
+/// The rows of the readable quarantine files in the folder `dir` (foreign or damaged files
+/// are left out, as the guard leaves them out).
+pub fn readable_rows(dir: &Path) -> Vec<guard_quarantine::StoredRow> {
+    use guard_quarantine::QuarantineStore;
+    let store = guard_quarantine::LocalDirStore::new(dir);
+    guard_quarantine::list_files(&store)
+        .unwrap()
+        .iter()
+        .filter_map(|f| guard_quarantine::read_file(&store.get_bytes(&f.name).ok()?).ok())
+        .flatten()
+        .collect()
+}
+
 /// The quarantine files in the folder `dir`, with the rows each holds.
 pub fn stored_files(dir: &Path) -> Vec<(guard_quarantine::FileInfo, i64)> {
     use guard_quarantine::QuarantineStore;

@@ -78,7 +78,7 @@ impl ConnectProblem {
                 "security.protocol is {protocol} but the broker's listener expects TLS (it closed the connection at the first request); use SSL or SASL_SSL"
             ),
             ConnectCause::SaslRefused => format!(
-                "SASL: the broker refused the credentials (mechanism {}, user {}); check sasl.username and the password",
+                "SASL: the broker refused the mechanism or the credentials (mechanism {}, user {}); check sasl.mechanisms, sasl.username and the password",
                 get("sasl.mechanisms").or(get("sasl.mechanism")).unwrap_or("GSSAPI"),
                 get("sasl.username").map_or_else(|| "(none)".to_owned(), |u| format!("{u:?}"))
             ),
@@ -221,15 +221,35 @@ fn verifies_hostname(cfg: &Config) -> bool {
         .any(|(k, v)| k == "ssl.endpoint.identification.algorithm" && v.eq_ignore_ascii_case("none"))
 }
 
+/// Values that must not appear in a message: passwords, keys, tokens, secrets. Not every
+/// `sasl.*` value is one (the mechanism, the user name).
 fn secret_values(cfg: &Config) -> Vec<String> {
     let k = &cfg.kafka;
     k.properties
         .iter()
         .chain(&k.consumer_properties)
         .chain(&k.producer_properties)
-        .filter(|(key, v)| guard_config::is_secret_key(key) && !key.ends_with("username") && !v.is_empty())
+        .filter(|(key, v)| is_secret_property(key) && !v.is_empty())
         .map(|(_, v)| v.clone())
         .collect()
+}
+
+/// librdkafka properties whose values are secrets.
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "credential",
+        "ssl.key.pem",
+        "ssl_key",
+        "ssl.keystore",
+        "sasl.oauthbearer.config",
+        "jaas",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
 }
 
 fn attempt(mut config: ClientConfig, timeout: Duration, secrets: &[String]) -> Result<(), (ConnectCause, String)> {
@@ -298,6 +318,7 @@ pub fn classify(lines: &[String]) -> ConnectCause {
         "SaslAuthenticate",
         "unsupported SASL mechanism",
         "No common SASL mechanism",
+        "mechanism handshake failed",
     ]) {
         ConnectCause::SaslRefused
     } else if any(&[
@@ -360,5 +381,31 @@ mod tests {
             ConnectCause::Unreachable
         );
         assert_eq!(c("something new"), ConnectCause::Other);
+        assert_eq!(
+            c("SASL PLAIN mechanism handshake failed: Local: Broker transport failure: broker's supported mechanisms: (n/a)"),
+            ConnectCause::SaslRefused
+        );
+    }
+
+    #[test]
+    fn mechanisms_and_user_names_are_not_secrets() {
+        for k in [
+            "sasl.mechanisms",
+            "sasl.mechanism",
+            "sasl.username",
+            "security.protocol",
+            "ssl.ca.location",
+        ] {
+            assert!(!is_secret_property(k), "{k}");
+        }
+        for k in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.key.pem",
+            "sasl.oauthbearer.client.secret",
+            "ssl.keystore.password",
+        ] {
+            assert!(is_secret_property(k), "{k}");
+        }
     }
 }
