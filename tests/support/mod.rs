@@ -806,6 +806,25 @@ impl Rig {
     }
 }
 
+/// While the quarantine store fails: wait (up to `timeout`) until `guard` reports it not
+/// ready, then check that the group's commits stand still for 4 s; returns where they stand.
+pub fn wait_commits_stall(rig: &Rig, guard: &Guard, timeout: Duration, what: &str) -> i64 {
+    wait_for(timeout, what, || {
+        guard
+            .get("/readyz")
+            .is_some_and(|(code, body)| code == 503 && body.contains("\"quarantine_ok\":false"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let stalled = rig.committed();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        stalled,
+        rig.committed(),
+        "no commits while the quarantine cannot be written"
+    );
+    stalled
+}
+
 /// Run `ingest-guard baseline` on `input` with the Shuttle schema.
 pub fn run_baseline(input: &Path, out: &Path, window: usize, resamples: usize) -> std::process::Output {
     Command::new(guard_bin())
