@@ -158,6 +158,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => {
             let cfg = Config::load(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            if let Ok(text) = std::fs::read_to_string(&config) {
+                // Logged before tracing starts: on stderr, like configuration errors.
+                for w in guard_config::plaintext_secrets(&text, &config.display().to_string()) {
+                    eprintln!("warning: {w}");
+                }
+            }
             crate::run::run(cfg)
         }
         Command::Check { config, connect } => Ok(check(&config, connect)),
@@ -350,6 +356,11 @@ fn topic_limit(cfg: &Config, file: &str) -> Option<String> {
 
 fn check(path: &Path, connect: bool) -> ExitCode {
     let (problems, cfg, scoring) = check_problems(path, connect);
+    if let Ok(text) = std::fs::read_to_string(path) {
+        for w in guard_config::plaintext_secrets(&text, &path.display().to_string()) {
+            eprintln!("warning: {w}");
+        }
+    }
     if problems.is_empty() {
         println!("{}: ok", path.display());
         for r in &cfg.routes {

@@ -1258,6 +1258,56 @@ pub fn is_secret_key(key: &str) -> bool {
     .any(|s| k.contains(s))
 }
 
+/// librdkafka properties whose values are secrets (passwords, private keys, tokens). Narrower
+/// than [`is_secret_key`]: a mechanism or a user name is not one.
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "credential",
+        "ssl.key.pem",
+        "ssl_key",
+        "ssl.keystore",
+        "sasl.oauthbearer.config",
+        "jaas",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+/// Secrets written in the configuration text itself (librdkafka properties tables): `check`
+/// and `run` warn about each, naming the environment variable or the `*_file` key to use.
+pub fn plaintext_secrets(text: &str, file: &str) -> Vec<Problem> {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let Some(kafka) = table.get("kafka").and_then(toml::Value::as_table) else {
+        return out;
+    };
+    for section in ["properties", "consumer_properties", "producer_properties"] {
+        let Some(props) = kafka.get(section).and_then(toml::Value::as_table) else {
+            continue;
+        };
+        for (k, v) in props {
+            if is_secret_property(k) && !k.ends_with(SECRET_FILE_SUFFIX) && v.as_str().is_some_and(|s| !s.is_empty()) {
+                out.push(Problem {
+                    file: file.into(),
+                    key: format!("kafka.{section}.{k}"),
+                    message: format!(
+                        "a secret written in the file: give it in the environment ({ENV_PREFIX}KAFKA__{}__{}) or as \"{k}{SECRET_FILE_SUFFIX}\" = \"/path/to/file\"",
+                        section.to_ascii_uppercase(),
+                        k.to_ascii_uppercase()
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// `text` with every secret value replaced by `***`.
 pub fn redact(text: &str, secrets: &[String]) -> String {
     let mut out = text.to_owned();
@@ -1395,6 +1445,22 @@ schema = "s.json"
         assert!(keys.contains(&"kafka.brokers"), "{p:?}");
         assert!(keys.contains(&"pipeline.workers"), "{p:?}");
         assert!(p.iter().all(|p| p.file == "test.toml"));
+    }
+
+    #[test]
+    fn secrets_written_in_the_file_are_named_without_their_value() {
+        let text = format!(
+            "{GOOD}\n[kafka.properties]\n\"sasl.password\" = \"hunter2-x\"\n\"sasl.mechanisms\" = \"PLAIN\"\n\"sasl.username\" = \"u\"\n\"ssl.key.password_file\" = \"k\"\n"
+        );
+        let w = plaintext_secrets(&text, "t.toml");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].key, "kafka.properties.sasl.password");
+        assert!(
+            w[0].message.contains("GUARD__KAFKA__PROPERTIES__SASL.PASSWORD"),
+            "{w:?}"
+        );
+        assert!(!format!("{w:?}").contains("hunter2"), "{w:?}");
+        assert!(plaintext_secrets(GOOD, "t.toml").is_empty());
     }
 
     #[test]

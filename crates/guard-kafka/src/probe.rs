@@ -229,27 +229,9 @@ fn secret_values(cfg: &Config) -> Vec<String> {
         .iter()
         .chain(&k.consumer_properties)
         .chain(&k.producer_properties)
-        .filter(|(key, v)| is_secret_property(key) && !v.is_empty())
+        .filter(|(key, v)| guard_config::is_secret_property(key) && !v.is_empty())
         .map(|(_, v)| v.clone())
         .collect()
-}
-
-/// librdkafka properties whose values are secrets.
-pub fn is_secret_property(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "token",
-        "credential",
-        "ssl.key.pem",
-        "ssl_key",
-        "ssl.keystore",
-        "sasl.oauthbearer.config",
-        "jaas",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
 }
 
 fn attempt(mut config: ClientConfig, timeout: Duration, secrets: &[String]) -> Result<(), (ConnectCause, String)> {
@@ -389,6 +371,7 @@ mod tests {
 
     #[test]
     fn mechanisms_and_user_names_are_not_secrets() {
+        use guard_config::is_secret_property;
         for k in [
             "sasl.mechanisms",
             "sasl.mechanism",
