@@ -32,8 +32,7 @@ fn hundred_thousand_records_reconcile_with_quarantine_in_object_storage() {
     rig.wait_committed(n, Duration::from_secs(240), "all committed");
     assert!(guard.term(), "clean exit");
     let store = s3.store("run1");
-    let q = quarantined_in(&store);
-    let (out_len, q_len, out_dups, q_dups) = reconcile_with(&rig.broker.addr, &[], &rig.input, &rig.output, &q, n);
+    let (out_len, q_len, out_dups, q_dups) = rig.reconcile_store(&store, n);
     eprintln!("object storage: output {out_len} (dups {out_dups}), quarantine {q_len} (dups {q_dups})");
     assert_eq!(q_len, n / 20);
     assert_eq!((out_dups, q_dups), (0, 0));
@@ -92,8 +91,7 @@ fn sigkill_with_quarantine_in_object_storage_loses_and_repeats_nothing() {
     guard.start();
     rig.wait_committed(n, Duration::from_secs(240), "everything committed after restarts");
     assert!(guard.term(), "clean exit");
-    let q = quarantined_in(&s3.store("crash"));
-    let (out_len, q_len, out_dups, q_dups) = reconcile_with(&rig.broker.addr, &[], &rig.input, &rig.output, &q, n);
+    let (out_len, q_len, out_dups, q_dups) = rig.reconcile_store(&s3.store("crash"), n);
     eprintln!("object storage crash: output {out_len} (dups {out_dups}), quarantine {q_len} (dups {q_dups})");
     assert_eq!(q_dups, 0, "no quarantine row written twice");
     assert_eq!(q_len, n / 50);
@@ -121,8 +119,7 @@ fn two_instances_on_one_bucket_write_no_duplicate_rows() {
     rig.produce(&shuttle_mix(n / 2, 20));
     rig.wait_committed(n, Duration::from_secs(240), "everything committed by the survivor");
     assert!(a.term());
-    let q = quarantined_in(&s3.store("shared"));
-    let (out_len, q_len, out_dups, q_dups) = reconcile_with(&rig.broker.addr, &[], &rig.input, &rig.output, &q, n);
+    let (out_len, q_len, out_dups, q_dups) = rig.reconcile_store(&s3.store("shared"), n);
     eprintln!("two instances: output {out_len} (dups {out_dups}), quarantine {q_len} (dups {q_dups})");
     assert_eq!(q_dups, 0, "no quarantine row twice in the shared bucket");
     assert_eq!(q_len, n / 20);
@@ -161,8 +158,7 @@ fn storage_outage_stops_commits_and_recovers_by_itself() {
     );
     guard.wait_ready(Duration::from_secs(30));
     assert!(guard.term());
-    let q = quarantined_in(&s3.store("outage"));
-    let (out_len, q_len, out_dups, q_dups) = reconcile_with(&rig.broker.addr, &[], &rig.input, &rig.output, &q, 50_000);
+    let (out_len, q_len, out_dups, q_dups) = rig.reconcile_store(&s3.store("outage"), 50_000);
     eprintln!("outage: output {out_len} (dups {out_dups}), quarantine {q_len} (dups {q_dups}), stalled at {stalled}");
     assert_eq!(q_dups, 0);
     assert_eq!(q_len, 50_000 / 20);

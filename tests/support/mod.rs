@@ -566,16 +566,7 @@ pub fn stored_files(dir: &Path) -> Vec<(guard_quarantine::FileInfo, i64)> {
 
 /// All quarantined rows under `dir`, keyed by (topic, partition, offset) -> (count, reason codes).
 pub fn quarantined(dir: &Path) -> BTreeMap<(String, i32, i64), (usize, Vec<String>)> {
-    let mut out: BTreeMap<(String, i32, i64), (usize, Vec<String>)> = BTreeMap::new();
-    for r in stored_rows(dir) {
-        {
-            let e = out
-                .entry((r.topic.clone(), r.partition, r.offset))
-                .or_insert((0, r.reason_codes.clone()));
-            e.0 += 1;
-        }
-    }
-    out
+    quarantined_in(&guard_quarantine::LocalDirStore::new(dir))
 }
 
 /// Input offsets per partition of `topic`, read back from the input topic itself.
@@ -803,6 +794,22 @@ impl Rig {
     /// Check output ∪ quarantine against the input (see [`reconcile`]).
     pub fn reconcile(&self, qdir: &Path, n: usize) -> (usize, usize, usize, usize) {
         reconcile(&self.broker.addr, &self.input, &self.output, qdir, n)
+    }
+
+    /// [`Rig::reconcile`] with the quarantine in `store` (object storage).
+    pub fn reconcile_store(
+        &self,
+        store: &dyn guard_quarantine::QuarantineStore,
+        n: usize,
+    ) -> (usize, usize, usize, usize) {
+        reconcile_with(
+            &self.broker.addr,
+            &[],
+            &self.input,
+            &self.output,
+            &quarantined_in(store),
+            n,
+        )
     }
 }
 
