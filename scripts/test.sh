@@ -33,6 +33,9 @@ cargo deny --locked check licenses bans sources
 step "cargo deny --offline check advisories (RustSec snapshot)"
 scripts/advisories.sh
 
+step "crate graph: no stage crate depends on another (scripts/crate-graph.py)"
+python3 scripts/crate-graph.py
+
 step "SBOM of native and Rust components is current (sbom/ingest-guard.cdx.json)"
 python3 scripts/sbom.py --check sbom/ingest-guard.cdx.json
 

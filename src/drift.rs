@@ -26,6 +26,7 @@ pub const MAX_REMOTE_VIEWS: usize = 65_536;
 
 /// Values tracked per categorical feature among those the baseline never saw (Space-Saving).
 const UNSEEN_CAPACITY: usize = 16;
+use guard_core::RowRef;
 use guard_validate::DomainSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -196,23 +197,16 @@ impl TopicDrift {
         }
     }
 
-    /// Push one record's features into `w`; categorical values the baseline never saw also
+    /// Push one record's typed row into `w`; categorical values the baseline never saw also
     /// go to `unseen` (one per categorical feature).
     #[inline]
-    fn observe(
-        &self,
-        w: &mut WindowProfile,
-        unseen: &mut [HeavyHitters],
-        schema: &DomainSchema,
-        value: &Value,
-        buf: &mut Vec<f64>,
-    ) {
+    fn observe(&self, w: &mut WindowProfile, unseen: &mut [HeavyHitters], row: RowRef<'_>) {
         let features = &self.baseline.features;
-        schema.numeric_features_into(value, buf);
-        for (i, x) in buf.iter().enumerate().take(self.first_cat) {
+        for (i, x) in row.numeric().iter().enumerate().take(self.first_cat) {
             w.push(&features[i].bins, i, *x);
         }
-        schema.for_each_categorical(value, |j, c| {
+        for j in 0..row.categorical_width() {
+            let c = row.categorical(j);
             let i = self.first_cat + j;
             if let (Some(f), Some(index)) = (features.get(i), self.cat_index.get(i)) {
                 if let (Some(v), Some(hh)) = (c, unseen.get_mut(j)) {
@@ -222,7 +216,7 @@ impl TopicDrift {
                 }
                 w.push(&f.bins, i, f.category_value(index, c));
             }
-        });
+        }
         w.end_row();
     }
 
@@ -763,7 +757,6 @@ impl OpenWindow {
 pub struct DriftWindows {
     hub: Arc<DriftHub>,
     open: HashMap<(Arc<str>, i32), OpenWindow>,
-    buf: Vec<f64>,
     sources: HashMap<String, SourceStats>,
 }
 
@@ -772,7 +765,6 @@ impl DriftWindows {
         Self {
             hub,
             open: HashMap::new(),
-            buf: Vec::new(),
             sources: HashMap::new(),
         }
     }
@@ -822,9 +814,17 @@ impl DriftWindows {
         self.hub.topics.contains_key(topic)
     }
 
-    /// Add one passing record of `topic`/`partition` at `offset`.
-    #[inline]
+    /// Add one passing record of `topic`/`partition` at `offset` (extracts its row; the judge
+    /// uses [`DriftWindows::observe_row`] with the row it already has).
+    #[cfg(test)]
     pub fn observe(&mut self, topic: &Arc<str>, partition: i32, offset: i64, schema: &DomainSchema, value: &Value) {
+        let mut rows = guard_core::FeatureRows::new(schema.layout(), true);
+        rows.push(schema.layout(), 0, value, None);
+        self.observe_row(topic, partition, offset, rows.row(0));
+    }
+
+    /// Observe one record's typed row (extracted once by the judge).
+    pub fn observe_row(&mut self, topic: &Arc<str>, partition: i32, offset: i64, row: RowRef<'_>) {
         let Some(t) = self.hub.topics.get(&**topic) else {
             return;
         };
@@ -844,7 +844,7 @@ impl DriftWindows {
             ow.opened = Instant::now();
         }
         ow.last = offset;
-        t.observe(&mut ow.w, &mut ow.unseen, schema, value, &mut self.buf);
+        t.observe(&mut ow.w, &mut ow.unseen, row);
         if ow.w.records >= t.baseline.window as u64 {
             self.hub.close(topic, partition, &ow.w, &ow.unseen, ow.first, ow.last);
             ow.clear();

@@ -377,20 +377,18 @@ pub fn evaluate(root: &Path, scenario: &str, fgsm_limit: usize) -> anyhow::Resul
     let (a_thr, l_thr) = (route.anomaly_threshold(), route.label_threshold());
     let started = std::time::Instant::now();
     for chunk in items.chunks(1024) {
-        let mut gathered = crate::score::Gathered::default();
+        let schema = judge.schema_for("eval").context("schema loaded")?;
+        let mut rows = guard_core::FeatureRows::new(schema.layout(), true);
         let mut rejected = vec![false; chunk.len()];
         for (i, it) in chunk.iter().enumerate() {
             let rec = Record::whole(i as i64, None, None, Vec::new(), Some(it.payload.clone()));
-            let j = judge.judge_visit("eval", &rec, |schema, value, passed| {
-                if passed {
-                    route.gather(&mut gathered, i, schema, value);
-                }
-            });
+            let j = judge.judge_row("eval", &rec, i, &mut rows, None, |_, _| {});
             rejected[i] = !j.verdict.is_pass();
         }
-        let decisions = route.decide(&gathered);
+        let gathered = route.gather(&rows);
+        let decisions = route.decide(&gathered, &rows);
         let mut by_idx: Vec<Option<&crate::score::Decision>> = vec![None; chunk.len()];
-        for (i, d) in gathered.idx.iter().zip(&decisions) {
+        for (i, d) in rows.indices().iter().zip(&decisions) {
             by_idx[*i] = Some(d);
         }
         for (i, d) in by_idx.into_iter().enumerate() {

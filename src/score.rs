@@ -11,6 +11,7 @@
 
 use anyhow::Context;
 use guard_config::{Config, ExecutionProvider};
+use guard_core::FeatureRows;
 use guard_core::{Reason, ReasonCode};
 use guard_score::{Extractor, Model, ModelFiles, ProviderChoice, ProviderInUse, RoleScores, SessionSettings};
 use guard_validate::{DomainSchema, Judge};
@@ -35,7 +36,7 @@ impl Scorer {
         threshold: Option<f64>,
     ) -> anyhow::Result<Self> {
         let model = Model::from_files(files, settings)?;
-        let extractor = model.extractor_for(schema)?;
+        let extractor = model.extractor_for(schema.guard())?;
         let digest: String = files.sha256().chars().take(12).collect();
         let role = format!("{:?}", model.meta().role).to_lowercase();
         let id = format!("{}/{role}@{digest}", model.meta().schema_id);
@@ -126,16 +127,13 @@ pub struct Decision {
     pub explanation: Option<String>,
 }
 
-/// Rows gathered from one batch while judging.
+/// The models' input rows of one batch, built from its typed rows.
 #[derive(Default)]
 pub struct Gathered {
-    /// Index in the batch of each scored record.
-    pub idx: Vec<usize>,
     anomaly_rows: Vec<f32>,
     label_rows: Vec<f32>,
     /// Class index of each record's given label (`None`: not one of the model's classes).
     labels: Vec<Option<usize>>,
-    given: Vec<Option<String>>,
 }
 
 fn settings(cfg: &Config) -> SessionSettings {
@@ -261,14 +259,6 @@ impl Scoring {
     }
 }
 
-fn class_of(s: &Scorer, schema: &DomainSchema, value: &Value) -> (Option<usize>, Option<String>) {
-    let given = schema.label(value);
-    let idx = given
-        .as_ref()
-        .and_then(|g| s.model.meta().classes.iter().position(|c| c == g));
-    (idx, given)
-}
-
 impl RouteModels {
     /// The anomaly threshold in force, if the route has an anomaly model.
     pub fn anomaly_threshold(&self) -> Option<f64> {
@@ -280,25 +270,33 @@ impl RouteModels {
         self.label.as_ref().map(|s| s.threshold)
     }
 
-    /// Gather record `i`'s rows (a record that passed the checks).
-    pub fn gather(&self, g: &mut Gathered, i: usize, schema: &DomainSchema, value: &Value) {
-        g.idx.push(i);
+    /// The models' input rows for every typed row of the batch (records that passed the checks).
+    pub fn gather(&self, rows: &FeatureRows) -> Gathered {
+        let mut g = Gathered::default();
         if let Some(a) = &self.anomaly {
-            a.extractor.extend_row(value, &mut g.anomaly_rows);
+            g.anomaly_rows.reserve(rows.len() * a.extractor.width());
+            for r in 0..rows.len() {
+                a.extractor.extend_from(rows.row(r), &mut g.anomaly_rows);
+            }
         }
         if let Some(l) = &self.label {
-            l.extractor.extend_row(value, &mut g.label_rows);
-            let (idx, given) = class_of(l, schema, value);
-            g.labels.push(idx);
-            g.given.push(given);
+            g.label_rows.reserve(rows.len() * l.extractor.width());
+            let classes = &l.model.meta().classes;
+            for r in 0..rows.len() {
+                let row = rows.row(r);
+                l.extractor.extend_from(row, &mut g.label_rows);
+                g.labels
+                    .push(row.label().and_then(|given| classes.iter().position(|c| c == given)));
+            }
         }
+        g
     }
 
     /// Run the models on what was gathered; one decision per gathered record, in order.
     /// Scores go to histograms for every record; reasons and explanations are built only for
     /// records over a threshold (the common case costs no allocation per record).
-    pub fn decide(&mut self, g: &Gathered) -> Vec<Decision> {
-        let n = g.idx.len();
+    pub fn decide(&mut self, g: &Gathered, rows: &FeatureRows) -> Vec<Decision> {
+        let n = rows.len();
         let mut out: Vec<Decision> = (0..n).map(|_| Decision::default()).collect();
         if n == 0 {
             return out;
@@ -351,12 +349,17 @@ impl RouteModels {
             if !(a_over || l_over) {
                 continue;
             }
+            let mut explanation = serde_json::Map::new();
             if let (Some(a), Some((_, errors)), Some(s)) = (&self.anomaly, &anomaly, d.anomaly_score) {
                 let w = a.extractor.width();
                 let errs = &errors[k * w..(k + 1) * w];
                 let mut top: Vec<usize> = (0..w).collect();
-                top.sort_by(|x, y| errs[*y].total_cmp(&errs[*x]));
-                top.truncate(3);
+                let by_error = |x: &usize, y: &usize| errs[*y].total_cmp(&errs[*x]).then(x.cmp(y));
+                if w > 3 {
+                    top.select_nth_unstable_by(2, by_error);
+                    top.truncate(3);
+                }
+                top.sort_by(by_error);
                 if a_over {
                     let names: Vec<String> = top
                         .iter()
@@ -379,7 +382,8 @@ impl RouteModels {
                     .iter()
                     .map(|i| json!({"feature": a.extractor.name(*i), "error": finite(errs[*i])}))
                     .collect();
-                merge_explanation(
+                explain(
+                    &mut explanation,
                     d,
                     "anomaly",
                     json!({"score": finite(s), "threshold": a.threshold, "over": a_over, "top": top_json}),
@@ -395,7 +399,7 @@ impl RouteModels {
                     .enumerate()
                     .max_by(|x, y| x.1.total_cmp(y.1))
                     .map_or((0, 0.0), |(i, v)| (i, *v));
-                let given = g.given[k].as_deref().unwrap_or("(none)");
+                let given = rows.row(k).label().unwrap_or("(none)");
                 let p_given = 1.0 - s;
                 if l_over {
                     d.reasons.push(Reason::new(
@@ -406,7 +410,8 @@ impl RouteModels {
                         ),
                     ));
                 }
-                merge_explanation(
+                explain(
+                    &mut explanation,
                     d,
                     "label",
                     json!({"score": finite(s), "threshold": l.threshold, "over": l_over, "given": given,
@@ -414,6 +419,7 @@ impl RouteModels {
                     &l.id,
                 );
             }
+            d.explanation = serde_json::to_string(&explanation).ok();
         }
         out
     }
@@ -429,14 +435,9 @@ fn finite(x: f32) -> Option<f32> {
     x.is_finite().then_some(x)
 }
 
-fn merge_explanation(d: &mut Decision, role: &str, v: Value, id: &str) {
-    let mut e: serde_json::Map<String, Value> = d
-        .explanation
-        .as_deref()
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or_default();
+/// Add `role`'s result to a flagged record's explanation and its model to the model id.
+fn explain(e: &mut serde_json::Map<String, Value>, d: &mut Decision, role: &str, v: Value, id: &str) {
     e.insert(role.to_owned(), json!({"model": id, "result": v}));
-    d.explanation = serde_json::to_string(&e).ok();
     d.model_id = Some(match d.model_id.take() {
         Some(m) => format!("{m},{id}"),
         None => id.to_owned(),

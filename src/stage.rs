@@ -9,7 +9,9 @@
 //!   the bounded channels fill and the source pauses.
 
 use guard_config::Config;
-use guard_core::{Batch, Health, Judgement, Reason, ReasonCode, Record, TopicPartition, Verdict, GUARD_VERSION};
+use guard_core::{
+    Batch, FeatureRows, Health, Judgement, Reason, ReasonCode, Record, TopicPartition, Verdict, GUARD_VERSION,
+};
 use guard_kafka::{CleanSink, FlushSignal};
 use guard_pipeline::{AckTracker, ByteBudget, BytesHeld, Part};
 use guard_quarantine::{
@@ -88,22 +90,24 @@ struct Judged {
     row_sources: HashMap<usize, String>,
 }
 
-/// Judge `records` (limits, decoding, schema, drift observation, models). A panic in here is
-/// a bug in the guard; [`worker`] isolates it.
+/// Judge `records` (limits, decoding, schema, drift observation, models). Each record that
+/// passes its checks is extracted once into a typed row ([`FeatureRows`]); drift and the
+/// models read the rows. A panic in here is a bug in the guard; [`worker`] isolates it.
 fn judge_records(ctx: &mut WorkerCtx, tp: &TopicPartition, records: &[Record], breaker_open: bool) -> Judged {
     let mut slowest = Duration::ZERO;
     let judge = &ctx.judge;
     let watched = ctx.drift.watches(&tp.topic);
     let header = ctx.drift.source_header();
     let drift = &mut ctx.drift;
-    let mut models = ctx.scoring.as_mut().and_then(|s| s.route(&tp.topic));
-    let mut gathered = crate::score::Gathered::default();
-    // Sources of scored records are counted after scoring (the models may quarantine them).
-    let mut scored_sources: Vec<String> = Vec::new();
+    let models = ctx.scoring.as_mut().and_then(|s| s.route(&tp.topic));
+    let schema = judge.schema_for(&tp.topic).map(Arc::clone);
+    let mut rows = schema
+        .as_ref()
+        .map(|s| FeatureRows::new(s.layout(), watched || models.is_some()))
+        .unwrap_or_default();
     // Sources of records that will be quarantined, for their quarantine row (schema mode;
-    // with a source header it is read from the record itself). Scored records' sources
-    // are taken from `scored_sources` once the models have decided, so a passing record
-    // costs no second copy.
+    // with a source header it is read from the record itself). Passing records keep theirs
+    // in their typed row.
     let mut row_sources: HashMap<usize, String> = HashMap::new();
     let mut judgements: Vec<_> = records
         .iter()
@@ -112,55 +116,63 @@ fn judge_records(ctx: &mut WorkerCtx, tp: &TopicPartition, records: &[Record], b
             let t = Instant::now();
             #[cfg(feature = "test-hooks")]
             test_hooks::maybe_panic(r);
-            let mut decoded = false;
-            let mut deferred = false;
-            let j = judge.judge_visit(&tp.topic, r, |schema, value, passed| {
-                decoded = true;
-                if passed && watched {
-                    drift.observe(&tp.topic, tp.partition, r.offset, schema, value);
-                }
-                if let (true, Some(m)) = (passed, models.as_deref_mut()) {
-                    m.gather(&mut gathered, i, schema, value);
-                    deferred = true;
-                }
+            let mut invalid = false;
+            let from_header = header.as_deref().map(|h| header_source(r, h));
+            let j = judge.judge_row(&tp.topic, r, i, &mut rows, from_header, |schema, value| {
+                invalid = true;
+                let source =
+                    from_header.unwrap_or_else(|| guard_core::cap_source(schema.source(value).unwrap_or("(none)")));
+                drift.count_source(source, false);
                 if header.is_none() {
-                    let source = guard_core::cap_source(schema.source(value).unwrap_or("(none)"));
-                    if !passed || (breaker_open && !deferred) {
-                        row_sources.insert(i, source.to_owned());
-                    }
-                    if deferred {
-                        scored_sources.push(source.to_owned());
-                    } else {
-                        drift.count_source(source, passed);
-                    }
+                    row_sources.insert(i, source.to_owned());
                 }
             });
-            match &header {
-                Some(h) if deferred => scored_sources.push(header_source(r, h).to_owned()),
-                Some(h) => drift.count_source(header_source(r, h), j.verdict.is_pass()),
-                None if !decoded => drift.count_source("(undecoded)", false),
-                None => {}
+            if !j.verdict.is_pass() && !invalid {
+                drift.count_source(from_header.unwrap_or("(undecoded)"), false);
             }
             slowest = slowest.max(t.elapsed());
             j
         })
         .collect();
     metrics::histogram!("guard_validate_record_max_duration_seconds").record(slowest.as_secs_f64());
+    if watched {
+        for r in 0..rows.len() {
+            let row = rows.row(r);
+            if let Some(rec) = records.get(row.index()) {
+                drift.observe_row(&tp.topic, tp.partition, rec.offset, row);
+            }
+        }
+    }
     // Scoring: one run per model over the batch's passing records.
     let mut decisions: HashMap<usize, crate::score::Decision> = HashMap::new();
-    if let Some(m) = models {
-        for ((i, d), source) in gathered.idx.iter().zip(m.decide(&gathered)).zip(scored_sources) {
-            let flagged = !d.reasons.is_empty();
-            ctx.drift.count_source_outcome(&source, false, flagged);
-            if header.is_none() && (flagged || breaker_open) {
-                row_sources.insert(*i, source);
-            }
-            if flagged {
-                if let Some(j) = judgements.get_mut(*i) {
-                    j.verdict = Verdict::Quarantine(d.reasons.clone());
+    let keep_source = |flagged: bool| header.is_none() && (flagged || breaker_open);
+    match models {
+        Some(m) => {
+            let gathered = m.gather(&rows);
+            for (r, mut d) in m.decide(&gathered, &rows).into_iter().enumerate() {
+                let row = rows.row(r);
+                let i = row.index();
+                let flagged = !d.reasons.is_empty();
+                ctx.drift.count_source_outcome(row.source(), false, flagged);
+                if keep_source(flagged) {
+                    row_sources.insert(i, row.source().to_owned());
                 }
-                // Only quarantined records carry scores into a row.
-                decisions.insert(*i, d);
+                if flagged {
+                    if let Some(j) = judgements.get_mut(i) {
+                        j.verdict = Verdict::Quarantine(std::mem::take(&mut d.reasons));
+                    }
+                    // Only quarantined records carry scores into a row.
+                    decisions.insert(i, d);
+                }
+            }
+        }
+        None => {
+            for r in 0..rows.len() {
+                let row = rows.row(r);
+                ctx.drift.count_source(row.source(), true);
+                if keep_source(false) {
+                    row_sources.insert(row.index(), row.source().to_owned());
+                }
             }
         }
     }

@@ -636,7 +636,7 @@ fn score_bench(a: &ScoreBenchArgs<'_>) -> anyhow::Result<ExitCode> {
         },
     )?;
     let schema = guard_validate::DomainSchema::load(a.schema)?;
-    let x = model.extractor_for(&schema)?;
+    let x = model.extractor_for(schema.guard())?;
     let text = std::fs::read_to_string(a.input).with_context(|| format!("reading {}", a.input.display()))?;
     let mut pool: Vec<f32> = Vec::new();
     let mut n_pool = 0;

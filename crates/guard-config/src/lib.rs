@@ -223,7 +223,7 @@ pub struct DriftConfig {
     /// Keep a DDSketch per feature for quantiles (p50, p90, p99 within 1 % relative error).
     pub quantiles: bool,
     /// When a feature fires and how alarms rise and clear.
-    pub alarm: guard_stats::AlarmPolicy,
+    pub alarm: guard_core::AlarmPolicy,
     /// Topic that receives every drift event (raised, cleared) as JSON; unset: none.
     pub events_topic: Option<String>,
     /// `http://` URL that receives drift events as Alertmanager webhook payloads (version 4);
@@ -296,7 +296,7 @@ impl Default for DriftConfig {
             min_window_fraction: DEFAULT_MIN_WINDOW_FRACTION,
             sliding_windows: DEFAULT_SLIDING_WINDOWS,
             quantiles: true,
-            alarm: guard_stats::AlarmPolicy::default(),
+            alarm: guard_core::AlarmPolicy::default(),
             events_topic: None,
             webhook_url: None,
             webhook_queue: DEFAULT_WEBHOOK_QUEUE,

@@ -9,13 +9,17 @@
 //! * every record gets its own [`Verdict`], so one bad record never fails its batch;
 //! * a quarantined record always carries at least one stable [`ReasonCode`].
 
+pub mod features;
 mod health;
 pub mod limits;
+mod policy;
 mod reason;
 mod record;
 
+pub use features::{FeatureField, FeatureLayout, FeatureRows, FieldPath, GuardSection, RowRef, StrColumn, TensorField};
 pub use health::{Health, HealthReport, Unreadable};
 pub use limits::Limits;
+pub use policy::AlarmPolicy;
 pub use reason::{Reason, ReasonCode};
 pub use record::{Batch, Envelope, EnvelopeBuilder, Header, Record, TopicPartition};
 

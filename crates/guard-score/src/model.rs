@@ -1,7 +1,7 @@
 //! Runtime initialisation, model loading with metadata checks, provider choice and inference.
 
 use crate::ScoreError;
-use guard_validate::DomainSchema;
+use guard_core::{FieldPath, GuardSection, RowRef};
 use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -163,40 +163,64 @@ pub struct ModelMeta {
 /// Builds a model's input row from a record, following the metadata's input order.
 #[derive(Debug, Clone)]
 pub struct Extractor {
-    parts: Vec<(String, usize)>,
+    parts: Vec<Part>,
     names: Vec<String>,
     width: usize,
 }
 
+/// One model input: a numeric feature (column of the typed row) or a whole tensor.
+#[derive(Debug, Clone)]
+enum Part {
+    Numeric { col: usize, path: FieldPath },
+    Tensor { t: usize, len: usize, path: FieldPath },
+}
+
+impl Part {
+    fn width(&self) -> usize {
+        match self {
+            Part::Numeric { .. } => 1,
+            Part::Tensor { len, .. } => *len,
+        }
+    }
+
+    fn path(&self) -> &FieldPath {
+        match self {
+            Part::Numeric { path, .. } | Part::Tensor { path, .. } => path,
+        }
+    }
+}
+
 impl Extractor {
-    /// Resolve `meta.inputs` against `schema`: each must be a numeric feature (width 1) or a
-    /// tensor (its element count), and the widths must add up to `meta.width`.
-    pub fn new(meta: &ModelMeta, schema: &DomainSchema) -> Result<Self, String> {
-        let g = schema.guard();
+    /// Resolve `meta.inputs` against the schema's `x-guard` section: each must be a numeric
+    /// feature (width 1) or a tensor (its element count), and the widths must add up to
+    /// `meta.width`.
+    pub fn new(meta: &ModelMeta, g: &GuardSection) -> Result<Self, String> {
         let mut parts = Vec::new();
         let mut names = Vec::new();
         for input in &meta.inputs {
-            if let Some(f) = g.numeric.iter().find(|f| &f.name == input) {
-                parts.push((f.pointer.clone(), 1));
+            if let Some((col, f)) = g.numeric.iter().enumerate().find(|(_, f)| &f.name == input) {
+                let path = FieldPath::parse(&f.pointer)?;
+                parts.push(Part::Numeric { col, path });
                 names.push(f.name.clone());
-            } else if let Some(t) = g.tensors.iter().find(|t| &t.name == input) {
-                let n: usize = t.shape.iter().product();
-                parts.push((t.pointer.clone(), n));
-                names.extend((0..n).map(|i| format!("{}[{i}]", t.name)));
+            } else if let Some((t, tf)) = g.tensors.iter().enumerate().find(|(_, t)| &t.name == input) {
+                let len = tf
+                    .len()
+                    .ok_or_else(|| format!("tensor {} has an empty shape", tf.name))?;
+                let path = FieldPath::parse(&tf.pointer)?;
+                parts.push(Part::Tensor { t, len, path });
+                names.extend((0..len).map(|i| format!("{}[{i}]", tf.name)));
             } else {
                 return Err(format!(
                     "model input {input:?} is neither a numeric feature nor a tensor of schema {}",
-                    schema.id()
+                    g.id
                 ));
             }
         }
-        let width: usize = parts.iter().map(|(_, n)| n).sum();
+        let width: usize = parts.iter().map(Part::width).sum();
         if width != meta.width {
             return Err(format!(
                 "model inputs {:?} are {width} values in schema {}, the model takes {}",
-                meta.inputs,
-                schema.id(),
-                meta.width
+                meta.inputs, g.id, meta.width
             ));
         }
         Ok(Self { parts, names, width })
@@ -214,12 +238,13 @@ impl Extractor {
 
     /// JSON pointer of input value `i` in the record (`/features/2`, `/pixels/412`).
     pub fn pointer(&self, mut i: usize) -> Option<String> {
-        for (pointer, n) in &self.parts {
-            if i < *n {
-                return Some(if *n == 1 {
-                    pointer.clone()
-                } else {
-                    format!("{pointer}/{i}")
+        for p in &self.parts {
+            let n = p.width();
+            if i < n {
+                let pointer = p.path().as_str();
+                return Some(match p {
+                    Part::Numeric { .. } => pointer.to_owned(),
+                    Part::Tensor { .. } => format!("{pointer}/{i}"),
                 });
             }
             i -= n;
@@ -227,15 +252,36 @@ impl Extractor {
         None
     }
 
-    /// Append one record's row to `out` (NaN for anything missing or not a number).
-    pub fn extend_row(&self, value: &Value, out: &mut Vec<f32>) {
-        for (pointer, n) in &self.parts {
-            match value.pointer(pointer) {
-                Some(Value::Array(a)) if *n != 1 || a.len() == 1 => {
-                    out.extend((0..*n).map(|i| a.get(i).and_then(Value::as_f64).map_or(f32::NAN, |x| x as f32)));
+    /// Append one record's row to `out` from its typed row (extracted once by the pipeline).
+    #[inline]
+    pub fn extend_from(&self, row: RowRef<'_>, out: &mut Vec<f32>) {
+        let numeric = row.numeric();
+        for p in &self.parts {
+            match p {
+                Part::Numeric { col, .. } => out.push(numeric.get(*col).map_or(f32::NAN, |x| *x as f32)),
+                Part::Tensor { t, len, .. } => {
+                    let v = row.tensor(*t);
+                    if v.len() == *len {
+                        out.extend_from_slice(v);
+                    } else {
+                        out.extend(std::iter::repeat_n(f32::NAN, *len));
+                    }
                 }
-                Some(v) if *n == 1 => out.push(v.as_f64().map_or(f32::NAN, |x| x as f32)),
-                _ => out.extend(std::iter::repeat_n(f32::NAN, *n)),
+            }
+        }
+    }
+
+    /// Append one record's row to `out` straight from its JSON (NaN for anything missing or
+    /// not a number), by the same rules as the typed row.
+    pub fn extend_row(&self, value: &Value, out: &mut Vec<f32>) {
+        for p in &self.parts {
+            match (p, p.path().get(value)) {
+                (Part::Numeric { .. }, v) => out.push(v.and_then(Value::as_f64).map_or(f32::NAN, |x| x as f32)),
+                (Part::Tensor { len, .. }, Some(Value::Array(a))) => {
+                    out.extend(a.iter().take(*len).map(|v| v.as_f64().map_or(f32::NAN, |x| x as f32)));
+                    out.extend(std::iter::repeat_n(f32::NAN, len.saturating_sub(a.len())));
+                }
+                (Part::Tensor { len, .. }, _) => out.extend(std::iter::repeat_n(f32::NAN, *len)),
             }
         }
     }
@@ -429,29 +475,29 @@ impl Model {
         Ok(())
     }
 
-    /// Check the model against `schema` and return the row extractor for it.
-    pub fn extractor_for(&self, schema: &DomainSchema) -> Result<Extractor, ScoreError> {
-        if self.meta.schema_id != schema.id().as_ref() {
+    /// Check the model against a schema's `x-guard` section and return the row extractor
+    /// for it.
+    pub fn extractor_for(&self, g: &GuardSection) -> Result<Extractor, ScoreError> {
+        if self.meta.schema_id != g.id {
             return Err(self.mismatch(format!(
                 "trained for schema {:?}, the route's schema is {:?}",
-                self.meta.schema_id,
-                schema.id()
+                self.meta.schema_id, g.id
             )));
         }
         if self.meta.role == Role::Label {
-            let classes = schema.guard().label_classes;
-            if schema.guard().label.is_none() {
-                return Err(self.mismatch(format!("a label model, but schema {} names no label", schema.id())));
+            let classes = g.label_classes;
+            if g.label.is_none() {
+                return Err(self.mismatch(format!("a label model, but schema {} names no label", g.id)));
             }
             if classes.is_some_and(|c| c != self.meta.classes.len()) {
                 return Err(self.mismatch(format!(
                     "{} classes, schema {} declares {classes:?}",
                     self.meta.classes.len(),
-                    schema.id()
+                    g.id
                 )));
             }
         }
-        Extractor::new(&self.meta, schema).map_err(|m| self.mismatch(m))
+        Extractor::new(&self.meta, g).map_err(|m| self.mismatch(m))
     }
 
     /// Where ONNX Runtime placed the graph's nodes, as (provider, node count), e.g.

@@ -7,7 +7,8 @@
 //! after `consecutive` firing windows in a row and cleared only after `clear_after` quiet ones.
 
 use crate::profile::{Calibration, FeatureDrift};
-use serde::{Deserialize, Serialize};
+pub use guard_core::AlarmPolicy;
+use serde::Serialize;
 
 /// Benjamini–Hochberg adjusted p-values (SciPy `false_discovery_control(ps, method="bh")`),
 /// in the input order. NaN p-values are treated as 1.
@@ -23,37 +24,6 @@ pub fn benjamini_hochberg(p: &[f64]) -> Vec<f64> {
         adjusted[i] = running.min(1.0);
     }
     adjusted
-}
-
-/// When a feature fires, and how long an alarm needs to rise and to clear.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct AlarmPolicy {
-    /// False-discovery rate for the Benjamini–Hochberg correction across features.
-    pub fdr: f64,
-    /// Smallest KS statistic that counts as drift.
-    pub min_ks: f64,
-    /// Smallest PSI that counts as drift (paired with the chi-squared test).
-    pub min_psi: f64,
-    /// Variance ratio outside `[1/max_var_ratio, max_var_ratio]` counts as drift.
-    pub max_var_ratio: f64,
-    /// Firing windows in a row before an alarm is raised.
-    pub consecutive: u32,
-    /// Quiet windows in a row before a raised alarm clears.
-    pub clear_after: u32,
-}
-
-impl Default for AlarmPolicy {
-    fn default() -> Self {
-        Self {
-            fdr: 0.01,
-            min_ks: 0.1,
-            min_psi: 0.2,
-            max_var_ratio: 2.0,
-            consecutive: 2,
-            clear_after: 3,
-        }
-    }
 }
 
 /// Which tests made a feature fire.

@@ -7,6 +7,7 @@
 
 mod decode;
 mod envelope;
+pub mod fast;
 mod prescan;
 mod schema;
 
@@ -15,7 +16,7 @@ pub use envelope::check_envelope;
 pub use prescan::prescan;
 pub use schema::{DomainSchema, FeatureField, GuardSection, TensorField, MAX_REASONS_PER_RECORD};
 
-use guard_core::{Judgement, Limits, Reason, ReasonCode, Record, Verdict};
+use guard_core::{FeatureRows, Judgement, Limits, Reason, ReasonCode, Record, Verdict};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -108,11 +109,57 @@ impl Judge {
         Judgement { verdict, schema_id }
     }
 
-    fn verdict<'s>(
+    /// Judge record `index` of a batch of `topic` and, when it passes, append its typed row
+    /// to `rows` (made from this topic's schema layout), with `source` as its source when
+    /// given (a header) instead of the schema's source field. Records in the schema's typed
+    /// subset are decoded, validated and extracted in one pass without a tree
+    /// ([`fast::Shape`]); the rest, and every record the fast path is not sure of, take the
+    /// full path. `on_invalid` sees records that decoded but failed the schema.
+    pub fn judge_row(
         &self,
-        schema: Option<&'s Arc<DomainSchema>>,
+        topic: &str,
         record: &Record,
-    ) -> Result<(&'s DomainSchema, Value), Vec<Reason>> {
+        index: usize,
+        rows: &mut FeatureRows,
+        source: Option<&str>,
+        on_invalid: impl FnOnce(&DomainSchema, &Value),
+    ) -> Judgement {
+        let schema = self.routes.get(topic);
+        let schema_id = schema.map(|s| Arc::clone(s.id()));
+        let verdict = match self.bounded(record) {
+            Err(reasons) => Verdict::Quarantine(reasons),
+            Ok(bytes) => {
+                if let Some(shape) = schema.and_then(|s| s.fast()) {
+                    if shape.accept(bytes, rows, index) {
+                        if let Some(s) = source {
+                            rows.set_source(s);
+                        }
+                        return Judgement {
+                            verdict: Verdict::Pass,
+                            schema_id,
+                        };
+                    }
+                }
+                match self.decoded(schema, bytes) {
+                    Err(reasons) => Verdict::Quarantine(reasons),
+                    Ok((schema, value)) => match schema.check(&value) {
+                        Ok(()) => {
+                            rows.push(schema.layout(), index, &value, source);
+                            Verdict::Pass
+                        }
+                        Err(reasons) => {
+                            on_invalid(schema, &value);
+                            Verdict::Quarantine(reasons)
+                        }
+                    },
+                }
+            }
+        };
+        Judgement { verdict, schema_id }
+    }
+
+    /// Envelope, payload and limits: the bytes a decoder may read.
+    fn bounded<'r>(&self, record: &'r Record) -> Result<&'r [u8], Vec<Reason>> {
         let envelope = check_envelope(record, &self.limits);
         if !envelope.is_empty() {
             return Err(envelope);
@@ -121,6 +168,15 @@ impl Judge {
             return Err(vec![Reason::new(ReasonCode::DECODE_EMPTY, "tombstone (null payload)")]);
         };
         prescan(bytes, &self.limits).map_err(|r| vec![r])?;
+        Ok(bytes)
+    }
+
+    /// The tree of bounded bytes, with the topic's schema.
+    fn decoded<'s>(
+        &self,
+        schema: Option<&'s Arc<DomainSchema>>,
+        bytes: &[u8],
+    ) -> Result<(&'s DomainSchema, Value), Vec<Reason>> {
         let value = decode(bytes).map_err(|r| vec![r])?;
         let Some(schema) = schema else {
             return Err(vec![Reason::new(
@@ -129,6 +185,15 @@ impl Judge {
             )]);
         };
         Ok((schema, value))
+    }
+
+    fn verdict<'s>(
+        &self,
+        schema: Option<&'s Arc<DomainSchema>>,
+        record: &Record,
+    ) -> Result<(&'s DomainSchema, Value), Vec<Reason>> {
+        let bytes = self.bounded(record)?;
+        self.decoded(schema, bytes)
     }
 }
 

@@ -105,7 +105,10 @@ pub fn prescan(bytes: &[u8], limits: &Limits) -> Result<(), Reason> {
             b'-' | b'0'..=b'9' | b'N' | b'I' | b'+' => {
                 count_value_start(&mut stack, limits, i)?;
                 let start = i;
+                // Plain integers (the common case: pixels, counts) need no further check.
+                let mut plain = true;
                 while i < n && !matches!(bytes[i], b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t' | b':') {
+                    plain &= bytes[i].is_ascii_digit() || (i == start && bytes[i] == b'-');
                     i += 1;
                     if i - start > limits.max_string_len.max(MIN_NUMBER_TOKEN) {
                         return Err(Reason::new(
@@ -118,7 +121,9 @@ pub fn prescan(bytes: &[u8], limits: &Limits) -> Result<(), Reason> {
                         .at(format!("@{start}")));
                     }
                 }
-                check_number(&bytes[start..i], start)?;
+                if !plain || i - start > 20 {
+                    check_number(&bytes[start..i], start)?;
+                }
             }
             b't' | b'f' | b'n' => {
                 count_value_start(&mut stack, limits, i)?;

@@ -6,8 +6,8 @@
 //! feature name unique.
 
 use crate::ValidateError;
-use guard_core::{Reason, ReasonCode};
-use serde::Deserialize;
+pub use guard_core::{FeatureField, GuardSection, TensorField};
+use guard_core::{FeatureLayout, Reason, ReasonCode};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,60 +15,14 @@ use std::sync::Arc;
 /// Most schema errors reported for one record; the rest are summarised.
 pub const MAX_REASONS_PER_RECORD: usize = 8;
 
-/// The `x-guard` section of a domain schema.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct GuardSection {
-    /// Stable schema identity written with every verdict, e.g. `shuttle-v1`.
-    pub id: String,
-    /// JSON pointer to the producer/source field, if records carry one.
-    #[serde(default)]
-    pub source: Option<String>,
-    /// JSON pointer to the label.
-    #[serde(default)]
-    pub label: Option<String>,
-    /// Number of label classes, for categorical labels `0..classes`.
-    #[serde(default)]
-    pub label_classes: Option<usize>,
-    /// Numeric features in model input order.
-    #[serde(default)]
-    pub numeric: Vec<FeatureField>,
-    /// Categorical features.
-    #[serde(default)]
-    pub categorical: Vec<FeatureField>,
-    /// Tensor fields (flattened row-major) with their shape.
-    #[serde(default)]
-    pub tensors: Vec<TensorField>,
-}
-
-/// A named feature at a JSON pointer.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct FeatureField {
-    /// Feature name, unique within the schema.
-    pub name: String,
-    /// JSON pointer to the value.
-    pub pointer: String,
-}
-
-/// A tensor field: a flat numeric array with a declared shape.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TensorField {
-    /// Tensor name, unique within the schema.
-    pub name: String,
-    /// JSON pointer to the flat array.
-    pub pointer: String,
-    /// Shape, e.g. `[28, 28]`; the array length must equal the product.
-    pub shape: Vec<usize>,
-}
-
 /// A loaded, compiled domain schema.
 pub struct DomainSchema {
     id: Arc<str>,
     guard: GuardSection,
     validator: jsonschema::Validator,
     tensor_lens: Vec<usize>,
+    layout: FeatureLayout,
+    fast: Option<crate::fast::Shape>,
 }
 
 impl std::fmt::Debug for DomainSchema {
@@ -140,11 +94,15 @@ impl DomainSchema {
             .with_draft(jsonschema::Draft::Draft202012)
             .build(value)
             .map_err(|e| (e.instance_path().to_string(), e.to_string()))?;
+        let layout = FeatureLayout::new(&guard)?;
+        let fast = crate::fast::Shape::compile(value, &guard);
         Ok(Self {
             id: Arc::from(guard.id.as_str()),
             guard,
             validator,
             tensor_lens,
+            layout,
+            fast,
         })
     }
 
@@ -156,6 +114,16 @@ impl DomainSchema {
     /// The `x-guard` section.
     pub fn guard(&self) -> &GuardSection {
         &self.guard
+    }
+
+    /// The typed fast path, when the schema is written in the subset it understands.
+    pub fn fast(&self) -> Option<&crate::fast::Shape> {
+        self.fast.as_ref()
+    }
+
+    /// The compiled `x-guard` pointers: what a record's typed row is extracted by.
+    pub fn layout(&self) -> &FeatureLayout {
+        &self.layout
     }
 
     /// Validate a decoded record: JSON Schema first, then the x-guard rules (tensor shapes).
@@ -188,8 +156,14 @@ impl DomainSchema {
     }
 
     fn check_tensors(&self, value: &Value) -> Result<(), Vec<Reason>> {
-        for (t, want) in self.guard.tensors.iter().zip(&self.tensor_lens) {
-            let got = value.pointer(&t.pointer).and_then(Value::as_array).map(Vec::len);
+        for ((t, want), path) in self
+            .guard
+            .tensors
+            .iter()
+            .zip(&self.tensor_lens)
+            .zip(self.layout.tensor_paths())
+        {
+            let got = path.get(value).and_then(Value::as_array).map(Vec::len);
             if got != Some(*want) {
                 return Err(vec![Reason::new(
                     ReasonCode::schema("items"),
@@ -207,23 +181,15 @@ impl DomainSchema {
     /// Numeric features in declared order (`NaN` where absent or not a number), for statistics
     /// and scoring.
     pub fn numeric_features(&self, value: &Value) -> Vec<f64> {
-        self.guard
-            .numeric
-            .iter()
-            .map(|f| value.pointer(&f.pointer).and_then(Value::as_f64).unwrap_or(f64::NAN))
-            .collect()
+        let mut out = Vec::with_capacity(self.layout.numeric_width());
+        self.layout.numeric_into(value, &mut out);
+        out
     }
 
     /// Numeric features in declared order into `out` (cleared first; no allocation once
     /// `out` has grown to the feature count).
     pub fn numeric_features_into(&self, value: &Value, out: &mut Vec<f64>) {
-        out.clear();
-        out.extend(
-            self.guard
-                .numeric
-                .iter()
-                .map(|f| value.pointer(&f.pointer).and_then(Value::as_f64).unwrap_or(f64::NAN)),
-        );
+        self.layout.numeric_into(value, out);
     }
 
     /// Names of the categorical statistics, in order: `x-guard.categorical`, then `label` when
@@ -240,34 +206,19 @@ impl DomainSchema {
     /// Calls `f(i, value)` for each categorical statistic of [`DomainSchema::categorical_names`]:
     /// strings as they are, numbers and booleans as their JSON text, `None` when absent or
     /// null. Objects and arrays count as absent.
-    pub fn for_each_categorical(&self, value: &Value, mut f: impl FnMut(usize, Option<&str>)) {
-        let pointers = self
-            .guard
-            .categorical
-            .iter()
-            .map(|c| c.pointer.as_str())
-            .chain(self.guard.label.as_deref());
-        for (i, p) in pointers.enumerate() {
-            match value.pointer(p) {
-                Some(Value::String(s)) => f(i, Some(s)),
-                Some(v @ (Value::Number(_) | Value::Bool(_))) => f(i, Some(&v.to_string())),
-                _ => f(i, None),
-            }
-        }
+    pub fn for_each_categorical(&self, value: &Value, f: impl FnMut(usize, Option<&str>)) {
+        self.layout.each_categorical(value, f);
     }
 
-    /// The record's label as a string, if the schema names one and the record has it.
+    /// The record's label as text (as a categorical statistic renders it), if the schema
+    /// names one and the record has it.
     pub fn label(&self, value: &Value) -> Option<String> {
-        let v = value.pointer(self.guard.label.as_deref()?)?;
-        Some(match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
+        self.layout.label(value)
     }
 
     /// The record's source (producer) field, if the schema names one.
     pub fn source<'v>(&self, value: &'v Value) -> Option<&'v str> {
-        value.pointer(self.guard.source.as_deref()?)?.as_str()
+        self.layout.source(value)
     }
 }
 

@@ -1,0 +1,832 @@
+//! The typed fast path: decode, validate and extract in one pass, without building a tree.
+//!
+//! A domain schema written in the common subset of JSON Schema (objects with `properties`,
+//! `required` and `additionalProperties: false`; arrays with `items`, `minItems`, `maxItems`;
+//! numbers and integers with bounds and integer `enum`; strings with lengths and `enum`;
+//! booleans) compiles into a [`Shape`]. A record is then decoded by serde straight against the
+//! shape: every value is checked as it is read, and the `x-guard` fields go straight into the
+//! batch's typed row ([`FeatureRows`]), so no `serde_json::Value` is built.
+//!
+//! The fast path only ever **accepts**. Anything it is not sure of (a value out of bounds, an
+//! unknown or duplicate key, `1.0` where an integer is wanted, a syntax error) makes it give
+//! up, and the record takes the full path (tree decode, JSON Schema validator, x-guard rules)
+//! that produces the exact reasons. So a record the fast path accepts is one the full path
+//! accepts too; `tests::fast_path_agrees_with_the_full_path` and the fuzz target check that.
+//! A schema with any keyword outside the subset (`pattern`, `$ref`, `oneOf`, `format`, ...)
+//! does not compile, and all its records take the full path.
+
+use guard_core::{FeatureRows, FieldPath, GuardSection};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+use std::fmt;
+
+/// Largest integer every f64 holds exactly; integers beyond it go the full path.
+const EXACT_INT: u64 = 1 << 53;
+
+/// Keywords that only annotate (they never change what is valid).
+const ANNOTATIONS: &[&str] = &[
+    "$schema",
+    "$id",
+    "$comment",
+    "title",
+    "description",
+    "examples",
+    "default",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "x-guard",
+];
+
+/// Where an extracted value goes in the typed row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Sink {
+    Numeric(usize),
+    Categorical(usize),
+    Source,
+}
+
+#[derive(Debug, Clone, Default)]
+struct NumberRule {
+    integer: bool,
+    minimum: Option<f64>,
+    maximum: Option<f64>,
+    exclusive_minimum: Option<f64>,
+    exclusive_maximum: Option<f64>,
+    /// Allowed integers (`enum` of integers only).
+    one_of: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Object {
+        props: Vec<(String, Shape)>,
+        required: u64,
+    },
+    Array {
+        items: Box<Shape>,
+        min: usize,
+        max: Option<usize>,
+        /// Per index, where the element goes (`/features/3`).
+        at: Vec<(usize, Sink)>,
+        /// The whole array is tensor `t` of this many elements.
+        tensor: Option<(usize, usize)>,
+    },
+    Number(NumberRule),
+    String {
+        min: usize,
+        max: Option<usize>,
+        one_of: Option<Vec<String>>,
+    },
+    Bool,
+}
+
+/// A compiled schema node and what its value feeds.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    kind: Kind,
+    sinks: Vec<Sink>,
+}
+
+impl Shape {
+    /// Compile `schema` with the `x-guard` fields of `guard`; `None` when the schema uses
+    /// anything outside the subset (its records then take the full path).
+    pub fn compile(schema: &Value, guard: &GuardSection) -> Option<Self> {
+        let mut root = compile_node(schema)?;
+        for (col, f) in guard.numeric.iter().enumerate() {
+            root.attach(&FieldPath::parse(&f.pointer).ok()?, Sink::Numeric(col))?;
+        }
+        let categorical = guard.categorical.iter().map(|f| f.pointer.as_str());
+        for (j, p) in categorical.chain(guard.label.as_deref()).enumerate() {
+            root.attach(&FieldPath::parse(p).ok()?, Sink::Categorical(j))?;
+        }
+        if let Some(p) = &guard.source {
+            root.attach(&FieldPath::parse(p).ok()?, Sink::Source)?;
+        }
+        for (t, tf) in guard.tensors.iter().enumerate() {
+            let len = tf.len()?;
+            let node = root.find_mut(&FieldPath::parse(&tf.pointer).ok()?)?;
+            match &mut node.kind {
+                Kind::Array { items, tensor, .. } if tensor.is_none() && matches!(items.kind, Kind::Number(_)) => {
+                    *tensor = Some((t, len));
+                }
+                _ => return None,
+            }
+        }
+        Some(root)
+    }
+
+    fn find_mut(&mut self, path: &FieldPath) -> Option<&mut Shape> {
+        let mut node = self;
+        for (key, _) in path.tokens() {
+            node = match &mut node.kind {
+                Kind::Object { props, .. } => props.iter_mut().find(|(k, _)| k == key).map(|(_, s)| s)?,
+                _ => return None,
+            };
+        }
+        Some(node)
+    }
+
+    /// Route the value at `path` to `sink`. Scalars only: a pointer to an array element names
+    /// the array's index.
+    fn attach(&mut self, path: &FieldPath, sink: Sink) -> Option<()> {
+        let tokens: Vec<(&str, Option<usize>)> = path.tokens().collect();
+        let (last, parents) = tokens.split_last()?;
+        let mut node = self;
+        for (key, _) in parents {
+            node = match &mut node.kind {
+                Kind::Object { props, .. } => props.iter_mut().find(|(k, _)| k == key).map(|(_, s)| s)?,
+                _ => return None,
+            };
+        }
+        let scalar_ok = |k: &Kind| {
+            matches!(
+                (sink, k),
+                (Sink::Numeric(_), Kind::Number(_))
+                    | (Sink::Categorical(_), Kind::Number(_) | Kind::String { .. } | Kind::Bool)
+                    | (Sink::Source, Kind::String { .. })
+            )
+        };
+        match &mut node.kind {
+            Kind::Object { props, .. } => {
+                let child = props.iter_mut().find(|(k, _)| k == last.0).map(|(_, s)| s)?;
+                scalar_ok(&child.kind).then(|| child.sinks.push(sink))
+            }
+            Kind::Array { items, at, .. } => {
+                let i = last.1?;
+                scalar_ok(&items.kind).then(|| {
+                    let pos = at.partition_point(|(j, _)| *j <= i);
+                    at.insert(pos, (i, sink));
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Decode `bytes` against this shape into a new row of `rows` (record `index` of the
+    /// batch). `false`: the record is not certainly valid; the row was dropped and the record
+    /// must take the full path.
+    pub fn accept(&self, bytes: &[u8], rows: &mut FeatureRows, index: usize) -> bool {
+        rows.start_row(index);
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let features = rows.has_features();
+        let ok = Seed {
+            shape: self,
+            rows,
+            features,
+            extra: &[],
+            tensor: None,
+        }
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .is_ok();
+        if !ok {
+            rows.abort_row();
+        }
+        ok
+    }
+}
+
+fn compile_node(v: &Value) -> Option<Shape> {
+    let m = v.as_object()?;
+    let ty = match (m.get("type"), m.get("enum").and_then(Value::as_array)) {
+        (Some(t), _) => t.as_str()?,
+        // `enum` alone: all strings, or all integers.
+        (None, Some(e)) if e.iter().all(Value::is_string) => "string",
+        (None, Some(e)) if e.iter().all(|v| v.is_i64() || v.is_u64()) => "number",
+        _ => return None,
+    };
+    let allowed: &[&str] = match ty {
+        "object" => &["type", "properties", "required", "additionalProperties"],
+        "array" => &["type", "items", "minItems", "maxItems"],
+        "number" | "integer" => &[
+            "type",
+            "minimum",
+            "maximum",
+            "exclusiveMinimum",
+            "exclusiveMaximum",
+            "enum",
+        ],
+        "string" => &["type", "minLength", "maxLength", "enum"],
+        "boolean" => &["type"],
+        _ => return None,
+    };
+    if m.keys()
+        .any(|k| !allowed.contains(&k.as_str()) && !ANNOTATIONS.contains(&k.as_str()) && !k.starts_with("x-"))
+    {
+        return None;
+    }
+    let count = |k: &str| -> Option<Option<usize>> {
+        match m.get(k) {
+            None => Some(None),
+            Some(v) => Some(Some(usize::try_from(v.as_u64()?).ok()?)),
+        }
+    };
+    let kind = match ty {
+        "object" => {
+            if m.get("additionalProperties") != Some(&Value::Bool(false)) {
+                return None;
+            }
+            let props: Vec<(String, Shape)> = match m.get("properties") {
+                None => Vec::new(),
+                Some(p) => p
+                    .as_object()?
+                    .iter()
+                    .map(|(k, v)| Some((k.clone(), compile_node(v)?)))
+                    .collect::<Option<_>>()?,
+            };
+            if props.len() > 64 {
+                return None;
+            }
+            let mut required = 0u64;
+            for r in m
+                .get("required")
+                .map_or(Some(&[][..]), |r| r.as_array().map(Vec::as_slice))?
+            {
+                let i = props.iter().position(|(k, _)| Some(k.as_str()) == r.as_str())?;
+                required |= 1 << i;
+            }
+            Kind::Object { props, required }
+        }
+        "array" => Kind::Array {
+            items: Box::new(compile_node(m.get("items")?)?),
+            min: count("minItems")?.unwrap_or(0),
+            max: count("maxItems")?,
+            at: Vec::new(),
+            tensor: None,
+        },
+        "number" | "integer" => {
+            let bound = |k: &str| -> Option<Option<f64>> {
+                match m.get(k) {
+                    None => Some(None),
+                    Some(v) => Some(Some(exact(v)?)),
+                }
+            };
+            let one_of = match m.get("enum") {
+                None => None,
+                Some(e) => Some(
+                    e.as_array()?
+                        .iter()
+                        .map(|v| v.as_i64().filter(|x| x.unsigned_abs() < EXACT_INT))
+                        .collect::<Option<Vec<i64>>>()?,
+                ),
+            };
+            Kind::Number(NumberRule {
+                integer: ty == "integer",
+                minimum: bound("minimum")?,
+                maximum: bound("maximum")?,
+                exclusive_minimum: bound("exclusiveMinimum")?,
+                exclusive_maximum: bound("exclusiveMaximum")?,
+                one_of,
+            })
+        }
+        "string" => Kind::String {
+            min: count("minLength")?.unwrap_or(0),
+            max: count("maxLength")?,
+            one_of: match m.get("enum") {
+                None => None,
+                Some(e) => Some(
+                    e.as_array()?
+                        .iter()
+                        .map(|v| v.as_str().map(str::to_owned))
+                        .collect::<Option<_>>()?,
+                ),
+            },
+        },
+        _ => Kind::Bool,
+    };
+    Some(Shape {
+        kind,
+        sinks: Vec::new(),
+    })
+}
+
+/// A bound as an exact f64 (integers beyond 2^53 and non-numbers do not compile).
+fn exact(v: &Value) -> Option<f64> {
+    if let Some(i) = v.as_i64() {
+        return (i.unsigned_abs() < EXACT_INT).then_some(i as f64);
+    }
+    if v.as_u64().is_some() {
+        return None;
+    }
+    v.as_f64().filter(|x| x.is_finite())
+}
+
+impl NumberRule {
+    /// Whether `x` (a float, or an integer when `int` holds it) certainly passes.
+    fn accepts(&self, x: f64, int: Option<i64>) -> bool {
+        if self.integer && int.is_none() {
+            return false;
+        }
+        if let Some(allowed) = &self.one_of {
+            if !int.is_some_and(|i| allowed.contains(&i)) {
+                return false;
+            }
+        }
+        self.minimum.is_none_or(|b| x >= b)
+            && self.maximum.is_none_or(|b| x <= b)
+            && self.exclusive_minimum.is_none_or(|b| x > b)
+            && self.exclusive_maximum.is_none_or(|b| x < b)
+    }
+}
+
+/// Decodes one value against a shape. `extra` are the sinks of this array element, `tensor`
+/// the tensor slot it fills.
+struct Seed<'s, 'r> {
+    shape: &'s Shape,
+    rows: &'r mut FeatureRows,
+    features: bool,
+    extra: &'s [(usize, Sink)],
+    tensor: Option<(usize, usize)>,
+}
+
+/// The fast path gives up (the message is never shown: the full path judges the record).
+fn give_up<E: serde::de::Error>() -> E {
+    E::custom("fast path: not certain")
+}
+
+impl Seed<'_, '_> {
+    fn number<E: serde::de::Error>(self, x: f64, int: Option<i64>) -> Result<(), E> {
+        let Seed {
+            shape,
+            rows,
+            features,
+            extra,
+            tensor,
+        } = self;
+        let Kind::Number(rule) = &shape.kind else {
+            return Err(give_up());
+        };
+        if !rule.accepts(x, int) {
+            return Err(give_up());
+        }
+        if features {
+            if let Some((t, i)) = tensor {
+                rows.set_tensor(t, i, x as f32);
+            }
+            for s in shape.sinks.iter().chain(extra.iter().map(|(_, s)| s)) {
+                match (*s, int) {
+                    (Sink::Numeric(c), _) => rows.set_numeric(c, x),
+                    (Sink::Categorical(j), Some(i)) => rows.set_categorical_int(j, i),
+                    (Sink::Categorical(j), None) => {
+                        let text = serde_json::Number::from_f64(x).map_or_else(String::new, |n| n.to_string());
+                        rows.set_categorical(j, &text);
+                    }
+                    (Sink::Source, _) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn int<E: serde::de::Error>(self, i: i128) -> Result<(), E> {
+        if i.unsigned_abs() >= u128::from(EXACT_INT) {
+            return Err(give_up());
+        }
+        let i = i as i64;
+        self.number(i as f64, Some(i))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Seed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Seed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value of the schema's shape")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        if !matches!(self.shape.kind, Kind::Bool) {
+            return Err(give_up());
+        }
+        if self.features {
+            for s in self.shape.sinks.iter().chain(self.extra.iter().map(|(_, s)| s)) {
+                if let Sink::Categorical(j) = *s {
+                    self.rows.set_categorical(j, if v { "true" } else { "false" });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.int(i128::from(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.int(i128::from(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        if !v.is_finite() {
+            return Err(give_up());
+        }
+        self.number(v, None)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        let Kind::String { min, max, one_of } = &self.shape.kind else {
+            return Err(give_up());
+        };
+        // JSON Schema counts characters (code points); bytes bound them from both sides.
+        let chars = if v.is_ascii() { v.len() } else { v.chars().count() };
+        if chars < *min || max.is_some_and(|m| chars > m) {
+            return Err(give_up());
+        }
+        if one_of.as_ref().is_some_and(|o| !o.iter().any(|s| s == v)) {
+            return Err(give_up());
+        }
+        for s in self.shape.sinks.iter().chain(self.extra.iter().map(|(_, s)| s)) {
+            match *s {
+                Sink::Source => self.rows.set_source(v),
+                Sink::Categorical(j) if self.features => self.rows.set_categorical(j, v),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Seed {
+            shape, rows, features, ..
+        } = self;
+        let Kind::Array {
+            items,
+            min,
+            max,
+            at,
+            tensor,
+        } = &shape.kind
+        else {
+            return Err(give_up());
+        };
+        if at.is_empty() {
+            if let (Kind::Number(rule), Some((t, len)), true) = (&items.kind, tensor, features) {
+                // A tensor: its numbers go straight into the row's slot.
+                let slot = rows.tensor_last_mut(*t).ok_or_else(give_up)?;
+                return tensor_elements(&mut seq, rule, slot, *min, *max, *len);
+            }
+        }
+        let mut n = 0usize;
+        loop {
+            if max.is_some_and(|m| n >= m) {
+                // One more element would be too many: end of array or give up.
+                return match seq.next_element_seed(Seed {
+                    shape: items,
+                    rows,
+                    features: false,
+                    extra: &[],
+                    tensor: None,
+                })? {
+                    None => finish(n, *min, *tensor),
+                    Some(()) => Err(give_up()),
+                };
+            }
+            let (start, end) = if at.is_empty() {
+                (0, 0)
+            } else {
+                (
+                    at.partition_point(|(i, _)| *i < n),
+                    at.partition_point(|(i, _)| *i <= n),
+                )
+            };
+            let next = seq.next_element_seed(Seed {
+                shape: items,
+                rows: &mut *rows,
+                features,
+                extra: &at[start..end],
+                tensor: tensor.map(|(t, _)| (t, n)),
+            })?;
+            if next.is_none() {
+                return finish(n, *min, *tensor);
+            }
+            n += 1;
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Kind::Object { props, required } = &self.shape.kind else {
+            return Err(give_up());
+        };
+        let mut seen = 0u64;
+        while let Some(i) = map.next_key_seed(Key(props))? {
+            if seen & (1 << i) != 0 {
+                return Err(give_up());
+            }
+            seen |= 1 << i;
+            map.next_value_seed(Seed {
+                shape: &props[i].1,
+                rows: &mut *self.rows,
+                features: self.features,
+                extra: &[],
+                tensor: None,
+            })?;
+        }
+        if seen & required != *required {
+            return Err(give_up());
+        }
+        Ok(())
+    }
+}
+
+/// The elements of a tensor array, checked by `rule` and written into `slot` (its length).
+fn tensor_elements<'de, A: SeqAccess<'de>>(
+    seq: &mut A,
+    rule: &NumberRule,
+    slot: &mut [f32],
+    min: usize,
+    max: Option<usize>,
+    len: usize,
+) -> Result<(), A::Error> {
+    let mut n = 0usize;
+    while let Some(x) = seq.next_element_seed(Element(rule))? {
+        // More elements than the tensor holds or the schema allows: the full path says why.
+        if n >= len || max.is_some_and(|m| n >= m) {
+            return Err(give_up());
+        }
+        slot[n] = x;
+        n += 1;
+    }
+    finish(n, min, Some((0, len)))
+}
+
+/// One number of a tensor, checked against its rule.
+struct Element<'s>(&'s NumberRule);
+
+impl<'de> DeserializeSeed<'de> for Element<'_> {
+    type Value = f32;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<f32, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Element<'_> {
+    type Value = f32;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<f32, E> {
+        if v >= EXACT_INT || !self.0.accepts(v as f64, Some(v as i64)) {
+            return Err(give_up());
+        }
+        Ok(v as f32)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<f32, E> {
+        if v.unsigned_abs() >= EXACT_INT || !self.0.accepts(v as f64, Some(v)) {
+            return Err(give_up());
+        }
+        Ok(v as f32)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<f32, E> {
+        if !v.is_finite() || !self.0.accepts(v, None) {
+            return Err(give_up());
+        }
+        Ok(v as f32)
+    }
+}
+
+fn finish<E: serde::de::Error>(n: usize, min: usize, tensor: Option<(usize, usize)>) -> Result<(), E> {
+    if n < min || tensor.is_some_and(|(_, len)| len != n) {
+        return Err(give_up());
+    }
+    Ok(())
+}
+
+/// An object key: the index of a known property (anything else gives up).
+struct Key<'s>(&'s [(String, Shape)]);
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = usize;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a known property")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<usize, E> {
+        self.0.iter().position(|(k, _)| k == v).ok_or_else(give_up)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DomainSchema, Judge};
+    use guard_core::{Limits, Record};
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    fn root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    fn judge() -> Judge {
+        let routes = ["shuttle", "mnist", "diamonds"]
+            .into_iter()
+            .map(|d| {
+                let s = DomainSchema::load(&root().join(format!("schemas/{d}.schema.json")))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                (d.to_owned(), Arc::new(s))
+            })
+            .collect::<HashMap<_, _>>();
+        Judge::new(Limits::default(), routes)
+    }
+
+    fn lines(file: &str) -> Vec<Vec<u8>> {
+        std::fs::read(root().join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
+    /// The two paths agree on the verdict, and on the typed row of a passing record.
+    fn agree(j: &Judge, topic: &str, payload: &[u8]) -> bool {
+        let r = Record::whole(0, None, None, Vec::new(), Some(payload.to_vec()));
+        let full = j.judge(topic, &r);
+        let schema = j.schema_for(topic).unwrap_or_else(|| panic!("{topic}"));
+        let mut rows = FeatureRows::new(schema.layout(), true);
+        let fast = j.judge_row(topic, &r, 0, &mut rows, None, |_, _| {});
+        assert_eq!(full, fast, "{topic}: {}", String::from_utf8_lossy(payload));
+        if !fast.verdict.is_pass() {
+            assert!(rows.is_empty());
+            return false;
+        }
+        let value: Value = serde_json::from_slice(payload).unwrap_or_else(|e| panic!("{e}"));
+        let mut want = FeatureRows::new(schema.layout(), true);
+        want.push(schema.layout(), 0, &value, None);
+        let (a, b) = (rows.row(0), want.row(0));
+        let bits = |x: &[f64]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let bits32 = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(a.numeric()), bits(b.numeric()));
+        for t in 0..schema.guard().tensors.len() {
+            assert_eq!(bits32(a.tensor(t)), bits32(b.tensor(t)));
+        }
+        for c in 0..a.categorical_width() {
+            assert_eq!(a.categorical(c), b.categorical(c));
+        }
+        assert_eq!((a.label(), a.source()), (b.label(), b.source()));
+        true
+    }
+
+    fn accepted(j: &Judge, topic: &str, payload: &[u8]) -> bool {
+        let schema = j.schema_for(topic).unwrap_or_else(|| panic!("{topic}"));
+        let mut rows = FeatureRows::new(schema.layout(), true);
+        schema.fast().is_some_and(|s| s.accept(payload, &mut rows, 0))
+    }
+
+    #[test]
+    fn shipped_schemas_compile_and_take_their_valid_records_fast() {
+        let j = judge();
+        for d in ["shuttle", "mnist", "diamonds"] {
+            assert!(j.schema_for(d).and_then(|s| s.fast()).is_some(), "{d}");
+        }
+        for (topic, file) in [
+            ("shuttle", "schemas/samples/shuttle.valid.jsonl"),
+            ("mnist", "schemas/samples/mnist.valid.jsonl"),
+        ] {
+            for l in lines(file) {
+                assert!(accepted(&j, topic, &l), "{}", String::from_utf8_lossy(&l));
+                assert!(agree(&j, topic, &l));
+            }
+        }
+        let diamond = br#"{"carat":0.23,"cut":"Ideal","color":"E","clarity":"SI2","depth":61.5,"table":55,"price":326,"x":3.95,"y":3.98,"z":2.43}"#;
+        assert!(accepted(&j, "diamonds", diamond) && agree(&j, "diamonds", diamond));
+    }
+
+    #[test]
+    fn doubtful_records_take_the_full_path_and_get_its_reasons() {
+        let j = judge();
+        let f = r#""features":[50,21,77,0,28,0,27,48,22]"#;
+        for (payload, fast, pass) in [
+            // An integer written as 1.0 is valid JSON Schema; the fast path leaves it to the full one.
+            (format!(r#"{{"source":"s",{f},"label":1.0}}"#), false, true),
+            (format!(r#"{{"source":"s",{f},"label":1}}"#), true, true),
+            (format!(r#"{{"source":"s",{f},"label":2}}"#), false, false),
+            (format!(r#"{{"source":"s",{f},"label":1,"label":0}}"#), false, false),
+            (format!(r#"{{"source":"s",{f},"label":1,"extra":0}}"#), false, false),
+            (format!(r#"{{"source":"s",{f}}}"#), false, false),
+            (format!(r#"{{"source":"",{f},"label":0}}"#), false, false),
+            (
+                format!(r#"{{"source":"{}",{f},"label":0}}"#, "é".repeat(128)),
+                true,
+                true,
+            ),
+            (
+                format!(r#"{{"source":"{}",{f},"label":0}}"#, "é".repeat(129)),
+                false,
+                false,
+            ),
+            (
+                r#"{"source":"s","features":[1,2,3,4,5,6,7,8],"label":0}"#.to_owned(),
+                false,
+                false,
+            ),
+            (
+                r#"{"source":"s","features":[1,2,3,4,5,6,7,8,9,10],"label":0}"#.to_owned(),
+                false,
+                false,
+            ),
+            (
+                r#"{"source":"s","features":[1,2,3,4,5,6,7,8,100001],"label":0}"#.to_owned(),
+                false,
+                false,
+            ),
+            (
+                r#"{"source":"s","features":[1,2,3,4,5,6,7,8,1e999],"label":0}"#.to_owned(),
+                false,
+                false,
+            ),
+            (
+                r#"{"source":"s","features":[1,2,3,4,5,6,7,8,-0.5e2],"label":0}"#.to_owned(),
+                true,
+                true,
+            ),
+            (format!(r#"{{"source":"s",{f},"label":0}} x"#), false, false),
+            (format!(r#"{{"source":"s",{f},"label":0}}  "#), true, true),
+            (format!(r#"{{"sour\u0063e":"s",{f},"label":0}}"#), true, true),
+        ] {
+            assert_eq!(accepted(&j, "shuttle", payload.as_bytes()), fast, "{payload}");
+            assert_eq!(agree(&j, "shuttle", payload.as_bytes()), pass, "{payload}");
+        }
+        let short = format!(r#"{{"source":"s","pixels":[{}],"label":3}}"#, vec!["0"; 783].join(","));
+        assert!(!accepted(&j, "mnist", short.as_bytes()) && !agree(&j, "mnist", short.as_bytes()));
+    }
+
+    #[test]
+    fn keywords_outside_the_subset_do_not_compile() {
+        let g: GuardSection = serde_json::from_value(serde_json::json!({"id": "t"})).unwrap_or_else(|e| panic!("{e}"));
+        let base = serde_json::json!({"type": "object", "additionalProperties": false, "properties": {"a": {"type": "string"}}});
+        assert!(Shape::compile(&base, &g).is_some());
+        for (path, key, value) in [
+            ("/properties/a", "pattern", serde_json::json!("^x")),
+            ("/properties/a", "format", serde_json::json!("email")),
+            ("", "oneOf", serde_json::json!([])),
+            ("", "additionalProperties", serde_json::json!(true)),
+            ("/properties/a", "type", serde_json::json!(["string", "null"])),
+        ] {
+            let mut s = base.clone();
+            if let Some(Value::Object(m)) = s.pointer_mut(path) {
+                m.insert(key.to_owned(), value);
+            }
+            assert!(Shape::compile(&s, &g).is_none(), "{path} {key}");
+        }
+    }
+
+    fn mutated(seed: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        let mut b = seed.to_vec();
+        for (at, op, byte) in edits {
+            if b.is_empty() {
+                break;
+            }
+            let i = at % b.len();
+            match op % 4 {
+                0 => b[i] = *byte,
+                1 => b.insert(i, *byte),
+                2 => {
+                    b.remove(i);
+                }
+                _ => b.truncate(i),
+            }
+        }
+        b
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(3000))]
+        #[test]
+        fn fast_path_agrees_with_the_full_path(
+            which in 0usize..80,
+            edits in proptest::collection::vec((0usize..4000, 0u8..4, proptest::sample::select(
+                b"0123456789-+.eE,:{}[]\"\\ atrufn1.5x\xc3\xa9".to_vec())), 0..4),
+        ) {
+            let j = judge();
+            let (topic, seeds) = if which < 60 {
+                ("shuttle", lines("schemas/samples/shuttle.valid.jsonl"))
+            } else {
+                ("mnist", lines("schemas/samples/mnist.valid.jsonl"))
+            };
+            let seed = &seeds[which % seeds.len()];
+            agree(&j, topic, &mutated(seed, &edits));
+        }
+    }
+}
