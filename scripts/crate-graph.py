@@ -16,6 +16,8 @@ ALLOWED = {
     "guard-config": {"guard-core"},
     "guard-validate": {"guard-core"},
     "guard-stats": {"guard-core"},
+    # Drift windows judge typed rows against guard-stats baselines.
+    "guard-drift": FLOORS | {"guard-stats"},
     "guard-score": {"guard-core"},
     "guard-quarantine": {"guard-core"},
     "guard-pipeline": {"guard-core"},

@@ -255,7 +255,7 @@ pub fn check_problems(path: &Path, connect: bool) -> (Vec<String>, Config, Vec<S
             Err(e) => out.push(format!("{file}: routes[{i}].schema: {e}")),
             Ok(schema) => {
                 if let Some(b) = &r.baseline {
-                    if let Err(e) = crate::drift::TopicDrift::load(b, &schema) {
+                    if let Err(e) = guard_drift::TopicDrift::load(b, schema.guard()) {
                         out.push(format!("{file}: routes[{i}].baseline: {e:#}"));
                     }
                 }

@@ -6,8 +6,8 @@
 //! * partition views → the compacted profiles topic (keyed `group/topic/partition`), and back
 //!   from it into the hub for `GET /api/stats?scope=group`.
 
-use crate::drift::{DriftEvent, DriftHub, PartitionView};
 use guard_config::Config;
+use guard_drift::{DriftEvent, DriftHub, PartitionView};
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};

@@ -4,7 +4,6 @@
 
 mod baseline;
 mod cli;
-mod drift;
 mod evaluate;
 mod events;
 mod http;

@@ -276,7 +276,7 @@ pub fn features_of(cfg: &Config) -> Option<guard_review::FeaturesOf> {
         let Ok(schema) = guard_validate::DomainSchema::load(&r.schema) else {
             continue;
         };
-        match crate::drift::TopicDrift::load(b, &schema) {
+        match guard_drift::TopicDrift::load(b, schema.guard()) {
             Ok(t) => {
                 by_topic.insert(r.topic.clone(), (schema, Arc::clone(&t.baseline)));
             }
@@ -328,7 +328,7 @@ pub fn features_of(cfg: &Config) -> Option<guard_review::FeaturesOf> {
 /// Drift test values of the current windows, sampled every `every`, the last `keep` samples:
 /// per topic and feature, PSI, KS and whether it fired.
 pub fn drift_history(
-    hub: Arc<crate::drift::DriftHub>,
+    hub: Arc<guard_drift::DriftHub>,
     every: Duration,
     keep: usize,
 ) -> Arc<dyn Fn() -> serde_json::Value + Send + Sync> {
@@ -367,7 +367,7 @@ pub fn sampler(
             let g = Arc::clone(&f);
             if let Ok(v) = tokio::task::spawn_blocking(move || g()).await {
                 let mut s = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                s.push_back(serde_json::json!({"at_ms": crate::stage::now_ms(), "value": v}));
+                s.push_back(serde_json::json!({"at_ms": guard_core::now_ms(), "value": v}));
                 while s.len() > keep {
                     s.pop_front();
                 }

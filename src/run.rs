@@ -1,9 +1,10 @@
 //! `ingest-guard run`: wiring of source → judge workers → sink stage, plus telemetry and the
 //! HTTP server, and graceful shutdown on SIGTERM/SIGINT.
 
-use crate::stage::{lock, worker, QuarantineStage, QuarantineWork, Summary, WorkerCtx};
+use crate::stage::{worker, QuarantineStage, QuarantineWork, Summary, WorkerCtx};
 use anyhow::Context;
 use guard_config::{Config, LogFormat, Mode};
+use guard_core::lock;
 use guard_core::{Batch, Health};
 use guard_kafka::{CleanSink, FlushSignal, Source, SourceSettings};
 use guard_pipeline::AckTracker;
@@ -258,15 +259,15 @@ pub fn build_judge(cfg: &Config) -> anyhow::Result<Judge> {
     Ok(Judge::new(cfg.limits.clone(), routes))
 }
 
-type EventsRx = Option<mpsc::Receiver<crate::drift::DriftEvent>>;
+type EventsRx = Option<mpsc::Receiver<guard_drift::DriftEvent>>;
 
 /// The drift hub (topics with a baseline; sources of every topic), with the receiving end of
 /// its event channel.
-fn build_hub(cfg: &Config, judge: &Judge) -> anyhow::Result<(Arc<crate::drift::DriftHub>, EventsRx)> {
+fn build_hub(cfg: &Config, judge: &Judge) -> anyhow::Result<(Arc<guard_drift::DriftHub>, EventsRx)> {
     let mut topics = HashMap::new();
     for r in &cfg.routes {
         if let (Some(path), Some(schema)) = (&r.baseline, judge.schema_for(&r.topic)) {
-            let t = crate::drift::TopicDrift::load(path, schema)?;
+            let t = guard_drift::TopicDrift::load(path, schema.guard())?;
             info!(topic = %r.topic, baseline = %path.display(), rows = t.baseline.rows, window = t.baseline.window, "drift monitoring on");
             topics.insert(r.topic.clone(), t);
         }
@@ -284,12 +285,12 @@ fn build_hub(cfg: &Config, judge: &Judge) -> anyhow::Result<(Arc<crate::drift::D
     } else {
         d.instance.clone()
     };
-    let hub = crate::drift::DriftHub::new(
+    let hub = guard_drift::DriftHub::new(
         topics,
         d,
         &cfg.kafka.group_id,
         &instance,
-        crate::drift::HubOutputs { events: tx },
+        guard_drift::HubOutputs { events: tx },
     );
     Ok((Arc::new(hub), rx))
 }
@@ -473,7 +474,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
             out: q_tx.clone(),
             late: late_tx.clone(),
             quarantine_budget: Arc::clone(&quarantine_budget),
-            drift: crate::drift::DriftWindows::new(Arc::clone(&hub)),
+            drift: guard_drift::DriftWindows::new(Arc::clone(&hub)),
             scoring: scorings.next().flatten(),
             reloader: reloader.clone(),
         };
@@ -605,7 +606,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
 #[allow(clippy::result_large_err)] // the refusal is the HTTP response itself
 async fn operator_routes(
     cfg: &Config,
-    hub: &Arc<crate::drift::DriftHub>,
+    hub: &Arc<guard_drift::DriftHub>,
     reloader: Option<&Arc<crate::score::Reloader>>,
     summary: &Arc<Mutex<Summary>>,
     facts: serde_json::Map<String, serde_json::Value>,

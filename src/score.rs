@@ -505,7 +505,7 @@ impl Reloader {
 
     /// Build this worker's sessions from the current generation's validated files.
     pub fn load(&self) -> anyhow::Result<Scoring> {
-        let set = std::sync::Arc::clone(&*crate::stage::lock(&self.current));
+        let set = std::sync::Arc::clone(&*guard_core::lock(&self.current));
         Ok(Scoring::from_set(&self.cfg, &self.judge, &set)?.0)
     }
 
@@ -520,11 +520,11 @@ impl Reloader {
                 let models = s.describe();
                 // Publish the bytes first, then the generation: a worker that sees the new
                 // generation builds from the new bytes.
-                *crate::stage::lock(&self.current) = std::sync::Arc::new(set);
+                *guard_core::lock(&self.current) = std::sync::Arc::new(set);
                 let g = self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
                 info!(generation = g, why, models = ?models, "models reloaded; workers swap at their next batch");
                 metrics::counter!("guard_score_reloads_total").increment(1);
-                *crate::stage::lock(&self.last) = models.clone();
+                *guard_core::lock(&self.last) = models.clone();
                 Ok(json!({"generation": g, "models": models}))
             }
             Err(e) => {
@@ -538,12 +538,12 @@ impl Reloader {
 
     /// `GET /api/models`.
     pub fn status(&self) -> serde_json::Value {
-        json!({"generation": self.generation(), "models": *crate::stage::lock(&self.last)})
+        json!({"generation": self.generation(), "models": *guard_core::lock(&self.last)})
     }
 
     /// Whether any model or metadata file changed since the last call.
     pub fn files_changed(&self) -> bool {
-        let mut seen = crate::stage::lock(&self.seen);
+        let mut seen = guard_core::lock(&self.seen);
         let mut changed = false;
         for (p, s) in seen.iter_mut() {
             let now = stamp(p);

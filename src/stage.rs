@@ -10,7 +10,8 @@
 
 use guard_config::Config;
 use guard_core::{
-    Batch, FeatureRows, Health, Judgement, Reason, ReasonCode, Record, TopicPartition, Verdict, GUARD_VERSION,
+    lock, now_ms, Batch, FeatureRows, Health, Judgement, Reason, ReasonCode, Record, TopicPartition, Verdict,
+    GUARD_VERSION,
 };
 use guard_kafka::{CleanSink, FlushSignal};
 use guard_pipeline::{AckTracker, ByteBudget, BytesHeld, Part};
@@ -19,7 +20,7 @@ use guard_quarantine::{
 };
 use guard_validate::Judge;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
@@ -51,16 +52,6 @@ pub struct Summary {
     pub quarantine_dir: String,
 }
 
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// What a worker needs.
 pub struct WorkerCtx {
     pub judge: Arc<Judge>,
@@ -74,7 +65,7 @@ pub struct WorkerCtx {
     pub quarantine_budget: Arc<ByteBudget>,
     /// This worker's drift windows (only topics whose route has a baseline are watched) and
     /// source counts.
-    pub drift: crate::drift::DriftWindows,
+    pub drift: guard_drift::DriftWindows,
     /// This worker's scoring sessions (only routes with models).
     pub scoring: Option<crate::score::Scoring>,
     /// Hot-swap: a new generation means "load your sessions again before the next batch".

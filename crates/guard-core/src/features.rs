@@ -39,6 +39,18 @@ pub struct GuardSection {
     pub tensors: Vec<TensorField>,
 }
 
+impl GuardSection {
+    /// Names of the categorical statistics, in order: `categorical`, then `label` when the
+    /// section names a label (the label is watched like a categorical feature).
+    pub fn categorical_names(&self) -> Vec<String> {
+        self.categorical
+            .iter()
+            .map(|f| f.name.clone())
+            .chain(self.label.as_ref().map(|_| "label".to_owned()))
+            .collect()
+    }
+}
+
 /// A named feature at a JSON pointer.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -50,6 +50,20 @@ pub fn cap_source(source: &str) -> &str {
     &source[..cut]
 }
 
+/// Lock `m`, going on with the data of a poisoned lock: the guard's shared state (counters,
+/// tables, acknowledgements) stays consistent across a panic in one record's judging, which
+/// is caught and quarantined (DESIGN.md 5).
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Version of the guard that judged a record, written into every quarantine row.
 pub const GUARD_VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -195,12 +195,7 @@ impl DomainSchema {
     /// Names of the categorical statistics, in order: `x-guard.categorical`, then `label` when
     /// the schema names a label (the label is watched like a categorical feature).
     pub fn categorical_names(&self) -> Vec<String> {
-        self.guard
-            .categorical
-            .iter()
-            .map(|f| f.name.clone())
-            .chain(self.guard.label.as_ref().map(|_| "label".to_owned()))
-            .collect()
+        self.guard.categorical_names()
     }
 
     /// Calls `f(i, value)` for each categorical statistic of [`DomainSchema::categorical_names`]:

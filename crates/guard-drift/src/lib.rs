@@ -12,8 +12,6 @@
 //! Memory is fixed by the baselines (bins and sketch buckets per feature) times the partitions
 //! assigned, whatever the traffic.
 
-use crate::stage::lock;
-use anyhow::Context;
 use guard_config::DriftConfig;
 use guard_stats::{
     AlarmPolicy, AlarmState, Baseline, Evaluation, FeatureDrift, HeavyHitters, SourceStats, SourceTable, Transition,
@@ -26,8 +24,7 @@ pub const MAX_REMOTE_VIEWS: usize = 65_536;
 
 /// Values tracked per categorical feature among those the baseline never saw (Space-Saving).
 const UNSEEN_CAPACITY: usize = 16;
-use guard_core::RowRef;
-use guard_validate::DomainSchema;
+use guard_core::{lock, GuardSection, RowRef};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -36,6 +33,40 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
+
+/// Why a baseline cannot watch a route.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriftError {
+    /// The baseline file cannot be read.
+    #[error("reading baseline {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a baseline.
+    #[error("baseline {path} is not a baseline file: {source}")]
+    NotABaseline {
+        /// The file.
+        path: String,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// The baseline does not belong to the route's schema (the message names both).
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// `Err(Mismatch)` unless `ok`.
+macro_rules! ensure {
+    ($ok:expr, $($fmt:tt)+) => {
+        if !$ok {
+            return Err(DriftError::Mismatch(format!($($fmt)+)));
+        }
+    };
+}
 
 /// A drift alarm that rose or cleared, as written to the events topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,17 +115,25 @@ fn finite(x: f64) -> f64 {
 /// closed window, the merge of its recent windows, and its raised alarms.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartitionView {
+    /// Consumer group of the instance that judged the partition.
     pub group: String,
+    /// Instance (`kafka.client_id` or host) that published the view.
     pub instance: String,
+    /// Input topic.
     pub topic: String,
+    /// Input partition.
     pub partition: i32,
     /// Baseline data hash: views of different baselines are never merged.
     pub baseline_sha256: String,
     /// Windows closed on this partition since this instance got it.
     pub windows: u64,
+    /// First input offset of the last window.
     pub first_offset: i64,
+    /// Last input offset of the last window.
     pub last_offset: i64,
+    /// The last closed window's profile.
     pub last: WindowProfile,
+    /// The merge of the partition's recent windows.
     pub sliding: WindowProfile,
     /// Features whose alarm is raised on this partition.
     pub alarms: Vec<String>,
@@ -102,6 +141,7 @@ pub struct PartitionView {
     /// that the baseline never saw, with estimated counts.
     #[serde(default)]
     pub unseen: Vec<Vec<(String, u64)>>,
+    /// When the view was made (milliseconds since the epoch).
     pub at_ms: i64,
 }
 
@@ -125,6 +165,7 @@ struct PartitionState {
 
 /// One monitored topic: its baseline and category lookups.
 pub struct TopicDrift {
+    /// The trusted baseline the topic's windows are judged against.
     pub baseline: Arc<Baseline>,
     /// Category → index per baseline feature (empty for numeric ones).
     cat_index: Vec<HashMap<String, usize>>,
@@ -135,49 +176,54 @@ pub struct TopicDrift {
 impl TopicDrift {
     /// Load a baseline and check it belongs to `schema` (same id, same numeric and categorical
     /// features in the same order); a mismatch names both.
-    pub fn load(path: &Path, schema: &DomainSchema) -> anyhow::Result<Self> {
-        let text = std::fs::read(path).with_context(|| format!("reading baseline {}", path.display()))?;
-        let baseline: Baseline = serde_json::from_slice(&text)
-            .with_context(|| format!("baseline {} is not a baseline file", path.display()))?;
-        anyhow::ensure!(
+    pub fn load(path: &Path, schema: &GuardSection) -> Result<Self, DriftError> {
+        let text = std::fs::read(path).map_err(|source| DriftError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let baseline: Baseline = serde_json::from_slice(&text).map_err(|source| DriftError::NotABaseline {
+            path: path.display().to_string(),
+            source,
+        })?;
+        ensure!(
             (1..=guard_stats::BASELINE_FORMAT).contains(&baseline.format),
             "baseline {} has format {}, this guard reads 1 to {}",
             path.display(),
             baseline.format,
             guard_stats::BASELINE_FORMAT
         );
-        anyhow::ensure!(
-            baseline.schema_id == schema.id().as_ref(),
+        ensure!(
+            baseline.schema_id == schema.id.as_str(),
             "baseline {} was built for schema {:?}, the route's schema is {:?}",
             path.display(),
             baseline.schema_id,
-            schema.id()
+            schema.id
         );
-        let want: Vec<String> = schema.guard().numeric.iter().map(|f| f.name.clone()).collect();
+        let want: Vec<String> = schema.numeric.iter().map(|f| f.name.clone()).collect();
         let have: Vec<String> = baseline.numeric().map(|f| f.name.clone()).collect();
-        anyhow::ensure!(
+        ensure!(
             want == have,
             "baseline {} has numeric features {have:?}, schema {} has {want:?}",
             path.display(),
-            schema.id()
+            schema.id
         );
         let have_cat: Vec<String> = baseline.categorical().map(|f| f.name.clone()).collect();
         if baseline.format >= 2 {
             let want_cat = schema.categorical_names();
-            anyhow::ensure!(
+            ensure!(
                 want_cat == have_cat,
                 "baseline {} has categorical features {have_cat:?}, schema {} has {want_cat:?} (rebuild it with `ingest-guard baseline`)",
                 path.display(),
-                schema.id()
+                schema.id
             );
         }
-        anyhow::ensure!(
+        ensure!(
             baseline.features.iter().all(|f| f.categories.is_none())
                 || baseline.features[have.len()..].iter().all(|f| f.categories.is_some()),
             "baseline {}: numeric features must come before categorical ones",
             path.display()
         );
-        anyhow::ensure!(
+        ensure!(
             baseline.window >= 2,
             "baseline {} has window {}",
             path.display(),
@@ -296,7 +342,7 @@ impl Breaker {
             "breaker tripped: quarantining every record until cleared (POST /api/breaker/clear)"
         );
         st.reason = Some(why);
-        st.since_ms = Some(crate::stage::now_ms());
+        st.since_ms = Some(guard_core::now_ms());
         st.trips += 1;
         self.open.store(true, std::sync::atomic::Ordering::Release);
         metrics::gauge!("guard_stats_breaker_open").set(1.0);
@@ -362,6 +408,8 @@ impl Breaker {
 }
 
 impl DriftHub {
+    /// The hub of this instance: the monitored topics' baselines, the drift settings, the
+    /// group and instance names its views carry, and where its events go.
     pub fn new(
         topics: HashMap<String, TopicDrift>,
         cfg: &DriftConfig,
@@ -479,7 +527,7 @@ impl DriftHub {
                 baseline_sha256: base.data_sha256.clone(),
                 group: self.group.clone(),
                 instance: self.instance.clone(),
-                at_ms: crate::stage::now_ms(),
+                at_ms: guard_core::now_ms(),
             });
         }
         st.sliding.push_back(window.clone());
@@ -537,7 +585,7 @@ impl DriftHub {
                 .map(|(f, _)| f.name.clone())
                 .collect(),
             unseen: st.unseen.clone(),
-            at_ms: crate::stage::now_ms(),
+            at_ms: guard_core::now_ms(),
         })
     }
 
@@ -761,6 +809,7 @@ pub struct DriftWindows {
 }
 
 impl DriftWindows {
+    /// One worker's windows, reporting to `hub`.
     pub fn new(hub: Arc<DriftHub>) -> Self {
         Self {
             hub,
@@ -817,9 +866,16 @@ impl DriftWindows {
     /// Add one passing record of `topic`/`partition` at `offset` (extracts its row; the judge
     /// uses [`DriftWindows::observe_row`] with the row it already has).
     #[cfg(test)]
-    pub fn observe(&mut self, topic: &Arc<str>, partition: i32, offset: i64, schema: &DomainSchema, value: &Value) {
-        let mut rows = guard_core::FeatureRows::new(schema.layout(), true);
-        rows.push(schema.layout(), 0, value, None);
+    pub fn observe(
+        &mut self,
+        topic: &Arc<str>,
+        partition: i32,
+        offset: i64,
+        layout: &guard_core::FeatureLayout,
+        value: &Value,
+    ) {
+        let mut rows = guard_core::FeatureRows::new(layout, true);
+        rows.push(layout, 0, value, None);
         self.observe_row(topic, partition, offset, rows.row(0));
     }
 
@@ -872,16 +928,14 @@ impl DriftWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guard_core::FeatureLayout;
     use guard_stats::BaselineBuilder;
 
-    fn schema(dir: &Path) -> DomainSchema {
-        let path = dir.join("s.json");
-        std::fs::write(
-            &path,
-            r#"{"type":"object","x-guard":{"id":"t-v1","label":"/y","numeric":[{"name":"x","pointer":"/x"}]}}"#,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        DomainSchema::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    fn schema(_dir: &Path) -> FeatureLayout {
+        let g: GuardSection =
+            serde_json::from_str(r#"{"id":"t-v1","label":"/y","numeric":[{"name":"x","pointer":"/x"}]}"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        FeatureLayout::new(&g).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     fn hub(cfg: &DriftConfig) -> Arc<DriftHub> {
