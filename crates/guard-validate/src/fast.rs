@@ -560,6 +560,16 @@ fn tensor_elements<'de, A: SeqAccess<'de>>(
 /// One number of a tensor, checked against its rule.
 struct Element<'s>(&'s NumberRule);
 
+impl Element<'_> {
+    /// An integer element (beyond 2^53 the full path decides).
+    fn int<E: serde::de::Error>(self, v: i128) -> Result<f32, E> {
+        if v.unsigned_abs() >= u128::from(EXACT_INT) || !self.0.accepts(v as f64, Some(v as i64)) {
+            return Err(give_up());
+        }
+        Ok(v as f32)
+    }
+}
+
 impl<'de> DeserializeSeed<'de> for Element<'_> {
     type Value = f32;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<f32, D::Error> {
@@ -575,17 +585,11 @@ impl<'de> Visitor<'de> for Element<'_> {
     }
 
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<f32, E> {
-        if v >= EXACT_INT || !self.0.accepts(v as f64, Some(v as i64)) {
-            return Err(give_up());
-        }
-        Ok(v as f32)
+        self.int(i128::from(v))
     }
 
     fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<f32, E> {
-        if v.unsigned_abs() >= EXACT_INT || !self.0.accepts(v as f64, Some(v)) {
-            return Err(give_up());
-        }
-        Ok(v as f32)
+        self.int(i128::from(v))
     }
 
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<f32, E> {
