@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Check the workspace's crate graph against the allowed one (DESIGN.md, issue 12).
+"""Check the workspace's crate graph against the allowed one (DESIGN.md, issue 12), and that
+no two files of one crate import each other, directly or around a loop.
 
 Stage crates know guard-core (and guard-config, the typed configuration), never each other;
 the few allowed exceptions are listed with their reason. Normal, build and dev dependencies
@@ -31,6 +32,38 @@ ALLOWED = {
 }
 
 
+def module_cycles(root):
+    """Import cycles between the top-level modules (files) of each crate's `src/`."""
+    import pathlib
+    import re
+    found = []
+    for src in [pathlib.Path(root, "src")] + sorted(pathlib.Path(root, "crates").glob("*/src")):
+        files = {f.stem: f for f in src.glob("*.rs")}
+        files.update({d.name: d / "mod.rs" for d in src.iterdir() if (d / "mod.rs").exists()})
+        mods = {m for m in files if m not in ("lib", "main")}
+        edges = {}
+        for m, f in files.items():
+            text = f.read_text()
+            used = set(re.findall(r"crate::([a-z_][a-z0-9_]*)", text))
+            for group in re.findall(r"use crate::\{([^}]*)\}", text):
+                used.update(re.findall(r"\b([a-z_][a-z0-9_]*)\b", group))
+            edges[m] = {u for u in used if u in mods and u != m}
+        # Tarjan-free: a cycle exists when a module reaches itself.
+        for start in sorted(mods):
+            stack, seen = [(start, [start])], set()
+            while stack:
+                node, path = stack.pop()
+                for nxt in sorted(edges.get(node, ())):
+                    if nxt == start:
+                        cyc = " -> ".join(path + [start])
+                        if not any(set(cyc.split(" -> ")) == set(c.split(": ")[1].split(" -> ")) for c in found):
+                            found.append(f"{src.parent.name or 'ingest-guard'}: {cyc}")
+                    elif nxt not in seen:
+                        seen.add(nxt)
+                        stack.append((nxt, path + [nxt]))
+    return found
+
+
 def main() -> int:
     out = subprocess.run(
         ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"],
@@ -50,10 +83,12 @@ def main() -> int:
             if dep.startswith("guard-") and dep not in allowed:
                 kind = d["kind"] or "normal"
                 bad.append(f"{name} -> {dep} ({kind}): not allowed")
+    cycles = module_cycles(".")
+    bad += [f"file-level import cycle in {c}" for c in cycles]
     for b in bad:
         print(f"crate-graph: {b}", file=sys.stderr)
     if not bad:
-        print(f"crate-graph: {len(ALLOWED)} crates, no stage crate depends on another")
+        print(f"crate-graph: {len(ALLOWED)} crates, no stage crate depends on another, no file-level import cycles")
     return 1 if bad else 0
 
 

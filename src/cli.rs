@@ -265,7 +265,7 @@ pub fn check_problems(path: &Path, connect: bool) -> (Vec<String>, Config, Vec<S
     let mut scoring = Vec::new();
     if crate::score::configured(&cfg) && out.is_empty() {
         let loaded = crate::score::init(&cfg)
-            .and_then(|()| crate::run::build_judge(&cfg))
+            .and_then(|()| crate::build::build_judge(&cfg))
             .and_then(|j| crate::score::Scoring::load(&cfg, &j));
         match loaded {
             Ok((s, provider)) => {
@@ -288,7 +288,7 @@ pub fn check_problems(path: &Path, connect: bool) -> (Vec<String>, Config, Vec<S
             dir.display()
         ));
     }
-    out.extend(deliverability(&cfg, &file));
+    out.extend(crate::build::deliverability(&cfg, &file));
     if connect && out.is_empty() {
         match guard_kafka::probe(&cfg, std::time::Duration::from_secs(10)) {
             Ok(()) => {
@@ -300,29 +300,6 @@ pub fn check_problems(path: &Path, connect: bool) -> (Vec<String>, Config, Vec<S
         }
     }
     (out, cfg, scoring)
-}
-
-/// What the guard passes, it must be able to deliver: the clean producer's `message.max.bytes`
-/// (if the configuration sets one) must carry `limits.max_record_bytes` plus the provenance
-/// header. Without it, a record inside the limits would be refused by the producer.
-pub fn deliverability(cfg: &Config, file: &str) -> Vec<String> {
-    let need = guard_kafka::producer_message_max_bytes(cfg);
-    let k = &cfg.kafka;
-    let set = k
-        .producer_properties
-        .get("message.max.bytes")
-        .map(|v| ("kafka.producer_properties", v))
-        .or_else(|| k.properties.get("message.max.bytes").map(|v| ("kafka.properties", v)));
-    let Some((table, v)) = set else { return Vec::new() };
-    match v.trim().parse::<usize>() {
-        Ok(n) if n >= need => Vec::new(),
-        Ok(n) => vec![format!(
-            "{file}: {table}.\"message.max.bytes\": {n} is below limits.max_record_bytes ({}) + {} bytes for the provenance header: records that pass the limits could not be delivered (raise it, or lower limits.max_record_bytes)",
-            cfg.limits.max_record_bytes,
-            guard_kafka::PRODUCER_HEADROOM
-        )],
-        Err(_) => vec![format!("{file}: {table}.\"message.max.bytes\": not a number")],
-    }
 }
 
 /// Overhead of a one-record batch on the broker (batch header and record framing), counted
@@ -367,7 +344,7 @@ fn check(path: &Path, connect: bool) -> ExitCode {
             println!("  route {} -> {}", r.topic, r.schema.display());
         }
         println!("  mode {:?}, output {:?}", cfg.pipeline.mode, cfg.kafka.output_topic);
-        println!("  quarantine {}", crate::run::quarantine_where(&cfg));
+        println!("  quarantine {}", crate::build::quarantine_where(&cfg));
         println!(
             "  kafka {} over {}, {}",
             cfg.kafka.brokers,
@@ -396,7 +373,7 @@ fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
         QuarantineCommand::Ls { dir, config, json } => {
             let store = match (dir, config) {
                 (Some(d), _) => Arc::new(guard_quarantine::LocalDirStore::new(d)) as Arc<dyn QuarantineStore>,
-                (None, Some(c)) => crate::run::quarantine_store(
+                (None, Some(c)) => crate::build::quarantine_store(
                     &Config::load(&c).map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?,
                 )?,
                 (None, None) => anyhow::bail!("give --dir or --config"),
@@ -442,7 +419,7 @@ fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
         } => {
             let (store, names): (Arc<dyn QuarantineStore>, Vec<String>) = match (path, config) {
                 (_, Some(c)) => {
-                    let store = crate::run::quarantine_store(
+                    let store = crate::build::quarantine_store(
                         &Config::load(&c).map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?,
                     )?;
                     let names = guard_quarantine::list_files(store.as_ref())?

@@ -370,7 +370,7 @@ pub fn evaluate(root: &Path, scenario: &str, fgsm_limit: usize) -> anyhow::Resul
         ..Route::default()
     });
     crate::score::init(&cfg)?;
-    let judge = crate::run::build_judge(&cfg)?;
+    let judge = crate::build::build_judge(&cfg)?;
     let (mut scoring, _) = crate::score::Scoring::load(&cfg, &judge)?;
     let route = scoring.route("eval").context("models loaded")?;
     let (mut a_scores, mut l_scores, mut combined, mut flagged) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

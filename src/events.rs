@@ -36,7 +36,7 @@ pub async fn ensure_topics(cfg: &Config) {
     if topics.is_empty() {
         return;
     }
-    match crate::tools::create_topics(&guard_kafka::admin_config(cfg), &topics).await {
+    match guard_kafka::create_topics(&guard_kafka::admin_config(cfg), &topics).await {
         Ok(results) => {
             for (topic, r) in results {
                 match r {

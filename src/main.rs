@@ -3,6 +3,7 @@
 //! Only this crate knows every stage; the library crates know `guard-core` and their own job.
 
 mod baseline;
+mod build;
 mod cli;
 mod evaluate;
 mod events;

@@ -155,7 +155,7 @@ impl Publisher for KafkaPublisher {
 pub fn settings(cfg: &Config) -> Settings {
     let r = &cfg.review;
     Settings {
-        quarantine: crate::run::quarantine_where(cfg),
+        quarantine: crate::build::quarantine_where(cfg),
         audit_dir: r
             .audit_dir
             .clone()
@@ -186,7 +186,7 @@ pub fn auth(cfg: &Config) -> anyhow::Result<Auth> {
 
 /// Open the review service (off the async workers: it scans the quarantine folder).
 pub fn open(cfg: &Config, publisher: Option<Arc<dyn Publisher>>, live: Live) -> anyhow::Result<Arc<Review>> {
-    let store = crate::run::quarantine_store(cfg)?;
+    let store = crate::build::quarantine_store(cfg)?;
     let review =
         Review::open(settings(cfg), store, auth(cfg)?, publisher, live).context("opening the review service")?;
     Ok(Arc::new(review))
@@ -209,8 +209,8 @@ pub fn spawn_refresh(review: Arc<Review>, interval: Duration) {
 
 /// `ingest-guard serve`: the dashboard alone, until SIGINT/SIGTERM.
 pub fn serve(cfg: Config, with_broker: bool) -> anyhow::Result<std::process::ExitCode> {
-    crate::run::init_tracing(&cfg);
-    let prom = crate::run::init_metrics()?;
+    crate::build::init_tracing(&cfg);
+    let prom = crate::build::init_metrics()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -242,7 +242,7 @@ pub fn serve(cfg: Config, with_broker: bool) -> anyhow::Result<std::process::Exi
                 async move { text }
             }),
         );
-        tracing::info!(%addr, quarantine = %crate::run::quarantine_where(&cfg), "review dashboard at http://{addr}/review");
+        tracing::info!(%addr, quarantine = %crate::build::quarantine_where(&cfg), "review dashboard at http://{addr}/review");
         guard_server::serve(addr, app, async {
             shutdown_signal().await;
         })

@@ -3,7 +3,6 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -304,7 +303,11 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
             partitions,
         } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(create_topic_with(&client(&brokers, &properties), &topic, partitions))?;
+            rt.block_on(guard_kafka::create_topic_with(
+                &client(&brokers, &properties),
+                &topic,
+                partitions,
+            ))?;
             println!("topic {topic} ready ({partitions} partitions)");
             Ok(ExitCode::SUCCESS)
         }
@@ -321,31 +324,6 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
 
 /// Create `topics`; one that already exists counts as done. Per topic: `Ok(true)` created,
 /// `Ok(false)` already there, or the broker's error.
-pub async fn create_topics(
-    admin: &ClientConfig,
-    topics: &[NewTopic<'_>],
-) -> anyhow::Result<Vec<(String, Result<bool, String>)>> {
-    let admin: AdminClient<_> = admin.create()?;
-    let results = admin.create_topics(topics, &AdminOptions::new()).await?;
-    Ok(results
-        .into_iter()
-        .map(|r| match r {
-            Ok(t) => (t, Ok(true)),
-            Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => (t, Ok(false)),
-            Err((t, e)) => (t, Err(e.to_string())),
-        })
-        .collect())
-}
-
-/// Create a topic with a client configuration (brokers, TLS, SASL); an existing one is fine.
-pub async fn create_topic_with(admin: &ClientConfig, topic: &str, partitions: i32) -> anyhow::Result<()> {
-    let new = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
-    for (t, r) in create_topics(admin, &new).await? {
-        r.map_err(|e| anyhow::anyhow!("creating topic {t}: {e}"))?;
-    }
-    Ok(())
-}
-
 fn passthrough(base: &ClientConfig, from: &str, to: &str, group: &str, count: u64) -> anyhow::Result<ExitCode> {
     let consumer: BaseConsumer = base
         .clone()

@@ -12,6 +12,7 @@
 //! timestamp, and retries failed deliveries until they succeed: a record is never dropped
 //! because the broker was away.
 
+mod admin;
 mod client;
 mod probe;
 pub use probe::{classify as classify_connect, librdkafka_features, probe, ConnectCause, ConnectProblem};
@@ -20,6 +21,7 @@ pub use raw::{visit_headers, BadHeaders};
 mod sink;
 mod source;
 
+pub use admin::{create_topic_with, create_topics};
 pub use client::{admin_config, consumer_config, producer_config, producer_message_max_bytes, PRODUCER_HEADROOM};
 pub use sink::{classify, CleanSink, ErrorKind, Rejected, SinkSettings};
 pub use source::{FlushSignal, Source, SourceSettings};
@@ -34,6 +36,9 @@ pub enum KafkaGuardError {
     /// The consumer thread could not be started or died.
     #[error("consumer thread failed: {0}")]
     Thread(String),
+    /// The broker refused to create a topic.
+    #[error("{0}")]
+    Topic(String),
 }
 
 impl KafkaGuardError {
@@ -41,7 +46,7 @@ impl KafkaGuardError {
     /// a thread that cannot start is internal.
     pub fn domain(&self) -> guard_core::ErrorDomain {
         match self {
-            KafkaGuardError::Client(_) => guard_core::ErrorDomain::External,
+            KafkaGuardError::Client(_) | KafkaGuardError::Topic(_) => guard_core::ErrorDomain::External,
             KafkaGuardError::Thread(_) => guard_core::ErrorDomain::Internal,
         }
     }

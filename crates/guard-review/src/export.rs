@@ -1,10 +1,15 @@
 //! Export of a filtered view as JSONL, CSV or Parquet (the quarantine's own schema), at most
-//! [`crate::http::MAX_EXPORT_ROWS`] rows and about [`crate::http::MAX_EXPORT_PAYLOAD_BYTES`]
+//! [`MAX_EXPORT_ROWS`] rows and about [`MAX_EXPORT_PAYLOAD_BYTES`]
 //! read (the export is built in memory), read file by file with row selections. A cut export
 //! says so (`truncated`); rows of files not read are left out, the rest keep the view's order.
 
 use crate::index::Filter;
 use crate::{Review, ReviewError};
+
+/// Most rows one export writes.
+pub const MAX_EXPORT_ROWS: usize = 200_000;
+/// Most payload bytes one export reads (the export is built in memory).
+pub const MAX_EXPORT_PAYLOAD_BYTES: usize = 128 << 20;
 use std::collections::BTreeMap;
 
 /// Bytes, content type, rows written, and whether the view had more rows than were written.
@@ -18,8 +23,8 @@ pub fn export(r: &Review, f: &Filter, format: &str) -> Result<Exported, ReviewEr
         let mut hits = r
             .audit()
             .with_states(|states| idx.matching(f, &|k| states.get(k).map_or("undecided", |s| s.name())));
-        let truncated = hits.len() > crate::http::MAX_EXPORT_ROWS;
-        hits.truncate(crate::http::MAX_EXPORT_ROWS);
+        let truncated = hits.len() > MAX_EXPORT_ROWS;
+        hits.truncate(MAX_EXPORT_ROWS);
         let mut by_file: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut order = Vec::with_capacity(hits.len());
         for &i in &hits {
@@ -39,7 +44,7 @@ pub fn export(r: &Review, f: &Filter, format: &str) -> Result<Exported, ReviewEr
                 .map_err(|e| ReviewError::Refused(format!("parquet: {e}")))?;
             let (mut written, mut bytes, mut cut) = (0usize, 0usize, false);
             for (path, mut rs) in by_file {
-                if bytes > crate::http::MAX_EXPORT_PAYLOAD_BYTES {
+                if bytes > MAX_EXPORT_PAYLOAD_BYTES {
                     cut = true;
                     break;
                 }
@@ -59,7 +64,7 @@ pub fn export(r: &Review, f: &Filter, format: &str) -> Result<Exported, ReviewEr
             let mut payload_bytes = 0usize;
             let mut cut = false;
             for (path, mut rs) in by_file {
-                if payload_bytes > crate::http::MAX_EXPORT_PAYLOAD_BYTES {
+                if payload_bytes > MAX_EXPORT_PAYLOAD_BYTES {
                     cut = true;
                     break;
                 }

@@ -24,10 +24,7 @@ const INDEX_HTML: &str = include_str!("../ui/index.html");
 const APP_JS: &str = include_str!("../ui/app.js");
 const APP_CSS: &str = include_str!("../ui/app.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-/// Most rows one export writes.
-pub const MAX_EXPORT_ROWS: usize = 200_000;
-/// Most payload bytes one export reads (the export is built in memory).
-pub const MAX_EXPORT_PAYLOAD_BYTES: usize = 128 << 20;
+pub use crate::export::{MAX_EXPORT_PAYLOAD_BYTES, MAX_EXPORT_ROWS};
 
 /// `axum::routing::get`, for callers adding routes next to these.
 pub use axum::routing::get as axum_get;

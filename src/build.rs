@@ -1,0 +1,300 @@
+//! Building the guard's parts from a configuration: telemetry, the judge, the quarantine
+//! store, the deliverability check. `run`, `serve`, `check`, the quarantine commands and the
+//! evaluation all build through here, so what is checked or evaluated is what runs.
+
+use anyhow::Context;
+use guard_config::{Config, LogFormat};
+use guard_quarantine::{LocalDirStore, QuarantineStore};
+use guard_validate::{DomainSchema, Judge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::info;
+
+/// Latency buckets (seconds) for every `*_seconds` histogram.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Buckets for anomaly scores (reconstruction errors span orders of magnitude).
+const ANOMALY_BUCKETS: &[f64] = &[0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0];
+
+/// Buckets for label-consistency scores (1 − p): the interesting part is close to 1.
+const LABEL_BUCKETS: &[f64] = &[0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 1.0];
+
+pub fn init_tracing(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cfg.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("seconds".into()), SECONDS_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full("guard_score_anomaly".into()), ANOMALY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full("guard_score_label".into()), LABEL_BUCKETS)?
+        .install_recorder()?;
+    describe_metrics();
+    Ok(handle)
+}
+
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "guard_review_decisions_total",
+        Unit::Count,
+        "Review verdicts recorded (confirmed_poison, false_positive)"
+    );
+    describe_counter!(
+        "guard_review_releases_total",
+        Unit::Count,
+        "Release requests by outcome (released, already, recovered, failed)"
+    );
+    describe_gauge!(
+        "guard_review_false_positive_ratio",
+        "Share of reviewed records judged false positives, per reason code"
+    );
+    describe_gauge!(
+        "guard_review_model_false_positive_ratio",
+        "Share of reviewed records judged false positives, per model (topic:role)"
+    );
+    describe_histogram!(
+        "guard_review_query_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an explorer query"
+    );
+    describe_counter!(
+        "guard_source_records_total",
+        Unit::Count,
+        "Records consumed from input topics"
+    );
+    describe_counter!("guard_source_bytes_total", Unit::Bytes, "Payload bytes consumed");
+    describe_counter!(
+        "guard_pipeline_records_passed_total",
+        Unit::Count,
+        "Records that passed every check"
+    );
+    describe_counter!(
+        "guard_pipeline_records_quarantined_total",
+        Unit::Count,
+        "Records quarantined, by primary reason"
+    );
+    describe_histogram!(
+        "guard_pipeline_batch_duration_seconds",
+        Unit::Seconds,
+        "Time to judge one batch"
+    );
+    describe_histogram!(
+        "guard_validate_record_max_duration_seconds",
+        Unit::Seconds,
+        "Slowest single record judged in each batch"
+    );
+    describe_gauge!(
+        "guard_kafka_uncommitted_records",
+        Unit::Count,
+        "Records consumed but not yet committed (commit lag held by this instance)"
+    );
+    describe_counter!("guard_kafka_commits_total", Unit::Count, "Successful offset commits");
+    describe_counter!(
+        "guard_kafka_commit_failures_total",
+        Unit::Count,
+        "Failed offset commits (retried)"
+    );
+    describe_counter!(
+        "guard_quarantine_files_written_total",
+        Unit::Count,
+        "Quarantine files made durable"
+    );
+    describe_counter!(
+        "guard_quarantine_write_failures_total",
+        Unit::Count,
+        "Failed quarantine writes (retried)"
+    );
+    describe_counter!(
+        "guard_sink_retries_total",
+        Unit::Count,
+        "Clean records re-sent after a failed delivery"
+    );
+    describe_gauge!("guard_health_ready", Unit::Count, "1 when /readyz reports ready");
+    describe_gauge!(
+        "guard_stats_alarm",
+        Unit::Count,
+        "1 while a drift alarm is raised on any partition of the topic"
+    );
+    describe_counter!("guard_stats_windows_total", Unit::Count, "Drift windows judged");
+    describe_counter!("guard_stats_alarms_raised_total", Unit::Count, "Drift alarms raised");
+    describe_counter!(
+        "guard_stats_events_dropped_total",
+        Unit::Count,
+        "Drift events dropped because the event queue was full"
+    );
+    describe_counter!(
+        "guard_stats_events_sent_total",
+        Unit::Count,
+        "Drift events delivered, by destination"
+    );
+    describe_counter!(
+        "guard_stats_events_failed_total",
+        Unit::Count,
+        "Failed drift event deliveries (webhook attempts are retried)"
+    );
+    describe_counter!(
+        "guard_stats_webhook_dropped_total",
+        Unit::Count,
+        "Webhook payloads dropped from the full retry queue"
+    );
+    describe_histogram!(
+        "guard_score_anomaly",
+        Unit::Count,
+        "Anomaly score of every scored record (unitless)"
+    );
+    describe_histogram!(
+        "guard_score_label",
+        Unit::Count,
+        "Label-consistency score (1 - p(given label)) of every scored record"
+    );
+    describe_histogram!(
+        "guard_score_batch_duration_seconds",
+        Unit::Seconds,
+        "Model inference time per batch, by role"
+    );
+    describe_gauge!(
+        "guard_score_provider_info",
+        Unit::Count,
+        "1 for the execution provider really scoring (cpu or cuda)"
+    );
+    describe_counter!(
+        "guard_score_failures_total",
+        Unit::Count,
+        "Batches whose scoring failed (records held back with score.error)"
+    );
+    describe_counter!("guard_score_reloads_total", Unit::Count, "Model swaps published");
+    describe_counter!(
+        "guard_score_reload_failures_total",
+        Unit::Count,
+        "Model updates refused because the new files did not load"
+    );
+    describe_gauge!(
+        "guard_stats_breaker_open",
+        Unit::Count,
+        "1 while the breaker quarantines every record"
+    );
+    describe_counter!(
+        "guard_stats_breaker_trips_total",
+        Unit::Count,
+        "Times the breaker tripped"
+    );
+    describe_gauge!(
+        "guard_stats_webhook_queue",
+        Unit::Count,
+        "Webhook payloads waiting for delivery"
+    );
+    describe_counter!(
+        "guard_sink_rejected_records_total",
+        Unit::Count,
+        "Records the clean topic refused for good, quarantined with sink.rejected"
+    );
+    describe_counter!(
+        "guard_sink_headers_stripped_total",
+        Unit::Count,
+        "Inbound x-guard-* (and provenance) headers removed before forwarding"
+    );
+    describe_gauge!(
+        "guard_pipeline_workers",
+        Unit::Count,
+        "Judge worker threads running (pipeline.workers; \"auto\": one per usable core)"
+    );
+    describe_counter!(
+        "guard_pipeline_panics_total",
+        Unit::Count,
+        "Records whose judging panicked, quarantined with internal.panic"
+    );
+    describe_counter!(
+        "guard_source_errors_total",
+        Unit::Count,
+        "Consume errors, by kind (unreadable_batch, other)"
+    );
+    describe_gauge!(
+        "guard_source_unreadable_partitions",
+        Unit::Count,
+        "Partitions stuck on a batch the consumer cannot read (see /readyz)"
+    );
+    describe_counter!(
+        "guard_quarantine_unreadable_files_total",
+        Unit::Count,
+        "Files in the quarantine folder that are not readable quarantine files (skipped)"
+    );
+    describe_counter!(
+        "guard_stats_profiles_published_total",
+        Unit::Count,
+        "Partition views published to the profiles topic"
+    );
+}
+
+pub fn build_judge(cfg: &Config) -> anyhow::Result<Judge> {
+    let mut routes = HashMap::new();
+    for r in &cfg.routes {
+        let schema = DomainSchema::load(&r.schema)?;
+        info!(topic = %r.topic, schema = %schema.id(), file = %r.schema.display(), "schema routed");
+        routes.insert(r.topic.clone(), Arc::new(schema));
+    }
+    Ok(Judge::new(cfg.limits.clone(), routes))
+}
+
+/// The quarantine store the configuration names: object storage (`quarantine.url`) or the
+/// local folder (`quarantine.dir`).
+pub fn quarantine_store(cfg: &Config) -> anyhow::Result<Arc<dyn QuarantineStore>> {
+    let q = &cfg.quarantine;
+    Ok(match &q.url {
+        Some(url) => Arc::new(
+            guard_quarantine::ObjectStoreQuarantine::open(&guard_quarantine::ObjectSettings {
+                url: url.clone(),
+                endpoint: q.endpoint.clone(),
+                region: q.region.clone(),
+                allow_http: q.allow_http,
+                request_timeout: Duration::from_millis(q.request_timeout_ms),
+                credentials: None,
+            })
+            .with_context(|| format!("quarantine.url {url}"))?,
+        ),
+        None => Arc::new(LocalDirStore::new(&q.dir)),
+    })
+}
+
+/// Where quarantine files go, for logs.
+pub fn quarantine_where(cfg: &Config) -> String {
+    cfg.quarantine
+        .url
+        .clone()
+        .unwrap_or_else(|| cfg.quarantine.dir.display().to_string())
+}
+
+/// What the guard passes, it must be able to deliver: the clean producer's `message.max.bytes`
+/// (if the configuration sets one) must carry `limits.max_record_bytes` plus the provenance
+/// header. Without it, a record inside the limits would be refused by the producer.
+pub fn deliverability(cfg: &Config, file: &str) -> Vec<String> {
+    let need = guard_kafka::producer_message_max_bytes(cfg);
+    let k = &cfg.kafka;
+    let set = k
+        .producer_properties
+        .get("message.max.bytes")
+        .map(|v| ("kafka.producer_properties", v))
+        .or_else(|| k.properties.get("message.max.bytes").map(|v| ("kafka.properties", v)));
+    let Some((table, v)) = set else { return Vec::new() };
+    match v.trim().parse::<usize>() {
+        Ok(n) if n >= need => Vec::new(),
+        Ok(n) => vec![format!(
+            "{file}: {table}.\"message.max.bytes\": {n} is below limits.max_record_bytes ({}) + {} bytes for the provenance header: records that pass the limits could not be delivered (raise it, or lower limits.max_record_bytes)",
+            cfg.limits.max_record_bytes,
+            guard_kafka::PRODUCER_HEADROOM
+        )],
+        Err(_) => vec![format!("{file}: {table}.\"message.max.bytes\": not a number")],
+    }
+}
