@@ -47,6 +47,37 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
 
 fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    guard_kafka::describe_metrics();
+    guard_drift::describe_metrics();
+    describe_counter!(
+        "guard_pipeline_stale_batches_total",
+        Unit::Count,
+        "Judged batches of a partition this instance no longer owns (dropped; the next owner reads them again)"
+    );
+    describe_counter!(
+        "guard_quarantine_rows_written_total",
+        Unit::Count,
+        "Rows written into durable quarantine files"
+    );
+    describe_counter!(
+        "guard_quarantine_bytes_written_total",
+        Unit::Bytes,
+        "Bytes of durable quarantine files written"
+    );
+    describe_histogram!(
+        "guard_quarantine_write_duration_seconds",
+        Unit::Seconds,
+        "Time to encode and durably store one quarantine file"
+    );
+    describe_gauge!(
+        "guard_score_cpu_nodes",
+        "Nodes of a model ONNX Runtime left on the CPU while CUDA was asked for, per model"
+    );
+    describe_counter!(
+        "guard_stats_profiles_unreadable_total",
+        Unit::Count,
+        "Records of the profiles topic that are not partition views"
+    );
     describe_counter!(
         "guard_review_decisions_total",
         Unit::Count,
@@ -296,5 +327,55 @@ pub fn deliverability(cfg: &Config, file: &str) -> Vec<String> {
             guard_kafka::PRODUCER_HEADROOM
         )],
         Err(_) => vec![format!("{file}: {table}.\"message.max.bytes\": not a number")],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every `guard_*` metric any crate emits has a description (so `/metrics` carries a
+    /// `# HELP` line for it): a static scan of the workspace's sources.
+    #[test]
+    fn every_emitted_metric_is_described() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut text = String::new();
+        let mut dirs = vec![root.join("src"), root.join("crates")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d)
+                .unwrap_or_else(|e| panic!("{}: {e}", d.display()))
+                .flatten()
+            {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    text.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
+                }
+            }
+        }
+        let names = |prefix: &str| -> std::collections::BTreeSet<String> {
+            let mut out = std::collections::BTreeSet::new();
+            for kind in ["counter", "gauge", "histogram"] {
+                let open = format!("{prefix}{kind}!(");
+                for (at, _) in text.match_indices(&open) {
+                    let rest = text[at + open.len()..].trim_start();
+                    if let Some(name) = rest.strip_prefix('"').and_then(|r| r.split('"').next()) {
+                        if name.starts_with("guard_") {
+                            out.insert(name.to_owned());
+                        }
+                    }
+                }
+            }
+            out
+        };
+        let described = names("describe_");
+        // `describe_counter!(` also contains `counter!(`: count emissions without the prefix.
+        let emitted: std::collections::BTreeSet<String> = names("metrics::")
+            .union(&names(" "))
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect();
+        assert!(emitted.len() > 40, "the scan found only {emitted:?}");
+        let missing: Vec<&String> = emitted.difference(&described).collect();
+        assert!(missing.is_empty(), "metrics without a description: {missing:?}");
     }
 }

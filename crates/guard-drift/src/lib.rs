@@ -34,6 +34,34 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+/// Describe the metrics this crate emits (name, unit, meaning); the binary calls it once
+/// after installing the recorder.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, Unit};
+    describe_gauge!(
+        "guard_stats_ks",
+        "KS statistic of the last closed window against the baseline, per feature"
+    );
+    describe_gauge!(
+        "guard_stats_psi",
+        "Population stability index of the last closed window, per feature"
+    );
+    describe_gauge!(
+        "guard_stats_js",
+        "Jensen-Shannon distance of the last closed window, per feature"
+    );
+    describe_gauge!(
+        "guard_stats_variance_ratio",
+        "Variance of the last closed window over the baseline's, per numeric feature"
+    );
+    describe_gauge!("guard_stats_sources", "Sources (producers) in the source table");
+    describe_counter!(
+        "guard_stats_profiles_ignored_total",
+        Unit::Count,
+        "Partition views from the profiles topic ignored (another baseline or group)"
+    );
+}
+
 /// Why a baseline cannot watch a route.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -26,6 +26,40 @@ pub use client::{admin_config, consumer_config, producer_config, producer_messag
 pub use sink::{classify, CleanSink, ErrorKind, Rejected, SinkSettings};
 pub use source::{FlushSignal, Source, SourceSettings};
 
+/// Describe the metrics this crate emits (name, unit, meaning); the binary calls it once
+/// after installing the recorder.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, Unit};
+    describe_gauge!(
+        "guard_kafka_assigned_partitions",
+        "Input partitions assigned to this instance"
+    );
+    describe_counter!(
+        "guard_kafka_client_errors_total",
+        Unit::Count,
+        "Errors librdkafka reported to the consumer (the client retries them)"
+    );
+    describe_counter!(
+        "guard_kafka_drain_timeouts_total",
+        Unit::Count,
+        "Revocations whose in-flight records were not all durable within the drain timeout (they are read again by the next owner)"
+    );
+    describe_counter!(
+        "guard_kafka_rebalances_total",
+        Unit::Count,
+        "Consumer-group rebalances seen, by kind (assign, revoke)"
+    );
+    describe_gauge!(
+        "guard_source_paused",
+        "1 while the source pauses its partitions for back-pressure"
+    );
+    describe_counter!(
+        "guard_sink_delivered_records_total",
+        Unit::Count,
+        "Records the broker acknowledged on the clean topic"
+    );
+}
+
 /// Errors of the Kafka edges.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
