@@ -15,8 +15,9 @@ use guard_core::FeatureRows;
 use guard_core::{Reason, ReasonCode};
 use guard_score::{Extractor, Model, ModelFiles, ProviderChoice, ProviderInUse, RoleScores, SessionSettings};
 use guard_validate::{DomainSchema, Judge};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use tracing::info;
 
@@ -349,7 +350,7 @@ impl RouteModels {
             if !(a_over || l_over) {
                 continue;
             }
-            let mut explanation = serde_json::Map::new();
+            let mut explanation = Explanation::default();
             if let (Some(a), Some((_, errors)), Some(s)) = (&self.anomaly, &anomaly, d.anomaly_score) {
                 let w = a.extractor.width();
                 let errs = &errors[k * w..(k + 1) * w];
@@ -361,34 +362,33 @@ impl RouteModels {
                 }
                 top.sort_by(by_error);
                 if a_over {
-                    let names: Vec<String> = top
-                        .iter()
-                        .map(|i| format!("{} ({:.3})", a.extractor.name(*i), errs[*i]))
-                        .collect();
-                    let mut r = Reason::new(
-                        ReasonCode::SCORE_ANOMALY,
-                        format!(
-                            "anomaly score {s:.4} > {:.4}; top features {}",
-                            a.threshold,
-                            names.join(", ")
-                        ),
-                    );
+                    let mut text = format!("anomaly score {s:.4} > {:.4}; top features ", a.threshold);
+                    for (n, i) in top.iter().enumerate() {
+                        let sep = if n == 0 { "" } else { ", " };
+                        let _ = write!(text, "{sep}{} ({:.3})", a.extractor.name(*i), errs[*i]);
+                    }
+                    let mut r = Reason::new(ReasonCode::SCORE_ANOMALY, text);
                     if let Some(p) = top.first().and_then(|i| a.extractor.pointer(*i)) {
                         r = r.at(p);
                     }
                     d.reasons.push(r);
                 }
-                let top_json: Vec<Value> = top
-                    .iter()
-                    .map(|i| json!({"feature": a.extractor.name(*i), "error": finite(errs[*i])}))
-                    .collect();
-                explain(
-                    &mut explanation,
-                    d,
-                    "anomaly",
-                    json!({"score": finite(s), "threshold": a.threshold, "over": a_over, "top": top_json}),
-                    &a.id,
-                );
+                explanation.anomaly = Some(Role {
+                    model: &a.id,
+                    result: AnomalyResult {
+                        over: a_over,
+                        score: wide(s),
+                        threshold: a.threshold,
+                        top: top
+                            .iter()
+                            .map(|i| TopFeature {
+                                error: wide(errs[*i]),
+                                feature: a.extractor.name(*i),
+                            })
+                            .collect(),
+                    },
+                });
+                add_model(d, &a.id);
             }
             if let (Some(l), Some(probabilities), Some(s)) = (&self.label, &label, d.label_score) {
                 let classes = &l.model.meta().classes;
@@ -410,14 +410,19 @@ impl RouteModels {
                         ),
                     ));
                 }
-                explain(
-                    &mut explanation,
-                    d,
-                    "label",
-                    json!({"score": finite(s), "threshold": l.threshold, "over": l_over, "given": given,
-                           "p_given": finite(p_given), "predicted": classes[best], "p_predicted": finite(p_best)}),
-                    &l.id,
-                );
+                explanation.label = Some(Role {
+                    model: &l.id,
+                    result: LabelResult {
+                        given,
+                        over: l_over,
+                        p_given: wide(p_given),
+                        p_predicted: wide(p_best),
+                        predicted: &classes[best],
+                        score: wide(s),
+                        threshold: l.threshold,
+                    },
+                });
+                add_model(d, &l.id);
             }
             d.explanation = serde_json::to_string(&explanation).ok();
         }
@@ -431,13 +436,59 @@ fn over_threshold(score: f32, threshold: f64) -> bool {
     !matches!(f64::from(score).partial_cmp(&threshold), Some(Less | Equal))
 }
 
+/// A finite score as f64 (`None` for NaN or infinite).
+fn wide(x: f32) -> Option<f64> {
+    finite(x).map(f64::from)
+}
+
 fn finite(x: f32) -> Option<f32> {
     x.is_finite().then_some(x)
 }
 
-/// Add `role`'s result to a flagged record's explanation and its model to the model id.
-fn explain(e: &mut serde_json::Map<String, Value>, d: &mut Decision, role: &str, v: Value, id: &str) {
-    e.insert(role.to_owned(), json!({"model": id, "result": v}));
+/// A flagged record's explanation, as stored in its quarantine row: per role, the model and
+/// its result. Fields are in key order and scores widened to f64, so the text is what the
+/// earlier `serde_json::Value` form wrote.
+#[derive(Default, serde::Serialize)]
+struct Explanation<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anomaly: Option<Role<'a, AnomalyResult<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label: Option<Role<'a, LabelResult<'a>>>,
+}
+
+#[derive(serde::Serialize)]
+struct Role<'a, R> {
+    model: &'a str,
+    result: R,
+}
+
+#[derive(serde::Serialize)]
+struct AnomalyResult<'a> {
+    over: bool,
+    score: Option<f64>,
+    threshold: f64,
+    top: Vec<TopFeature<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct TopFeature<'a> {
+    error: Option<f64>,
+    feature: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct LabelResult<'a> {
+    given: &'a str,
+    over: bool,
+    p_given: Option<f64>,
+    p_predicted: Option<f64>,
+    predicted: &'a str,
+    score: Option<f64>,
+    threshold: f64,
+}
+
+/// Add a model to a flagged record's model id.
+fn add_model(d: &mut Decision, id: &str) {
     d.model_id = Some(match d.model_id.take() {
         Some(m) => format!("{m},{id}"),
         None => id.to_owned(),
@@ -575,7 +626,45 @@ pub fn watch(reloader: std::sync::Arc<Reloader>, interval: std::time::Duration) 
 
 #[cfg(test)]
 mod tests {
-    use super::over_threshold;
+    use super::*;
+
+    #[test]
+    fn explanation_text_is_what_the_value_form_wrote() {
+        let (s, e, p) = (0.123_456_79_f32, 3.25_f32, f32::NAN);
+        let typed = Explanation {
+            anomaly: Some(Role {
+                model: "m/anomaly@1",
+                result: AnomalyResult {
+                    over: true,
+                    score: wide(s),
+                    threshold: 0.1,
+                    top: vec![TopFeature {
+                        error: wide(e),
+                        feature: "f3",
+                    }],
+                },
+            }),
+            label: Some(Role {
+                model: "m/label@2",
+                result: LabelResult {
+                    given: "7",
+                    over: false,
+                    p_given: wide(p),
+                    p_predicted: wide(0.9),
+                    predicted: "1",
+                    score: wide(1.0 - s),
+                    threshold: 0.99,
+                },
+            }),
+        };
+        let value = json!({
+            "anomaly": {"model": "m/anomaly@1", "result": {"score": finite(s), "threshold": 0.1, "over": true,
+                "top": [{"feature": "f3", "error": finite(e)}]}},
+            "label": {"model": "m/label@2", "result": {"score": finite(1.0 - s), "threshold": 0.99, "over": false,
+                "given": "7", "p_given": finite(p), "predicted": "1", "p_predicted": finite(0.9)}},
+        });
+        assert_eq!(serde_json::to_string(&typed).ok(), serde_json::to_string(&value).ok());
+    }
 
     #[test]
     fn nan_never_passes() {
