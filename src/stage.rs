@@ -225,20 +225,9 @@ fn judge_isolated(ctx: &mut WorkerCtx, tp: &TopicPartition, records: &[Record], 
 
 /// Judge batches, forward passing records, pass quarantine rows on. Runs on its own thread.
 pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
-    let mut generation = 0;
+    let mut models_seen = 0;
     while let Some(batch) = rx.blocking_recv() {
-        if let Some(r) = &ctx.reloader {
-            let g = r.generation();
-            if g != generation {
-                generation = g;
-                match r.load() {
-                    Ok(s) => ctx.scoring = Some(s),
-                    Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "worker could not load the new models; keeping the old ones")
-                    }
-                }
-            }
-        }
+        reload_models(&mut ctx, &mut models_seen);
         let Batch {
             tp,
             seq,
@@ -253,108 +242,15 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
         let _entered = span.enter();
         let started = Instant::now();
         let breaker_open = ctx.drift.hub().breaker().is_open();
-        let header = ctx.drift.source_header();
-        let Judged {
-            mut judgements,
-            mut decisions,
-            mut row_sources,
-        } = judge_isolated(&mut ctx, &tp, &records, breaker_open);
-        let failed = judgements.iter().filter(|j| !j.verdict.is_pass()).count() as u64;
-        ctx.drift.hub().breaker().observe(judgements.len() as u64, failed);
-        if breaker_open {
-            // Open breaker: what passed the checks is quarantined too (nothing is dropped).
-            let why = format!("breaker open: {}", ctx.drift.hub().breaker().reason());
-            for j in judgements.iter_mut().filter(|j| j.verdict.is_pass()) {
-                j.verdict = Verdict::Quarantine(vec![Reason::new(ReasonCode::BREAKER_OPEN, why.clone())]);
-            }
-        }
+        let mut judged = judge_isolated(&mut ctx, &tp, &records, breaker_open);
+        apply_breaker(&ctx, &mut judged.judgements, breaker_open);
         // Windows close on age as batches arrive (of any topic this worker judges).
         ctx.drift.tick();
         ctx.drift.flush_sources();
-
-        // Clean part: every passing record's final result acknowledges it; records the clean
-        // topic refuses for good come back and are quarantined first (`sink.rejected`).
-        let clean: Vec<&Record> = records
-            .iter()
-            .zip(&judgements)
-            .filter(|(_, j)| j.verdict.is_pass())
-            .map(|(r, _)| r)
-            .collect();
-        let passed = clean.len() as u64;
-        match &ctx.clean {
-            Some(sink) => {
-                let tracker = Arc::clone(&ctx.tracker);
-                let late = ctx.late.clone();
-                let summary = Arc::clone(&ctx.summary);
-                let schema_id = ctx.judge.schema_for(&tp.topic).map(|s| Arc::clone(s.id()));
-                let tp2 = tp.clone();
-                sink.send_batch(
-                    &tp,
-                    &clean,
-                    Box::new(move |rejected| {
-                        if rejected.is_empty() {
-                            lock(&tracker).ack(&tp2, generation, seq, Part::Clean);
-                        } else {
-                            hand_rejected(&late, &summary, tp2, generation, seq, schema_id, rejected);
-                        }
-                    }),
-                );
-            }
-            None => lock(&ctx.tracker).ack(&tp, generation, seq, Part::Clean),
-        }
-        drop(clean);
-
-        // Quarantine part.
-        let at = now_ms();
-        let mut by_reason: HashMap<&'static str, u64> = HashMap::new();
-        let mut rows = Vec::new();
-        for (i, (record, j)) in records.into_iter().zip(judgements).enumerate() {
-            let Verdict::Quarantine(reasons) = j.verdict else {
-                continue;
-            };
-            let scored = decisions.remove(&i).unwrap_or_default();
-            let source = match &header {
-                Some(h) => Some(header_source(&record, h).to_owned()),
-                None => Some(row_sources.remove(&i).unwrap_or_else(|| "(undecoded)".to_owned())),
-            };
-            let primary = reasons.first().map_or("unknown", |r| r.code.as_str());
-            *by_reason.entry(primary).or_default() += 1;
-            rows.push(QuarantineRow {
-                topic: Arc::clone(&tp.topic),
-                partition: tp.partition,
-                offset: record.offset,
-                timestamp_ms: record.timestamp_ms,
-                key: record.key,
-                headers: record.headers,
-                payload: record.payload,
-                payload_len: record.payload_len as i64,
-                reasons: reasons.iter().map(ReasonEntry::from).collect(),
-                schema_id: j.schema_id,
-                guard_version: GUARD_VERSION,
-                quarantined_at_ms: at,
-                anomaly_score: scored.anomaly_score,
-                label_score: scored.label_score,
-                model_id: scored.model_id,
-                explanation: scored.explanation,
-                source,
-                envelope_cut: record.envelope.cut,
-            });
-        }
-        let topic_label = tp.topic.to_string();
-        metrics::counter!("guard_pipeline_records_passed_total", "topic" => topic_label.clone()).increment(passed);
-        {
-            let mut s = lock(&ctx.summary);
-            s.records_in += passed + rows.len() as u64;
-            s.passed += passed;
-            s.quarantined += rows.len() as u64;
-            for (reason, count) in &by_reason {
-                *s.by_reason.entry((*reason).to_owned()).or_default() += count;
-            }
-        }
-        for (reason, count) in by_reason {
-            metrics::counter!("guard_pipeline_records_quarantined_total", "topic" => topic_label.clone(), "reason" => reason)
-                .increment(count);
-        }
+        let passed = forward_clean(&ctx, &tp, generation, seq, &records, &judged.judgements);
+        let header = ctx.drift.source_header();
+        let (rows, by_reason) = quarantine_rows(&tp, records, judged, header.as_deref());
+        count_batch(&ctx, &tp, passed, rows.len() as u64, by_reason);
         metrics::histogram!("guard_pipeline_batch_duration_seconds").record(started.elapsed().as_secs_f64());
         // Back-pressure in bytes: wait while the rows not yet durable fill the budget.
         let held = if rows.is_empty() {
@@ -363,22 +259,166 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
             ctx.quarantine_budget
                 .take(rows.iter().map(QuarantineRow::approx_bytes).sum())
         };
-        if ctx
-            .out
-            .blocking_send(QuarantineWork {
-                tp,
-                generation,
-                seq,
-                first,
-                last,
-                rows,
-                part: Part::Quarantine,
-                held,
-            })
-            .is_err()
-        {
+        let work = QuarantineWork {
+            tp,
+            generation,
+            seq,
+            first,
+            last,
+            rows,
+            part: Part::Quarantine,
+            held,
+        };
+        if ctx.out.blocking_send(work).is_err() {
             break;
         }
+    }
+}
+
+/// Hot-swap: when the reloader published new models since `seen`, load this worker's
+/// sessions before the next batch (a failure keeps the old ones).
+fn reload_models(ctx: &mut WorkerCtx, seen: &mut u64) {
+    let Some(r) = &ctx.reloader else { return };
+    let g = r.generation();
+    if g == *seen {
+        return;
+    }
+    *seen = g;
+    match r.load() {
+        Ok(s) => ctx.scoring = Some(s),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "worker could not load the new models; keeping the old ones")
+        }
+    }
+}
+
+/// Feed the breaker this batch's outcome; while it is open, what passed the checks is
+/// quarantined too (nothing is dropped).
+fn apply_breaker(ctx: &WorkerCtx, judgements: &mut [Judgement], breaker_open: bool) {
+    let failed = judgements.iter().filter(|j| !j.verdict.is_pass()).count() as u64;
+    ctx.drift.hub().breaker().observe(judgements.len() as u64, failed);
+    if breaker_open {
+        let why = format!("breaker open: {}", ctx.drift.hub().breaker().reason());
+        for j in judgements.iter_mut().filter(|j| j.verdict.is_pass()) {
+            j.verdict = Verdict::Quarantine(vec![Reason::new(ReasonCode::BREAKER_OPEN, why.clone())]);
+        }
+    }
+}
+
+/// Clean part: hand the passing records to the clean sink; the broker's final result for all
+/// of them acknowledges the batch's clean part, and records the clean topic refuses for good
+/// come back to be quarantined first (`sink.rejected`). Returns how many passed.
+fn forward_clean(
+    ctx: &WorkerCtx,
+    tp: &TopicPartition,
+    generation: u64,
+    seq: u64,
+    records: &[Record],
+    judgements: &[Judgement],
+) -> u64 {
+    let clean: Vec<&Record> = records
+        .iter()
+        .zip(judgements)
+        .filter(|(_, j)| j.verdict.is_pass())
+        .map(|(r, _)| r)
+        .collect();
+    match &ctx.clean {
+        Some(sink) => {
+            let tracker = Arc::clone(&ctx.tracker);
+            let late = ctx.late.clone();
+            let summary = Arc::clone(&ctx.summary);
+            let schema_id = ctx.judge.schema_for(&tp.topic).map(|s| Arc::clone(s.id()));
+            let tp2 = tp.clone();
+            sink.send_batch(
+                tp,
+                &clean,
+                Box::new(move |rejected| {
+                    if rejected.is_empty() {
+                        lock(&tracker).ack(&tp2, generation, seq, Part::Clean);
+                    } else {
+                        hand_rejected(&late, &summary, tp2, generation, seq, schema_id, rejected);
+                    }
+                }),
+            );
+        }
+        None => lock(&ctx.tracker).ack(tp, generation, seq, Part::Clean),
+    }
+    clean.len() as u64
+}
+
+/// Quarantine part: a row per held-back record (reasons, scores, explanation, source), and the
+/// count per primary reason.
+fn quarantine_rows(
+    tp: &TopicPartition,
+    records: Vec<Record>,
+    judged: Judged,
+    header: Option<&str>,
+) -> (Vec<QuarantineRow>, HashMap<&'static str, u64>) {
+    let Judged {
+        judgements,
+        mut decisions,
+        mut row_sources,
+    } = judged;
+    let at = now_ms();
+    let mut by_reason: HashMap<&'static str, u64> = HashMap::new();
+    let mut rows = Vec::new();
+    for (i, (record, j)) in records.into_iter().zip(judgements).enumerate() {
+        let Verdict::Quarantine(reasons) = j.verdict else {
+            continue;
+        };
+        let scored = decisions.remove(&i).unwrap_or_default();
+        let source = match header {
+            Some(h) => Some(header_source(&record, h).to_owned()),
+            None => Some(row_sources.remove(&i).unwrap_or_else(|| "(undecoded)".to_owned())),
+        };
+        let primary = reasons.first().map_or("unknown", |r| r.code.as_str());
+        *by_reason.entry(primary).or_default() += 1;
+        rows.push(QuarantineRow {
+            topic: Arc::clone(&tp.topic),
+            partition: tp.partition,
+            offset: record.offset,
+            timestamp_ms: record.timestamp_ms,
+            key: record.key,
+            headers: record.headers,
+            payload: record.payload,
+            payload_len: record.payload_len as i64,
+            reasons: reasons.iter().map(ReasonEntry::from).collect(),
+            schema_id: j.schema_id,
+            guard_version: GUARD_VERSION,
+            quarantined_at_ms: at,
+            anomaly_score: scored.anomaly_score,
+            label_score: scored.label_score,
+            model_id: scored.model_id,
+            explanation: scored.explanation,
+            source,
+            envelope_cut: record.envelope.cut,
+        });
+    }
+    (rows, by_reason)
+}
+
+/// The batch's counts into the metrics and the shutdown summary.
+fn count_batch(
+    ctx: &WorkerCtx,
+    tp: &TopicPartition,
+    passed: u64,
+    quarantined: u64,
+    by_reason: HashMap<&'static str, u64>,
+) {
+    let topic_label = tp.topic.to_string();
+    metrics::counter!("guard_pipeline_records_passed_total", "topic" => topic_label.clone()).increment(passed);
+    {
+        let mut s = lock(&ctx.summary);
+        s.records_in += passed + quarantined;
+        s.passed += passed;
+        s.quarantined += quarantined;
+        for (reason, count) in &by_reason {
+            *s.by_reason.entry((*reason).to_owned()).or_default() += count;
+        }
+    }
+    for (reason, count) in by_reason {
+        metrics::counter!("guard_pipeline_records_quarantined_total", "topic" => topic_label.clone(), "reason" => reason)
+            .increment(count);
     }
 }
 
