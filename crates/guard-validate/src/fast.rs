@@ -105,7 +105,7 @@ impl Shape {
         }
         for (t, tf) in guard.tensors.iter().enumerate() {
             let len = tf.len()?;
-            let node = root.find_mut(&FieldPath::parse(&tf.pointer).ok()?)?;
+            let node = root.find_mut(FieldPath::parse(&tf.pointer).ok()?.tokens().map(|(k, _)| k))?;
             match &mut node.kind {
                 Kind::Array { items, tensor, .. } if tensor.is_none() && matches!(items.kind, Kind::Number(_)) => {
                     *tensor = Some((t, len));
@@ -116,9 +116,10 @@ impl Shape {
         Some(root)
     }
 
-    fn find_mut(&mut self, path: &FieldPath) -> Option<&mut Shape> {
+    /// The node under the object keys `keys` (array elements have no node of their own).
+    fn find_mut<'k>(&mut self, keys: impl IntoIterator<Item = &'k str>) -> Option<&mut Shape> {
         let mut node = self;
-        for (key, _) in path.tokens() {
+        for key in keys {
             node = match &mut node.kind {
                 Kind::Object { props, .. } => props.iter_mut().find(|(k, _)| k == key).map(|(_, s)| s)?,
                 _ => return None,
@@ -132,13 +133,7 @@ impl Shape {
     fn attach(&mut self, path: &FieldPath, sink: Sink) -> Option<()> {
         let tokens: Vec<(&str, Option<usize>)> = path.tokens().collect();
         let (last, parents) = tokens.split_last()?;
-        let mut node = self;
-        for (key, _) in parents {
-            node = match &mut node.kind {
-                Kind::Object { props, .. } => props.iter_mut().find(|(k, _)| k == key).map(|(_, s)| s)?,
-                _ => return None,
-            };
-        }
+        let node = self.find_mut(parents.iter().map(|(k, _)| *k))?;
         let scalar_ok = |k: &Kind| {
             matches!(
                 (sink, k),

@@ -60,41 +60,24 @@ impl DomainSchema {
         let guard: GuardSection =
             serde_json::from_value(section.clone()).map_err(|e| ("x-guard".to_owned(), e.to_string()))?;
         let mut names = std::collections::HashSet::new();
-        let pointers = guard
+        let named = guard
             .numeric
             .iter()
             .chain(&guard.categorical)
-            .map(|f| (f.name.as_str(), f.pointer.as_str()))
-            .chain(guard.tensors.iter().map(|t| (t.name.as_str(), t.pointer.as_str())));
-        for (name, pointer) in pointers {
+            .map(|f| f.name.as_str())
+            .chain(guard.tensors.iter().map(|t| t.name.as_str()));
+        for name in named {
             if !names.insert(name.to_owned()) {
                 return Err(("x-guard".to_owned(), format!("feature name {name:?} is used twice")));
             }
-            check_pointer(pointer).map_err(|m| (format!("x-guard.{name}"), m))?;
         }
-        for p in guard.source.iter().chain(&guard.label) {
-            check_pointer(p).map_err(|m| ("x-guard".to_owned(), m))?;
-        }
-        let mut tensor_lens = Vec::new();
-        for t in &guard.tensors {
-            let len = t
-                .shape
-                .iter()
-                .try_fold(1usize, |acc, d| acc.checked_mul(*d))
-                .unwrap_or(0);
-            if len == 0 {
-                return Err((
-                    format!("x-guard.{}", t.name),
-                    "tensor shape must be non-empty and non-zero".into(),
-                ));
-            }
-            tensor_lens.push(len);
-        }
+        // Pointers and tensor shapes are checked by compiling them (the error names the key).
+        let layout = FeatureLayout::new(&guard)?;
+        let tensor_lens: Vec<usize> = layout.tensor_lens().collect();
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
             .build(value)
             .map_err(|e| (e.instance_path().to_string(), e.to_string()))?;
-        let layout = FeatureLayout::new(&guard)?;
         let fast = crate::fast::Shape::compile(value, &guard);
         Ok(Self {
             id: Arc::from(guard.id.as_str()),
@@ -214,14 +197,6 @@ impl DomainSchema {
     /// The record's source (producer) field, if the schema names one.
     pub fn source<'v>(&self, value: &'v Value) -> Option<&'v str> {
         self.layout.source(value)
-    }
-}
-
-fn check_pointer(p: &str) -> Result<(), String> {
-    if p.is_empty() || p.starts_with('/') {
-        Ok(())
-    } else {
-        Err(format!("{p:?} is not a JSON pointer (must start with '/')"))
     }
 }
 
