@@ -10,9 +10,7 @@
 # Prebuilt parts (a machine without a toolchain or registry access):
 #   GPU_GUARD_BIN=path/to/ingest-guard ORT_GPU_DIR=folder/with/libonnxruntime* scripts/gpu-check.sh
 #
-# The CUDA 13 libraries the onnxruntime-gpu 1.31 wheel links to (cudart, cublas, cufft, curand,
-# nvrtc, cuDNN 9) are looked up in CUDA_LIB_DIRS, then in Python's nvidia-* wheels and
-# /usr/local/cuda. Results: one JSON line per measurement in $OUT_DIR (default bench-out/gpu).
+# The CUDA libraries: scripts/gpu-env.sh. Results: one JSON line per measurement in $OUT_DIR (default bench-out/gpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -33,23 +31,7 @@ if [ -z "${GPU_GUARD_BIN:-}" ]; then
   cargo build --release --features guard-score/cuda
   GPU_GUARD_BIN="$CARGO_TARGET_DIR/release/ingest-guard"
 fi
-export ORT_DYLIB_PATH="$ORT_GPU_DIR/libonnxruntime.so.$ORT_GPU_VERSION"
-
-# CUDA libraries: explicit folders first, then wherever pip's nvidia-* wheels or a toolkit put them.
-dirs="${CUDA_LIB_DIRS:-}"
-libs=(libcuda.so.1 libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcufft.so.12 libcurand.so.10 libnvrtc.so.13 libcudnn.so.9)
-names=()
-for lib in "${libs[@]}"; do names+=(-o -name "$lib"); done
-found=$(find /usr/local/nvidia/ /usr/local/cuda/ /usr/local/lib/ /opt/ /usr/lib/ /root/.local/ \( "${names[@]:1}" \) 2>/dev/null || true)
-for lib in "${libs[@]}"; do
-  hit=$(grep -m1 "/$lib\$" <<<"$found" || true)
-  if [ -n "$hit" ]; then dirs="$dirs:$(dirname "$hit")"; else echo "gpu-check: $lib not found" >&2; fi
-done
-export LD_LIBRARY_PATH="${dirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-if ldd "$ORT_GPU_DIR/libonnxruntime_providers_cuda.so" | grep 'not found'; then
-  echo "gpu-check: the CUDA provider's libraries are missing (above)" >&2
-fi
+source scripts/gpu-env.sh
 
 failed=0
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT_DIR/gpu.txt"

@@ -2,17 +2,29 @@
 # The whole guard on a GPU machine: an MNIST stream (the 5,000 real digits, cycled, with every
 # 20th record a BadNets-poisoned digit: white 3x3 corner square, relabelled 0) goes through the
 # broker and the guard with both MNIST models, once per provider (default: cpu, then cuda).
-# Reports records/s, the provider /readyz says is in use, and the poison caught and clean
-# digits held, from the quarantine files. Not part of CI.
+# First a bare pass-through of the same stream (consume + re-produce, no checks: the broker's
+# ceiling on this machine). Reports records/s, the judge workers running, the provider /readyz
+# says is in use, and the poison caught and clean digits held, from the quarantine files.
+# Not part of CI.
 #   scripts/gpu-pipeline.sh [records]
-# Prebuilt parts: GPU_GUARD_BIN, ORT_DYLIB_PATH (a CUDA build of ONNX Runtime), TANSU_BIN,
-# LD_LIBRARY_PATH with the CUDA libraries (see scripts/gpu-check.sh).
+# RUNS lists the guard runs as PROVIDER[:MEMORY_MB] (default "cpu cuda"; PROVIDER "none" runs
+# the guard without models; MEMORY_MB sets
+# pipeline.memory_budget_mb, which also sizes the consumer's fetches: README "Memory");
+# WORKERS sets pipeline.workers (default "auto": one per usable core); PARTITIONS the
+# topics' partitions (default 4; a judge worker takes whole partitions, so at most this many
+# workers are busy).
+# Prebuilt parts: GPU_GUARD_BIN, TANSU_BIN, and ORT_GPU_DIR (the onnxruntime-gpu wheel's
+# capi/lib* files; scripts/gpu-env.sh then finds the CUDA libraries), or ORT_DYLIB_PATH and
+# LD_LIBRARY_PATH set by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+if [ -n "${ORT_GPU_DIR:-}" ]; then source scripts/gpu-env.sh; fi
 BIN=${GPU_GUARD_BIN:-$CARGO_TARGET_DIR/release/ingest-guard}
 N=${1:-40000}
-PROVIDERS=${PROVIDERS:-cpu cuda}
+RUNS=${RUNS:-${PROVIDERS:-cpu cuda}}
+WORKERS=${WORKERS:-'"auto"'}
+PARTITIONS=${PARTITIONS:-4}
 PORT=${BENCH_BROKER_PORT:-29393}
 HTTP=${BENCH_HTTP_PORT:-29898}
 OUT=${OUT_DIR:-$PWD/bench-out/gpu-pipeline}
@@ -43,34 +55,47 @@ with open(sys.argv[2], "w") as out:
             d = {**d, "id": f"clean-{i}"}
         out.write(json.dumps(d, separators=(",", ":")) + "\n")
 PY
-"$BIN" tools create-topic --brokers "$B" --topic gp.in --partitions 4 >/dev/null
+"$BIN" tools create-topic --brokers "$B" --topic gp.in --partitions "$PARTITIONS" >/dev/null
 "$BIN" tools produce --brokers "$B" --topic gp.in --file "$OUT/stream.jsonl" --message-max-bytes 4000000 >/dev/null
+"$BIN" tools create-topic --brokers "$B" --topic gp.pt --partitions "$PARTITIONS" >/dev/null
+"$BIN" tools passthrough --brokers "$B" --from gp.in --to gp.pt --count "$N" --group gp-pt | tee "$OUT/passthrough.json"
 
-for prov in $PROVIDERS; do
-  "$BIN" tools create-topic --brokers "$B" --topic "gp.out.$prov" --partitions 4 >/dev/null
-  cat >"$OUT/$prov.toml" <<EOT
+for spec in $RUNS; do
+  prov=${spec%%:*}
+  requested=$prov
+  mem=256
+  [ "$spec" != "$prov" ] && mem=${spec#*:}
+  name=$prov-$mem
+  models="anomaly_model = \"$PWD/models/mnist/anomaly.onnx\"
+label_model = \"$PWD/models/mnist/label.onnx\""
+  # "none": the guard without models (limits, decode, schema, drift only).
+  [ "$prov" = none ] && models="" && prov=cpu
+  "$BIN" tools create-topic --brokers "$B" --topic "gp.out.$name" --partitions "$PARTITIONS" >/dev/null
+  cat >"$OUT/$name.toml" <<EOT
 [kafka]
 brokers = "$B"
-group_id = "gp-$prov"
-output_topic = "gp.out.$prov"
+group_id = "gp-$name"
+output_topic = "gp.out.$name"
 [[routes]]
 topic = "gp.in"
 schema = "$PWD/schemas/mnist.schema.json"
-anomaly_model = "$PWD/models/mnist/anomaly.onnx"
-label_model = "$PWD/models/mnist/label.onnx"
+$models
+[pipeline]
+workers = $WORKERS
+memory_budget_mb = $mem
 [scoring]
 execution_provider = "$prov"
 [quarantine]
-dir = "$OUT/quarantine-$prov"
+dir = "$OUT/quarantine-$name"
 [server]
 listen = "127.0.0.1:$HTTP"
 [review]
 enabled = false
 EOT
-  "$BIN" run --config "$OUT/$prov.toml" >"$OUT/$prov.out" 2>"$OUT/$prov.log" &
+  "$BIN" run --config "$OUT/$name.toml" >"$OUT/$name.out" 2>"$OUT/$name.log" &
   g=$!
   until curl -sf "http://127.0.0.1:$HTTP/metrics" >/dev/null; do
-    kill -0 $g 2>/dev/null || { echo "guard ($prov) exited:"; tail -5 "$OUT/$prov.log"; exit 1; }
+    kill -0 $g 2>/dev/null || { echo "guard ($name) exited:"; tail -5 "$OUT/$name.log"; exit 1; }
     sleep 0.05
   done
   while [ "$(metric guard_source_records_total)" -eq 0 ]; do sleep 0.01; done
@@ -81,12 +106,15 @@ EOT
     sleep 0.02
   done
   t1=$(date +%s.%N)
+  workers=$(metric guard_pipeline_workers)
   in_use=$(curl -sf "http://127.0.0.1:$HTTP/readyz" | python3 -c "import json,sys; print(json.load(sys.stdin).get('scoring_provider'))")
   kill -TERM $g; wait $g || true
-  "$BIN" quarantine show "$OUT/quarantine-$prov" --json --limit 100000000 >"$OUT/$prov.quarantine.jsonl"
-  python3 - "$OUT/$prov.quarantine.jsonl" "$N" "$t0" "$t1" "$prov" "$in_use" <<'PY' | tee "$OUT/$prov.json"
+  "$BIN" quarantine show "$OUT/quarantine-$name" --json --limit 100000000 >"$OUT/$name.quarantine.jsonl"
+  python3 - "$OUT/$name.quarantine.jsonl" "$N" "$t0" "$t1" "$requested" "$in_use" "$workers" "$OUT/passthrough.json" "$mem" "$PARTITIONS" <<'PY' | tee "$OUT/$name.json"
 import json, sys
-path, n, t0, t1, prov, in_use = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5], sys.argv[6]
+path, n, t0, t1, prov, in_use, workers = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5], sys.argv[6], int(sys.argv[7])
+passthrough = json.load(open(sys.argv[8]))["records_per_sec"]
+memory_mb, partitions = int(sys.argv[9]), int(sys.argv[10])
 poison = n // 20
 caught = held_clean = 0
 for line in open(path):
@@ -98,8 +126,11 @@ for line in open(path):
     elif '"id":"clean-' in payload:
         held_clean += 1
 s = t1 - t0
-print(json.dumps({"provider_requested": prov, "provider_in_use": in_use, "records": n,
-                  "seconds": round(s, 3), "records_per_sec": round(n / s),
+print(json.dumps({"provider_requested": prov, "provider_in_use": in_use, "workers": workers,
+                  "partitions": partitions, "memory_budget_mb": memory_mb,
+                  "records": n, "seconds": round(s, 3), "records_per_sec": round(n / s),
+                  "passthrough_records_per_sec": passthrough,
+                  "vs_passthrough": round(n / s / passthrough, 3),
                   "poison": poison, "poison_caught": caught, "clean_held": held_clean,
                   "clean_held_rate": round(held_clean / (n - poison), 4)}))
 PY
