@@ -19,11 +19,13 @@ ALLOWED = {
     "guard-stats": {"guard-core"},
     # Drift windows judge typed rows against guard-stats baselines.
     "guard-drift": FLOORS | {"guard-stats"},
-    "guard-score": {"guard-core"},
+    "guard-score": FLOORS,
     "guard-quarantine": {"guard-core"},
-    "guard-pipeline": {"guard-core"},
+    # The record path assembles the stages (it is not one): checks, observers, scorers, the
+    # policy and the quarantine sink; the Kafka edges implement its traits (CleanOut).
+    "guard-pipeline": FLOORS | {"guard-validate", "guard-drift", "guard-score", "guard-quarantine"},
     "guard-server": {"guard-core"},
-    # Kafka clients implement the pipeline's source and sink traits.
+    # Kafka clients implement the pipeline's sink trait and keep its commit order.
     "guard-kafka": FLOORS | {"guard-pipeline"},
     # The review dashboard reads quarantine files.
     "guard-review": {"guard-core", "guard-quarantine"},

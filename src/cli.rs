@@ -263,10 +263,11 @@ pub fn check_problems(path: &Path, connect: bool) -> (Vec<String>, Config, Vec<S
         }
     }
     let mut scoring = Vec::new();
-    if crate::score::configured(&cfg) && out.is_empty() {
-        let loaded = crate::score::init(&cfg)
+    if guard_score::configured(&cfg) && out.is_empty() {
+        let loaded = guard_score::init(&cfg)
+            .map_err(anyhow::Error::from)
             .and_then(|()| crate::build::build_judge(&cfg))
-            .and_then(|j| crate::score::Scoring::load(&cfg, &j));
+            .and_then(|j| Ok(guard_score::Scoring::load(&cfg, &j.sections())?));
         match loaded {
             Ok((s, provider)) => {
                 scoring.push(format!(

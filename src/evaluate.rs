@@ -369,29 +369,43 @@ pub fn evaluate(root: &Path, scenario: &str, fgsm_limit: usize) -> anyhow::Resul
         label_model: (domain == "mnist").then(|| models.join("label.onnx")),
         ..Route::default()
     });
-    crate::score::init(&cfg)?;
-    let judge = crate::build::build_judge(&cfg)?;
-    let (mut scoring, _) = crate::score::Scoring::load(&cfg, &judge)?;
+    guard_score::init(&cfg)?;
+    let judge = std::sync::Arc::new(crate::build::build_judge(&cfg)?);
+    let (mut scoring, _) = guard_score::Scoring::load(&cfg, &judge.sections())?;
     let route = scoring.route("eval").context("models loaded")?;
-    let (mut a_scores, mut l_scores, mut combined, mut flagged) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (a_thr, l_thr) = (route.anomaly_threshold(), route.label_threshold());
+    // The running guard's batch judge (checks, typed rows, models, thresholds), without the
+    // breaker: that is a policy over the stream, not over one record.
+    let hub = guard_drift::DriftHub::new(
+        std::collections::HashMap::new(),
+        &cfg.drift,
+        "evaluate",
+        "evaluate",
+        guard_drift::HubOutputs { events: None },
+    );
+    let mut stages = guard_pipeline::BatchJudge {
+        judge,
+        drift: guard_drift::DriftWindows::new(std::sync::Arc::new(hub)),
+        scoring: Some(scoring),
+        keep_scores: true,
+    };
+    let tp = guard_core::TopicPartition {
+        topic: "eval".into(),
+        partition: 0,
+    };
+    let (mut a_scores, mut l_scores, mut combined, mut flagged) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let started = std::time::Instant::now();
     for chunk in items.chunks(1024) {
-        let schema = judge.schema_for("eval").context("schema loaded")?;
-        let mut rows = guard_core::FeatureRows::new(schema.layout(), true);
-        let mut rejected = vec![false; chunk.len()];
-        for (i, it) in chunk.iter().enumerate() {
-            let rec = Record::whole(i as i64, None, None, Vec::new(), Some(it.payload.clone()));
-            let j = judge.judge_row("eval", &rec, i, &mut rows, None, |_, _| {});
-            rejected[i] = !j.verdict.is_pass();
-        }
-        let gathered = route.gather(&rows);
-        let decisions = route.decide(&gathered, &rows);
-        let mut by_idx: Vec<Option<&crate::score::Decision>> = vec![None; chunk.len()];
-        for (i, d) in rows.indices().iter().zip(&decisions) {
-            by_idx[*i] = Some(d);
-        }
-        for (i, d) in by_idx.into_iter().enumerate() {
+        let records: Vec<Record> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, it)| Record::whole(i as i64, None, None, Vec::new(), Some(it.payload.clone())))
+            .collect();
+        let judged = stages.judge(&tp, &records, false);
+        for (i, j) in judged.judgements.iter().enumerate() {
+            let d = judged.decisions.get(&i);
+            // Not scored and not passed: the checks held it back.
+            let rejected = d.is_none() && !j.verdict.is_pass();
             let (a, l) = d.map_or((None, None), |d| (d.anomaly_score, d.label_score));
             let ratio = |s: Option<f32>, t: Option<f64>| match (s, t) {
                 (Some(s), Some(t)) if t > 0.0 => f64::from(s) / t,
@@ -399,12 +413,12 @@ pub fn evaluate(root: &Path, scenario: &str, fgsm_limit: usize) -> anyhow::Resul
             };
             a_scores.push(a.map_or(f64::INFINITY, f64::from));
             l_scores.push(l.map_or(f64::INFINITY, f64::from));
-            combined.push(if rejected[i] {
+            combined.push(if rejected {
                 f64::INFINITY
             } else {
                 ratio(a, a_thr).max(ratio(l, l_thr))
             });
-            flagged.push(rejected[i] || d.is_some_and(|d| !d.reasons.is_empty()));
+            flagged.push(!j.verdict.is_pass());
         }
     }
     let secs = started.elapsed().as_secs_f64();

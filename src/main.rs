@@ -10,8 +10,6 @@ mod events;
 mod http;
 mod review;
 mod run;
-mod score;
-mod stage;
 mod tools;
 
 use clap::Parser;

@@ -2,13 +2,13 @@
 //! HTTP server, and graceful shutdown on SIGTERM/SIGINT.
 
 use crate::build::{build_judge, init_metrics, init_tracing, quarantine_store, quarantine_where};
-use crate::stage::{worker, QuarantineStage, QuarantineWork, Summary, WorkerCtx};
 use anyhow::Context;
 use guard_config::{Config, Mode};
 use guard_core::lock;
 use guard_core::{Batch, Health};
-use guard_kafka::{CleanSink, FlushSignal, Source, SourceSettings};
+use guard_kafka::{CleanSink, Source, SourceSettings};
 use guard_pipeline::AckTracker;
+use guard_pipeline::{worker, BatchJudge, CleanOut, FlushSignal, QuarantineStage, QuarantineWork, Summary, WorkerCtx};
 use guard_validate::Judge;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::collections::HashMap;
@@ -121,7 +121,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     )?;
     let prober = source.prober();
     let clean = match (p.mode, &cfg.kafka.output_topic) {
-        (Mode::Enforce, Some(topic)) => Some(CleanSink::new(
+        (Mode::Enforce, Some(topic)) => Some(Arc::new(CleanSink::new(
             &guard_kafka::producer_config(&cfg),
             guard_kafka::SinkSettings {
                 topic: topic.clone(),
@@ -130,7 +130,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
                 give_up: Duration::from_millis(cfg.kafka.sink_give_up_ms),
             },
             Arc::clone(&health),
-        )?),
+        )?)),
         _ => None,
     };
     let store = quarantine_store(&cfg)?;
@@ -164,14 +164,15 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     let mut provider = None;
     let mut scorings = Vec::new();
     let mut model_set = None;
-    if crate::score::configured(&cfg) {
-        crate::score::init(&cfg)?;
+    let sections = judge.sections();
+    if guard_score::configured(&cfg) {
+        guard_score::init(&cfg)?;
         // Read (and check the pins of) the model files once; every worker's sessions are
         // built from these bytes.
-        let set = Arc::new(crate::score::ModelSet::read(&cfg)?);
+        let set = Arc::new(guard_score::ModelSet::read(&cfg)?);
         model_set = Some(Arc::clone(&set));
         for i in 0..workers_n {
-            let (s, pr) = crate::score::Scoring::from_set(&cfg, &judge, &set)?;
+            let (s, pr) = guard_score::Scoring::from_set(&cfg, &sections, &set)?;
             if i == 0 {
                 s.announce();
             }
@@ -185,16 +186,11 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
         scorings.resize_with(workers_n, || None);
     }
     let reloader = match (scorings.first(), model_set) {
-        (Some(Some(first)), Some(set)) => Some(Arc::new(crate::score::Reloader::new(
-            &cfg,
-            Arc::clone(&judge),
-            set,
-            first,
-        ))),
+        (Some(Some(first)), Some(set)) => Some(Arc::new(guard_score::Reloader::new(&cfg, sections, set, first))),
         _ => None,
     };
     if let (Some(r), true) = (&reloader, cfg.scoring.watch_interval_ms > 0) {
-        crate::score::watch(Arc::clone(r), Duration::from_millis(cfg.scoring.watch_interval_ms))?;
+        guard_score::watch(Arc::clone(r), Duration::from_millis(cfg.scoring.watch_interval_ms))?;
     }
     let mut scorings = scorings.into_iter();
     let mut work_txs = Vec::new();
@@ -203,15 +199,18 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
         let (tx, rx) = mpsc::channel::<Batch>(p.channel_capacity);
         work_txs.push(tx);
         let ctx = WorkerCtx {
-            judge: Arc::clone(&judge),
-            clean: clean.clone(),
+            stages: BatchJudge {
+                judge: Arc::clone(&judge),
+                drift: guard_drift::DriftWindows::new(Arc::clone(&hub)),
+                scoring: scorings.next().flatten(),
+                keep_scores: false,
+            },
+            clean: clean.clone().map(|c| -> Arc<dyn CleanOut> { c }),
             tracker: Arc::clone(&tracker),
             summary: Arc::clone(&summary),
             out: q_tx.clone(),
             late: late_tx.clone(),
             quarantine_budget: Arc::clone(&quarantine_budget),
-            drift: guard_drift::DriftWindows::new(Arc::clone(&hub)),
-            scoring: scorings.next().flatten(),
             reloader: reloader.clone(),
         };
         workers.push(
@@ -343,7 +342,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
 async fn operator_routes(
     cfg: &Config,
     hub: &Arc<guard_drift::DriftHub>,
-    reloader: Option<&Arc<crate::score::Reloader>>,
+    reloader: Option<&Arc<guard_score::Reloader>>,
     summary: &Arc<Mutex<Summary>>,
     facts: serde_json::Map<String, serde_json::Value>,
 ) -> anyhow::Result<axum::Router> {
@@ -397,8 +396,12 @@ async fn operator_routes(
     if let Some(r) = reloader {
         let (status, reload) = (Arc::clone(r), Arc::clone(r));
         app = app.merge(guard_server::model_routes(
-            Arc::new(move || status.status()),
-            Arc::new(move || reload.reload("POST /api/models/reload")),
+            Arc::new(move || serde_json::to_value(status.status()).unwrap_or_default()),
+            Arc::new(move || {
+                reload
+                    .reload("POST /api/models/reload")
+                    .map(|s| serde_json::to_value(s).unwrap_or_default())
+            }),
             authorize,
         ));
     }

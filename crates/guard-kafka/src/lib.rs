@@ -23,8 +23,9 @@ mod source;
 
 pub use admin::{create_topic_with, create_topics};
 pub use client::{admin_config, consumer_config, producer_config, producer_message_max_bytes, PRODUCER_HEADROOM};
+pub use guard_pipeline::FlushSignal;
 pub use sink::{classify, CleanSink, ErrorKind, Rejected, SinkSettings};
-pub use source::{FlushSignal, Source, SourceSettings};
+pub use source::{Source, SourceSettings};
 
 /// Describe the metrics this crate emits (name, unit, meaning); the binary calls it once
 /// after installing the recorder.

@@ -28,27 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-/// A record the clean topic refused for good, as it was handed to the producer (without the
-/// guard's provenance header), with the error that refused it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
-    /// Input offset.
-    pub offset: i64,
-    /// Kafka timestamp (ms).
-    pub timestamp_ms: Option<i64>,
-    /// Key.
-    pub key: Option<Vec<u8>>,
-    /// Headers as forwarded.
-    pub headers: Vec<Header>,
-    /// Payload.
-    pub payload: Option<Vec<u8>>,
-    /// The producer's or the broker's error.
-    pub error: String,
-}
-
-/// Runs once when every record of a batch has a final result: delivered, or rejected (the
-/// list, usually empty).
-pub type OnDelivered = Box<dyn FnOnce(Vec<Rejected>) + Send>;
+pub use guard_pipeline::{OnDelivered, Rejected};
 
 /// How a produce error is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -438,6 +418,12 @@ impl CleanSink {
         if let Err(e) = self.producer.flush(timeout) {
             warn!(error = %e, "producer flush incomplete");
         }
+    }
+}
+
+impl guard_pipeline::CleanOut for CleanSink {
+    fn send_batch(&self, tp: &TopicPartition, records: &[&Record], on_delivered: OnDelivered) {
+        CleanSink::send_batch(self, tp, records, on_delivered);
     }
 }
 

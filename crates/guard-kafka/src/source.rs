@@ -2,7 +2,7 @@
 
 use crate::KafkaGuardError;
 use guard_core::{Batch, EnvelopeBuilder, Health, Limits, Record, TopicPartition};
-use guard_pipeline::AckTracker;
+use guard_pipeline::{AckTracker, FlushSignal};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -14,20 +14,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn};
-
-/// Asks the quarantine stage to write every open file now (set during drains).
-#[derive(Debug, Default)]
-pub struct FlushSignal(AtomicBool);
-
-impl FlushSignal {
-    /// True while a drain wants open quarantine files written immediately.
-    pub fn requested(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-    fn set(&self, on: bool) {
-        self.0.store(on, Ordering::Relaxed);
-    }
-}
 
 /// What the source needs to know.
 #[derive(Debug, Clone)]

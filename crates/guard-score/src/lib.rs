@@ -16,6 +16,12 @@
 //! wrong library is an error from [`init_runtime`], never a panic.
 
 mod model;
+mod routes;
+
+pub use routes::{
+    configured, init, watch, Decision, Gathered, ModelSet, ModelsStatus, Reloader, RouteModels, Scorer, Scoring,
+    Sections,
+};
 
 pub use model::{
     init_runtime, parse_placement, Extractor, Model, ModelFiles, ModelMeta, ProviderChoice, ProviderInUse, Role,
@@ -56,4 +62,33 @@ pub enum ScoreError {
     /// Inference failed.
     #[error("inference failed: {0}")]
     Inference(String),
+    /// Scoring is configured, but no ONNX Runtime library is named.
+    #[error(
+        "scoring needs the ONNX Runtime library: set scoring.library or ORT_DYLIB_PATH (scripts/setup.sh installs it)"
+    )]
+    NoRuntime,
+    /// A route's model could not be loaded.
+    #[error("route {topic}: model {path}: {source}")]
+    Route {
+        /// The route's topic.
+        topic: String,
+        /// The model file.
+        path: String,
+        /// Why.
+        source: Box<ScoreError>,
+    },
+    /// A model's files do not hash to the route's pin.
+    #[error("route {topic}: {key} pins sha256 {want}, but {path} with its metadata hashes to {got}: refused (a changed graph or metadata, e.g. a raised threshold, must come with a new pin)")]
+    Pin {
+        /// The route's topic.
+        topic: String,
+        /// The pin's key (`anomaly_model_sha256`, `label_model_sha256`).
+        key: &'static str,
+        /// The pinned digest.
+        want: String,
+        /// The model file.
+        path: String,
+        /// The files' digest.
+        got: String,
+    },
 }

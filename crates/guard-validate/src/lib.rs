@@ -72,6 +72,14 @@ impl Judge {
         &self.limits
     }
 
+    /// Each route's `x-guard` section, by topic (what scoring extracts and checks models by).
+    pub fn sections(&self) -> HashMap<String, GuardSection> {
+        self.routes
+            .iter()
+            .map(|(t, s)| (t.clone(), s.guard().clone()))
+            .collect()
+    }
+
     /// The schema routed for a topic.
     pub fn schema_for(&self, topic: &str) -> Option<&Arc<DomainSchema>> {
         self.routes.get(topic)

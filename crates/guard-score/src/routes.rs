@@ -9,17 +9,26 @@
 //! its scores, the model identity and an explanation (top-3 features by reconstruction error,
 //! or the given and predicted classes).
 
-use anyhow::Context;
+use crate::{Extractor, Model, ModelFiles, ProviderChoice, ProviderInUse, RoleScores, ScoreError, SessionSettings};
 use guard_config::{Config, ExecutionProvider};
-use guard_core::FeatureRows;
-use guard_core::{Reason, ReasonCode};
-use guard_score::{Extractor, Model, ModelFiles, ProviderChoice, ProviderInUse, RoleScores, SessionSettings};
-use guard_validate::{DomainSchema, Judge};
-use serde_json::json;
+use guard_core::{FeatureRows, GuardSection, Reason, ReasonCode};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use tracing::info;
+
+/// Each route's `x-guard` section, by topic: what the models' inputs are checked against and
+/// extracted by.
+pub type Sections = HashMap<String, GuardSection>;
+
+/// A route's model failed to load: the route and the model file, then why.
+fn in_route(topic: &str, path: &Path, e: ScoreError) -> ScoreError {
+    ScoreError::Route {
+        topic: topic.to_owned(),
+        path: path.display().to_string(),
+        source: Box::new(e),
+    }
+}
 
 /// One model of a route, with its extractor and threshold.
 pub struct Scorer {
@@ -32,12 +41,12 @@ pub struct Scorer {
 impl Scorer {
     fn load(
         files: &ModelFiles,
-        schema: &DomainSchema,
+        guard: &GuardSection,
         settings: &SessionSettings,
         threshold: Option<f64>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, ScoreError> {
         let model = Model::from_files(files, settings)?;
-        let extractor = model.extractor_for(schema.guard())?;
+        let extractor = model.extractor_for(guard)?;
         let digest: String = files.sha256().chars().take(12).collect();
         let role = format!("{:?}", model.meta().role).to_lowercase();
         let id = format!("{}/{role}@{digest}", model.meta().schema_id);
@@ -75,23 +84,26 @@ pub struct ModelSet {
 
 impl ModelSet {
     /// Read every configured model and check its pin (`*_model_sha256`).
-    pub fn read(cfg: &Config) -> anyhow::Result<Self> {
+    pub fn read(cfg: &Config) -> Result<Self, ScoreError> {
         let mut routes = Vec::new();
         for r in &cfg.routes {
             let read = |p: &Option<std::path::PathBuf>,
                         pin: &Option<String>,
-                        key: &str|
-             -> anyhow::Result<Option<ModelFiles>> {
+                        key: &'static str|
+             -> Result<Option<ModelFiles>, ScoreError> {
                 let Some(p) = p else { return Ok(None) };
-                let files = ModelFiles::read(p).with_context(|| format!("route {}: model {}", r.topic, p.display()))?;
+                let files = ModelFiles::read(p).map_err(|e| in_route(&r.topic, p, e))?;
                 if let Some(want) = pin {
                     let got = files.sha256();
-                    anyhow::ensure!(
-                        got.eq_ignore_ascii_case(want.trim()),
-                        "route {}: {key} pins sha256 {want}, but {} with its metadata hashes to {got}: refused (a changed graph or metadata, e.g. a raised threshold, must come with a new pin)",
-                        r.topic,
-                        p.display()
-                    );
+                    if !got.eq_ignore_ascii_case(want.trim()) {
+                        return Err(ScoreError::Pin {
+                            topic: r.topic.clone(),
+                            key,
+                            want: want.clone(),
+                            path: p.display().to_string(),
+                            got,
+                        });
+                    }
                 }
                 Ok(Some(files))
             };
@@ -107,7 +119,9 @@ impl ModelSet {
 
 /// The models of one route.
 pub struct RouteModels {
+    /// The anomaly model, if the route has one.
     pub anomaly: Option<Scorer>,
+    /// The label-consistency model, if the route has one.
     pub label: Option<Scorer>,
     topic: String,
 }
@@ -120,11 +134,15 @@ pub struct Scoring {
 /// What the models decided for one record.
 #[derive(Debug, Default)]
 pub struct Decision {
+    /// The anomaly model's score.
     pub anomaly_score: Option<f32>,
+    /// The label model's score (1 − p(given label)).
     pub label_score: Option<f32>,
+    /// The models that flagged the record, comma-separated ids.
     pub model_id: Option<String>,
     /// Reasons to quarantine (empty: pass).
     pub reasons: Vec<Reason>,
+    /// Per role, the model and its result (JSON), for flagged records.
     pub explanation: Option<String>,
 }
 
@@ -157,26 +175,29 @@ pub fn configured(cfg: &Config) -> bool {
 }
 
 /// Load the ONNX Runtime library (`scoring.library`, else `$ORT_DYLIB_PATH`).
-pub fn init(cfg: &Config) -> anyhow::Result<()> {
+pub fn init(cfg: &Config) -> Result<(), ScoreError> {
     let lib = cfg
         .scoring
         .library
         .clone()
         .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(Into::into))
-        .context("scoring needs the ONNX Runtime library: set scoring.library or ORT_DYLIB_PATH (scripts/setup.sh installs it)")?;
-    guard_score::init_runtime(&lib)?;
-    Ok(())
+        .ok_or(ScoreError::NoRuntime)?;
+    crate::init_runtime(&lib)
 }
 
 impl Scoring {
     /// Read every route's models and build one set of sessions (a worker's).
-    pub fn load(cfg: &Config, judge: &Judge) -> anyhow::Result<(Self, Option<ProviderInUse>)> {
-        Self::from_set(cfg, judge, &ModelSet::read(cfg)?)
+    pub fn load(cfg: &Config, sections: &Sections) -> Result<(Self, Option<ProviderInUse>), ScoreError> {
+        Self::from_set(cfg, sections, &ModelSet::read(cfg)?)
     }
 
     /// Build one worker's sessions from files already read and checked. Returns the provider
     /// really in use (the same for all models: `auto` decides once per process in practice).
-    pub fn from_set(cfg: &Config, judge: &Judge, set: &ModelSet) -> anyhow::Result<(Self, Option<ProviderInUse>)> {
+    pub fn from_set(
+        cfg: &Config,
+        sections: &Sections,
+        set: &ModelSet,
+    ) -> Result<(Self, Option<ProviderInUse>), ScoreError> {
         let settings = settings(cfg);
         let mut routes = HashMap::new();
         let mut provider = None;
@@ -184,15 +205,12 @@ impl Scoring {
             let Some(r) = cfg.routes.iter().find(|r| &r.topic == topic) else {
                 continue;
             };
-            let Some(schema) = judge.schema_for(topic) else {
+            let Some(guard) = sections.get(topic) else {
                 continue;
             };
-            let load = |f: &Option<ModelFiles>, t: Option<f64>| -> anyhow::Result<Option<Scorer>> {
+            let load = |f: &Option<ModelFiles>, t: Option<f64>| -> Result<Option<Scorer>, ScoreError> {
                 f.as_ref()
-                    .map(|f| {
-                        Scorer::load(f, schema, &settings, t)
-                            .with_context(|| format!("route {topic}: model {}", f.path.display()))
-                    })
+                    .map(|f| Scorer::load(f, guard, &settings, t).map_err(|e| in_route(topic, &f.path, e)))
                     .transpose()
             };
             let m = RouteModels {
@@ -514,13 +532,22 @@ fn fail_all(out: &mut [Decision], why: &str) {
 /// hash of graph and metadata). If anything fails, the running models stay.
 pub struct Reloader {
     cfg: Config,
-    judge: std::sync::Arc<Judge>,
+    sections: Sections,
     generation: std::sync::atomic::AtomicU64,
     /// The validated files of the current generation: workers build their sessions from
     /// these bytes, never from the disk.
     current: std::sync::Mutex<std::sync::Arc<ModelSet>>,
     seen: std::sync::Mutex<Vec<(std::path::PathBuf, Option<FileStamp>)>>,
     last: std::sync::Mutex<Vec<String>>,
+}
+
+/// The loaded models' generation and one line per model (`GET /api/models`, a reload's answer).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelsStatus {
+    /// Bumped by every reload that was published.
+    pub generation: u64,
+    /// Topic, model id, provider, placement and threshold of each model.
+    pub models: Vec<String>,
 }
 
 /// A file's modification time and length.
@@ -532,7 +559,8 @@ fn stamp(p: &Path) -> Option<FileStamp> {
 }
 
 impl Reloader {
-    pub fn new(cfg: &Config, judge: std::sync::Arc<Judge>, set: std::sync::Arc<ModelSet>, loaded: &Scoring) -> Self {
+    /// A reloader whose current generation is `set` (already loaded as `loaded`).
+    pub fn new(cfg: &Config, sections: Sections, set: std::sync::Arc<ModelSet>, loaded: &Scoring) -> Self {
         let files: Vec<std::path::PathBuf> = cfg
             .routes
             .iter()
@@ -541,7 +569,7 @@ impl Reloader {
             .collect();
         Self {
             cfg: cfg.clone(),
-            judge,
+            sections,
             generation: std::sync::atomic::AtomicU64::new(0),
             current: std::sync::Mutex::new(set),
             seen: std::sync::Mutex::new(files.into_iter().map(|p| (p.clone(), stamp(&p))).collect()),
@@ -555,17 +583,17 @@ impl Reloader {
     }
 
     /// Build this worker's sessions from the current generation's validated files.
-    pub fn load(&self) -> anyhow::Result<Scoring> {
+    pub fn load(&self) -> Result<Scoring, ScoreError> {
         let set = std::sync::Arc::clone(&*guard_core::lock(&self.current));
-        Ok(Scoring::from_set(&self.cfg, &self.judge, &set)?.0)
+        Ok(Scoring::from_set(&self.cfg, &self.sections, &set)?.0)
     }
 
     /// Read the files as they are now, check their pins, validate them by building sessions,
     /// and publish them as a new generation (`POST /api/models/reload`, or the watcher on a
     /// change). Nothing is swapped when any step fails.
-    pub fn reload(&self, why: &str) -> Result<serde_json::Value, String> {
+    pub fn reload(&self, why: &str) -> Result<ModelsStatus, String> {
         let loaded = ModelSet::read(&self.cfg)
-            .and_then(|set| Scoring::from_set(&self.cfg, &self.judge, &set).map(|(s, _)| (set, s)));
+            .and_then(|set| Scoring::from_set(&self.cfg, &self.sections, &set).map(|(s, _)| (set, s)));
         match loaded {
             Ok((set, s)) => {
                 let models = s.describe();
@@ -576,10 +604,10 @@ impl Reloader {
                 info!(generation = g, why, models = ?models, "models reloaded; workers swap at their next batch");
                 metrics::counter!("guard_score_reloads_total").increment(1);
                 *guard_core::lock(&self.last) = models.clone();
-                Ok(json!({"generation": g, "models": models}))
+                Ok(ModelsStatus { generation: g, models })
             }
             Err(e) => {
-                let msg = format!("{e:#}");
+                let msg = e.to_string();
                 tracing::error!(why, error = %msg, "model reload refused; the running models stay");
                 metrics::counter!("guard_score_reload_failures_total").increment(1);
                 Err(msg)
@@ -588,8 +616,11 @@ impl Reloader {
     }
 
     /// `GET /api/models`.
-    pub fn status(&self) -> serde_json::Value {
-        json!({"generation": self.generation(), "models": *guard_core::lock(&self.last)})
+    pub fn status(&self) -> ModelsStatus {
+        ModelsStatus {
+            generation: self.generation(),
+            models: guard_core::lock(&self.last).clone(),
+        }
     }
 
     /// Whether any model or metadata file changed since the last call.
@@ -609,7 +640,7 @@ impl Reloader {
 
 /// Poll the model files every `interval` and reload on a change (own thread; stops with the
 /// process).
-pub fn watch(reloader: std::sync::Arc<Reloader>, interval: std::time::Duration) -> anyhow::Result<()> {
+pub fn watch(reloader: std::sync::Arc<Reloader>, interval: std::time::Duration) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("guard-model-watch".into())
         .spawn(move || loop {
@@ -620,13 +651,14 @@ pub fn watch(reloader: std::sync::Arc<Reloader>, interval: std::time::Duration) 
                 reloader.files_changed();
                 let _ = reloader.reload("model files changed");
             }
-        })?;
-    Ok(())
+        })
+        .map(drop)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn explanation_text_is_what_the_value_form_wrote() {
