@@ -46,126 +46,19 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
 }
 
 fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    use metrics::{describe_counter, describe_gauge, Unit};
     guard_kafka::describe_metrics();
     guard_drift::describe_metrics();
-    describe_counter!(
-        "guard_pipeline_stale_batches_total",
-        Unit::Count,
-        "Judged batches of a partition this instance no longer owns (dropped; the next owner reads them again)"
-    );
-    describe_counter!(
-        "guard_quarantine_rows_written_total",
-        Unit::Count,
-        "Rows written into durable quarantine files"
-    );
-    describe_counter!(
-        "guard_quarantine_bytes_written_total",
-        Unit::Bytes,
-        "Bytes of durable quarantine files written"
-    );
-    describe_histogram!(
-        "guard_quarantine_write_duration_seconds",
-        Unit::Seconds,
-        "Time to encode and durably store one quarantine file"
-    );
-    describe_gauge!(
-        "guard_score_cpu_nodes",
-        "Nodes of a model ONNX Runtime left on the CPU while CUDA was asked for, per model"
-    );
+    guard_pipeline::describe_metrics();
+    guard_score::describe_metrics();
+    guard_review::describe_metrics();
+    // Emitted by the binary itself (run, events, profiles).
     describe_counter!(
         "guard_stats_profiles_unreadable_total",
         Unit::Count,
         "Records of the profiles topic that are not partition views"
     );
-    describe_counter!(
-        "guard_review_decisions_total",
-        Unit::Count,
-        "Review verdicts recorded (confirmed_poison, false_positive)"
-    );
-    describe_counter!(
-        "guard_review_releases_total",
-        Unit::Count,
-        "Release requests by outcome (released, already, recovered, failed)"
-    );
-    describe_gauge!(
-        "guard_review_false_positive_ratio",
-        "Share of reviewed records judged false positives, per reason code"
-    );
-    describe_gauge!(
-        "guard_review_model_false_positive_ratio",
-        "Share of reviewed records judged false positives, per model (topic:role)"
-    );
-    describe_histogram!(
-        "guard_review_query_duration_seconds",
-        Unit::Seconds,
-        "Time to answer an explorer query"
-    );
-    describe_counter!(
-        "guard_source_records_total",
-        Unit::Count,
-        "Records consumed from input topics"
-    );
-    describe_counter!("guard_source_bytes_total", Unit::Bytes, "Payload bytes consumed");
-    describe_counter!(
-        "guard_pipeline_records_passed_total",
-        Unit::Count,
-        "Records that passed every check"
-    );
-    describe_counter!(
-        "guard_pipeline_records_quarantined_total",
-        Unit::Count,
-        "Records quarantined, by primary reason"
-    );
-    describe_histogram!(
-        "guard_pipeline_batch_duration_seconds",
-        Unit::Seconds,
-        "Time to judge one batch"
-    );
-    describe_histogram!(
-        "guard_validate_record_max_duration_seconds",
-        Unit::Seconds,
-        "Slowest single record judged in each batch"
-    );
-    describe_gauge!(
-        "guard_kafka_uncommitted_records",
-        Unit::Count,
-        "Records consumed but not yet committed (commit lag held by this instance)"
-    );
-    describe_counter!("guard_kafka_commits_total", Unit::Count, "Successful offset commits");
-    describe_counter!(
-        "guard_kafka_commit_failures_total",
-        Unit::Count,
-        "Failed offset commits (retried)"
-    );
-    describe_counter!(
-        "guard_quarantine_files_written_total",
-        Unit::Count,
-        "Quarantine files made durable"
-    );
-    describe_counter!(
-        "guard_quarantine_write_failures_total",
-        Unit::Count,
-        "Failed quarantine writes (retried)"
-    );
-    describe_counter!(
-        "guard_sink_retries_total",
-        Unit::Count,
-        "Clean records re-sent after a failed delivery"
-    );
     describe_gauge!("guard_health_ready", Unit::Count, "1 when /readyz reports ready");
-    describe_gauge!(
-        "guard_stats_alarm",
-        Unit::Count,
-        "1 while a drift alarm is raised on any partition of the topic"
-    );
-    describe_counter!("guard_stats_windows_total", Unit::Count, "Drift windows judged");
-    describe_counter!("guard_stats_alarms_raised_total", Unit::Count, "Drift alarms raised");
-    describe_counter!(
-        "guard_stats_events_dropped_total",
-        Unit::Count,
-        "Drift events dropped because the event queue was full"
-    );
     describe_counter!(
         "guard_stats_events_sent_total",
         Unit::Count,
@@ -181,86 +74,20 @@ fn describe_metrics() {
         Unit::Count,
         "Webhook payloads dropped from the full retry queue"
     );
-    describe_histogram!(
-        "guard_score_anomaly",
-        Unit::Count,
-        "Anomaly score of every scored record (unitless)"
-    );
-    describe_histogram!(
-        "guard_score_label",
-        Unit::Count,
-        "Label-consistency score (1 - p(given label)) of every scored record"
-    );
-    describe_histogram!(
-        "guard_score_batch_duration_seconds",
-        Unit::Seconds,
-        "Model inference time per batch, by role"
-    );
     describe_gauge!(
         "guard_score_provider_info",
         Unit::Count,
         "1 for the execution provider really scoring (cpu or cuda)"
-    );
-    describe_counter!(
-        "guard_score_failures_total",
-        Unit::Count,
-        "Batches whose scoring failed (records held back with score.error)"
-    );
-    describe_counter!("guard_score_reloads_total", Unit::Count, "Model swaps published");
-    describe_counter!(
-        "guard_score_reload_failures_total",
-        Unit::Count,
-        "Model updates refused because the new files did not load"
-    );
-    describe_gauge!(
-        "guard_stats_breaker_open",
-        Unit::Count,
-        "1 while the breaker quarantines every record"
-    );
-    describe_counter!(
-        "guard_stats_breaker_trips_total",
-        Unit::Count,
-        "Times the breaker tripped"
     );
     describe_gauge!(
         "guard_stats_webhook_queue",
         Unit::Count,
         "Webhook payloads waiting for delivery"
     );
-    describe_counter!(
-        "guard_sink_rejected_records_total",
-        Unit::Count,
-        "Records the clean topic refused for good, quarantined with sink.rejected"
-    );
-    describe_counter!(
-        "guard_sink_headers_stripped_total",
-        Unit::Count,
-        "Inbound x-guard-* (and provenance) headers removed before forwarding"
-    );
     describe_gauge!(
         "guard_pipeline_workers",
         Unit::Count,
         "Judge worker threads running (pipeline.workers; \"auto\": one per usable core)"
-    );
-    describe_counter!(
-        "guard_pipeline_panics_total",
-        Unit::Count,
-        "Records whose judging panicked, quarantined with internal.panic"
-    );
-    describe_counter!(
-        "guard_source_errors_total",
-        Unit::Count,
-        "Consume errors, by kind (unreadable_batch, other)"
-    );
-    describe_gauge!(
-        "guard_source_unreadable_partitions",
-        Unit::Count,
-        "Partitions stuck on a batch the consumer cannot read (see /readyz)"
-    );
-    describe_counter!(
-        "guard_quarantine_unreadable_files_total",
-        Unit::Count,
-        "Files in the quarantine folder that are not readable quarantine files (skipped)"
     );
     describe_counter!(
         "guard_stats_profiles_published_total",

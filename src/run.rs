@@ -93,214 +93,85 @@ pub fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     rt.block_on(run_async(cfg, prom, judge))
 }
 
+/// What every part of a running guard shares.
+struct Shared {
+    health: Arc<Health>,
+    tracker: Arc<Mutex<AckTracker>>,
+    flush: Arc<FlushSignal>,
+    shutdown: Arc<AtomicBool>,
+    summary: Arc<Mutex<Summary>>,
+}
+
+/// Build the stages from the configuration, start them, wait for a signal (or a stage that
+/// stops on its own), then shut down in order: drain the source, stop the workers, write the
+/// last quarantine files, flush the clean producer.
 async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> anyhow::Result<ExitCode> {
-    let health = Arc::new(Health::default());
-    let tracker = Arc::new(Mutex::new(AckTracker::new()));
-    let flush = Arc::new(FlushSignal::default());
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let p = &cfg.pipeline;
-    let workers_n = p.workers.count();
-    metrics::gauge!("guard_pipeline_workers").set(workers_n as f64);
-
-    let settings = SourceSettings {
-        topics: cfg.routes.iter().map(|r| r.topic.clone()).collect(),
-        batch_max_records: p.batch_max_records,
-        batch_max_bytes: cfg.memory_plan().batch_max_bytes,
-        batch_max_wait: Duration::from_millis(p.batch_max_wait_ms),
-        commit_interval: Duration::from_millis(cfg.kafka.commit_interval_ms),
-        drain_timeout: Duration::from_millis(p.drain_timeout_ms),
-        limits: cfg.limits.clone(),
-        oversize_prefix_bytes: cfg.quarantine.oversize_prefix_bytes,
-    };
-    let source = Source::new(
-        &guard_kafka::consumer_config(&cfg),
-        settings,
-        Arc::clone(&tracker),
-        Arc::clone(&health),
-        Arc::clone(&flush),
-    )?;
-    let prober = source.prober();
-    let clean = match (p.mode, &cfg.kafka.output_topic) {
-        (Mode::Enforce, Some(topic)) => Some(Arc::new(CleanSink::new(
-            &guard_kafka::producer_config(&cfg),
-            guard_kafka::SinkSettings {
-                topic: topic.clone(),
-                provenance_header: cfg.kafka.provenance_header.clone(),
-                backoff: Duration::from_millis(cfg.kafka.retry_backoff_ms),
-                give_up: Duration::from_millis(cfg.kafka.sink_give_up_ms),
-            },
-            Arc::clone(&health),
-        )?)),
-        _ => None,
-    };
     let store = quarantine_store(&cfg)?;
-
-    // Stages, joined by bounded channels.
-    let summary = Arc::new(Mutex::new(Summary {
-        quarantine_dir: store.describe(),
-        ..Summary::default()
-    }));
-    // Quarantine work items are small (rows of suspects only), so this channel is deeper: a
-    // file write in progress must not stall the clean path.
-    let (q_tx, q_rx) = mpsc::channel::<QuarantineWork>(p.channel_capacity * 16);
-    let (late_tx, late_rx) = mpsc::unbounded_channel::<QuarantineWork>();
-    let quarantine_budget = guard_pipeline::ByteBudget::new(cfg.memory_plan().quarantine_bytes);
-    let (hub, events_rx) = build_hub(&cfg, &judge)?;
-    let profile_stop = Arc::new(AtomicBool::new(false));
-    let mut profile_task = None;
-    if !hub.is_idle() {
-        crate::events::ensure_topics(&cfg).await;
-        if let Some(rx) = events_rx {
-            tokio::spawn(crate::events::dispatch(cfg.clone(), rx));
-        }
-        crate::events::read_profiles(&cfg, Arc::clone(&hub), Arc::clone(&profile_stop))?;
-        profile_task = Some(tokio::spawn(crate::events::publish_profiles(
-            cfg.clone(),
-            Arc::clone(&hub),
-            Arc::clone(&profile_stop),
-        )));
-    }
-    // Scoring: one set of sessions per judge worker (sessions run with &mut).
-    let mut provider = None;
-    let mut scorings = Vec::new();
-    let mut model_set = None;
-    let sections = judge.sections();
-    if guard_score::configured(&cfg) {
-        guard_score::init(&cfg)?;
-        // Read (and check the pins of) the model files once; every worker's sessions are
-        // built from these bytes.
-        let set = Arc::new(guard_score::ModelSet::read(&cfg)?);
-        model_set = Some(Arc::clone(&set));
-        for i in 0..workers_n {
-            let (s, pr) = guard_score::Scoring::from_set(&cfg, &sections, &set)?;
-            if i == 0 {
-                s.announce();
-            }
-            provider = pr;
-            scorings.push(Some(s));
-        }
-        let name = provider.map_or("none", |p| p.as_str());
-        info!(provider = name, requested = ?cfg.scoring.execution_provider, "scoring on");
-        metrics::gauge!("guard_score_provider_info", "provider" => name).set(1.0);
-    } else {
-        scorings.resize_with(workers_n, || None);
-    }
-    let reloader = match (scorings.first(), model_set) {
-        (Some(Some(first)), Some(set)) => Some(Arc::new(guard_score::Reloader::new(&cfg, sections, set, first))),
-        _ => None,
+    let shared = Shared {
+        health: Arc::new(Health::default()),
+        tracker: Arc::new(Mutex::new(AckTracker::new())),
+        flush: Arc::new(FlushSignal::default()),
+        shutdown: Arc::new(AtomicBool::new(false)),
+        summary: Arc::new(Mutex::new(Summary {
+            quarantine_dir: store.describe(),
+            ..Summary::default()
+        })),
     };
-    if let (Some(r), true) = (&reloader, cfg.scoring.watch_interval_ms > 0) {
-        guard_score::watch(Arc::clone(r), Duration::from_millis(cfg.scoring.watch_interval_ms))?;
-    }
-    let mut scorings = scorings.into_iter();
-    let mut work_txs = Vec::new();
-    let mut workers = Vec::new();
-    for i in 0..workers_n {
-        let (tx, rx) = mpsc::channel::<Batch>(p.channel_capacity);
-        work_txs.push(tx);
-        let ctx = WorkerCtx {
-            stages: BatchJudge {
-                judge: Arc::clone(&judge),
-                drift: guard_drift::DriftWindows::new(Arc::clone(&hub)),
-                scoring: scorings.next().flatten(),
-                keep_scores: false,
-            },
-            clean: clean.clone().map(|c| -> Arc<dyn CleanOut> { c }),
-            tracker: Arc::clone(&tracker),
-            summary: Arc::clone(&summary),
-            out: q_tx.clone(),
-            late: late_tx.clone(),
-            quarantine_budget: Arc::clone(&quarantine_budget),
-            reloader: reloader.clone(),
-        };
-        workers.push(
-            std::thread::Builder::new()
-                .name(format!("guard-judge-{i}"))
-                .spawn(move || worker(rx, ctx))
-                .context("spawning judge worker")?,
-        );
-    }
-    drop(q_tx);
-    drop(late_tx);
+    let source = build_source(&cfg, &shared)?;
+    let clean = build_clean(&cfg, &shared.health)?;
+    let drift = start_drift(&cfg, &judge).await?;
+    let scoring = load_scoring(&cfg, &judge)?;
+    // Stages, joined by bounded channels. Quarantine work items are small (rows of suspects
+    // only), so that channel is deeper: a file write in progress must not stall the clean path.
+    let (q_tx, q_rx) = mpsc::channel::<QuarantineWork>(cfg.pipeline.channel_capacity * 16);
+    let (late_tx, late_rx) = mpsc::unbounded_channel::<QuarantineWork>();
+    let budget = guard_pipeline::ByteBudget::new(cfg.memory_plan().quarantine_bytes);
+    let (work_txs, workers) = spawn_workers(&cfg, scoring.per_worker, || WorkerCtx {
+        stages: BatchJudge {
+            judge: Arc::clone(&judge),
+            drift: guard_drift::DriftWindows::new(Arc::clone(&drift.hub)),
+            scoring: None,
+            keep_scores: false,
+        },
+        clean: clean.clone().map(|c| -> Arc<dyn CleanOut> { c }),
+        tracker: Arc::clone(&shared.tracker),
+        summary: Arc::clone(&shared.summary),
+        out: q_tx.clone(),
+        late: late_tx.clone(),
+        quarantine_budget: Arc::clone(&budget),
+        reloader: scoring.reloader.clone(),
+    })?;
+    drop((q_tx, late_tx));
     let stage = QuarantineStage::new(
         &cfg,
-        Arc::clone(&tracker),
-        Arc::clone(&health),
-        Arc::clone(&flush),
+        Arc::clone(&shared.tracker),
+        Arc::clone(&shared.health),
+        Arc::clone(&shared.flush),
         store,
-        Arc::clone(&summary),
-        quarantine_budget,
+        Arc::clone(&shared.summary),
+        budget,
     );
     let quarantine_task = tokio::spawn(stage.run(q_rx, late_rx));
+    spawn_probe(source.prober(), Arc::clone(&shared.health), &cfg, prom.clone());
+    let (http, http_stop) = start_http(
+        &cfg,
+        &shared,
+        prom,
+        scoring.provider,
+        &drift.hub,
+        scoring.reloader.as_ref(),
+    )
+    .await?;
 
-    // Broker probe and metrics upkeep.
-    let probe_health = Arc::clone(&health);
-    let probe_every = Duration::from_millis(cfg.kafka.probe_interval_ms);
-    let prom_upkeep = prom.clone();
-    tokio::spawn(async move {
-        loop {
-            let pr = prober.clone();
-            let ok = tokio::task::spawn_blocking(move || pr.probe(Duration::from_secs(2)))
-                .await
-                .unwrap_or(false);
-            probe_health.set_broker_reachable(ok);
-            metrics::gauge!("guard_health_ready").set(if probe_health.is_ready() { 1.0 } else { 0.0 });
-            prom_upkeep.run_upkeep();
-            tokio::time::sleep(probe_every).await;
-        }
-    });
-
-    // HTTP.
-    let addr: std::net::SocketAddr = cfg.server.listen.parse().context("server.listen")?;
-    let render: guard_server::RenderMetrics = Arc::new(move || prom.render());
-    let mut extras = serde_json::Map::new();
-    extras.insert("version".into(), guard_core::GUARD_VERSION.into());
-    extras.insert("mode".into(), format!("{:?}", p.mode).to_lowercase().into());
-    extras.insert(
-        "scoring_provider".into(),
-        provider.map_or("none", |p| p.as_str()).into(),
-    );
-    let facts = extras.clone();
-    let mut app = guard_server::router(Arc::clone(&health), render, Arc::new(extras));
-    if !cfg.server.metrics_only {
-        app = app.merge(operator_routes(&cfg, &hub, reloader.as_ref(), &summary, facts).await?);
-    }
-    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(guard_server::serve(addr, app, async move {
-        let _ = http_stop_rx.await;
-    }));
-
-    let consumer = source.spawn(work_txs, Arc::clone(&shutdown))?;
-    info!(mode = ?p.mode, workers = workers_n, quarantine = %quarantine_where(&cfg), "ingest-guard running");
-
-    // Wait for a signal, or for the consumer or the server to stop on their own.
+    let consumer = source.spawn(work_txs, Arc::clone(&shared.shutdown))?;
+    info!(mode = ?cfg.pipeline.mode, workers = workers.len(), quarantine = %quarantine_where(&cfg), "ingest-guard running");
     let consumer_done = tokio::task::spawn_blocking(move || consumer.join().is_ok());
     tokio::pin!(consumer_done);
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut failed = false;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
-        _ = sigterm.recv() => info!("SIGTERM: shutting down"),
-        r = &mut consumer_done => { error!(joined = ?r, "consumer stopped unexpectedly"); failed = true; }
-        r = http => { error!(result = ?r, "http server stopped"); failed = true; }
-    }
-    health.set_shutting_down();
-    shutdown.store(true, Ordering::Relaxed);
-    // Shutdown is bounded in every state (a broker refusing every record, a full disk): past
-    // the drain timeout plus the final flushes, the process exits without waiting. Nothing is
-    // lost: what was not durable was not committed, and the next owner reads it again.
-    let limit = Duration::from_millis(p.drain_timeout_ms) + SHUTDOWN_GRACE;
-    std::thread::Builder::new()
-        .name("guard-shutdown-watchdog".into())
-        .spawn(move || {
-            std::thread::sleep(limit);
-            error!(
-                seconds = limit.as_secs(),
-                "shutdown did not finish in time; exiting now (uncommitted records will be read again)"
-            );
-            std::process::exit(1);
-        })
-        .context("starting the shutdown watchdog")?;
+    let failed = wait_for_stop(&mut consumer_done, http).await?;
+
+    shared.health.set_shutting_down();
+    shared.shutdown.store(true, Ordering::Relaxed);
+    start_watchdog(Duration::from_millis(cfg.pipeline.drain_timeout_ms) + SHUTDOWN_GRACE)?;
     if !failed {
         let _ = (&mut consumer_done).await;
     }
@@ -314,16 +185,252 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
         let _ = tokio::task::spawn_blocking(move || w.join()).await;
     }
     quarantine_task.await.context("quarantine stage")?;
-    // Publish the last partition views, then stop reading the group's.
-    profile_stop.store(true, Ordering::Relaxed);
-    if let Some(t) = profile_task {
-        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-    }
+    drift.stop().await;
     if let Some(c) = &clean {
         c.flush(Duration::from_secs(10));
     }
-    let summary = lock(&summary).clone();
-    let _ = http_stop_tx.send(());
+    let _ = http_stop.send(());
+    report(&shared.summary)?;
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The consumer-group source: batches by records, bytes and time; commits what is durable.
+fn build_source(cfg: &Config, shared: &Shared) -> anyhow::Result<Source> {
+    let p = &cfg.pipeline;
+    let settings = SourceSettings {
+        topics: cfg.routes.iter().map(|r| r.topic.clone()).collect(),
+        batch_max_records: p.batch_max_records,
+        batch_max_bytes: cfg.memory_plan().batch_max_bytes,
+        batch_max_wait: Duration::from_millis(p.batch_max_wait_ms),
+        commit_interval: Duration::from_millis(cfg.kafka.commit_interval_ms),
+        drain_timeout: Duration::from_millis(p.drain_timeout_ms),
+        limits: cfg.limits.clone(),
+        oversize_prefix_bytes: cfg.quarantine.oversize_prefix_bytes,
+    };
+    Ok(Source::new(
+        &guard_kafka::consumer_config(cfg),
+        settings,
+        Arc::clone(&shared.tracker),
+        Arc::clone(&shared.health),
+        Arc::clone(&shared.flush),
+    )?)
+}
+
+/// The clean topic's producer (enforce mode with an output topic only).
+fn build_clean(cfg: &Config, health: &Arc<Health>) -> anyhow::Result<Option<Arc<CleanSink>>> {
+    let (Mode::Enforce, Some(topic)) = (cfg.pipeline.mode, &cfg.kafka.output_topic) else {
+        return Ok(None);
+    };
+    let settings = guard_kafka::SinkSettings {
+        topic: topic.clone(),
+        provenance_header: cfg.kafka.provenance_header.clone(),
+        backoff: Duration::from_millis(cfg.kafka.retry_backoff_ms),
+        give_up: Duration::from_millis(cfg.kafka.sink_give_up_ms),
+    };
+    let sink = CleanSink::new(&guard_kafka::producer_config(cfg), settings, Arc::clone(health))?;
+    Ok(Some(Arc::new(sink)))
+}
+
+/// The drift hub and what carries its state out of the process (events, webhook, profiles).
+struct Drift {
+    hub: Arc<guard_drift::DriftHub>,
+    profile_stop: Arc<AtomicBool>,
+    profile_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drift {
+    /// Publish the last partition views, then stop reading the group's.
+    async fn stop(self) {
+        self.profile_stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.profile_task {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+async fn start_drift(cfg: &Config, judge: &Judge) -> anyhow::Result<Drift> {
+    let (hub, events_rx) = build_hub(cfg, judge)?;
+    let profile_stop = Arc::new(AtomicBool::new(false));
+    let mut profile_task = None;
+    if !hub.is_idle() {
+        crate::events::ensure_topics(cfg).await;
+        if let Some(rx) = events_rx {
+            tokio::spawn(crate::events::dispatch(cfg.clone(), rx));
+        }
+        crate::events::read_profiles(cfg, Arc::clone(&hub), Arc::clone(&profile_stop))?;
+        profile_task = Some(tokio::spawn(crate::events::publish_profiles(
+            cfg.clone(),
+            Arc::clone(&hub),
+            Arc::clone(&profile_stop),
+        )));
+    }
+    Ok(Drift {
+        hub,
+        profile_stop,
+        profile_task,
+    })
+}
+
+/// Every worker's scoring sessions, the provider really in use, and the hot-swap reloader.
+struct ScoringSetup {
+    per_worker: Vec<Option<guard_score::Scoring>>,
+    provider: Option<guard_score::ProviderInUse>,
+    reloader: Option<Arc<guard_score::Reloader>>,
+}
+
+/// One set of sessions per judge worker (sessions run with `&mut`), built from the model
+/// files read (and pin-checked) once.
+fn load_scoring(cfg: &Config, judge: &Judge) -> anyhow::Result<ScoringSetup> {
+    let workers_n = cfg.pipeline.workers.count();
+    if !guard_score::configured(cfg) {
+        return Ok(ScoringSetup {
+            per_worker: (0..workers_n).map(|_| None).collect(),
+            provider: None,
+            reloader: None,
+        });
+    }
+    guard_score::init(cfg)?;
+    let sections = judge.sections();
+    let set = Arc::new(guard_score::ModelSet::read(cfg)?);
+    let mut per_worker = Vec::new();
+    let mut provider = None;
+    for i in 0..workers_n {
+        let (s, pr) = guard_score::Scoring::from_set(cfg, &sections, &set)?;
+        if i == 0 {
+            s.announce();
+        }
+        provider = pr;
+        per_worker.push(Some(s));
+    }
+    let name = provider.map_or("none", |p| p.as_str());
+    info!(provider = name, requested = ?cfg.scoring.execution_provider, "scoring on");
+    metrics::gauge!("guard_score_provider_info", "provider" => name).set(1.0);
+    let reloader = match per_worker.first() {
+        Some(Some(first)) => Some(Arc::new(guard_score::Reloader::new(cfg, sections, set, first))),
+        _ => None,
+    };
+    if let (Some(r), true) = (&reloader, cfg.scoring.watch_interval_ms > 0) {
+        guard_score::watch(Arc::clone(r), Duration::from_millis(cfg.scoring.watch_interval_ms))?;
+    }
+    Ok(ScoringSetup {
+        per_worker,
+        provider,
+        reloader,
+    })
+}
+
+/// Start one judge thread per set of scoring sessions in `scorings` (`ctx` builds the rest of
+/// its context). Returns the workers' inboxes and threads.
+#[allow(clippy::type_complexity)]
+fn spawn_workers(
+    cfg: &Config,
+    scorings: Vec<Option<guard_score::Scoring>>,
+    ctx: impl Fn() -> WorkerCtx,
+) -> anyhow::Result<(Vec<mpsc::Sender<Batch>>, Vec<std::thread::JoinHandle<()>>)> {
+    metrics::gauge!("guard_pipeline_workers").set(scorings.len() as f64);
+    let mut txs = Vec::new();
+    let mut threads = Vec::new();
+    for (i, scoring) in scorings.into_iter().enumerate() {
+        let (tx, rx) = mpsc::channel::<Batch>(cfg.pipeline.channel_capacity);
+        txs.push(tx);
+        let mut c = ctx();
+        c.stages.scoring = scoring;
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("guard-judge-{i}"))
+                .spawn(move || worker(rx, c))
+                .context("spawning judge worker")?,
+        );
+    }
+    Ok((txs, threads))
+}
+
+/// Probe the brokers and keep the metrics' upkeep, every `kafka.probe_interval_ms`.
+fn spawn_probe(prober: guard_kafka::Prober, health: Arc<Health>, cfg: &Config, prom: PrometheusHandle) {
+    let every = Duration::from_millis(cfg.kafka.probe_interval_ms);
+    tokio::spawn(async move {
+        loop {
+            let pr = prober.clone();
+            let ok = tokio::task::spawn_blocking(move || pr.probe(Duration::from_secs(2)))
+                .await
+                .unwrap_or(false);
+            health.set_broker_reachable(ok);
+            metrics::gauge!("guard_health_ready").set(if health.is_ready() { 1.0 } else { 0.0 });
+            prom.run_upkeep();
+            tokio::time::sleep(every).await;
+        }
+    });
+}
+
+type HttpTask = tokio::task::JoinHandle<Result<(), guard_server::ServerError>>;
+
+/// The HTTP server: metrics and health, and (unless `server.metrics_only`) the operator and
+/// review routes. Returns its task and the sender that stops it.
+async fn start_http(
+    cfg: &Config,
+    shared: &Shared,
+    prom: PrometheusHandle,
+    provider: Option<guard_score::ProviderInUse>,
+    hub: &Arc<guard_drift::DriftHub>,
+    reloader: Option<&Arc<guard_score::Reloader>>,
+) -> anyhow::Result<(HttpTask, tokio::sync::oneshot::Sender<()>)> {
+    let addr: std::net::SocketAddr = cfg.server.listen.parse().context("server.listen")?;
+    let render: guard_server::RenderMetrics = Arc::new(move || prom.render());
+    let mut extras = serde_json::Map::new();
+    extras.insert("version".into(), guard_core::GUARD_VERSION.into());
+    extras.insert("mode".into(), format!("{:?}", cfg.pipeline.mode).to_lowercase().into());
+    extras.insert(
+        "scoring_provider".into(),
+        provider.map_or("none", |p| p.as_str()).into(),
+    );
+    let facts = extras.clone();
+    let mut app = guard_server::router(Arc::clone(&shared.health), render, Arc::new(extras));
+    if !cfg.server.metrics_only {
+        app = app.merge(operator_routes(cfg, hub, reloader, &shared.summary, facts).await?);
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(guard_server::serve(addr, app, async move {
+        let _ = stop_rx.await;
+    }));
+    Ok((http, stop_tx))
+}
+
+/// Wait for SIGINT or SIGTERM, or for the consumer or the server to stop on their own (then
+/// the run failed).
+async fn wait_for_stop(
+    consumer_done: &mut std::pin::Pin<&mut tokio::task::JoinHandle<bool>>,
+    http: HttpTask,
+) -> anyhow::Result<bool> {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(tokio::select! {
+        _ = tokio::signal::ctrl_c() => { info!("SIGINT: shutting down"); false }
+        _ = sigterm.recv() => { info!("SIGTERM: shutting down"); false }
+        r = consumer_done => { error!(joined = ?r, "consumer stopped unexpectedly"); true }
+        r = http => { error!(result = ?r, "http server stopped"); true }
+    })
+}
+
+/// Shutdown is bounded in every state (a broker refusing every record, a full disk): past
+/// `limit`, the process exits without waiting. Nothing is lost: what was not durable was not
+/// committed, and the next owner reads it again.
+fn start_watchdog(limit: Duration) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("guard-shutdown-watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            error!(
+                seconds = limit.as_secs(),
+                "shutdown did not finish in time; exiting now (uncommitted records will be read again)"
+            );
+            std::process::exit(1);
+        })
+        .context("starting the shutdown watchdog")?;
+    Ok(())
+}
+
+/// The shutdown summary: logged, and printed as one JSON line.
+fn report(summary: &Mutex<Summary>) -> anyhow::Result<()> {
+    let summary = lock(summary).clone();
     info!(
         records_in = summary.records_in,
         passed = summary.passed,
@@ -332,7 +439,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
         "stopped"
     );
     println!("{}", serde_json::to_string(&serde_json::json!({ "summary": summary }))?);
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(())
 }
 
 /// Statistics, operator endpoints and (when enabled) the review dashboard. State-changing

@@ -60,6 +60,28 @@ pub fn describe_metrics() {
         Unit::Count,
         "Partition views from the profiles topic ignored (another baseline or group)"
     );
+    describe_gauge!(
+        "guard_stats_alarm",
+        Unit::Count,
+        "1 while a drift alarm is raised on any partition of the topic"
+    );
+    describe_counter!("guard_stats_windows_total", Unit::Count, "Drift windows judged");
+    describe_counter!("guard_stats_alarms_raised_total", Unit::Count, "Drift alarms raised");
+    describe_counter!(
+        "guard_stats_events_dropped_total",
+        Unit::Count,
+        "Drift events dropped because the event queue was full"
+    );
+    describe_gauge!(
+        "guard_stats_breaker_open",
+        Unit::Count,
+        "1 while the breaker quarantines every record"
+    );
+    describe_counter!(
+        "guard_stats_breaker_trips_total",
+        Unit::Count,
+        "Times the breaker tripped"
+    );
 }
 
 /// Why a baseline cannot watch a route.

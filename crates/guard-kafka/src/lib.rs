@@ -25,7 +25,7 @@ pub use admin::{create_topic_with, create_topics};
 pub use client::{admin_config, consumer_config, producer_config, producer_message_max_bytes, PRODUCER_HEADROOM};
 pub use guard_pipeline::FlushSignal;
 pub use sink::{classify, CleanSink, ErrorKind, Rejected, SinkSettings};
-pub use source::{Source, SourceSettings};
+pub use source::{Prober, Source, SourceSettings};
 
 /// Describe the metrics this crate emits (name, unit, meaning); the binary calls it once
 /// after installing the recorder.
@@ -58,6 +58,48 @@ pub fn describe_metrics() {
         "guard_sink_delivered_records_total",
         Unit::Count,
         "Records the broker acknowledged on the clean topic"
+    );
+    describe_counter!(
+        "guard_source_records_total",
+        Unit::Count,
+        "Records consumed from input topics"
+    );
+    describe_counter!("guard_source_bytes_total", Unit::Bytes, "Payload bytes consumed");
+    describe_gauge!(
+        "guard_kafka_uncommitted_records",
+        Unit::Count,
+        "Records consumed but not yet committed (commit lag held by this instance)"
+    );
+    describe_counter!("guard_kafka_commits_total", Unit::Count, "Successful offset commits");
+    describe_counter!(
+        "guard_kafka_commit_failures_total",
+        Unit::Count,
+        "Failed offset commits (retried)"
+    );
+    describe_counter!(
+        "guard_sink_retries_total",
+        Unit::Count,
+        "Clean records re-sent after a failed delivery"
+    );
+    describe_counter!(
+        "guard_sink_rejected_records_total",
+        Unit::Count,
+        "Records the clean topic refused for good, quarantined with sink.rejected"
+    );
+    describe_counter!(
+        "guard_sink_headers_stripped_total",
+        Unit::Count,
+        "Inbound x-guard-* (and provenance) headers removed before forwarding"
+    );
+    describe_counter!(
+        "guard_source_errors_total",
+        Unit::Count,
+        "Consume errors, by kind (unreadable_batch, other)"
+    );
+    describe_gauge!(
+        "guard_source_unreadable_partitions",
+        Unit::Count,
+        "Partitions stuck on a batch the consumer cannot read (see /readyz)"
     );
 }
 

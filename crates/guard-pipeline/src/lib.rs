@@ -25,3 +25,69 @@ pub use judge::{header_source, BatchJudge, Judged};
 pub use quarantine::{QuarantineStage, QuarantineWork, Summary};
 pub use sink::{CleanOut, FlushSignal, OnDelivered, Rejected};
 pub use worker::{worker, WorkerCtx};
+
+/// Describe the metrics this crate emits (name, unit, help text), next to the code that
+/// emits them; the binary calls it once when it installs the recorder.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_histogram, Unit};
+    describe_counter!(
+        "guard_pipeline_stale_batches_total",
+        Unit::Count,
+        "Judged batches of a partition this instance no longer owns (dropped; the next owner reads them again)"
+    );
+    describe_counter!(
+        "guard_quarantine_rows_written_total",
+        Unit::Count,
+        "Rows written into durable quarantine files"
+    );
+    describe_counter!(
+        "guard_quarantine_bytes_written_total",
+        Unit::Bytes,
+        "Bytes of durable quarantine files written"
+    );
+    describe_histogram!(
+        "guard_quarantine_write_duration_seconds",
+        Unit::Seconds,
+        "Time to encode and durably store one quarantine file"
+    );
+    describe_counter!(
+        "guard_pipeline_records_passed_total",
+        Unit::Count,
+        "Records that passed every check"
+    );
+    describe_counter!(
+        "guard_pipeline_records_quarantined_total",
+        Unit::Count,
+        "Records quarantined, by primary reason"
+    );
+    describe_histogram!(
+        "guard_pipeline_batch_duration_seconds",
+        Unit::Seconds,
+        "Time to judge one batch"
+    );
+    describe_histogram!(
+        "guard_validate_record_max_duration_seconds",
+        Unit::Seconds,
+        "Slowest single record judged in each batch"
+    );
+    describe_counter!(
+        "guard_quarantine_files_written_total",
+        Unit::Count,
+        "Quarantine files made durable"
+    );
+    describe_counter!(
+        "guard_quarantine_write_failures_total",
+        Unit::Count,
+        "Failed quarantine writes (retried)"
+    );
+    describe_counter!(
+        "guard_pipeline_panics_total",
+        Unit::Count,
+        "Records whose judging panicked, quarantined with internal.panic"
+    );
+    describe_counter!(
+        "guard_quarantine_unreadable_files_total",
+        Unit::Count,
+        "Files in the quarantine folder that are not readable quarantine files (skipped)"
+    );
+}

@@ -523,3 +523,32 @@ impl Review {
         }
     }
 }
+
+/// Describe the metrics this crate emits (name, unit, help text), next to the code that
+/// emits them; the binary calls it once when it installs the recorder.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "guard_review_decisions_total",
+        Unit::Count,
+        "Review verdicts recorded (confirmed_poison, false_positive)"
+    );
+    describe_counter!(
+        "guard_review_releases_total",
+        Unit::Count,
+        "Release requests by outcome (released, already, recovered, failed)"
+    );
+    describe_gauge!(
+        "guard_review_false_positive_ratio",
+        "Share of reviewed records judged false positives, per reason code"
+    );
+    describe_gauge!(
+        "guard_review_model_false_positive_ratio",
+        "Share of reviewed records judged false positives, per model (topic:role)"
+    );
+    describe_histogram!(
+        "guard_review_query_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an explorer query"
+    );
+}

@@ -92,3 +92,39 @@ pub enum ScoreError {
         got: String,
     },
 }
+
+/// Describe the metrics this crate emits (name, unit, help text), next to the code that
+/// emits them; the binary calls it once when it installs the recorder.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        "guard_score_cpu_nodes",
+        "Nodes of a model ONNX Runtime left on the CPU while CUDA was asked for, per model"
+    );
+    describe_histogram!(
+        "guard_score_anomaly",
+        Unit::Count,
+        "Anomaly score of every scored record (unitless)"
+    );
+    describe_histogram!(
+        "guard_score_label",
+        Unit::Count,
+        "Label-consistency score (1 - p(given label)) of every scored record"
+    );
+    describe_histogram!(
+        "guard_score_batch_duration_seconds",
+        Unit::Seconds,
+        "Model inference time per batch, by role"
+    );
+    describe_counter!(
+        "guard_score_failures_total",
+        Unit::Count,
+        "Batches whose scoring failed (records held back with score.error)"
+    );
+    describe_counter!("guard_score_reloads_total", Unit::Count, "Model swaps published");
+    describe_counter!(
+        "guard_score_reload_failures_total",
+        Unit::Count,
+        "Model updates refused because the new files did not load"
+    );
+}
