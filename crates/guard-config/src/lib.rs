@@ -937,7 +937,8 @@ impl Config {
         }
     }
 
-    /// Cross-field checks without I/O. Returns every problem found.
+    /// Cross-field checks without I/O. Returns every problem found, each naming the file
+    /// and the key.
     pub fn validate(&self, file: &str) -> Vec<Problem> {
         let mut out = Vec::new();
         let mut bad = |key: &str, message: String| {
@@ -947,6 +948,18 @@ impl Config {
                 message,
             });
         };
+        self.check_kafka(&mut bad);
+        self.check_routes(&mut bad);
+        self.check_sizes(&mut bad);
+        self.check_server(&mut bad);
+        self.check_quarantine(&mut bad);
+        self.check_drift(&mut bad);
+        self.check_review(&mut bad);
+        out
+    }
+
+    /// Brokers, group, and librdkafka properties the guard cannot honour.
+    fn check_kafka(&self, bad: &mut impl FnMut(&str, String)) {
         for (i, b) in self.kafka.brokers.split(',').enumerate() {
             if let Err(m) = check_broker(b.trim()) {
                 bad("kafka.brokers", format!("entry {i} {b:?}: {m}"));
@@ -955,6 +968,24 @@ impl Config {
         if self.kafka.group_id.trim().is_empty() {
             bad("kafka.group_id", "must not be empty".into());
         }
+        for (table, props) in [
+            ("kafka.properties", &self.kafka.properties),
+            ("kafka.consumer_properties", &self.kafka.consumer_properties),
+        ] {
+            if props
+                .get("group.protocol")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("consumer"))
+            {
+                bad(
+                    &format!("{table}.group.protocol"),
+                    "the KIP-848 consumer group protocol is not supported: it is untested here (the test broker does not speak it); use the classic protocol, with partition.assignment.strategy = \"cooperative-sticky\" for incremental rebalances (tested)".into(),
+                );
+            }
+        }
+    }
+
+    /// Routes (topics, schemas, model pins) and the output topic against them.
+    fn check_routes(&self, bad: &mut impl FnMut(&str, String)) {
         if self.routes.is_empty() {
             bad(
                 "routes",
@@ -1007,20 +1038,10 @@ impl Config {
             }
             (Mode::Monitor, None) => {}
         }
-        for (table, props) in [
-            ("kafka.properties", &self.kafka.properties),
-            ("kafka.consumer_properties", &self.kafka.consumer_properties),
-        ] {
-            if props
-                .get("group.protocol")
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("consumer"))
-            {
-                bad(
-                    &format!("{table}.group.protocol"),
-                    "the KIP-848 consumer group protocol is not supported: it is untested here (the test broker does not speak it); use the classic protocol, with partition.assignment.strategy = \"cooperative-sticky\" for incremental rebalances (tested)".into(),
-                );
-            }
-        }
+    }
+
+    /// Limits, batch and file sizes, the memory budget, timeouts.
+    fn check_sizes(&self, bad: &mut impl FnMut(&str, String)) {
         let l = &self.limits;
         for (key, v) in [
             ("limits.max_bytes", l.max_bytes),
@@ -1060,6 +1081,10 @@ impl Config {
         if !(1..=22).contains(&self.quarantine.zstd_level) {
             bad("quarantine.zstd_level", "between 1 and 22".into());
         }
+    }
+
+    /// The listen address, and who may act on it.
+    fn check_server(&self, bad: &mut impl FnMut(&str, String)) {
         match self.server.listen.parse::<std::net::SocketAddr>() {
             Err(_) => bad(
                 "server.listen",
@@ -1073,6 +1098,10 @@ impl Config {
             ),
             Ok(_) => {}
         }
+    }
+
+    /// Where quarantine files go (folder or object storage).
+    fn check_quarantine(&self, bad: &mut impl FnMut(&str, String)) {
         if let Some(url) = &self.quarantine.url {
             let ok = url
                 .strip_prefix("s3://")
@@ -1100,6 +1129,10 @@ impl Config {
         if self.quarantine.dir.as_os_str().is_empty() {
             bad("quarantine.dir", "must not be empty".into());
         }
+    }
+
+    /// Drift windows, alarms, the breaker, events and webhook.
+    fn check_drift(&self, bad: &mut impl FnMut(&str, String)) {
         let d = &self.drift;
         if !(d.min_window_fraction > 0.0 && d.min_window_fraction <= 1.0) {
             bad("drift.min_window_fraction", "between 0 (exclusive) and 1".into());
@@ -1122,25 +1155,6 @@ impl Config {
                 "drift.breaker.max_quarantine_rate",
                 "between 0 (exclusive) and 1".into(),
             );
-        }
-        for (i, r) in self.review.reviewers.iter().enumerate() {
-            if r.name.trim().is_empty() || r.name.contains(|c: char| c == ':' || c.is_control()) {
-                bad(
-                    &format!("review.reviewers[{i}].name"),
-                    "must be non-empty, without ':' or control characters".into(),
-                );
-            }
-            if r.password_sha256.len() != 64 || !r.password_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                bad(
-                    &format!("review.reviewers[{i}].password_sha256"),
-                    "must be 64 hex digits (the SHA-256 of the password)".into(),
-                );
-            }
-        }
-        if let Some(t) = &self.review.release_topic {
-            if let Err(m) = check_topic(t) {
-                bad("review.release_topic", m);
-            }
         }
         if d.breaker.window_records == 0 {
             bad("drift.breaker.window_records", "must be greater than 0".into());
@@ -1171,7 +1185,29 @@ impl Config {
                 );
             }
         }
-        out
+    }
+
+    /// Reviewers and the release topic.
+    fn check_review(&self, bad: &mut impl FnMut(&str, String)) {
+        for (i, r) in self.review.reviewers.iter().enumerate() {
+            if r.name.trim().is_empty() || r.name.contains(|c: char| c == ':' || c.is_control()) {
+                bad(
+                    &format!("review.reviewers[{i}].name"),
+                    "must be non-empty, without ':' or control characters".into(),
+                );
+            }
+            if r.password_sha256.len() != 64 || !r.password_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bad(
+                    &format!("review.reviewers[{i}].password_sha256"),
+                    "must be 64 hex digits (the SHA-256 of the password)".into(),
+                );
+            }
+        }
+        if let Some(t) = &self.review.release_topic {
+            if let Err(m) = check_topic(t) {
+                bad("review.release_topic", m);
+            }
+        }
     }
 }
 
