@@ -521,11 +521,6 @@ impl FeatureRows {
         self.index.is_empty()
     }
 
-    /// Batch index of each row.
-    pub fn indices(&self) -> &[usize] {
-        &self.index
-    }
-
     /// Row `r`.
     pub fn row(&self, r: usize) -> RowRef<'_> {
         RowRef { rows: self, r }

@@ -41,8 +41,7 @@ impl BatchJudge {
     /// the breaker: its state before the batch decides, and the batch's outcome feeds it. While
     /// it is open, what passed is quarantined too (nothing is dropped).
     pub fn judge_with_breaker(&mut self, tp: &TopicPartition, records: &[Record]) -> Judged {
-        let breaker = self.drift.hub().breaker();
-        let open = breaker.is_open();
+        let open = self.drift.hub().breaker().is_open();
         let mut judged = self.judge(tp, records, open);
         let failed = judged.judgements.iter().filter(|j| !j.verdict.is_pass()).count() as u64;
         let breaker = self.drift.hub().breaker();
