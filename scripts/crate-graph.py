@@ -29,6 +29,10 @@ ALLOWED = {
     "guard-kafka": FLOORS | {"guard-pipeline"},
     # The review dashboard reads quarantine files.
     "guard-review": {"guard-core", "guard-quarantine"},
+    # The offline side (record sets, baselines, evaluation, benches) judges files with the
+    # record path's own batch judge; only the binary uses it, and never from the run path.
+    "guard-eval": FLOORS
+    | {"guard-validate", "guard-stats", "guard-drift", "guard-score", "guard-pipeline", "guard-quarantine"},
     # The binary wires everything.
     "ingest-guard": None,
 }
@@ -85,6 +89,12 @@ def main() -> int:
             if dep.startswith("guard-") and dep not in allowed:
                 kind = d["kind"] or "normal"
                 bad.append(f"{name} -> {dep} ({kind}): not allowed")
+    # The run path (the binary's run, events, review wiring and builders) never imports the
+    # offline side.
+    import pathlib
+    for f in ("src/run.rs", "src/events.rs", "src/build.rs", "src/review.rs"):
+        if "guard_eval" in pathlib.Path(f).read_text():
+            bad.append(f"{f} imports guard_eval: the run path must not know the offline side")
     cycles = module_cycles(".")
     bad += [f"file-level import cycle in {c}" for c in cycles]
     for b in bad:

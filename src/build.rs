@@ -52,6 +52,7 @@ fn describe_metrics() {
     guard_pipeline::describe_metrics();
     guard_score::describe_metrics();
     guard_review::describe_metrics();
+    guard_server::describe_metrics();
     // Emitted by the binary itself (run, events, profiles).
     describe_counter!(
         "guard_stats_profiles_unreadable_total",
@@ -59,30 +60,10 @@ fn describe_metrics() {
         "Records of the profiles topic that are not partition views"
     );
     describe_gauge!("guard_health_ready", Unit::Count, "1 when /readyz reports ready");
-    describe_counter!(
-        "guard_stats_events_sent_total",
-        Unit::Count,
-        "Drift events delivered, by destination"
-    );
-    describe_counter!(
-        "guard_stats_events_failed_total",
-        Unit::Count,
-        "Failed drift event deliveries (webhook attempts are retried)"
-    );
-    describe_counter!(
-        "guard_stats_webhook_dropped_total",
-        Unit::Count,
-        "Webhook payloads dropped from the full retry queue"
-    );
     describe_gauge!(
         "guard_score_provider_info",
         Unit::Count,
         "1 for the execution provider really scoring (cpu or cuda)"
-    );
-    describe_gauge!(
-        "guard_stats_webhook_queue",
-        Unit::Count,
-        "Webhook payloads waiting for delivery"
     );
     describe_gauge!(
         "guard_pipeline_workers",

@@ -175,7 +175,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             read_only,
         } => {
             let mut cfg = match &config {
-                Some(path) => Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                Some(path) => Config::load(path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                    .into_inner(),
                 None => Config::default(),
             };
             if let Some(q) = quarantine {
@@ -210,7 +212,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             bins,
             resamples,
         } => {
-            use crate::baseline::Input;
+            use guard_eval::read::Input;
             let input = match (&input, &topic, &brokers) {
                 (Some(path), _, _) if path.extension().is_some_and(|e| e == "parquet") => Input::Parquet {
                     path,
@@ -225,14 +227,28 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 _ => anyhow::bail!("give --input FILE, or --topic with --brokers"),
             };
-            crate::baseline::run(&crate::baseline::BaselineArgs {
+            let r = guard_eval::baseline::build(&guard_eval::baseline::BaselineArgs {
                 schema: &schema,
                 input,
                 out: &out,
                 window,
                 bins,
                 resamples,
-            })
+            })?;
+            println!(
+                "baseline {} for schema {} from {}: {} rows ({} invalid rows skipped{}), {} numeric and {} categorical features, {} labels, window {window}, sha256 {}",
+                out.display(),
+                r.schema_id,
+                r.described,
+                r.used,
+                r.skipped,
+                r.first_skip.map(|s| format!(", first: {s}")).unwrap_or_default(),
+                r.numeric,
+                r.categorical,
+                r.labels,
+                r.sha256,
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Stats { url, scope, view, json } => stats(&url, &scope, &view, json),
         Command::Quarantine { command } => quarantine(command),
@@ -375,7 +391,7 @@ fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
             let store = match (dir, config) {
                 (Some(d), _) => Arc::new(guard_quarantine::LocalDirStore::new(d)) as Arc<dyn QuarantineStore>,
                 (None, Some(c)) => crate::build::quarantine_store(
-                    &Config::load(&c).map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?,
+                    &*Config::load(&c).map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?,
                 )?,
                 (None, None) => anyhow::bail!("give --dir or --config"),
             };
@@ -421,7 +437,7 @@ fn quarantine(cmd: QuarantineCommand) -> anyhow::Result<ExitCode> {
             let (store, names): (Arc<dyn QuarantineStore>, Vec<String>) = match (path, config) {
                 (_, Some(c)) => {
                     let store = crate::build::quarantine_store(
-                        &Config::load(&c).map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?,
+                        &*Config::load(&c).map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?,
                     )?;
                     let names = guard_quarantine::list_files(store.as_ref())?
                         .into_iter()
@@ -528,7 +544,7 @@ pub fn terminal_safe(text: &str) -> String {
 fn stats(url: &str, scope: &str, view: &str, json: bool) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let target = format!("{}/api/stats?scope={scope}", url.trim_end_matches('/'));
-    let (status, body) = rt.block_on(crate::http::request(
+    let (status, body) = rt.block_on(guard_server::client::request(
         "GET",
         &target,
         None,
@@ -544,66 +560,62 @@ fn stats(url: &str, scope: &str, view: &str, json: bool) -> anyhow::Result<ExitC
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", stats_table(&v, view));
+    let report: guard_core::StatsReport =
+        serde_json::from_value(v).with_context(|| format!("{target}: not a stats report"))?;
+    anyhow::ensure!(
+        view == "current" || view == "sliding",
+        "--view is current or sliding, not {view:?}"
+    );
+    print!("{}", stats_table(&report, view == "sliding"));
     Ok(ExitCode::SUCCESS)
 }
 
-/// `/api/stats` JSON as a table, one row per topic and feature.
-pub fn stats_table(v: &serde_json::Value, view: &str) -> String {
+/// A stats report as a table, one row per topic and feature (`sliding`: the merge of recent
+/// windows, else the last closed ones).
+pub fn stats_table(v: &guard_core::StatsReport, sliding: bool) -> String {
     use std::fmt::Write;
-    let num = |x: &serde_json::Value, prec: usize| x.as_f64().map_or("-".to_owned(), |f| format!("{f:.prec$}"));
+    let num = |x: Option<f64>, prec: usize| x.map_or("-".to_owned(), |f| format!("{f:.prec$}"));
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "scope {} · group {} · instance {}",
-        v["scope"].as_str().unwrap_or("?"),
-        v["group"].as_str().unwrap_or("?"),
-        v["instance"].as_str().unwrap_or("?")
-    );
-    for t in v["topics"].as_array().into_iter().flatten() {
-        let w = &t[view];
+    let _ = writeln!(out, "scope {} · group {} · instance {}", v.scope, v.group, v.instance);
+    let view = if sliding { "sliding" } else { "current" };
+    for t in &v.topics {
+        let w = if sliding { &t.sliding } else { &t.current };
         let _ = writeln!(
             out,
-            "\n{} ({}) · {} view: {} rows over {} partitions · baseline {} rows, window {}",
-            t["topic"].as_str().unwrap_or("?"),
-            t["schema_id"].as_str().unwrap_or("?"),
-            view,
-            w["records"],
-            t["partitions"].as_array().map_or(0, Vec::len),
-            t["baseline_rows"],
-            t["window"],
+            "\n{} ({}) · {view} view: {} rows over {} partitions · baseline {} rows, window {}",
+            t.topic,
+            t.schema_id,
+            w.records,
+            t.partitions.len(),
+            t.baseline_rows,
+            t.window,
         );
         let _ = writeln!(
             out,
             "{:<16} {:>9} {:>7} {:>11} {:>11} {:>11} {:>6} {:>6} {:>6} {:>8} {:>7}  alarm",
             "feature", "count", "missing", "mean", "std", "p50", "ks", "psi", "js", "var_ratio", "firing"
         );
-        for f in w["features"].as_array().into_iter().flatten() {
-            let d = &f["drift"];
-            let fi = &f["firing"];
-            let firing: String = [("k", "ks"), ("p", "psi"), ("v", "variance")]
+        for f in &w.features {
+            let (d, fi, n) = (&f.drift, &f.firing, f.numeric.as_ref());
+            let firing: String = [("k", fi.ks), ("p", fi.psi), ("v", fi.variance)]
                 .iter()
-                .map(|(c, k)| if fi[*k].as_bool() == Some(true) { *c } else { "." })
+                .map(|(c, on)| if *on { *c } else { "." })
                 .collect();
             let _ = writeln!(
                 out,
                 "{:<16} {:>9} {:>7} {:>11} {:>11} {:>11} {:>6} {:>6} {:>6} {:>8} {:>7}  {}",
-                f["name"].as_str().unwrap_or("?"),
-                f["count"],
-                f["missing"],
-                num(&f["mean"], 3),
-                num(&f["std"], 3),
-                num(&f["p50"], 3),
-                num(&d["ks"], 3),
-                num(&d["psi"], 3),
-                num(&d["js"], 3),
-                num(&d["var_ratio"], 2),
+                f.name,
+                f.count,
+                f.missing,
+                num(n.and_then(|n| n.mean), 3),
+                num(n.and_then(|n| n.std), 3),
+                num(n.and_then(|n| n.p50), 3),
+                num(Some(d.ks), 3),
+                num(Some(d.psi), 3),
+                num(Some(d.js), 3),
+                num(Some(d.var_ratio), 2),
                 firing,
-                if f["alarm"].as_bool() == Some(true) {
-                    "RAISED"
-                } else {
-                    "-"
-                },
+                if f.alarm { "RAISED" } else { "-" },
             );
         }
     }

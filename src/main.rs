@@ -2,12 +2,9 @@
 //!
 //! Only this crate knows every stage; the library crates know `guard-core` and their own job.
 
-mod baseline;
 mod build;
 mod cli;
-mod evaluate;
 mod events;
-mod http;
 mod review;
 mod run;
 mod tools;

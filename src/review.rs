@@ -6,55 +6,24 @@ use guard_config::Config;
 use guard_review::auth::{Auth, Credential};
 use guard_review::http::axum_get;
 use guard_review::{Live, Publisher, Review, Settings};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Broker calls of the publisher give up after this long.
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Releases records with an idempotent producer (acks=all) and looks for interrupted ones with
-/// a plain consumer (no group).
-pub struct KafkaPublisher {
-    producer: FutureProducer,
-    aux: rdkafka::ClientConfig,
-}
+/// Releases records through guard-kafka's release client (an idempotent producer, acks=all,
+/// and a plain consumer for end offsets and interrupted releases).
+pub struct KafkaPublisher(guard_kafka::ReleaseClient);
 
 impl KafkaPublisher {
     pub fn new(cfg: &Config) -> anyhow::Result<Self> {
-        let mut pc = guard_kafka::producer_config(cfg);
-        pc.set("client.id", format!("ingest-guard-review-{}", std::process::id()));
-        let producer: FutureProducer = pc.create().context("creating the release producer")?;
-        Ok(Self {
-            producer,
-            aux: guard_kafka::admin_config(cfg),
-        })
+        Ok(Self(
+            guard_kafka::ReleaseClient::new(cfg).context("creating the release producer")?,
+        ))
     }
 }
 
 impl Publisher for KafkaPublisher {
     fn end_offsets(&self, topic: &str) -> Result<Vec<(i32, i64)>, String> {
-        let c: BaseConsumer = self.aux.create().map_err(|e| e.to_string())?;
-        let md = c.fetch_metadata(Some(topic), TIMEOUT).map_err(|e| e.to_string())?;
-        let parts: Vec<i32> = md
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if parts.is_empty() {
-            return Err(format!("topic {topic} has no partitions (does it exist?)"));
-        }
-        parts
-            .into_iter()
-            .map(|p| {
-                c.fetch_watermarks(topic, p, TIMEOUT)
-                    .map(|(_, high)| (p, high))
-                    .map_err(|e| e.to_string())
-            })
-            .collect()
+        self.0.end_offsets(topic).map_err(|e| e.to_string())
     }
 
     fn publish(
@@ -63,91 +32,19 @@ impl Publisher for KafkaPublisher {
         record: &guard_quarantine::RawRecord,
         extra: &[(String, String)],
     ) -> Result<(i32, i64), String> {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + extra.len());
-        for h in &record.headers {
-            headers = headers.insert(Header {
-                key: &h.key,
-                value: h.value.as_deref(),
-            });
-        }
-        for (k, v) in extra {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v.as_bytes()),
-            });
-        }
-        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
-        if let Some(p) = record.payload.as_deref() {
-            rec = rec.payload(p);
-        }
-        if let Some(k) = record.key.as_deref() {
-            rec = rec.key(k);
-        }
-        if let Some(ts) = record.timestamp_ms {
-            rec = rec.timestamp(ts);
-        }
-        let send = self.producer.send(rec, rdkafka::util::Timeout::After(TIMEOUT));
-        // Called on a blocking thread (never an async worker): wait for the acknowledgement.
-        let delivered = match tokio::runtime::Handle::try_current() {
-            Ok(h) => h.block_on(send),
-            Err(_) => tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?
-                .block_on(send),
+        let original = record.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref()));
+        let added = extra.iter().map(|(k, v)| (k.as_str(), Some(v.as_bytes())));
+        let again = guard_kafka::Republish {
+            key: record.key.as_deref(),
+            payload: record.payload.as_deref(),
+            timestamp_ms: record.timestamp_ms,
+            headers: original.chain(added).collect(),
         };
-        delivered
-            .map(|d| (d.partition, d.offset))
-            .map_err(|(e, _)| e.to_string())
+        self.0.publish(topic, &again).map_err(|e| e.to_string())
     }
 
     fn find(&self, topic: &str, since: &[(i32, i64)], header: &str, value: &str) -> Result<Option<(i32, i64)>, String> {
-        let c: BaseConsumer = self
-            .aux
-            .clone()
-            .set("enable.auto.commit", "false")
-            .set("group.id", "ingest-guard-review-find")
-            .create()
-            .map_err(|e| e.to_string())?;
-        let ends = self.end_offsets(topic)?;
-        let mut tpl = TopicPartitionList::new();
-        let mut remaining = 0usize;
-        for (p, end) in &ends {
-            let from = since.iter().find(|(q, _)| q == p).map_or(0, |(_, o)| *o);
-            if from < *end {
-                tpl.add_partition_offset(topic, *p, Offset::Offset(from))
-                    .map_err(|e| e.to_string())?;
-                remaining += 1;
-            }
-        }
-        if remaining == 0 {
-            return Ok(None);
-        }
-        c.assign(&tpl).map_err(|e| e.to_string())?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let mut done = std::collections::HashSet::new();
-        while done.len() < remaining && std::time::Instant::now() < deadline {
-            let Some(m) = c.poll(Duration::from_millis(200)) else {
-                continue;
-            };
-            let m = m.map_err(|e| e.to_string())?;
-            // Headers read as bytes: a key that is not UTF-8 must not panic the search.
-            let mut found = false;
-            let _ = guard_kafka::visit_headers(&m, |k, v| {
-                found |= k == header.as_bytes() && v == Some(value.as_bytes());
-            });
-            if found {
-                return Ok(Some((m.partition(), m.offset())));
-            }
-            let end = ends.iter().find(|(p, _)| *p == m.partition()).map_or(0, |(_, e)| *e);
-            if m.offset() + 1 >= end {
-                done.insert(m.partition());
-            }
-        }
-        if done.len() < remaining {
-            return Err("the clean topic could not be read to its end in 30 s".into());
-        }
-        Ok(None)
+        self.0.find(topic, since, header, value).map_err(|e| e.to_string())
     }
 }
 
@@ -333,21 +230,18 @@ pub fn drift_history(
     keep: usize,
 ) -> Arc<dyn Fn() -> serde_json::Value + Send + Sync> {
     let extract: Arc<dyn Fn() -> serde_json::Value + Send + Sync> = Arc::new(move || {
-        let stats = hub.stats(false);
         let mut topics = serde_json::Map::new();
-        for t in stats["topics"].as_array().into_iter().flatten() {
-            let mut feats = serde_json::Map::new();
-            for f in t["current"]["features"].as_array().into_iter().flatten() {
-                if let Some(name) = f["name"].as_str() {
-                    feats.insert(
-                        name.to_owned(),
-                        serde_json::json!({"psi": f["drift"]["psi"], "ks": f["drift"]["ks"], "firing": f["firing"]}),
-                    );
-                }
-            }
-            if let Some(name) = t["topic"].as_str() {
-                topics.insert(name.to_owned(), serde_json::Value::Object(feats));
-            }
+        for t in hub.stats(false).topics {
+            let feats: serde_json::Map<String, serde_json::Value> = t
+                .current
+                .features
+                .into_iter()
+                .map(|f| {
+                    let v = serde_json::json!({"psi": f.drift.psi, "ks": f.drift.ks, "firing": f.firing});
+                    (f.name, v)
+                })
+                .collect();
+            topics.insert(t.topic, serde_json::Value::Object(feats));
         }
         serde_json::Value::Object(topics)
     });

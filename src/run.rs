@@ -3,11 +3,10 @@
 
 use crate::build::{build_judge, init_metrics, init_tracing, quarantine_store, quarantine_where};
 use anyhow::Context;
-use guard_config::{Config, Mode};
+use guard_config::{Config, Mode, Validated};
 use guard_core::lock;
 use guard_core::{Batch, Health};
 use guard_kafka::{CleanSink, Source, SourceSettings};
-use guard_pipeline::AckTracker;
 use guard_pipeline::{worker, BatchJudge, CleanOut, FlushSignal, QuarantineStage, QuarantineWork, Summary, WorkerCtx};
 use guard_validate::Judge;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -76,7 +75,9 @@ fn install_panic_hook() {
     }));
 }
 
-pub fn run(cfg: Config) -> anyhow::Result<ExitCode> {
+/// Run a guard on a checked configuration until a signal or a stage stops it.
+pub fn run(cfg: Validated) -> anyhow::Result<ExitCode> {
+    let cfg = cfg.into_inner();
     init_tracing(&cfg);
     install_panic_hook();
     for problem in crate::build::deliverability(&cfg, "config") {
@@ -96,7 +97,6 @@ pub fn run(cfg: Config) -> anyhow::Result<ExitCode> {
 /// What every part of a running guard shares.
 struct Shared {
     health: Arc<Health>,
-    tracker: Arc<Mutex<AckTracker>>,
     flush: Arc<FlushSignal>,
     shutdown: Arc<AtomicBool>,
     summary: Arc<Mutex<Summary>>,
@@ -109,7 +109,6 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     let store = quarantine_store(&cfg)?;
     let shared = Shared {
         health: Arc::new(Health::default()),
-        tracker: Arc::new(Mutex::new(AckTracker::new())),
         flush: Arc::new(FlushSignal::default()),
         shutdown: Arc::new(AtomicBool::new(false)),
         summary: Arc::new(Mutex::new(Summary {
@@ -134,7 +133,6 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
             keep_scores: false,
         },
         clean: clean.clone().map(|c| -> Arc<dyn CleanOut> { c }),
-        tracker: Arc::clone(&shared.tracker),
         summary: Arc::clone(&shared.summary),
         out: q_tx.clone(),
         late: late_tx.clone(),
@@ -144,7 +142,6 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
     drop((q_tx, late_tx));
     let stage = QuarantineStage::new(
         &cfg,
-        Arc::clone(&shared.tracker),
         Arc::clone(&shared.health),
         Arc::clone(&shared.flush),
         store,
@@ -210,7 +207,6 @@ fn build_source(cfg: &Config, shared: &Shared) -> anyhow::Result<Source> {
     Ok(Source::new(
         &guard_kafka::consumer_config(cfg),
         settings,
-        Arc::clone(&shared.tracker),
         Arc::clone(&shared.health),
         Arc::clone(&shared.flush),
     )?)

@@ -695,14 +695,47 @@ pub struct Loaded {
     pub problems: Vec<Problem>,
 }
 
+/// A configuration that passed every check: what [`Config::load`] and [`Config::validated`]
+/// return and what the run path takes, so a guard cannot start on an unchecked one. Read
+/// through `Deref`; [`Validated::into_inner`] gives the plain config back (changing it then
+/// means checking it again).
+#[derive(Debug, Clone)]
+pub struct Validated(Config);
+
+impl std::ops::Deref for Validated {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        &self.0
+    }
+}
+
+impl Validated {
+    /// The checked configuration, for parts that take it by value.
+    pub fn into_inner(self) -> Config {
+        self.0
+    }
+}
+
 impl Config {
     /// Load `path` with environment overrides from the process and validate it.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub fn load(path: &Path) -> Result<Validated, ConfigError> {
         let loaded = Self::load_lenient(path, std::env::vars());
         if loaded.problems.is_empty() {
-            Ok(loaded.config)
+            Ok(Validated(loaded.config))
         } else {
             Err(ConfigError::Invalid(loaded.problems))
+        }
+    }
+
+    /// Check a configuration built in code (paths already resolved): every problem, or the
+    /// validated configuration.
+    pub fn validated(self, file: &str) -> Result<Validated, ConfigError> {
+        let problems = self.validate(file);
+        if problems.is_empty() {
+            Ok(Validated(self))
+        } else {
+            Err(ConfigError::Invalid(problems))
         }
     }
 

@@ -9,19 +9,25 @@
 //! * every record gets its own [`Verdict`], so one bad record never fails its batch;
 //! * a quarantined record always carries at least one stable [`ReasonCode`].
 
+mod ack;
 pub mod features;
 mod health;
 pub mod limits;
 mod policy;
 mod reason;
 mod record;
+pub mod report;
+mod time;
 
+pub use ack::{BatchAck, Finished, Lease, Part};
 pub use features::{FeatureField, FeatureLayout, FeatureRows, FieldPath, GuardSection, RowRef, StrColumn, TensorField};
 pub use health::{Health, HealthReport, Unreadable};
 pub use limits::Limits;
 pub use policy::AlarmPolicy;
 pub use reason::{Reason, ReasonCode};
 pub use record::{Batch, Envelope, EnvelopeBuilder, Header, Record, TopicPartition};
+pub use report::StatsReport;
+pub use time::rfc3339;
 
 /// Prefix of the headers the guard writes itself (provenance, release identity). Inbound
 /// headers with this prefix are producer-controlled forgeries: they are removed before a record

@@ -207,10 +207,9 @@ impl Record {
 pub struct Batch {
     /// Where the records came from.
     pub tp: TopicPartition,
-    /// Sequence number of this batch within its partition and generation.
-    pub seq: u64,
-    /// Assignment generation; a batch from an older generation is stale after a rebalance.
-    pub generation: u64,
+    /// The batch's acknowledgement token (its sequence number, assignment generation and
+    /// lease): the clean sink and the quarantine each acknowledge their part on it.
+    pub ack: crate::BatchAck,
     /// The records, in increasing offset order; never empty.
     pub records: Vec<Record>,
 }

@@ -12,6 +12,9 @@
 //! Memory is fixed by the baselines (bins and sketch buckets per feature) times the partitions
 //! assigned, whatever the traffic.
 
+mod alert;
+pub use alert::alertmanager_payload;
+
 use guard_config::DriftConfig;
 use guard_stats::{
     AlarmPolicy, AlarmState, Baseline, Evaluation, FeatureDrift, HeavyHitters, SourceStats, SourceTable, Transition,
@@ -24,7 +27,11 @@ pub const MAX_REMOTE_VIEWS: usize = 65_536;
 
 /// Values tracked per categorical feature among those the baseline never saw (Space-Saving).
 const UNSEEN_CAPACITY: usize = 16;
-use guard_core::{lock, GuardSection, RowRef};
+use guard_core::report::{
+    CategoricalStats, DriftValues, FeatureKind, FeatureStats, FiringTests, NumericStats, PartitionStats, ProfileStats,
+    SourceRow, SourcesReport, TopicStats,
+};
+use guard_core::{lock, GuardSection, RowRef, StatsReport};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -675,7 +682,7 @@ impl DriftHub {
     /// `GET /api/stats`: per topic, the current windows and the sliding view merged over
     /// this instance's partitions (`group = false`) or over every partition the group has
     /// published (`group = true`), each compared with the baseline.
-    pub fn stats(&self, group: bool) -> Value {
+    pub fn stats(&self, group: bool) -> StatsReport {
         let views: Vec<PartitionView> = if group {
             // put_remote keeps only this group's views.
             lock(&self.remote).values().cloned().collect()
@@ -696,33 +703,31 @@ impl DriftHub {
         }
         let sources = {
             let t = lock(&self.sources);
-            let row = |(name, s): (String, SourceStats)| {
-                serde_json::json!({
-                    "source": name,
-                    "records": s.records,
-                    "rejected": s.rejected,
-                    "quarantined": s.quarantined,
-                    "reject_rate": s.reject_rate(),
-                    "quarantine_rate": s.quarantine_rate(),
-                })
+            let row = |(source, s): (String, SourceStats)| SourceRow {
+                source,
+                records: s.records,
+                rejected: s.rejected,
+                quarantined: s.quarantined,
+                reject_rate: finite(s.reject_rate()),
+                quarantine_rate: finite(s.quarantine_rate()),
             };
-            serde_json::json!({
-                "tracked": t.len(),
-                "evicted": t.evicted(),
-                "top_by_volume": t.top_by_volume(20).into_iter().map(row).collect::<Vec<_>>(),
-                "top_by_quarantine_rate": t.top_by_quarantine_rate(20, 100).into_iter().map(row).collect::<Vec<_>>(),
-            })
+            SourcesReport {
+                tracked: t.len() as u64,
+                evicted: t.evicted(),
+                top_by_volume: t.top_by_volume(20).into_iter().map(row).collect(),
+                top_by_quarantine_rate: t.top_by_quarantine_rate(20, 100).into_iter().map(row).collect(),
+            }
         };
-        serde_json::json!({
-            "scope": if group { "group" } else { "local" },
-            "group": self.group,
-            "instance": self.instance,
-            "topics": topics,
-            "sources": sources,
-        })
+        StatsReport {
+            scope: if group { "group" } else { "local" }.to_owned(),
+            group: self.group.clone(),
+            instance: self.instance.clone(),
+            topics,
+            sources,
+        }
     }
 
-    fn topic_stats(&self, name: &str, t: &TopicDrift, views: &[&PartitionView]) -> Value {
+    fn topic_stats(&self, name: &str, t: &TopicDrift, views: &[&PartitionView]) -> TopicStats {
         let base = &t.baseline;
         let (mut current, mut sliding) = (
             WindowProfile::for_baseline(base, self.quantiles),
@@ -743,14 +748,14 @@ impl DriftHub {
                 Ok(Ok((c, s))) => (current, sliding) = (c, s),
                 _ => merge_failures += 1,
             }
-            partitions.push(serde_json::json!({
-                "partition": v.partition,
-                "instance": v.instance,
-                "windows": v.windows,
-                "first_offset": v.first_offset,
-                "last_offset": v.last_offset,
-                "alarms": v.alarms,
-            }));
+            partitions.push(PartitionStats {
+                partition: v.partition,
+                instance: v.instance.clone(),
+                windows: v.windows,
+                first_offset: v.first_offset,
+                last_offset: v.last_offset,
+                alarms: v.alarms.clone(),
+            });
         }
         let alarms: Vec<&String> = views.iter().flat_map(|v| &v.alarms).collect();
         // Unseen categories of the current windows, summed over partitions (estimates).
@@ -762,26 +767,26 @@ impl DriftHub {
                 }
             }
         }
-        let unseen: Vec<Vec<(&str, u64)>> = unseen
+        let unseen: Vec<Vec<(String, u64)>> = unseen
             .into_iter()
             .map(|m| {
                 let mut v: Vec<(&str, u64)> = m.into_iter().collect();
                 v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
                 v.truncate(UNSEEN_CAPACITY);
-                v
+                v.into_iter().map(|(s, n)| (s.to_owned(), n)).collect()
             })
             .collect();
-        serde_json::json!({
-            "topic": name,
-            "schema_id": base.schema_id,
-            "baseline_sha256": base.data_sha256,
-            "baseline_rows": base.rows,
-            "window": base.window,
-            "partitions": partitions,
-            "skipped_views": merge_failures,
-            "current": self.profile_stats(base, &current, &alarms, Some(&unseen)),
-            "sliding": self.profile_stats(base, &sliding, &alarms, None),
-        })
+        TopicStats {
+            topic: name.to_owned(),
+            schema_id: base.schema_id.clone(),
+            baseline_sha256: base.data_sha256.clone(),
+            baseline_rows: base.rows,
+            window: base.window as u64,
+            partitions,
+            skipped_views: merge_failures,
+            current: self.profile_stats(base, &current, &alarms, Some(&unseen)),
+            sliding: self.profile_stats(base, &sliding, &alarms, None),
+        }
     }
 
     fn profile_stats(
@@ -789,11 +794,11 @@ impl DriftHub {
         base: &Baseline,
         w: &WindowProfile,
         alarms: &[&String],
-        unseen: Option<&[Vec<(&str, u64)>]>,
-    ) -> Value {
+        unseen: Option<&[Vec<(String, u64)>]>,
+    ) -> ProfileStats {
         let first_cat = base.numeric().count();
         let eval = base.evaluate(&self.policy, w);
-        let features: Vec<Value> = base
+        let features = base
             .features
             .iter()
             .enumerate()
@@ -801,36 +806,56 @@ impl DriftHub {
                 let m = &w.features[i].moments;
                 let q = |p: f64| w.quantiles.get(i).and_then(|s| s.quantile(p)).map(finite);
                 let nz = |x: f64| if m.count() > 0 { Some(finite(x)) } else { None };
-                let mut o = serde_json::json!({
-                    "name": f.name,
-                    "kind": if f.categories.is_some() { "categorical" } else { "numeric" },
-                    "count": m.count(),
-                    "missing": m.missing(),
-                    "drift": eval.drifts[i],
-                    "firing": eval.fired[i],
-                    "alarm": alarms.iter().any(|a| **a == f.name),
-                    "counts": w.features[i].counts,
-                });
-                o["baseline_counts"] = serde_json::json!(f.profile.counts);
-                if f.categories.is_none() {
-                    o["edges"] = serde_json::json!(f.bins.edges().iter().map(|e| finite(*e)).collect::<Vec<_>>());
-                    o["mean"] = serde_json::json!(nz(m.mean()));
-                    o["std"] = serde_json::json!(nz(m.variance().sqrt()));
-                    o["min"] = serde_json::json!(nz(m.min()));
-                    o["max"] = serde_json::json!(nz(m.max()));
-                    o["p50"] = serde_json::json!(q(0.5));
-                    o["p90"] = serde_json::json!(q(0.9));
-                    o["p99"] = serde_json::json!(q(0.99));
-                } else {
-                    o["categories"] = serde_json::json!(f.categories);
-                    if let Some(top) = unseen.and_then(|u| u.get(i - first_cat)) {
-                        o["unseen_top"] = serde_json::json!(top);
-                    }
+                let d = eval.drifts.get(i).copied().unwrap_or_else(FeatureDrift::none);
+                let fired = eval.fired.get(i).copied().unwrap_or_default();
+                FeatureStats {
+                    name: f.name.clone(),
+                    kind: if f.categories.is_some() {
+                        FeatureKind::Categorical
+                    } else {
+                        FeatureKind::Numeric
+                    },
+                    count: m.count(),
+                    missing: m.missing(),
+                    drift: DriftValues {
+                        ks: finite(d.ks),
+                        ks_p: finite(d.ks_p),
+                        psi: finite(d.psi),
+                        chi2_p: finite(d.chi2_p),
+                        js: finite(d.js),
+                        wasserstein: finite(d.wasserstein),
+                        var_ratio: finite(d.var_ratio),
+                        var_p: finite(d.var_p),
+                    },
+                    firing: FiringTests {
+                        ks: fired.ks,
+                        psi: fired.psi,
+                        variance: fired.variance,
+                    },
+                    alarm: alarms.iter().any(|a| **a == f.name),
+                    counts: w.features[i].counts.clone(),
+                    baseline_counts: f.profile.counts.clone(),
+                    numeric: f.categories.is_none().then(|| NumericStats {
+                        edges: f.bins.edges().iter().map(|e| finite(*e)).collect(),
+                        mean: nz(m.mean()),
+                        std: nz(m.variance().sqrt()),
+                        min: nz(m.min()),
+                        max: nz(m.max()),
+                        p50: q(0.5),
+                        p90: q(0.9),
+                        p99: q(0.99),
+                    }),
+                    categorical: f.categories.as_ref().map(|c| CategoricalStats {
+                        categories: c.clone(),
+                        unseen_top: unseen.and_then(|u| u.get(i - first_cat)).cloned(),
+                    }),
                 }
-                o
             })
             .collect();
-        serde_json::json!({ "records": w.records, "features": features })
+        ProfileStats {
+            records: w.records,
+            features,
+        }
     }
 }
 
@@ -1036,7 +1061,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         w.tick();
         assert_eq!(windows(&h), 3);
-        let stats = h.stats(false);
+        let stats = serde_json::to_value(h.stats(false)).unwrap_or_default();
         let t = &stats["topics"][0];
         assert_eq!(t["current"]["records"], 110, "last windows: 50 + 60 rows");
         assert_eq!(t["sliding"]["records"], 210);
@@ -1048,7 +1073,7 @@ mod tests {
             let y = if i % 3 == 0 { "zz-new" } else { "a" };
             w.observe(&topic, 0, 1000 + i, &s, &serde_json::json!({"x": i % 100, "y": y}));
         }
-        let stats = h.stats(false);
+        let stats = serde_json::to_value(h.stats(false)).unwrap_or_default();
         let label = &stats["topics"][0]["current"]["features"][1];
         assert_eq!(label["unseen_top"], serde_json::json!([["zz-new", 34]]), "{label}");
         let parts: Vec<i64> = t["partitions"]
@@ -1107,7 +1132,7 @@ mod tests {
             w.count_source("bad", i % 3 != 0);
         }
         w.flush_sources();
-        let s = h.stats(false);
+        let s = serde_json::to_value(h.stats(false)).unwrap_or_default();
         assert_eq!(
             s["sources"]["top_by_quarantine_rate"],
             serde_json::json!([]),
@@ -1119,7 +1144,7 @@ mod tests {
             w.count_source("bad", false);
         }
         w.flush_sources();
-        let s = h.stats(false);
+        let s = serde_json::to_value(h.stats(false)).unwrap_or_default();
         let top = &s["sources"]["top_by_quarantine_rate"];
         assert_eq!(
             (top[0]["source"].as_str(), top[0]["records"].as_u64()),

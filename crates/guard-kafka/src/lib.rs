@@ -1,12 +1,15 @@
 //! ingest-guard's Kafka edges: the consumer-group source and the clean-record sink.
 //!
 //! The source runs the rdkafka consumer on its own thread. It cuts per-partition batches,
-//! registers each with the [`AckTracker`](guard_pipeline::AckTracker) at the moment it is handed
-//! on, and commits only the tracker's contiguous durable prefix. When downstream is full it
+//! registers each with its own [`AckTracker`](guard_pipeline::AckTracker) at the moment it is
+//! handed on (the batch leaves with an acknowledgement token the stages acknowledge on), and
+//! commits only the tracker's contiguous durable prefix. When downstream is full it
 //! pauses its partitions and keeps polling, so group membership survives back-pressure and
 //! memory stays bounded. On revocation it first drains: it waits (bounded) until everything in
 //! flight is durable, commits that synchronously, and only then lets the partitions go
 //! (the commit rule is the one rust-rdkafka's `at_least_once` example states).
+//!
+//! [`keyed`] carries the side topics (drift events, group profiles) as keyed bytes.
 //!
 //! The sink produces passing records with an idempotent producer, keeps key, headers and
 //! timestamp, and retries failed deliveries until they succeed: a record is never dropped
@@ -14,10 +17,13 @@
 
 mod admin;
 mod client;
+pub mod keyed;
 mod probe;
 pub use probe::{classify as classify_connect, librdkafka_features, probe, ConnectCause, ConnectProblem};
 mod raw;
+mod release;
 pub use raw::{visit_headers, BadHeaders};
+pub use release::{ReleaseClient, Republish};
 mod sink;
 mod source;
 

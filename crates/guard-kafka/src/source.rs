@@ -2,7 +2,7 @@
 
 use crate::KafkaGuardError;
 use guard_core::{Batch, EnvelopeBuilder, Health, Limits, Record, TopicPartition};
-use guard_pipeline::{AckTracker, FlushSignal};
+use guard_pipeline::{AckTracker, Finished, FlushSignal};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -44,7 +44,12 @@ const STALL_PROBE_EVERY: Duration = Duration::from_secs(3);
 const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 struct Shared {
-    tracker: Arc<Mutex<AckTracker>>,
+    /// Commit order: only the source touches it (its poll thread and the rebalance callbacks
+    /// that run inside poll), so the lock is never contended by the stages.
+    tracker: Mutex<AckTracker>,
+    /// Batch tokens report finished batches here; the source drains it into the tracker.
+    finished_tx: std::sync::mpsc::Sender<Finished>,
+    finished_rx: Mutex<std::sync::mpsc::Receiver<Finished>>,
     health: Arc<Health>,
     flush: Arc<FlushSignal>,
     generation: AtomicU64,
@@ -75,12 +80,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Move the batches the tokens reported finished into the tracker.
+    fn take_finished(&self, t: &mut AckTracker) {
+        let rx = lock(&self.finished_rx);
+        while let Ok(f) = rx.try_recv() {
+            t.finish(&f);
+        }
+    }
+
     /// Wait (bounded) until everything registered is durable, then commit it synchronously.
     fn drain_and_commit(&self, consumer: &BaseConsumer<GuardContext>, why: &str) {
         let deadline = Instant::now() + self.drain_timeout;
         let started = Instant::now();
         loop {
-            let in_flight = lock(&self.tracker).in_flight_batches();
+            let in_flight = {
+                let mut t = lock(&self.tracker);
+                self.take_finished(&mut t);
+                t.in_flight_batches()
+            };
             if in_flight == 0 {
                 break;
             }
@@ -108,6 +125,7 @@ impl Shared {
     fn commit(&self, consumer: &BaseConsumer<GuardContext>, mode: CommitMode) {
         let (positions, uncommitted) = {
             let mut t = lock(&self.tracker);
+            self.take_finished(&mut t);
             let mut pending = lock(&self.to_commit);
             for (tp, o) in t.take_commits() {
                 pending.insert(tp, o);
@@ -249,12 +267,14 @@ impl Source {
     pub fn new(
         config: &ClientConfig,
         settings: SourceSettings,
-        tracker: Arc<Mutex<AckTracker>>,
         health: Arc<Health>,
         flush: Arc<FlushSignal>,
     ) -> Result<Self, KafkaGuardError> {
+        let (finished_tx, finished_rx) = std::sync::mpsc::channel();
         let shared = Arc::new(Shared {
-            tracker,
+            tracker: Mutex::new(AckTracker::new()),
+            finished_tx,
+            finished_rx: Mutex::new(finished_rx),
             health,
             flush,
             generation: AtomicU64::new(0),
@@ -589,16 +609,15 @@ impl Source {
             };
             let last = a.records.last().map_or(-1, |r| r.offset);
             let n = a.records.len();
-            let seq = lock(&self.shared.tracker).register(&tp, a.generation, last, n);
-            let Some(seq) = seq else { continue };
+            let ack = lock(&self.shared.tracker).register(&tp, a.generation, last, n, &self.shared.finished_tx);
+            let Some(ack) = ack else { continue };
             let span = info_span!("dispatch", topic = %tp.topic, partition = tp.partition, first = a.records.first().map_or(-1, |r| r.offset), last);
             let _e = span.enter();
             metrics::counter!("guard_source_records_total", "topic" => tp.topic.to_string()).increment(n as u64);
             metrics::counter!("guard_source_bytes_total", "topic" => tp.topic.to_string()).increment(a.bytes as u64);
             permit.send(Batch {
                 tp,
-                seq,
-                generation: a.generation,
+                ack,
                 records: a.records,
             });
         }

@@ -1,10 +1,13 @@
-//! Acknowledgements and ordered offset commits.
+//! Ordered offset commits (the source's side of the acknowledgement tokens).
 //!
 //! The rule this module keeps (DESIGN.md invariant 1): an offset is committed only when every
 //! record at or below it in that partition is durable, either acknowledged by the broker on the
-//! clean topic or inside a fsynced quarantine file. Batches are registered in consumption order;
-//! each waits for two acknowledgements ([`Part::Clean`] and [`Part::Quarantine`]); the commit
-//! position of a partition only advances over a contiguous prefix of fully acknowledged batches.
+//! clean topic or inside a fsynced quarantine file. Batches are registered in consumption order
+//! and each leaves with a [`BatchAck`] token; the stages acknowledge its two parts
+//! ([`Part::Clean`], [`Part::Quarantine`]) on the token, without touching this tracker, and the
+//! token reports the finished batch on a channel the source drains into [`AckTracker::finish`].
+//! Only the source owns the tracker; the commit position of a partition only advances over a
+//! contiguous prefix of finished batches.
 //! Offsets inside a partition need not be contiguous (compaction, transaction markers), so the
 //! order is that of registration, never offset arithmetic.
 //!
@@ -12,38 +15,23 @@
 //! acknowledgements of an older generation are ignored: those offsets may now belong to another
 //! instance, and committing them from here could skip records.
 
-use guard_core::TopicPartition;
+use guard_core::{BatchAck, Finished, Lease, TopicPartition};
 use std::collections::{HashMap, VecDeque};
-
-/// Which sink acknowledges part of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
-    /// All passing records were acknowledged by the broker (or there were none).
-    Clean,
-    /// All quarantined records are inside a durable file (or there were none).
-    Quarantine,
-}
-
-impl Part {
-    fn bit(self) -> u8 {
-        match self {
-            Part::Clean => 1,
-            Part::Quarantine => 2,
-        }
-    }
-}
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 #[derive(Debug)]
 struct Slot {
     seq: u64,
     last_offset: i64,
     records: usize,
-    pending: u8,
+    done: bool,
 }
 
 #[derive(Debug, Default)]
 struct PartState {
     generation: u64,
+    lease: Arc<Lease>,
     next_seq: u64,
     queue: VecDeque<Slot>,
     /// Next offset to commit that has not been handed out by `take_commits` yet.
@@ -62,25 +50,38 @@ impl AckTracker {
         Self::default()
     }
 
-    /// Start tracking `tp` in `generation`, forgetting anything older.
+    /// Start tracking `tp` in `generation` under a fresh lease, forgetting anything older
+    /// (the old lease is revoked, so its in-flight work is dropped).
     pub fn assign(&mut self, tp: TopicPartition, generation: u64) {
-        self.parts.insert(
-            tp,
-            PartState {
-                generation,
-                ..PartState::default()
-            },
-        );
+        let fresh = PartState {
+            generation,
+            lease: Lease::new(),
+            ..PartState::default()
+        };
+        if let Some(old) = self.parts.insert(tp, fresh) {
+            old.lease.revoke();
+        }
     }
 
-    /// Stop tracking `tp` (revoked); its in-flight batches will never be committed from here.
+    /// Stop tracking `tp` (revoked); its in-flight batches will never be committed from here,
+    /// and their tokens say so.
     pub fn revoke(&mut self, tp: &TopicPartition) {
-        self.parts.remove(tp);
+        if let Some(old) = self.parts.remove(tp) {
+            old.lease.revoke();
+        }
     }
 
-    /// Register a consumed batch covering up to `last_offset`; returns its sequence number, or
-    /// `None` if `tp` is not assigned in `generation`.
-    pub fn register(&mut self, tp: &TopicPartition, generation: u64, last_offset: i64, records: usize) -> Option<u64> {
+    /// Register a consumed batch covering up to `last_offset`; returns its token (which
+    /// reports to `done` when both parts are acknowledged), or `None` if `tp` is not
+    /// assigned in `generation`.
+    pub fn register(
+        &mut self,
+        tp: &TopicPartition,
+        generation: u64,
+        last_offset: i64,
+        records: usize,
+        done: &Sender<Finished>,
+    ) -> Option<BatchAck> {
         let st = self.parts.get_mut(tp).filter(|s| s.generation == generation)?;
         let seq = st.next_seq;
         st.next_seq += 1;
@@ -88,24 +89,31 @@ impl AckTracker {
             seq,
             last_offset,
             records,
-            pending: Part::Clean.bit() | Part::Quarantine.bit(),
+            done: false,
         });
-        Some(seq)
+        Some(BatchAck::new(
+            tp.clone(),
+            generation,
+            seq,
+            Arc::clone(&st.lease),
+            done.clone(),
+        ))
     }
 
-    /// Acknowledge one part of a batch. Stale generations and unknown batches are ignored.
-    pub fn ack(&mut self, tp: &TopicPartition, generation: u64, seq: u64, part: Part) {
-        let Some(st) = self.parts.get_mut(tp).filter(|s| s.generation == generation) else {
+    /// A batch's token reported both parts done. Stale generations and unknown batches are
+    /// ignored.
+    pub fn finish(&mut self, f: &Finished) {
+        let Some(st) = self.parts.get_mut(&f.tp).filter(|s| s.generation == f.generation) else {
             return;
         };
         let Some(front) = st.queue.front() else { return };
-        let Some(idx) = seq.checked_sub(front.seq).and_then(|i| usize::try_from(i).ok()) else {
+        let Some(idx) = f.seq.checked_sub(front.seq).and_then(|i| usize::try_from(i).ok()) else {
             return;
         };
         if let Some(slot) = st.queue.get_mut(idx) {
-            slot.pending &= !part.bit();
+            slot.done = true;
         }
-        while st.queue.front().is_some_and(|s| s.pending == 0) {
+        while st.queue.front().is_some_and(|s| s.done) {
             if let Some(done) = st.queue.pop_front() {
                 st.ready = Some(done.last_offset + 1);
             }
@@ -218,8 +226,17 @@ impl ByteBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guard_core::Part;
     use proptest::prelude::*;
+    use std::sync::mpsc::{channel, Receiver};
     use std::sync::Arc;
+
+    /// What the source does: finished batches from the tokens into the tracker.
+    fn pump(t: &mut AckTracker, rx: &Receiver<Finished>) {
+        while let Ok(f) = rx.try_recv() {
+            t.finish(&f);
+        }
+    }
 
     fn tp(p: i32) -> TopicPartition {
         TopicPartition {
@@ -230,30 +247,49 @@ mod tests {
 
     #[test]
     fn commits_only_contiguous_prefix() {
+        let (tx, rx) = channel();
         let mut t = AckTracker::new();
         t.assign(tp(0), 1);
-        let a = t.register(&tp(0), 1, 9, 10).unwrap_or(99);
-        let b = t.register(&tp(0), 1, 19, 10).unwrap_or(99);
-        t.ack(&tp(0), 1, b, Part::Clean);
-        t.ack(&tp(0), 1, b, Part::Quarantine);
+        let Some(a) = t.register(&tp(0), 1, 9, 10, &tx) else {
+            panic!("assigned")
+        };
+        let Some(b) = t.register(&tp(0), 1, 19, 10, &tx) else {
+            panic!("assigned")
+        };
+        b.ack(Part::Clean);
+        b.ack(Part::Quarantine);
+        pump(&mut t, &rx);
         assert!(t.take_commits().is_empty(), "b is done but a is not");
-        t.ack(&tp(0), 1, a, Part::Clean);
+        a.ack(Part::Clean);
+        pump(&mut t, &rx);
         assert!(t.take_commits().is_empty(), "a still waits for its quarantine file");
-        t.ack(&tp(0), 1, a, Part::Quarantine);
+        a.ack(Part::Quarantine);
+        pump(&mut t, &rx);
         assert_eq!(t.take_commits(), vec![(tp(0), 20)]);
         assert_eq!(t.in_flight_batches(), 0);
     }
 
     #[test]
-    fn stale_generation_is_ignored() {
+    fn stale_generation_is_ignored_and_its_tokens_know() {
+        let (tx, rx) = channel();
         let mut t = AckTracker::new();
         t.assign(tp(0), 1);
-        let a = t.register(&tp(0), 1, 9, 10).unwrap_or(99);
+        let Some(a) = t.register(&tp(0), 1, 9, 10, &tx) else {
+            panic!("assigned")
+        };
+        assert!(a.is_current());
         t.assign(tp(0), 2);
-        t.ack(&tp(0), 1, a, Part::Clean);
-        t.ack(&tp(0), 1, a, Part::Quarantine);
+        assert!(!a.is_current(), "a new assignment revokes the old lease");
+        a.ack(Part::Clean);
+        a.ack(Part::Quarantine);
+        pump(&mut t, &rx);
         assert!(t.take_commits().is_empty());
-        assert_eq!(t.register(&tp(0), 1, 5, 1), None);
+        assert!(t.register(&tp(0), 1, 5, 1, &tx).is_none());
+        let Some(b) = t.register(&tp(0), 2, 5, 1, &tx) else {
+            panic!("assigned")
+        };
+        t.revoke(&tp(0));
+        assert!(!b.is_current(), "revocation reaches the tokens");
     }
 
     #[test]
@@ -281,14 +317,16 @@ mod tests {
         /// fully acknowledged, and once everything is acknowledged the commit reaches the end.
         #[test]
         fn commit_never_passes_unacked(sizes in prop::collection::vec(1i64..50, 1..30), order in prop::collection::vec(any::<u16>(), 0..120)) {
+            let (tx, rx) = channel();
             let mut t = AckTracker::new();
             t.assign(tp(0), 7);
             let mut last = -1i64;
             let mut batches = Vec::new();
             for s in &sizes {
                 last += s;
-                let seq = t.register(&tp(0), 7, last, *s as usize).unwrap_or(u64::MAX);
-                batches.push((seq, last, [false, false]));
+                let token = t.register(&tp(0), 7, last, *s as usize, &tx);
+                prop_assert!(token.is_some());
+                batches.push((token, last, [false, false]));
             }
             let mut acks: Vec<(usize, Part)> = (0..batches.len()).flat_map(|i| [(i, Part::Clean), (i, Part::Quarantine)]).collect();
             // A deterministic shuffle driven by `order`.
@@ -298,7 +336,10 @@ mod tests {
             }
             let mut committed = 0i64;
             for (i, part) in acks {
-                t.ack(&tp(0), 7, batches[i].0, part);
+                if let Some(token) = &batches[i].0 {
+                    token.ack(part);
+                }
+                pump(&mut t, &rx);
                 batches[i].2[if part == Part::Clean { 0 } else { 1 }] = true;
                 for (_, pos) in t.take_commits() {
                     prop_assert!(pos > committed, "commit position moves forward");

@@ -9,7 +9,8 @@
 //! * [`worker`]: a judge thread's loop: judge, hand the passing records to the clean sink (a
 //!   [`CleanOut`]; the Kafka producer implements it), turn the rest into quarantine rows.
 //! * [`QuarantineStage`]: writes the rows durably and acknowledges their part of each batch.
-//! * [`AckTracker`]: acknowledgements and ordered offset commits (the no-loss commit rule).
+//! * [`AckTracker`]: ordered offset commits (the no-loss commit rule), owned by the source;
+//!   the stages acknowledge on each batch's [`BatchAck`] token instead of a shared lock.
 //!
 //! The binary builds these from the configuration and wires them to the Kafka source; this
 //! crate never talks to Kafka itself.
@@ -20,7 +21,8 @@ mod quarantine;
 mod sink;
 mod worker;
 
-pub use ack::{AckTracker, ByteBudget, BytesHeld, Part};
+pub use ack::{AckTracker, ByteBudget, BytesHeld};
+pub use guard_core::{BatchAck, Finished, Lease, Part};
 pub use judge::{header_source, BatchJudge, Judged};
 pub use quarantine::{QuarantineStage, QuarantineWork, Summary};
 pub use sink::{CleanOut, FlushSignal, OnDelivered, Rejected};

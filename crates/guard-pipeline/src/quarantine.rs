@@ -3,7 +3,7 @@
 //! fsynced file. A failing store is retried with back-off; meanwhile nothing is acknowledged,
 //! the bounded channels fill and the source pauses.
 
-use crate::{AckTracker, ByteBudget, BytesHeld, FlushSignal, Part};
+use crate::{BatchAck, ByteBudget, BytesHeld, FlushSignal, Part};
 use guard_config::Config;
 use guard_core::{lock, Health, TopicPartition};
 use guard_quarantine::{
@@ -20,10 +20,8 @@ use tracing::{info, info_span, warn, Instrument};
 pub struct QuarantineWork {
     /// The batch's partition.
     pub tp: TopicPartition,
-    /// The assignment generation it was consumed in.
-    pub generation: u64,
-    /// Its sequence number in the partition.
-    pub seq: u64,
+    /// The batch's acknowledgement token.
+    pub ack: BatchAck,
     /// Its first offset (-1 when empty).
     pub first: i64,
     /// Its last offset (-1 when empty).
@@ -54,17 +52,18 @@ pub struct Summary {
     pub quarantine_dir: String,
 }
 
-/// What a buffered batch waits for: its sequence number, the part it acknowledges, and the
-/// budget bytes its rows hold until they are durable.
-type Ticket = (u64, Part, BytesHeld);
+/// What a buffered batch waits for: its token, the part it acknowledges, and the budget bytes
+/// its rows hold until they are durable.
+type Ticket = (BatchAck, Part, BytesHeld);
 
 /// Buffers quarantine rows per partition and writes them durably (see the module docs).
 pub struct QuarantineStage {
-    tracker: Arc<Mutex<AckTracker>>,
     health: Arc<Health>,
     flush: Arc<FlushSignal>,
     store: Arc<dyn QuarantineStore>,
-    buffers: HashMap<TopicPartition, (u64, PartitionBuffer<Ticket>)>,
+    /// Per partition: the token of the batch that opened the buffer (its generation and
+    /// lease say whether the partition is still ours) and the buffer.
+    buffers: HashMap<TopicPartition, (BatchAck, PartitionBuffer<Ticket>)>,
     budget: Arc<ByteBudget>,
     policy: RollPolicy,
     zstd_level: i32,
@@ -73,11 +72,10 @@ pub struct QuarantineStage {
 }
 
 impl QuarantineStage {
-    /// A stage writing to `store` with the configured roll policy; it acknowledges through
-    /// `tracker` and holds rows against `budget` until they are durable.
+    /// A stage writing to `store` with the configured roll policy; it acknowledges on each
+    /// batch's token and holds rows against `budget` until they are durable.
     pub fn new(
         cfg: &Config,
-        tracker: Arc<Mutex<AckTracker>>,
         health: Arc<Health>,
         flush: Arc<FlushSignal>,
         store: Arc<dyn QuarantineStore>,
@@ -87,7 +85,6 @@ impl QuarantineStage {
         let q = &cfg.quarantine;
         Self {
             budget,
-            tracker,
             health,
             flush,
             store,
@@ -137,26 +134,25 @@ impl QuarantineStage {
     async fn handle(&mut self, w: QuarantineWork) {
         let QuarantineWork {
             tp,
-            generation,
-            seq,
+            ack,
             first,
             last,
             rows,
             part,
             held,
         } = w;
-        if lock(&self.tracker).generation(&tp) != Some(generation) {
+        if !ack.is_current() {
             metrics::counter!("guard_pipeline_stale_batches_total").increment(1);
             return;
         }
         let policy = self.policy;
-        let Some(buf) = self.buffer_for(&tp, generation, first).await else {
+        let Some(buf) = self.buffer_for(&tp, &ack, first).await else {
             return;
         };
-        let waits = buf.add((seq, part, held), first, last, rows, Instant::now());
+        let waits = buf.add((ack.clone(), part, held), first, last, rows, Instant::now());
         let roll = buf.should_roll(&policy, Instant::now());
         if !waits {
-            lock(&self.tracker).ack(&tp, generation, seq, part);
+            ack.ack(part);
         }
         if roll {
             let span = info_span!("quarantine", topic = %tp.topic, partition = tp.partition, first, last);
@@ -169,16 +165,19 @@ impl QuarantineStage {
         }
     }
 
-    /// The open buffer of `tp` in `generation`, created by reading which exact offsets the
-    /// partition's existing files hold from `from` (this owner's first offset) on. Retries
+    /// The open buffer of `tp` in `ack`'s generation, created by reading which exact offsets
+    /// the partition's existing files hold from `from` (this owner's first offset) on. Retries
     /// while the store is failing.
     async fn buffer_for(
         &mut self,
         tp: &TopicPartition,
-        generation: u64,
+        ack: &BatchAck,
         from: i64,
     ) -> Option<&mut PartitionBuffer<Ticket>> {
-        let fresh = self.buffers.get(tp).is_none_or(|(g, _)| *g != generation);
+        let fresh = self
+            .buffers
+            .get(tp)
+            .is_none_or(|(opened, _)| opened.generation() != ack.generation());
         if fresh {
             let stored = loop {
                 let store = Arc::clone(&self.store);
@@ -192,7 +191,7 @@ impl QuarantineStage {
                     Err(e) => {
                         self.store_failed(&e.to_string());
                         tokio::time::sleep(self.backoff).await;
-                        if lock(&self.tracker).generation(tp) != Some(generation) {
+                        if !ack.is_current() {
                             return None;
                         }
                     }
@@ -206,7 +205,7 @@ impl QuarantineStage {
                 info!(topic = %tp.topic, partition = tp.partition, from, files = stored.files, offsets = stored.offsets.len(), "existing quarantine files hold some of these offsets; replayed records at exactly those offsets are not written again");
             }
             self.buffers
-                .insert(tp.clone(), (generation, PartitionBuffer::new(stored.offsets)));
+                .insert(tp.clone(), (ack.clone(), PartitionBuffer::new(stored.offsets)));
         }
         self.buffers.get_mut(tp).map(|(_, b)| b)
     }
@@ -238,11 +237,10 @@ impl QuarantineStage {
     async fn write(&mut self, tp: &TopicPartition) {
         let mut alt = 0u32;
         loop {
-            let Some((generation, buf)) = self.buffers.get(tp) else {
+            let Some((opened, buf)) = self.buffers.get(tp) else {
                 return;
             };
-            let generation = *generation;
-            if lock(&self.tracker).generation(tp) != Some(generation) {
+            if !opened.is_current() {
                 // Revoked while failing: these rows were never committed; the next owner re-reads them.
                 self.buffers.remove(tp);
                 return;
@@ -275,9 +273,8 @@ impl QuarantineStage {
                     self.health.set_quarantine_failing(false);
                     lock(&self.summary).quarantine_files += 1;
                     let tickets = self.buffers.get_mut(tp).map(|(_, b)| b.committed()).unwrap_or_default();
-                    let mut t = lock(&self.tracker);
-                    for (seq, part, held) in tickets {
-                        t.ack(tp, generation, seq, part);
+                    for (ack, part, held) in tickets {
+                        ack.ack(part);
                         drop(held);
                     }
                     tracing::debug!(file = %name, rows = n, "quarantine file durable");

@@ -3,7 +3,7 @@
 //! [`Part::Clean`]), turns the rest into quarantine rows and passes them on.
 
 use crate::{
-    header_source, AckTracker, BatchJudge, ByteBudget, BytesHeld, CleanOut, Judged, Part, QuarantineWork, Rejected,
+    header_source, BatchAck, BatchJudge, ByteBudget, BytesHeld, CleanOut, Judged, Part, QuarantineWork, Rejected,
     Summary,
 };
 use guard_core::{lock, now_ms, Batch, Judgement, Reason, ReasonCode, Record, TopicPartition, Verdict, GUARD_VERSION};
@@ -21,8 +21,6 @@ pub struct WorkerCtx {
     pub stages: BatchJudge,
     /// The clean sink (none in observe mode or without an output topic).
     pub clean: Option<Arc<dyn CleanOut>>,
-    /// Acknowledgements and commit order.
-    pub tracker: Arc<Mutex<AckTracker>>,
     /// Totals for the shutdown summary.
     pub summary: Arc<Mutex<Summary>>,
     /// To the quarantine stage.
@@ -40,12 +38,7 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
     let mut models_seen = 0;
     while let Some(batch) = rx.blocking_recv() {
         reload_models(&mut ctx, &mut models_seen);
-        let Batch {
-            tp,
-            seq,
-            generation,
-            records,
-        } = batch;
+        let Batch { tp, ack, records } = batch;
         let (first, last) = (
             records.first().map_or(-1, |r| r.offset),
             records.last().map_or(-1, |r| r.offset),
@@ -57,7 +50,7 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
         // Windows close on age as batches arrive (of any topic this worker judges).
         ctx.stages.drift.tick();
         ctx.stages.drift.flush_sources();
-        let passed = forward_clean(&ctx, &tp, generation, seq, &records, &judged.judgements);
+        let passed = forward_clean(&ctx, &tp, &ack, &records, &judged.judgements);
         let header = ctx.stages.drift.source_header();
         let (rows, by_reason) = quarantine_rows(&tp, records, judged, header.as_deref());
         count_batch(&ctx, &tp, passed, rows.len() as u64, by_reason);
@@ -71,8 +64,7 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
         };
         let work = QuarantineWork {
             tp,
-            generation,
-            seq,
+            ack,
             first,
             last,
             rows,
@@ -108,8 +100,7 @@ fn reload_models(ctx: &mut WorkerCtx, seen: &mut u64) {
 fn forward_clean(
     ctx: &WorkerCtx,
     tp: &TopicPartition,
-    generation: u64,
-    seq: u64,
+    ack: &BatchAck,
     records: &[Record],
     judgements: &[Judgement],
 ) -> u64 {
@@ -121,7 +112,7 @@ fn forward_clean(
         .collect();
     match &ctx.clean {
         Some(sink) => {
-            let tracker = Arc::clone(&ctx.tracker);
+            let ack = ack.clone();
             let late = ctx.late.clone();
             let summary = Arc::clone(&ctx.summary);
             let schema_id = ctx.stages.judge.schema_for(&tp.topic).map(|s| Arc::clone(s.id()));
@@ -131,14 +122,14 @@ fn forward_clean(
                 &clean,
                 Box::new(move |rejected| {
                     if rejected.is_empty() {
-                        lock(&tracker).ack(&tp2, generation, seq, Part::Clean);
+                        ack.ack(Part::Clean);
                     } else {
-                        hand_rejected(&late, &summary, tp2, generation, seq, schema_id, rejected);
+                        hand_rejected(&late, &summary, tp2, ack, schema_id, rejected);
                     }
                 }),
             );
         }
-        None => lock(&ctx.tracker).ack(tp, generation, seq, Part::Clean),
+        None => ack.ack(Part::Clean),
     }
     clean.len() as u64
 }
@@ -227,8 +218,7 @@ fn hand_rejected(
     late: &mpsc::UnboundedSender<QuarantineWork>,
     summary: &Mutex<Summary>,
     tp: TopicPartition,
-    generation: u64,
-    seq: u64,
+    ack: BatchAck,
     schema_id: Option<Arc<str>>,
     rejected: Vec<Rejected>,
 ) {
@@ -279,8 +269,7 @@ fn hand_rejected(
     // its records are read again by the next owner.
     let _ = late.send(QuarantineWork {
         tp,
-        generation,
-        seq,
+        ack,
         first,
         last,
         rows,

@@ -314,7 +314,7 @@ async fn overview(State(r): State<Arc<Review>>, h: HeaderMap) -> Response {
         });
         let stats = r.live().stats.as_ref().map(|f| f());
         let drift = stats.as_ref().map(drift_status);
-        let source_rates = stats.as_ref().map(|s| s["sources"]["top_by_quarantine_rate"].clone());
+        let source_rates = stats.as_ref().map(|s| &s.sources.top_by_quarantine_rate);
         ok(json!({
             "quarantined": idx.len(),
             "files": idx.files().len(),
@@ -336,21 +336,19 @@ async fn overview(State(r): State<Arc<Review>>, h: HeaderMap) -> Response {
 }
 
 /// Per topic: alarmed features, and per feature whether it fires, with PSI and KS.
-fn drift_status(stats: &Value) -> Value {
-    let mut out = Vec::new();
-    for t in stats.get("topics").and_then(Value::as_array).into_iter().flatten() {
-        let features: Vec<Value> = t["current"]["features"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|f| {
-                json!({"name": f["name"], "firing": f["firing"], "alarm": f["alarm"],
-                "psi": f["drift"]["psi"], "ks": f["drift"]["ks"]})
-            })
+fn drift_status(stats: &guard_core::StatsReport) -> Value {
+    let topics = stats.topics.iter().map(|t| {
+        let features: Vec<Value> = t
+            .current
+            .features
+            .iter()
+            .map(
+                |f| json!({"name": f.name, "firing": f.firing, "alarm": f.alarm, "psi": f.drift.psi, "ks": f.drift.ks}),
+            )
             .collect();
-        out.push(json!({"topic": t["topic"], "records": t["current"]["records"], "features": features}));
-    }
-    Value::Array(out)
+        json!({"topic": t.topic, "records": t.current.records, "features": features})
+    });
+    Value::Array(topics.collect())
 }
 
 fn summary(idx: &crate::index::Index, states: &HashMap<RecordKey, RecordState>, i: u32) -> Value {

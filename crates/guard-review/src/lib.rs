@@ -91,7 +91,7 @@ pub const RELEASED_AT_HEADER: &str = "x-guard-released-at-ms";
 #[derive(Clone, Default)]
 pub struct Live {
     /// `/api/stats`-style drift statistics (`local` scope).
-    pub stats: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
+    pub stats: Option<Arc<dyn Fn() -> guard_core::StatsReport + Send + Sync>>,
     /// Facts: mode, scoring provider, version...
     pub facts: serde_json::Map<String, serde_json::Value>,
     /// Records in, passed and quarantined per reason so far (the pipeline's counters).

@@ -3,6 +3,12 @@
 //!
 //! The server knows only [`Health`] and a render function for metrics, so it stays independent
 //! of the metrics backend and of the stages. It binds to loopback by default.
+//!
+//! The other direction lives here too: a small HTTP client ([`client::request`]) and ordered
+//! webhook delivery with back-off ([`webhook::Webhook`]).
+
+pub mod client;
+pub mod webhook;
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -13,6 +19,32 @@ use guard_core::Health;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// Describe the metrics this crate emits (webhook delivery); the binary calls it once when
+/// it installs the recorder.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, Unit};
+    describe_counter!(
+        "guard_stats_events_sent_total",
+        Unit::Count,
+        "Drift events delivered, by destination (kafka, webhook)"
+    );
+    describe_counter!(
+        "guard_stats_events_failed_total",
+        Unit::Count,
+        "Failed drift event deliveries, by destination (webhook attempts are retried)"
+    );
+    describe_counter!(
+        "guard_stats_webhook_dropped_total",
+        Unit::Count,
+        "Webhook payloads dropped from the full retry queue"
+    );
+    describe_gauge!(
+        "guard_stats_webhook_queue",
+        Unit::Count,
+        "Webhook payloads waiting for delivery"
+    );
+}
+
 /// Renders the Prometheus exposition text.
 pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -20,7 +52,7 @@ pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 pub type ReadyExtras = Arc<serde_json::Map<String, serde_json::Value>>;
 
 /// Answers `GET /api/stats`; the argument is the scope (`local` or `group`).
-pub type StatsFn = Arc<dyn Fn(&str) -> serde_json::Value + Send + Sync>;
+pub type StatsFn = Arc<dyn Fn(&str) -> guard_core::StatsReport + Send + Sync>;
 
 /// Answers an operator endpoint with a JSON document.
 pub type ApiFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;

@@ -1,7 +1,4 @@
-//! `ingest-guard tools evaluate`: detection quality on real data, in process through the same
-//! judge and scoring code the workers run (limits, decode, schema, gather, models, policy).
-//!
-//! The stream is the part of the data set the models never saw: the rows outside the trusted
+//! The attacked streams of `tools evaluate`. The stream is the part of the data set the models never saw: the rows outside the trusted
 //! split of `scripts/train_models.py` (same `bucket` function, same seed). Attacks are applied
 //! to it deterministically:
 //! * `shuttle`: the ODDS Shuttle rows with their ground-truth anomalies;
@@ -18,13 +15,10 @@
 //!   differences through ONNX Runtime: a white-box attack on the guard's own classifier),
 //!   labels kept.
 
-use anyhow::Context;
-use guard_config::{Config, ExecutionProvider, Route};
-use guard_core::Record;
+use crate::EvalError;
 use guard_score::{Model, ProviderChoice, RoleScores, SessionSettings};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::path::Path;
 
 /// Seed of the committed models' split (scripts/train_models.py `--seed`).
 pub const SPLIT_SEED: u64 = 7;
@@ -58,16 +52,26 @@ pub const SCENARIOS: &[&str] = &[
     "mnist-fgsm-0.2",
 ];
 
-struct Item {
-    payload: Vec<u8>,
-    poison: bool,
+/// One record of an attacked stream and whether the attack made it.
+pub(crate) struct Item {
+    pub(crate) payload: Vec<u8>,
+    pub(crate) poison: bool,
 }
 
-fn rows(root: &Path, domain: &str) -> anyhow::Result<Vec<Value>> {
+fn rows(root: &Path, domain: &str) -> Result<Vec<Value>, EvalError> {
     let path = root.join(format!(".data/{domain}.jsonl"));
-    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: run scripts/setup.sh", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(|source| EvalError::Io {
+        path: path.clone(),
+        source: std::io::Error::new(source.kind(), format!("{source} (run scripts/setup.sh)")),
+    })?;
     text.lines()
-        .map(|l| serde_json::from_str(l).with_context(|| format!("{}", path.display())))
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|source| EvalError::Json {
+                what: format!("{} line {}", path.display(), i + 1),
+                source,
+            })
+        })
         .collect()
 }
 
@@ -113,7 +117,7 @@ fn with_pixels(v: &Value, px: &[f64], label: i64) -> Vec<u8> {
     serde_json::to_vec(&o).unwrap_or_default()
 }
 
-fn build(root: &Path, scenario: &str, fgsm_limit: usize) -> anyhow::Result<Vec<Item>> {
+pub(crate) fn build(root: &Path, scenario: &str, fgsm_limit: usize) -> Result<Vec<Item>, EvalError> {
     let domain = if scenario.starts_with("shuttle") {
         "shuttle"
     } else {
@@ -150,7 +154,7 @@ fn build(root: &Path, scenario: &str, fgsm_limit: usize) -> anyhow::Result<Vec<I
                         })
                         .collect();
                     out.push(Item {
-                        payload: serde_json::to_vec(&json!({"source": "injector", "features": f, "label": 0}))?,
+                        payload: plain(&json!({"source": "injector", "features": f, "label": 0})),
                         poison: true,
                     });
                 }
@@ -218,7 +222,10 @@ fn build(root: &Path, scenario: &str, fgsm_limit: usize) -> anyhow::Result<Vec<I
             }
         }
         s_name if s_name.starts_with("mnist-fgsm-") => {
-            let eps: f64 = s_name.trim_start_matches("mnist-fgsm-").parse()?;
+            let eps: f64 = s_name
+                .trim_start_matches("mnist-fgsm-")
+                .parse()
+                .map_err(|_| EvalError::Input(format!("{s_name}: the FGSM epsilon is not a number")))?;
             let mut model = Model::load(
                 &root.join("models/mnist/label.onnx"),
                 &SessionSettings {
@@ -245,14 +252,18 @@ fn build(root: &Path, scenario: &str, fgsm_limit: usize) -> anyhow::Result<Vec<I
                 }
             }
         }
-        other => anyhow::bail!("unknown scenario {other:?}; one of {SCENARIOS:?}"),
+        other => {
+            return Err(EvalError::Input(format!(
+                "unknown scenario {other:?}; one of {SCENARIOS:?}"
+            )))
+        }
     }
     Ok(out)
 }
 
 /// One FGSM step: x + ε·255·sign(∇x CE(label)), the gradient by forward differences of one
 /// grey level per pixel (the classifier is piecewise linear in its input).
-fn fgsm(model: &mut Model, px: &[f64], label: usize, eps: f64) -> anyhow::Result<Vec<f64>> {
+fn fgsm(model: &mut Model, px: &[f64], label: usize, eps: f64) -> Result<Vec<f64>, EvalError> {
     let n = px.len();
     let mut batch: Vec<f32> = Vec::with_capacity((n + 1) * n);
     let base: Vec<f32> = px.iter().map(|p| *p as f32).collect();
@@ -263,7 +274,7 @@ fn fgsm(model: &mut Model, px: &[f64], label: usize, eps: f64) -> anyhow::Result
         batch.extend_from_slice(&row);
     }
     let RoleScores::Label { probabilities } = model.run(&batch)? else {
-        anyhow::bail!("the label model returned no probabilities");
+        return Err(EvalError::Input("the label model returned no probabilities".into()));
     };
     let c = probabilities.len() / (n + 1);
     let loss = |r: usize| -f64::from(probabilities[r * c + label].max(1e-30)).ln();
@@ -276,202 +287,9 @@ fn fgsm(model: &mut Model, px: &[f64], label: usize, eps: f64) -> anyhow::Result
         .collect())
 }
 
-/// Area under the ROC curve (Mann–Whitney, ties counted half).
-pub fn auroc(scores: &[f64], positive: &[bool]) -> Option<f64> {
-    let mut v: Vec<(f64, bool)> = scores.iter().copied().zip(positive.iter().copied()).collect();
-    v.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (np, nn) = (
-        v.iter().filter(|x| x.1).count() as f64,
-        v.iter().filter(|x| !x.1).count() as f64,
-    );
-    if np == 0.0 || nn == 0.0 {
-        return None;
-    }
-    let mut rank_sum = 0.0;
-    let mut i = 0;
-    while i < v.len() {
-        let mut j = i;
-        while j + 1 < v.len() && v[j + 1].0 == v[i].0 {
-            j += 1;
-        }
-        let avg = (i + j) as f64 / 2.0 + 1.0;
-        rank_sum += v[i..=j].iter().filter(|x| x.1).count() as f64 * avg;
-        i = j + 1;
-    }
-    Some((rank_sum - np * (np + 1.0) / 2.0) / (np * nn))
-}
-
-/// The operating points of `scores`, from the highest threshold down: cumulative (true
-/// positives, false positives) after taking every record tied at each distinct score.
-fn operating_points(scores: &[f64], positive: &[bool]) -> Vec<(usize, usize)> {
-    let mut v: Vec<(f64, bool)> = scores.iter().copied().zip(positive.iter().copied()).collect();
-    v.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let (mut tp, mut fp) = (0usize, 0usize);
-    let mut out = Vec::new();
-    for (k, (score, pos)) in v.iter().enumerate() {
-        if *pos {
-            tp += 1;
-        } else {
-            fp += 1;
-        }
-        if v.get(k + 1).is_none_or(|next| next.0 != *score) {
-            out.push((tp, fp));
-        }
-    }
-    out
-}
-
-/// Recall at the lowest threshold on `scores` whose false-positive rate stays at most `f`.
-pub fn recall_at_fpr(scores: &[f64], positive: &[bool], f: f64) -> Option<f64> {
-    let np = positive.iter().filter(|p| **p).count();
-    let nn = positive.len() - np;
-    if np == 0 || nn == 0 {
-        return None;
-    }
-    let best = operating_points(scores, positive)
-        .into_iter()
-        .take_while(|(_, fp)| *fp as f64 <= f * nn as f64)
-        .last()
-        .map_or(0, |(tp, _)| tp);
-    Some(best as f64 / np as f64)
-}
-
-/// Precision at the highest threshold on `scores` that reaches recall `r`.
-pub fn precision_at_recall(scores: &[f64], positive: &[bool], r: f64) -> Option<f64> {
-    let np = positive.iter().filter(|p| **p).count();
-    if np == 0 {
-        return None;
-    }
-    operating_points(scores, positive)
-        .into_iter()
-        .find(|(tp, _)| *tp as f64 >= r * np as f64)
-        .map(|(tp, fp)| tp as f64 / (tp + fp) as f64)
-}
-
-/// Run one scenario; returns the result line.
-pub fn evaluate(root: &Path, scenario: &str, fgsm_limit: usize) -> anyhow::Result<Value> {
-    let domain = if scenario.starts_with("shuttle") {
-        "shuttle"
-    } else {
-        "mnist"
-    };
-    let items = build(root, scenario, fgsm_limit)?;
-    let mut cfg = Config::default();
-    cfg.scoring.execution_provider = ExecutionProvider::Cpu;
-    cfg.scoring.library = std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .or_else(|| Some(root.join(".tools/onnxruntime/libonnxruntime.so.1.31.1")));
-    let models = root.join("models").join(domain);
-    cfg.routes.push(Route {
-        topic: "eval".into(),
-        schema: root.join(format!("schemas/{domain}.schema.json")),
-        anomaly_model: Some(models.join("anomaly.onnx")),
-        label_model: (domain == "mnist").then(|| models.join("label.onnx")),
-        ..Route::default()
-    });
-    guard_score::init(&cfg)?;
-    let judge = std::sync::Arc::new(crate::build::build_judge(&cfg)?);
-    let (mut scoring, _) = guard_score::Scoring::load(&cfg, &judge.sections())?;
-    let route = scoring.route("eval").context("models loaded")?;
-    let (a_thr, l_thr) = (route.anomaly_threshold(), route.label_threshold());
-    // The running guard's batch judge (checks, typed rows, models, thresholds), without the
-    // breaker: that is a policy over the stream, not over one record.
-    let hub = guard_drift::DriftHub::new(
-        std::collections::HashMap::new(),
-        &cfg.drift,
-        "evaluate",
-        "evaluate",
-        guard_drift::HubOutputs { events: None },
-    );
-    let mut stages = guard_pipeline::BatchJudge {
-        judge,
-        drift: guard_drift::DriftWindows::new(std::sync::Arc::new(hub)),
-        scoring: Some(scoring),
-        keep_scores: true,
-    };
-    let tp = guard_core::TopicPartition {
-        topic: "eval".into(),
-        partition: 0,
-    };
-    let (mut a_scores, mut l_scores, mut combined, mut flagged) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let started = std::time::Instant::now();
-    for chunk in items.chunks(1024) {
-        let records: Vec<Record> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, it)| Record::whole(i as i64, None, None, Vec::new(), Some(it.payload.clone())))
-            .collect();
-        let judged = stages.judge(&tp, &records, false);
-        for (i, j) in judged.judgements.iter().enumerate() {
-            let d = judged.decisions.get(&i);
-            // Not scored and not passed: the checks held it back.
-            let rejected = d.is_none() && !j.verdict.is_pass();
-            let (a, l) = d.map_or((None, None), |d| (d.anomaly_score, d.label_score));
-            let ratio = |s: Option<f32>, t: Option<f64>| match (s, t) {
-                (Some(s), Some(t)) if t > 0.0 => f64::from(s) / t,
-                _ => 0.0,
-            };
-            a_scores.push(a.map_or(f64::INFINITY, f64::from));
-            l_scores.push(l.map_or(f64::INFINITY, f64::from));
-            combined.push(if rejected {
-                f64::INFINITY
-            } else {
-                ratio(a, a_thr).max(ratio(l, l_thr))
-            });
-            flagged.push(!j.verdict.is_pass());
-        }
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let poison: Vec<bool> = items.iter().map(|i| i.poison).collect();
-    let tp = flagged.iter().zip(&poison).filter(|(f, p)| **f && **p).count() as f64;
-    let fp = flagged.iter().zip(&poison).filter(|(f, p)| **f && !**p).count() as f64;
-    let np = poison.iter().filter(|p| **p).count() as f64;
-    let nn = poison.len() as f64 - np;
-    let round = |x: Option<f64>| x.map(|x| (x * 10_000.0).round() / 10_000.0);
-    Ok(json!({
-        "scenario": scenario,
-        "records": items.len(),
-        "poison": np,
-        "auroc_anomaly": round(auroc(&a_scores, &poison)),
-        "auroc_label": if domain == "mnist" { round(auroc(&l_scores, &poison)) } else { None },
-        "auroc_combined": round(auroc(&combined, &poison)),
-        "precision": round((tp + fp > 0.0).then(|| tp / (tp + fp))),
-        "recall": round((np > 0.0).then(|| tp / np)),
-        "false_positive_rate": round((nn > 0.0).then(|| fp / nn)),
-        "recall_at_fpr_0.01": round(recall_at_fpr(&combined, &poison, 0.01)),
-        "precision_at_recall_0.86": round(precision_at_recall(&combined, &poison, 0.86)),
-        "precision_at_recall_0.95": round(precision_at_recall(&combined, &poison, 0.95)),
-        "anomaly_threshold": a_thr,
-        "label_threshold": l_thr,
-        "seconds": (secs * 1000.0).round() / 1000.0,
-    }))
-}
-
-/// `tools evaluate`.
-pub fn run(root: &Path, scenarios: &[String], fgsm_limit: usize) -> anyhow::Result<ExitCode> {
-    let list: Vec<String> = if scenarios.is_empty() {
-        SCENARIOS.iter().map(|s| (*s).to_owned()).collect()
-    } else {
-        scenarios.to_vec()
-    };
-    for s in &list {
-        println!("{}", evaluate(root, s, fgsm_limit)?);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn auroc_matches_hand_counts() {
-        assert_eq!(auroc(&[0.1, 0.2, 0.3, 0.4], &[false, false, true, true]), Some(1.0));
-        assert_eq!(auroc(&[0.4, 0.3, 0.2, 0.1], &[false, false, true, true]), Some(0.0));
-        assert_eq!(auroc(&[0.5, 0.5], &[false, true]), Some(0.5));
-        // 3 positive/negative pairs of 4 ordered right.
-        assert_eq!(auroc(&[0.1, 0.3, 0.2, 0.4], &[false, true, true, false]), Some(0.5));
-    }
 
     #[test]
     fn bucket_matches_the_python_split() {

@@ -1,23 +1,19 @@
-//! `ingest-guard baseline`: build a trusted reference profile from a JSONL file, a Parquet
-//! file, or an offset range of a topic. Every row goes through the same limits, decoding and
-//! schema checks as in the stream; rows that fail are counted and skipped.
+//! Trusted record sets: a JSONL file, a Parquet file, or an offset range of a topic, read
+//! record by record with a reproducible SHA-256 of what was read (it goes into the baseline,
+//! so a profile names the exact data it came from).
 
-use anyhow::Context;
+use crate::EvalError;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
-use guard_core::Limits;
-use guard_stats::BaselineBuilder;
-use guard_validate::{decode, prescan, DomainSchema};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// Where the trusted rows come from.
@@ -27,151 +23,93 @@ pub enum Input<'a> {
     /// A Parquet file: each row becomes a JSON object of its columns, or, with
     /// `payload_column`, that column holds the JSON record.
     Parquet {
+        /// The file.
         path: &'a Path,
+        /// The column that holds whole JSON records, if any.
         payload_column: Option<&'a str>,
     },
     /// Offsets `[from, to)` of every partition of a topic (`to` = None: up to the high
-    /// watermark when the build starts).
+    /// watermark when the read starts).
     Topic {
+        /// Bootstrap servers.
         brokers: &'a str,
+        /// The topic.
         topic: &'a str,
+        /// First offset of each partition.
         from: i64,
+        /// End offset (exclusive) of each partition.
         to: Option<i64>,
     },
 }
 
-/// Options of `ingest-guard baseline`.
-pub struct BaselineArgs<'a> {
-    pub schema: &'a Path,
-    pub input: Input<'a>,
-    pub out: &'a Path,
-    pub window: usize,
-    pub bins: usize,
-    pub resamples: usize,
-}
-
-struct Collector<'s> {
-    schema: &'s DomainSchema,
-    builder: BaselineBuilder,
-    limits: Limits,
-    cats: Vec<Option<String>>,
-    used: u64,
-    skipped: u64,
-    first_skip: Option<String>,
-}
-
-impl Collector<'_> {
-    fn push(&mut self, what: &dyn Fn() -> String, bytes: &[u8]) {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return;
-        }
-        let schema = self.schema;
-        let checked = prescan(bytes, &self.limits)
-            .and_then(|()| decode(bytes))
-            .map_err(|r| vec![r])
-            .and_then(|v| schema.check(&v).map(|()| v));
-        match checked {
-            Ok(v) => {
-                self.cats.clear();
-                let cats = &mut self.cats;
-                schema.for_each_categorical(&v, |_, c| cats.push(c.map(str::to_owned)));
-                let refs: Vec<Option<&str>> = self.cats.iter().map(Option::as_deref).collect();
-                self.builder
-                    .push_row(&schema.numeric_features(&v), &refs, schema.label(&v).as_deref());
-                self.used += 1;
-            }
-            Err(reasons) => {
-                self.skipped += 1;
-                if self.first_skip.is_none() {
-                    self.first_skip = Some(format!("{}: {}", what(), reasons[0].code));
-                }
+impl Input<'_> {
+    /// The input in words, for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Input::Jsonl(path) | Input::Parquet { path, .. } => path.display().to_string(),
+            Input::Topic { topic, from, to, .. } => {
+                format!("{topic} offsets {from}..{}", to.map_or("end".into(), |t| t.to_string()))
             }
         }
     }
 }
 
-pub fn run(a: &BaselineArgs<'_>) -> anyhow::Result<ExitCode> {
-    let schema = DomainSchema::load(a.schema)?;
-    let names: Vec<String> = schema.guard().numeric.iter().map(|f| f.name.clone()).collect();
-    let cat_names = schema.categorical_names();
-    let mut c = Collector {
-        schema: &schema,
-        builder: BaselineBuilder::new(names.clone()).with_categorical(cat_names.clone()),
-        limits: Limits::default(),
-        cats: Vec::with_capacity(cat_names.len()),
-        used: 0,
-        skipped: 0,
-        first_skip: None,
-    };
-    let (sha, described) = match &a.input {
+/// Where a record was found (line, row or topic/partition/offset), made only when asked.
+pub type Locator<'a> = &'a dyn Fn() -> String;
+
+/// Call `each` with every record of `input` (blank records included: the caller decides);
+/// returns the hex SHA-256 of what was read.
+pub fn for_each_record(input: &Input<'_>, each: &mut dyn FnMut(Locator<'_>, &[u8])) -> Result<String, EvalError> {
+    match input {
         Input::Jsonl(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes = std::fs::read(path).map_err(EvalError::io(path))?;
             for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-                c.push(&|| format!("line {}", i + 1), line);
+                each(&|| format!("line {}", i + 1), line);
             }
-            (hex(&Sha256::digest(&bytes)), path.display().to_string())
+            Ok(hex(&Sha256::digest(&bytes)))
         }
-        Input::Parquet { path, payload_column } => {
-            let sha = read_parquet(path, *payload_column, &mut c)?;
-            (sha, path.display().to_string())
-        }
+        Input::Parquet { path, payload_column } => read_parquet(path, *payload_column, each),
         Input::Topic {
             brokers,
             topic,
             from,
             to,
-        } => {
-            let sha = read_topic(brokers, topic, *from, *to, &mut c)?;
-            (
-                sha,
-                format!("{topic} offsets {from}..{}", to.map_or("end".into(), |t| t.to_string())),
-            )
-        }
-    };
-    anyhow::ensure!(
-        c.used > 0,
-        "no valid rows in {described} (first problem: {:?})",
-        c.first_skip
-    );
-    let (used, skipped, first_skip) = (c.used, c.skipped, c.first_skip.take());
-    let baseline = c.builder.build(schema.id(), &sha, a.bins, a.window, a.resamples)?;
-    let text = serde_json::to_vec_pretty(&baseline)?;
-    let tmp = a.out.with_extension("tmp");
-    std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, a.out).with_context(|| format!("renaming to {}", a.out.display()))?;
-    println!(
-        "baseline {} for schema {} from {described}: {used} rows ({skipped} invalid rows skipped{}), {} numeric and {} categorical features, {} labels, window {}, sha256 {sha}",
-        a.out.display(),
-        schema.id(),
-        first_skip.map(|s| format!(", first: {s}")).unwrap_or_default(),
-        names.len(),
-        cat_names.len(),
-        baseline.labels.len(),
-        a.window,
-    );
-    Ok(ExitCode::SUCCESS)
+        } => read_topic(brokers, topic, *from, *to, each),
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn read_parquet(path: &Path, payload_column: Option<&str>, c: &mut Collector<'_>) -> anyhow::Result<String> {
+fn read_parquet(
+    path: &Path,
+    payload_column: Option<&str>,
+    each: &mut dyn FnMut(Locator<'_>, &[u8]),
+) -> Result<String, EvalError> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(EvalError::io(path))?;
     let sha = hex(&Sha256::digest(&bytes));
+    let parquet = |source| EvalError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-        .with_context(|| format!("{} is not a Parquet file", path.display()))?
+        .map_err(parquet)?
         .with_batch_size(8192)
-        .build()?;
+        .build()
+        .map_err(parquet)?;
     let mut row = 0usize;
     for batch in reader {
-        let batch = batch.with_context(|| format!("reading {}", path.display()))?;
+        let batch = batch.map_err(|source| EvalError::Arrow {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let schema = batch.schema();
         if let Some(col) = payload_column {
             let idx = schema
                 .index_of(col)
-                .with_context(|| format!("{} has no column {col:?}", path.display()))?;
+                .map_err(|_| EvalError::Input(format!("{} has no column {col:?}", path.display())))?;
             let a = batch.column(idx);
             for i in 0..batch.num_rows() {
                 row += 1;
@@ -180,10 +118,14 @@ fn read_parquet(path: &Path, payload_column: Option<&str>, c: &mut Collector<'_>
                     DataType::LargeBinary => a.as_binary::<i64>().value(i),
                     DataType::Utf8 => a.as_string::<i32>().value(i).as_bytes(),
                     DataType::LargeUtf8 => a.as_string::<i64>().value(i).as_bytes(),
-                    other => anyhow::bail!("column {col:?} is {other}, not binary or string"),
+                    other => {
+                        return Err(EvalError::Input(format!(
+                            "column {col:?} is {other}, not binary or string"
+                        )))
+                    }
                 };
                 let bytes = if a.is_null(i) { &[][..] } else { bytes };
-                c.push(&|| format!("row {row}"), bytes);
+                each(&|| format!("row {row}"), bytes);
             }
             continue;
         }
@@ -195,8 +137,11 @@ fn read_parquet(path: &Path, payload_column: Option<&str>, c: &mut Collector<'_>
                     obj.insert(field.name().clone(), v);
                 }
             }
-            let bytes = serde_json::to_vec(&Value::Object(obj))?;
-            c.push(&|| format!("row {row}"), &bytes);
+            let bytes = serde_json::to_vec(&Value::Object(obj)).map_err(|source| EvalError::Json {
+                what: format!("{} row {row}", path.display()),
+                source,
+            })?;
+            each(&|| format!("row {row}"), &bytes);
         }
     }
     Ok(sha)
@@ -238,34 +183,46 @@ fn list(inner: &ArrayRef) -> Value {
     )
 }
 
-fn read_topic(brokers: &str, topic: &str, from: i64, to: Option<i64>, c: &mut Collector<'_>) -> anyhow::Result<String> {
+fn read_topic(
+    brokers: &str,
+    topic: &str,
+    from: i64,
+    to: Option<i64>,
+    each: &mut dyn FnMut(Locator<'_>, &[u8]),
+) -> Result<String, EvalError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("ingest-guard-baseline-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
-        .create()?;
+        .create()
+        .map_err(EvalError::kafka("creating a consumer"))?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .with_context(|| format!("metadata of {topic}"))?;
+        .map_err(EvalError::kafka(format!("metadata of {topic}")))?;
     let parts: Vec<i32> = md
         .topics()
         .iter()
         .filter(|t| t.name() == topic)
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
-    anyhow::ensure!(!parts.is_empty(), "topic {topic} not found at {brokers}");
+    if parts.is_empty() {
+        return Err(EvalError::Input(format!("topic {topic} not found at {brokers}")));
+    }
     let mut hasher = Sha256::new();
     // Partition by partition, in offset order, so the hash is reproducible.
     for p in parts {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .map_err(EvalError::kafka(format!("watermarks of {topic}/{p}")))?;
         let (start, end) = (from.max(low), to.map_or(high, |t| t.min(high)));
         if start >= end {
             continue;
         }
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, p, Offset::Offset(start))?;
-        consumer.assign(&tpl)?;
+        tpl.add_partition_offset(topic, p, Offset::Offset(start))
+            .and_then(|()| consumer.assign(&tpl))
+            .map_err(EvalError::kafka(format!("assigning {topic}/{p}")))?;
         let mut next = start;
         let mut idle = Instant::now();
         while next < end {
@@ -285,13 +242,15 @@ fn read_topic(brokers: &str, topic: &str, from: i64, to: Option<i64>, c: &mut Co
                     hasher.update((payload.len() as u64).to_be_bytes());
                     hasher.update(payload);
                     let off = m.offset();
-                    c.push(&|| format!("{topic}/{p}/{off}"), payload);
+                    each(&|| format!("{topic}/{p}/{off}"), payload);
                 }
-                Some(Err(e)) => anyhow::bail!("reading {topic}/{p}: {e}"),
-                None => anyhow::ensure!(
-                    idle.elapsed() < Duration::from_secs(30),
-                    "{topic}/{p}: nothing new for 30 s at offset {next}, expected up to {end}"
-                ),
+                Some(Err(e)) => return Err(EvalError::kafka(format!("reading {topic}/{p}"))(e)),
+                None if idle.elapsed() >= Duration::from_secs(30) => {
+                    return Err(EvalError::Input(format!(
+                        "{topic}/{p}: nothing new for 30 s at offset {next}, expected up to {end}"
+                    )))
+                }
+                None => {}
             }
         }
     }
