@@ -117,16 +117,6 @@ impl BatchAck {
     pub fn generation(&self) -> u64 {
         self.0.finished.generation
     }
-
-    /// The batch's sequence number within its partition and generation.
-    pub fn seq(&self) -> u64 {
-        self.0.finished.seq
-    }
-
-    /// Whether two tokens belong to the same batch.
-    pub fn same_batch(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
 }
 
 #[cfg(test)]

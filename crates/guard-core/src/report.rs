@@ -204,13 +204,6 @@ pub struct SourceRow {
     pub quarantine_rate: f64,
 }
 
-impl StatsReport {
-    /// The report of `topic`, if routed with a baseline.
-    pub fn topic(&self, topic: &str) -> Option<&TopicStats> {
-        self.topics.iter().find(|t| t.topic == topic)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

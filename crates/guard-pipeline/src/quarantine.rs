@@ -18,9 +18,7 @@ use tracing::{info, info_span, warn, Instrument};
 /// Quarantined rows of one batch (possibly none), with the batch's coordinates and the part
 /// of the batch they acknowledge once durable.
 pub struct QuarantineWork {
-    /// The batch's partition.
-    pub tp: TopicPartition,
-    /// The batch's acknowledgement token.
+    /// The batch's acknowledgement token (its partition, generation and lease).
     pub ack: BatchAck,
     /// Its first offset (-1 when empty).
     pub first: i64,
@@ -133,7 +131,6 @@ impl QuarantineStage {
 
     async fn handle(&mut self, w: QuarantineWork) {
         let QuarantineWork {
-            tp,
             ack,
             first,
             last,
@@ -145,6 +142,7 @@ impl QuarantineStage {
             metrics::counter!("guard_pipeline_stale_batches_total").increment(1);
             return;
         }
+        let tp = ack.tp().clone();
         let policy = self.policy;
         let Some(buf) = self.buffer_for(&tp, &ack, first).await else {
             return;

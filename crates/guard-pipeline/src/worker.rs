@@ -63,7 +63,6 @@ pub fn worker(mut rx: mpsc::Receiver<Batch>, mut ctx: WorkerCtx) {
                 .take(rows.iter().map(QuarantineRow::approx_bytes).sum())
         };
         let work = QuarantineWork {
-            tp,
             ack,
             first,
             last,
@@ -268,7 +267,6 @@ fn hand_rejected(
     // A closed channel means the stage is gone (shutdown): the batch stays unacknowledged and
     // its records are read again by the next owner.
     let _ = late.send(QuarantineWork {
-        tp,
         ack,
         first,
         last,
