@@ -59,26 +59,8 @@ pub enum Command {
         /// Domain schema file.
         #[arg(long)]
         schema: PathBuf,
-        /// Trusted records: `.parquet` files are read as Parquet, anything else as JSONL.
-        #[arg(long, required_unless_present = "topic", conflicts_with = "topic")]
-        input: Option<PathBuf>,
-        /// Parquet only: the column holding each record's JSON (default: each row's columns
-        /// are the record's fields).
-        #[arg(long)]
-        payload_column: Option<String>,
-        /// Read the trusted records from this topic instead of a file.
-        #[arg(long, requires = "brokers")]
-        topic: Option<String>,
-        /// Bootstrap servers for `--topic`.
-        #[arg(long)]
-        brokers: Option<String>,
-        /// First offset read in every partition of `--topic`.
-        #[arg(long, default_value_t = 0)]
-        from_offset: i64,
-        /// Offset where reading stops (exclusive) in every partition; default: the high
-        /// watermark when the build starts.
-        #[arg(long)]
-        to_offset: Option<i64>,
+        #[command(flatten)]
+        records: RecordsArgs,
         /// Output file (JSON).
         #[arg(long)]
         out: PathBuf,
@@ -91,6 +73,11 @@ pub enum Command {
         /// Resampled windows used for calibration.
         #[arg(long, default_value_t = 2000)]
         resamples: usize,
+    },
+    /// Domain schemas: `schema infer` writes a first one from trusted records, for review.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
     },
     /// Print a running guard's statistics (`GET /api/stats`): per topic and feature, the
     /// current windows and the sliding view against the baseline.
@@ -119,6 +106,85 @@ pub enum Command {
     Tools {
         #[command(subcommand)]
         command: crate::tools::ToolsCommand,
+    },
+}
+
+/// Where trusted records come from (`baseline`, `schema infer`).
+#[derive(Debug, clap::Args)]
+pub struct RecordsArgs {
+    /// Trusted records: `.parquet` files are read as Parquet, anything else as JSONL.
+    #[arg(long, required_unless_present = "topic", conflicts_with = "topic")]
+    input: Option<PathBuf>,
+    /// Parquet only: the column holding each record's JSON (default: each row's columns
+    /// are the record's fields).
+    #[arg(long)]
+    payload_column: Option<String>,
+    /// Read the trusted records from this topic instead of a file.
+    #[arg(long, requires = "brokers")]
+    topic: Option<String>,
+    /// Bootstrap servers for `--topic`.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// First offset read in every partition of `--topic`.
+    #[arg(long, default_value_t = 0)]
+    from_offset: i64,
+    /// Offset where reading stops (exclusive) in every partition; default: the high
+    /// watermark when the read starts.
+    #[arg(long)]
+    to_offset: Option<i64>,
+}
+
+impl RecordsArgs {
+    fn input(&self) -> anyhow::Result<guard_eval::read::Input<'_>> {
+        use guard_eval::read::Input;
+        Ok(match (&self.input, &self.topic, &self.brokers) {
+            (Some(path), _, _) if path.extension().is_some_and(|e| e == "parquet") => Input::Parquet {
+                path,
+                payload_column: self.payload_column.as_deref(),
+            },
+            (Some(path), _, _) => Input::Jsonl(path),
+            (None, Some(topic), Some(brokers)) => Input::Topic {
+                brokers,
+                topic,
+                from: self.from_offset,
+                to: self.to_offset,
+            },
+            _ => anyhow::bail!("give --input FILE, or --topic with --brokers"),
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Infer JSON Schema 2020-12 plus `x-guard` from trusted records: types, required fields,
+    /// numeric ranges widened by `--margin` of the span, categorical strings, fixed-length
+    /// numeric arrays (numeric features, or tensors when longer than `--numeric-array-max`),
+    /// the label and source fields. Nested objects and mixed types are refused by name.
+    /// Review the result (each constraint says what data it came from) before use.
+    Infer {
+        #[command(flatten)]
+        records: RecordsArgs,
+        /// The label field (a class label: at most `--categorical-max` classes).
+        #[arg(long)]
+        label: Option<String>,
+        /// The field naming each record's producer.
+        #[arg(long)]
+        source: Option<String>,
+        /// Most distinct values for a string field to become a categorical feature.
+        #[arg(long, default_value_t = 20)]
+        categorical_max: usize,
+        /// Longest numeric array that becomes one numeric feature per element.
+        #[arg(long, default_value_t = 32)]
+        numeric_array_max: usize,
+        /// Share of the observed span added below and above numeric ranges.
+        #[arg(long, default_value_t = 0.5)]
+        margin: f64,
+        /// The schema's id (`x-guard.id`); default: the output file's stem.
+        #[arg(long)]
+        id: Option<String>,
+        /// Output schema file.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -201,32 +267,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Baseline {
             schema,
-            input,
-            payload_column,
-            topic,
-            brokers,
-            from_offset,
-            to_offset,
+            records,
             out,
             window,
             bins,
             resamples,
         } => {
-            use guard_eval::read::Input;
-            let input = match (&input, &topic, &brokers) {
-                (Some(path), _, _) if path.extension().is_some_and(|e| e == "parquet") => Input::Parquet {
-                    path,
-                    payload_column: payload_column.as_deref(),
-                },
-                (Some(path), _, _) => Input::Jsonl(path),
-                (None, Some(topic), Some(brokers)) => Input::Topic {
-                    brokers,
-                    topic,
-                    from: from_offset,
-                    to: to_offset,
-                },
-                _ => anyhow::bail!("give --input FILE, or --topic with --brokers"),
-            };
+            let input = records.input()?;
             let r = guard_eval::baseline::build(&guard_eval::baseline::BaselineArgs {
                 schema: &schema,
                 input,
@@ -250,6 +297,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Schema { command } => schema(command),
         Command::Stats { url, scope, view, json } => stats(&url, &scope, &view, json),
         Command::Quarantine { command } => quarantine(command),
         Command::Tools { command } => crate::tools::run(command),
@@ -541,6 +589,51 @@ pub fn terminal_safe(text: &str) -> String {
     out
 }
 
+fn schema(cmd: SchemaCommand) -> anyhow::Result<ExitCode> {
+    let SchemaCommand::Infer {
+        records,
+        label,
+        source,
+        categorical_max,
+        numeric_array_max,
+        margin,
+        id,
+        out,
+    } = cmd;
+    let id = id.unwrap_or_else(|| {
+        let stem = out
+            .file_stem()
+            .map_or("inferred".into(), |s| s.to_string_lossy().into_owned());
+        format!("{}-v1", stem.trim_end_matches(".schema"))
+    });
+    let o = guard_eval::infer::InferOptions {
+        label,
+        source,
+        categorical_max,
+        numeric_array_max,
+        margin,
+        id,
+    };
+    let inferred = guard_eval::infer::infer(&records.input()?, &o)?;
+    // The schema must compile as the guard will load it.
+    guard_validate::DomainSchema::from_value(&inferred.schema)
+        .map_err(|(key, m)| anyhow::anyhow!("the inferred schema does not compile at {key}: {m}"))?;
+    let tmp = out.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&inferred.schema)?).with_context(|| tmp.display().to_string())?;
+    std::fs::rename(&tmp, &out).with_context(|| out.display().to_string())?;
+    println!(
+        "schema {} ({}) from {} rows ({} not JSON objects, skipped); review:",
+        out.display(),
+        o.id,
+        inferred.rows,
+        inferred.skipped
+    );
+    for line in &inferred.review {
+        println!("  {line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn stats(url: &str, scope: &str, view: &str, json: bool) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let target = format!("{}/api/stats?scope={scope}", url.trim_end_matches('/'));
@@ -562,10 +655,6 @@ fn stats(url: &str, scope: &str, view: &str, json: bool) -> anyhow::Result<ExitC
     }
     let report: guard_core::StatsReport =
         serde_json::from_value(v).with_context(|| format!("{target}: not a stats report"))?;
-    anyhow::ensure!(
-        view == "current" || view == "sliding",
-        "--view is current or sliding, not {view:?}"
-    );
     print!("{}", stats_table(&report, view == "sliding"));
     Ok(ExitCode::SUCCESS)
 }

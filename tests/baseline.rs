@@ -164,3 +164,91 @@ fn baseline_from_parquet_and_from_a_topic_range_match_jsonl() {
     let whole = baseline_cmd(&["--topic", &topic, "--brokers", &broker.addr]);
     assert_eq!(whole["rows"], 4020, "to the high watermark");
 }
+
+/// `schema infer` on the three real data sets setup ships (tabular with categories, tabular
+/// with a numeric array, images): the schema compiles, `baseline` accepts every row it came
+/// from, and it refuses what the data never held (a value far out of range, an unknown field,
+/// an unseen category).
+#[test]
+fn inferred_schemas_accept_their_own_rows_and_refuse_what_the_data_never_held() {
+    let dir = tempfile::tempdir().unwrap();
+    // Per data set: the label, one change to a real row the data never held, the row count.
+    let cases = [
+        ("diamonds", "cut", ("/color", serde_json::json!("Z")), 53_940),
+        ("shuttle", "label", ("/features/8", serde_json::json!(999_999)), 49_097),
+        ("mnist", "label", ("/pixels/0", serde_json::json!(100_000)), 5_000),
+    ];
+    for (name, label, (pointer, bad), rows) in cases {
+        let data = repo().join(format!(".data/{name}.jsonl"));
+        let schema = dir.path().join(format!("{name}.schema.json"));
+        let run = std::process::Command::new(guard_bin())
+            .args(["schema", "infer", "--label", label, "--source", "source", "--input"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&schema)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success(),
+            "{name}: {}{stdout}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(stdout.contains(&format!("from {rows} rows")), "{stdout}");
+        // Every trusted row passes; then two records the data never held are refused.
+        let text = std::fs::read_to_string(&data).unwrap();
+        let first = text.lines().next().unwrap();
+        let mut changed: serde_json::Value = serde_json::from_str(first).unwrap();
+        *changed.pointer_mut(pointer).unwrap() = bad;
+        let mut unknown: serde_json::Value = serde_json::from_str(first).unwrap();
+        unknown["unknown"] = serde_json::json!(true);
+        let hostile = format!("{first}\n{changed}\n{unknown}\n");
+        let mixed = dir.path().join(format!("{name}.mixed.jsonl"));
+        std::fs::write(&mixed, hostile).unwrap();
+        for (input, skipped) in [(data.as_path(), 0), (mixed.as_path(), 2)] {
+            let out = dir.path().join(format!("{name}.baseline.json"));
+            let run = run_baseline_with(&schema, input, &out);
+            let stdout = String::from_utf8_lossy(&run.stdout);
+            assert!(
+                run.status.success(),
+                "{name}: {}{stdout}",
+                String::from_utf8_lossy(&run.stderr)
+            );
+            assert!(
+                stdout.contains(&format!("({skipped} invalid rows skipped")),
+                "{name}: {stdout}"
+            );
+            // Refused by the inferred constraints, not by the decoder.
+            assert!(
+                skipped == 0 || stdout.contains("first: line 2: schema."),
+                "{name}: {stdout}"
+            );
+        }
+    }
+    // Something that needs a person is refused by name.
+    let nested = dir.path().join("nested.jsonl");
+    std::fs::write(&nested, "{\"a\":{\"b\":1}}\n").unwrap();
+    let run = std::process::Command::new(guard_bin())
+        .args(["schema", "infer", "--input"])
+        .arg(&nested)
+        .arg("--out")
+        .arg(dir.path().join("n.schema.json"))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("field \"a\""));
+}
+
+fn run_baseline_with(schema: &std::path::Path, input: &std::path::Path, out: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(guard_bin())
+        .arg("baseline")
+        .arg("--schema")
+        .arg(schema)
+        .arg("--input")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .args(["--window", "500", "--resamples", "50"])
+        .output()
+        .unwrap()
+}

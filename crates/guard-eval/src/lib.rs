@@ -7,11 +7,13 @@
 //!   decoding and schema checks;
 //! * [`evaluate`]: detection quality on attacked held-out streams, judged by the running
 //!   guard's batch judge ([`guard_pipeline::BatchJudge`]), with the measures in [`measure`];
+//! * [`infer`]: a first domain schema (JSON Schema plus `x-guard`) from trusted records;
 //! * [`bench`]: model inference and statistics throughput, and provider parity.
 
 pub mod baseline;
 pub mod bench;
 pub mod evaluate;
+pub mod infer;
 pub mod measure;
 pub mod read;
 mod scenario;

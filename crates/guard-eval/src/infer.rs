@@ -1,0 +1,491 @@
+//! A first domain schema from trusted records (`ingest-guard schema infer`): JSON Schema
+//! 2020-12 plus the `x-guard` section, for a person to review before it guards a topic (the
+//! bar TensorFlow Data Validation sets: infer from statistics, then review).
+//!
+//! Per top-level field, from the rows that decode as JSON objects:
+//! * numbers: `integer` when every value is whole, else `number`; the observed range widened
+//!   by [`InferOptions::margin`] × the span on each side (a span of zero counts as
+//!   max(|value|, 1)), never below 0 when no value was negative; an `x-guard` numeric feature;
+//! * strings with at most `categorical_max` distinct values: an `enum` and an `x-guard`
+//!   categorical feature; other strings: a length bound of twice the longest seen;
+//! * arrays of numbers of one fixed length: up to `numeric_array_max` elements, one numeric
+//!   feature per element (`name_0`, …); longer, an `x-guard` tensor (a square length gets a
+//!   square shape, `[n, n]`, else `[len]`), with `minItems = maxItems` and the element range;
+//! * booleans: `boolean`;
+//! * the label (`--label`): an `enum` of the values seen, `x-guard.label`, `label_classes`;
+//! * the source (`--source`): a string up to 128 characters, `x-guard.source`;
+//! * fields present in every row are `required`; a field that is sometimes `null` accepts
+//!   `null` too; `additionalProperties: false`.
+//!
+//! Nested objects, arrays of mixed or non-numeric items, arrays of varying length and fields
+//! of mixed types are refused with a message naming the field: those need a person. Every
+//! inferred constraint carries a `description` saying what data it came from.
+
+use crate::read::{for_each_record, Input};
+use crate::EvalError;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Options of `schema infer`.
+#[derive(Debug, Clone)]
+pub struct InferOptions {
+    /// The label field, if the records carry one.
+    pub label: Option<String>,
+    /// The source (producer) field, if the records carry one.
+    pub source: Option<String>,
+    /// Most distinct values for a string field to become categorical.
+    pub categorical_max: usize,
+    /// Longest numeric array that becomes one numeric feature per element.
+    pub numeric_array_max: usize,
+    /// Share of the observed span added below and above a numeric range.
+    pub margin: f64,
+    /// `x-guard.id` (and the `$id` suffix).
+    pub id: String,
+}
+
+impl Default for InferOptions {
+    fn default() -> Self {
+        Self {
+            label: None,
+            source: None,
+            categorical_max: 20,
+            numeric_array_max: 32,
+            margin: 0.5,
+            id: "inferred-v1".into(),
+        }
+    }
+}
+
+/// What was seen of one field.
+#[derive(Debug, Default)]
+struct FieldSeen {
+    rows: u64,
+    nulls: u64,
+    kinds: BTreeSet<&'static str>,
+    min: f64,
+    max: f64,
+    fractional: bool,
+    strings: BTreeSet<String>,
+    too_many_strings: bool,
+    longest: usize,
+    lengths: BTreeSet<usize>,
+    bad_items: bool,
+}
+
+/// The schema and what a reviewer should look at.
+pub struct Inferred {
+    /// The schema (JSON Schema 2020-12 with `x-guard`).
+    pub schema: Value,
+    /// Rows read as objects.
+    pub rows: u64,
+    /// Records that were not JSON objects (skipped).
+    pub skipped: u64,
+    /// One line per field: what it became and why.
+    pub review: Vec<String>,
+}
+
+/// Infer a schema from the records of `input`.
+pub fn infer(input: &Input<'_>, o: &InferOptions) -> Result<Inferred, EvalError> {
+    let mut fields: BTreeMap<String, FieldSeen> = BTreeMap::new();
+    let (mut rows, mut skipped) = (0u64, 0u64);
+    let cap = o.categorical_max.max(1);
+    let sha = for_each_record(input, &mut |_, bytes| {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(bytes) else {
+            skipped += 1;
+            return;
+        };
+        rows += 1;
+        for (k, v) in obj {
+            let f = fields.entry(k).or_insert_with(|| FieldSeen {
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+                ..FieldSeen::default()
+            });
+            f.rows += 1;
+            observe(f, &v, cap);
+        }
+    })?;
+    if rows == 0 {
+        return Err(EvalError::Input(format!(
+            "{}: no JSON object records to infer from",
+            input.describe()
+        )));
+    }
+    let from = format!(
+        "{rows} rows of {} (sha256 {})",
+        input.describe(),
+        &sha[..16.min(sha.len())]
+    );
+    let mut b = Builder {
+        o,
+        from: &from,
+        rows,
+        properties: Map::new(),
+        required: Vec::new(),
+        numeric: Vec::new(),
+        categorical: Vec::new(),
+        tensors: Vec::new(),
+        label_classes: None,
+        review: Vec::new(),
+    };
+    for (name, f) in &fields {
+        b.field(name, f)?;
+    }
+    for wanted in o.label.iter().chain(&o.source) {
+        if !fields.contains_key(wanted) {
+            return Err(EvalError::Input(format!("no record has a field {wanted:?}")));
+        }
+    }
+    let mut guard = json!({ "id": o.id });
+    if let Some(s) = &o.source {
+        guard["source"] = json!(format!("/{}", escape(s)));
+    }
+    if let Some(l) = &o.label {
+        guard["label"] = json!(format!("/{}", escape(l)));
+        if let Some(k) = b.label_classes {
+            guard["label_classes"] = json!(k);
+        }
+    }
+    for (key, list) in [
+        ("numeric", &b.numeric),
+        ("categorical", &b.categorical),
+        ("tensors", &b.tensors),
+    ] {
+        if !list.is_empty() {
+            guard[key] = Value::Array(list.clone());
+        }
+    }
+    let schema = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": format!("urn:ingest-guard:schema:{}", o.id),
+        "title": format!("Inferred from {}", input.describe()),
+        "description": format!("Inferred by `ingest-guard schema infer` from {from}; review every constraint before use."),
+        "type": "object",
+        "required": b.required,
+        "additionalProperties": false,
+        "properties": b.properties,
+        "x-guard": guard,
+    });
+    Ok(Inferred {
+        schema,
+        rows,
+        skipped,
+        review: b.review,
+    })
+}
+
+fn observe(f: &mut FieldSeen, v: &Value, cap: usize) {
+    match v {
+        Value::Null => {
+            f.nulls += 1;
+        }
+        Value::Bool(_) => {
+            f.kinds.insert("boolean");
+        }
+        Value::Number(n) => {
+            f.kinds.insert("number");
+            let x = n.as_f64().unwrap_or(0.0);
+            f.min = f.min.min(x);
+            f.max = f.max.max(x);
+            f.fractional |= !(n.is_i64() || n.is_u64());
+        }
+        Value::String(s) => {
+            f.kinds.insert("string");
+            f.longest = f.longest.max(s.chars().count());
+            if !f.too_many_strings {
+                f.strings.insert(s.clone());
+                f.too_many_strings = f.strings.len() > cap;
+                if f.too_many_strings {
+                    f.strings.clear();
+                }
+            }
+        }
+        Value::Array(items) => {
+            f.kinds.insert("array");
+            f.lengths.insert(items.len());
+            for i in items {
+                match i.as_f64() {
+                    Some(x) => {
+                        f.min = f.min.min(x);
+                        f.max = f.max.max(x);
+                        f.fractional |= !(i.is_i64() || i.is_u64());
+                    }
+                    None => f.bad_items = true,
+                }
+            }
+        }
+        Value::Object(_) => {
+            f.kinds.insert("object");
+        }
+    }
+}
+
+struct Builder<'a> {
+    o: &'a InferOptions,
+    from: &'a str,
+    rows: u64,
+    properties: Map<String, Value>,
+    required: Vec<String>,
+    numeric: Vec<Value>,
+    categorical: Vec<Value>,
+    tensors: Vec<Value>,
+    label_classes: Option<usize>,
+    review: Vec<String>,
+}
+
+impl Builder<'_> {
+    fn field(&mut self, name: &str, f: &FieldSeen) -> Result<(), EvalError> {
+        let refuse =
+            |why: &str| EvalError::Input(format!("field {name:?}: {why}; write this part of the schema by hand"));
+        if f.kinds.contains("object") {
+            return Err(refuse("holds nested objects, which are not inferred (flatten them)"));
+        }
+        if f.kinds.len() > 1 {
+            return Err(refuse(&format!("holds values of several types ({:?})", f.kinds)));
+        }
+        let pointer = format!("/{}", escape(name));
+        let seen = format!("seen in {} of {} rows", f.rows - f.nulls, self.rows);
+        let mut prop = match f.kinds.iter().next().copied() {
+            None => return Err(refuse("is always null")),
+            Some("boolean") => {
+                self.review.push(format!("{name}: boolean ({seen})"));
+                json!({"type": "boolean"})
+            }
+            Some("number") if self.is_label(name) => self.label(name, f, &seen)?,
+            Some("number") => {
+                let (lo, hi) = self.widen(f);
+                self.numeric.push(json!({"name": name, "pointer": pointer}));
+                self.review.push(format!(
+                    "{name}: numeric feature, observed {} to {}, accepted {lo} to {hi} ({seen})",
+                    f.min, f.max
+                ));
+                json!({
+                    "type": if f.fractional { "number" } else { "integer" },
+                    "minimum": lo,
+                    "maximum": hi,
+                    "description": format!("observed {} to {} in {}; widened by {} of the span on each side", f.min, f.max, self.from, self.o.margin),
+                })
+            }
+            Some("string") if self.is_label(name) => self.label(name, f, &seen)?,
+            Some("string") if self.o.source.as_deref() == Some(name) => {
+                self.review.push(format!("{name}: the source field ({seen})"));
+                json!({"type": "string", "minLength": 1, "maxLength": 128,
+                    "description": "the producer's name (x-guard.source); 128 characters at most"})
+            }
+            Some("string") if !f.too_many_strings => {
+                let values: Vec<&String> = f.strings.iter().collect();
+                self.categorical.push(json!({"name": name, "pointer": pointer}));
+                self.review
+                    .push(format!("{name}: categorical feature, {} values ({seen})", values.len()));
+                json!({"enum": values, "description": format!("the {} distinct values in {} (at most {} make a categorical field)", values.len(), self.from, self.o.categorical_max)})
+            }
+            Some("string") => {
+                let max = (f.longest * 2).max(1);
+                self.review.push(format!(
+                    "{name}: free text up to {max} characters, not a feature ({seen})"
+                ));
+                json!({"type": "string", "maxLength": max,
+                    "description": format!("more than {} distinct values in {}; longest {} characters, bound at twice that", self.o.categorical_max, self.from, f.longest)})
+            }
+            Some("array") => self.array(name, f, &pointer, &seen)?,
+            Some(other) => return Err(refuse(&format!("holds {other}"))),
+        };
+        if f.nulls > 0 {
+            // Nullable: the same constraint, or null (a feature then counts as missing).
+            prop = json!({"anyOf": [prop, {"type": "null"}], "description": format!("null in {} rows", f.nulls)});
+        }
+        if f.rows == self.rows && f.nulls == 0 {
+            self.required.push(name.to_owned());
+        }
+        self.properties.insert(name.to_owned(), prop);
+        Ok(())
+    }
+
+    fn is_label(&self, name: &str) -> bool {
+        self.o.label.as_deref() == Some(name)
+    }
+
+    fn label(&mut self, name: &str, f: &FieldSeen, seen: &str) -> Result<Value, EvalError> {
+        if f.too_many_strings || f.fractional {
+            return Err(EvalError::Input(format!(
+                "label {name:?}: more than {} distinct values or fractional numbers: not a class label",
+                self.o.categorical_max
+            )));
+        }
+        let values: Vec<Value> = if f.kinds.contains("number") {
+            let (lo, hi) = (f.min as i64, f.max as i64);
+            if hi - lo > self.o.categorical_max as i64 {
+                return Err(EvalError::Input(format!(
+                    "label {name:?}: values {lo} to {hi}, more than {} classes",
+                    self.o.categorical_max
+                )));
+            }
+            // Integer classes 0..k as `label_classes`, when they start at 0.
+            if lo == 0 {
+                self.label_classes = Some((hi + 1) as usize);
+            }
+            (lo..=hi).map(Value::from).collect()
+        } else {
+            f.strings.iter().map(|s| Value::from(s.clone())).collect()
+        };
+        self.review
+            .push(format!("{name}: the label, {} classes ({seen})", values.len()));
+        Ok(json!({"enum": values, "description": format!("the label's classes in {}", self.from)}))
+    }
+
+    fn array(&mut self, name: &str, f: &FieldSeen, pointer: &str, seen: &str) -> Result<Value, EvalError> {
+        let refuse =
+            |why: String| EvalError::Input(format!("field {name:?}: {why}; write this part of the schema by hand"));
+        if f.bad_items {
+            return Err(refuse("an array with items that are not numbers".into()));
+        }
+        let (Some(&len), 1) = (f.lengths.iter().next(), f.lengths.len()) else {
+            return Err(refuse(format!("arrays of several lengths ({:?})", f.lengths)));
+        };
+        if len == 0 {
+            return Err(refuse("always an empty array".into()));
+        }
+        let (lo, hi) = self.widen(f);
+        if len <= self.o.numeric_array_max {
+            for i in 0..len {
+                self.numeric
+                    .push(json!({"name": format!("{name}_{i}"), "pointer": format!("{pointer}/{i}")}));
+            }
+            self.review
+                .push(format!("{name}: {len} numbers, one numeric feature each ({seen})"));
+        } else {
+            let side = (len as f64).sqrt().round() as usize;
+            let shape = if side * side == len {
+                vec![side, side]
+            } else {
+                vec![len]
+            };
+            self.review
+                .push(format!("{name}: a tensor of {len} numbers, shape {shape:?} ({seen})"));
+            self.tensors
+                .push(json!({"name": name, "pointer": pointer, "shape": shape}));
+        }
+        Ok(json!({
+            "type": "array",
+            "minItems": len,
+            "maxItems": len,
+            "items": {"type": if f.fractional { "number" } else { "integer" }, "minimum": lo, "maximum": hi},
+            "description": format!("{len} numbers in every row of {}; items observed {} to {}, widened by {} of the span", self.from, f.min, f.max, self.o.margin),
+        }))
+    }
+
+    /// The observed range widened by the margin, never below 0 for data that never was;
+    /// whole numbers get whole bounds (outward).
+    fn widen(&self, f: &FieldSeen) -> (Value, Value) {
+        let span = if f.max > f.min {
+            f.max - f.min
+        } else {
+            f.max.abs().max(1.0)
+        };
+        let pad = span * self.o.margin.max(0.0);
+        let mut lo = f.min - pad;
+        if f.min >= 0.0 {
+            lo = lo.max(0.0);
+        }
+        let hi = f.max + pad;
+        if f.fractional {
+            (json!(lo), json!(hi))
+        } else {
+            (json!(lo.floor() as i64), json!(hi.ceil() as i64))
+        }
+    }
+}
+
+/// A field name as a JSON pointer token (RFC 6901).
+fn escape(name: &str) -> String {
+    name.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn infer_lines(lines: &str, o: &InferOptions) -> Result<Inferred, EvalError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("in.jsonl");
+        std::fs::write(&p, lines).unwrap();
+        infer(&Input::Jsonl(&p), o)
+    }
+
+    #[test]
+    fn infers_numbers_categories_labels_and_tensors_that_accept_their_own_rows() {
+        let mut text = String::new();
+        for i in 0..200 {
+            let px: Vec<u32> = (0..64).map(|k| (k * i) % 256).collect();
+            let color = ["red", "green", "blue"][i as usize % 3];
+            text.push_str(
+                &serde_json::to_string(&json!({
+                    "source": format!("s{}", i % 3), "price": 100 + i, "ratio": i as f64 / 7.0,
+                    "color": color, "label": i % 4,
+                    "xy": [i, i + 1], "img": px, "note": if i % 10 == 0 { Value::Null } else { json!("x") },
+                }))
+                .unwrap(),
+            );
+            text.push('\n');
+        }
+        let o = InferOptions {
+            label: Some("label".into()),
+            source: Some("source".into()),
+            id: "t-v1".into(),
+            ..InferOptions::default()
+        };
+        let got = infer_lines(&text, &o).unwrap();
+        let s = &got.schema;
+        assert_eq!(s["properties"]["price"]["type"], "integer");
+        // 100..299 widened by half the span (99.5) on each side: 0.5 floored, 398.5 ceiled.
+        assert_eq!(
+            (
+                &s["properties"]["price"]["minimum"],
+                &s["properties"]["price"]["maximum"]
+            ),
+            (&json!(0), &json!(399))
+        );
+        assert_eq!(s["properties"]["ratio"]["type"], "number");
+        assert_eq!(s["properties"]["color"]["enum"], json!(["blue", "green", "red"]));
+        assert_eq!(s["x-guard"]["label_classes"], 4);
+        assert_eq!(s["x-guard"]["tensors"][0]["shape"], json!([8, 8]));
+        assert_eq!(
+            s["x-guard"]["numeric"].as_array().unwrap().len(),
+            4,
+            "price, ratio, xy_0, xy_1"
+        );
+        assert!(
+            !s["required"].as_array().unwrap().contains(&json!("note")),
+            "sometimes null"
+        );
+        // The schema loads and accepts every row it came from.
+        let schema = guard_validate::DomainSchema::from_value(s).unwrap();
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert!(schema.check(&v).is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn nested_objects_and_mixed_types_are_refused_by_name() {
+        let e = infer_lines("{\"a\": {\"b\": 1}}\n", &InferOptions::default())
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("\"a\"") && e.to_string().contains("nested"),
+            "{e}"
+        );
+        let e = infer_lines("{\"a\": 1}\n{\"a\": \"x\"}\n", &InferOptions::default())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("several types"), "{e}");
+        let e = infer_lines("{\"a\": [1]}\n{\"a\": [1, 2]}\n", &InferOptions::default())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("several lengths"), "{e}");
+    }
+}
