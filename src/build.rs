@@ -5,12 +5,10 @@
 use anyhow::Context;
 use guard_config::{Config, LogFormat};
 use guard_quarantine::{LocalDirStore, QuarantineStore};
-use guard_validate::{DomainSchema, Judge};
+use guard_validate::Judge;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::info;
 
 /// Latency buckets (seconds) for every `*_seconds` histogram.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -78,13 +76,7 @@ fn describe_metrics() {
 }
 
 pub fn build_judge(cfg: &Config) -> anyhow::Result<Judge> {
-    let mut routes = HashMap::new();
-    for r in &cfg.routes {
-        let schema = DomainSchema::load(&r.schema)?;
-        info!(topic = %r.topic, schema = %schema.id(), file = %r.schema.display(), "schema routed");
-        routes.insert(r.topic.clone(), Arc::new(schema));
-    }
-    Ok(Judge::new(cfg.limits.clone(), routes))
+    Ok(guard_pipeline::judge_for(cfg)?)
 }
 
 /// The quarantine store the configuration names: object storage (`quarantine.url`) or the

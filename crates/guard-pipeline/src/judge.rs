@@ -3,7 +3,7 @@
 use guard_core::{FeatureRows, Judgement, Reason, ReasonCode, Record, TopicPartition, Verdict};
 use guard_drift::DriftWindows;
 use guard_score::{Decision, Scoring};
-use guard_validate::Judge;
+use guard_validate::{DomainSchema, Judge, ValidateError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +34,18 @@ pub struct BatchJudge {
     /// Keep every scored record's decision in [`Judged::decisions`], not only the quarantined
     /// ones' (evaluation reads every score).
     pub keep_scores: bool,
+}
+
+/// The checks for every route of `cfg`: each topic's domain schema loaded, with the
+/// configured limits (the run path and `tools evaluate` build their judge here).
+pub fn judge_for(cfg: &guard_config::Config) -> Result<Judge, ValidateError> {
+    let mut routes = HashMap::new();
+    for r in &cfg.routes {
+        let schema = DomainSchema::load(&r.schema)?;
+        tracing::info!(topic = %r.topic, schema = %schema.id(), file = %r.schema.display(), "schema routed");
+        routes.insert(r.topic.clone(), Arc::new(schema));
+    }
+    Ok(Judge::new(cfg.limits.clone(), routes))
 }
 
 impl BatchJudge {

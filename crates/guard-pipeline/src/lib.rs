@@ -23,7 +23,7 @@ mod worker;
 
 pub use ack::{AckTracker, ByteBudget, BytesHeld};
 pub use guard_core::{BatchAck, Finished, Lease, Part};
-pub use judge::{header_source, BatchJudge, Judged};
+pub use judge::{header_source, judge_for, BatchJudge, Judged};
 pub use quarantine::{QuarantineStage, QuarantineWork, Summary};
 pub use sink::{CleanOut, FlushSignal, OnDelivered, Rejected};
 pub use worker::{worker, WorkerCtx};
