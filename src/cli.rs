@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+use crate::domain::RecordsArgs;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use guard_config::Config;
@@ -101,57 +102,14 @@ pub enum Command {
         #[command(subcommand)]
         command: QuarantineCommand,
     },
+    #[command(flatten)]
+    Domain(crate::domain::DomainCommand),
     /// Helpers for demos, tests and benchmarks (producing data, creating topics, pass-through).
     #[command(hide = false)]
     Tools {
         #[command(subcommand)]
         command: crate::tools::ToolsCommand,
     },
-}
-
-/// Where trusted records come from (`baseline`, `schema infer`).
-#[derive(Debug, clap::Args)]
-pub struct RecordsArgs {
-    /// Trusted records: `.parquet` files are read as Parquet, anything else as JSONL.
-    #[arg(long, required_unless_present = "topic", conflicts_with = "topic")]
-    input: Option<PathBuf>,
-    /// Parquet only: the column holding each record's JSON (default: each row's columns
-    /// are the record's fields).
-    #[arg(long)]
-    payload_column: Option<String>,
-    /// Read the trusted records from this topic instead of a file.
-    #[arg(long, requires = "brokers")]
-    topic: Option<String>,
-    /// Bootstrap servers for `--topic`.
-    #[arg(long)]
-    brokers: Option<String>,
-    /// First offset read in every partition of `--topic`.
-    #[arg(long, default_value_t = 0)]
-    from_offset: i64,
-    /// Offset where reading stops (exclusive) in every partition; default: the high
-    /// watermark when the read starts.
-    #[arg(long)]
-    to_offset: Option<i64>,
-}
-
-impl RecordsArgs {
-    fn input(&self) -> anyhow::Result<guard_eval::read::Input<'_>> {
-        use guard_eval::read::Input;
-        Ok(match (&self.input, &self.topic, &self.brokers) {
-            (Some(path), _, _) if path.extension().is_some_and(|e| e == "parquet") => Input::Parquet {
-                path,
-                payload_column: self.payload_column.as_deref(),
-            },
-            (Some(path), _, _) => Input::Jsonl(path),
-            (None, Some(topic), Some(brokers)) => Input::Topic {
-                brokers,
-                topic,
-                from: self.from_offset,
-                to: self.to_offset,
-            },
-            _ => anyhow::bail!("give --input FILE, or --topic with --brokers"),
-        })
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -301,6 +259,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats { url, scope, view, json } => stats(&url, &scope, &view, json),
         Command::Quarantine { command } => quarantine(command),
         Command::Tools { command } => crate::tools::run(command),
+        Command::Domain(command) => crate::domain::dispatch(command),
     }
 }
 

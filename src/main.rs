@@ -4,6 +4,7 @@
 
 mod build;
 mod cli;
+mod domain;
 mod events;
 mod review;
 mod run;

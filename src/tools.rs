@@ -104,9 +104,9 @@ pub enum ToolsCommand {
         #[arg(long)]
         count: u64,
     },
-    /// Detection quality on real data, in process through the judge and the models: AUROC,
-    /// precision, recall and false-positive rate per attack scenario (one JSON line each).
-    /// Run from the repository root (reads `.data/` and `models/`).
+    /// The committed data sets' detection table: `ingest-guard evaluate` on each scenario (a
+    /// data set, the committed models' split and one attack; one JSON line each). Run from
+    /// the repository root (reads `.data/`, `schemas/` and `models/`).
     Evaluate {
         /// Scenarios (default: all): shuttle, shuttle-inject, mnist-flip, mnist-badnets,
         /// mnist-blend, mnist-noise, mnist-fgsm-0.1, mnist-fgsm-0.2.
@@ -193,14 +193,14 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
             root,
         } => {
             let list: Vec<String> = if scenarios.is_empty() {
-                guard_eval::SCENARIOS.iter().map(|s| (*s).to_owned()).collect()
+                guard_eval::SCENARIOS.iter().map(|s| s.0.to_owned()).collect()
             } else {
                 scenarios
             };
             for s in &list {
                 println!(
                     "{}",
-                    serde_json::to_string(&guard_eval::evaluate::evaluate(&root, s, fgsm_limit)?)?
+                    serde_json::to_string(&guard_eval::evaluate::scenario(&root, s, fgsm_limit)?)?
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -1,27 +1,60 @@
-//! Detection quality floors on real data (`ingest-guard tools evaluate`, in process through the
-//! judge and the committed models). The floors sit a little below what the guard reaches on the
-//! fixed split and seed (figures in BENCHMARKS.md), so a regression fails CI. FGSM and the
-//! blended trigger, whose targets are not reached yet, are reported there, not asserted here.
+//! Detection quality floors on real data, through the commands a user runs for their own
+//! domain: `ingest-guard split` (the committed models' split: half held out, seed 7) and
+//! `ingest-guard evaluate` (generic attacks on the held-out rows, judged in process by the
+//! running guard's batch judge with the committed models). The floors sit a little below what
+//! the guard reaches on the fixed split and seed (figures in BENCHMARKS.md), so a regression
+//! fails CI. FGSM and the blended trigger are reported there, not asserted here.
 
 use crate::support::*;
 use std::process::Command;
 
-fn evaluate(scenarios: &[&str]) -> Vec<serde_json::Value> {
-    let mut cmd = Command::new(guard_bin());
-    cmd.args(["tools", "evaluate", "--root"]).arg(repo());
-    for s in scenarios {
-        cmd.args(["--scenario", s]);
-    }
-    cmd.env(
-        "ORT_DYLIB_PATH",
-        repo().join(".tools/onnxruntime/libonnxruntime.so.1.31.1"),
+fn guard(args: &[&str]) -> String {
+    let out = Command::new(guard_bin())
+        .args(args)
+        .current_dir(repo())
+        .env(
+            "ORT_DYLIB_PATH",
+            repo().join(".tools/onnxruntime/libonnxruntime.so.1.31.1"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Held-out rows of `domain` (the committed models' split).
+fn heldout(dir: &std::path::Path, domain: &str) -> String {
+    let (t, h) = (dir.join(format!("{domain}.t")), dir.join(format!("{domain}.h")));
+    let mut args = vec!["split", "--input"];
+    let data = format!(".data/{domain}.jsonl");
+    args.push(&data);
+    args.extend(["--holdout", "0.5", "--seed", "7"]);
+    if domain == "shuttle" {
+        args.extend(["--trusted-when", "/label=0"]);
+    }
+    let (ts, hs) = (t.display().to_string(), h.display().to_string());
+    args.extend(["--trusted", &ts, "--heldout", &hs]);
+    guard(&args);
+    hs
+}
+
+fn evaluate(domain: &str, input: &str, attacks: &[&str], truth: Option<&str>) -> Vec<serde_json::Value> {
+    let schema = format!("schemas/{domain}.schema.json");
+    let models = format!("models/{domain}");
+    let mut args = vec![
+        "evaluate", "--schema", &schema, "--models", &models, "--input", input, "--json",
+    ];
+    for a in attacks {
+        args.extend(["--attack", a]);
+    }
+    if let Some(t) = truth {
+        args.extend(["--truth", t]);
+    }
+    guard(&args).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn f(v: &serde_json::Value, k: &str) -> f64 {
@@ -30,24 +63,27 @@ fn f(v: &serde_json::Value, k: &str) -> f64 {
 
 #[test]
 fn detection_meets_its_floors_on_real_data() {
-    let r = evaluate(&[
-        "shuttle",
-        "shuttle-inject",
-        "mnist-flip",
-        "mnist-badnets",
-        "mnist-noise",
-    ]);
-    for v in &r {
+    let dir = tempfile::tempdir().unwrap();
+    let shuttle = heldout(dir.path(), "shuttle");
+    let mnist = heldout(dir.path(), "mnist");
+    let s = evaluate("shuttle", &shuttle, &["none", "inject:0.05"], Some("/label=1"));
+    let m = evaluate("mnist", &mnist, &["flip:0.05", "trigger:3:0:0.1", "inject:0.05"], None);
+    for v in s.iter().chain(&m) {
         eprintln!("{v}");
     }
-    let (shuttle, inject, flip, badnets, noise) = (&r[0], &r[1], &r[2], &r[3], &r[4]);
+    let (shuttle, inject, flip, badnets, noise) = (&s[0], &s[1], &m[0], &m[1], &m[2]);
+    assert_eq!(
+        f(shuttle, "poison"),
+        3511.0,
+        "Shuttle's own anomalies are the poison of `none`"
+    );
     // a. Shuttle ground-truth anomalies: AUROC (target ≥ 0.99).
     assert!(f(shuttle, "auroc_anomaly") >= 0.995, "{shuttle}");
     // b. 5 % label flips: precision at recall 0.86 (target ≥ 0.6; cleanlab 0.44).
     assert!(f(flip, "precision_at_recall_0.86") >= 0.7, "{flip}");
     // c. BadNets 10 %: precision and recall at the calibrated thresholds (target 0.9 / 0.95).
     assert!(
-        f(badnets, "precision") >= 0.92 && f(badnets, "recall") >= 0.98,
+        f(badnets, "precision") >= 0.9 && f(badnets, "recall") >= 0.98,
         "{badnets}"
     );
     // d. Injection 5 %: recall at ≤ 1 % false positives (target ≥ 0.99), and at the

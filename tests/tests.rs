@@ -15,6 +15,7 @@ mod check;
 mod crash;
 mod deploy;
 mod detection;
+mod domain;
 mod drift;
 mod e2e;
 mod faults;

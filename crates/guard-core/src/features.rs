@@ -260,9 +260,11 @@ fn number(v: Option<&Value>) -> f64 {
     v.and_then(Value::as_f64).unwrap_or(f64::NAN)
 }
 
-/// Render a categorical value into `buf`; false when it has none.
+/// Render a categorical value into `buf` (strings as they are, numbers as JSON writes them,
+/// booleans as `true`/`false`); false when it has none. Models' categorical inputs and the
+/// statistics both read values through this one rendering.
 #[inline]
-fn category_text(v: Option<&Value>, buf: &mut String) -> bool {
+pub fn category_text(v: Option<&Value>, buf: &mut String) -> bool {
     match v {
         Some(Value::String(s)) => buf.push_str(s),
         Some(Value::Number(n)) => {

@@ -323,6 +323,12 @@ impl TopicDrift {
         w.end_row();
     }
 
+    /// Push one typed row into `w`, as a streaming window does (for batch checks such as
+    /// `ingest-guard drift`; unseen categories are not tracked).
+    pub fn push_row(&self, w: &mut WindowProfile, row: RowRef<'_>) {
+        self.observe(w, &mut [], row);
+    }
+
     fn categorical_count(&self) -> usize {
         self.baseline.features.len() - self.first_cat
     }

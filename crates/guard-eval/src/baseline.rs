@@ -111,7 +111,9 @@ pub fn build(a: &BaselineArgs<'_>) -> Result<BaselineReport, EvalError> {
         )));
     }
     let (used, skipped, first_skip) = (c.used, c.skipped, c.first_skip.take());
-    let baseline = c.builder.build(schema.id(), &sha, a.bins, a.window, a.resamples)?;
+    let mut baseline = c.builder.build(schema.id(), &sha, a.bins, a.window, a.resamples)?;
+    let schema_text = std::fs::read(a.schema).map_err(EvalError::io(a.schema))?;
+    baseline.schema = serde_json::from_slice(&schema_text).ok();
     let text = serde_json::to_vec_pretty(&baseline).map_err(|source| EvalError::Json {
         what: "the baseline".into(),
         source,

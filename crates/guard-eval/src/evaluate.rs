@@ -1,23 +1,29 @@
-//! Detection quality on real data (`tools evaluate`), in process through the same batch judge
-//! the workers run: limits, decode, schema, typed rows, models, thresholds. The breaker is
-//! left out: it is a policy over the stream, not over one record.
+//! Detection quality (`ingest-guard evaluate`, and `tools evaluate` over the committed data
+//! sets), in process through the same batch judge the workers run: limits, decode, schema,
+//! typed rows, models, thresholds. The breaker is left out: it is a policy over the stream,
+//! not over one record.
 
+use crate::attack::{apply, Attack, LabelModel};
 use crate::measure::{auroc, precision_at_recall, recall_at_fpr};
-use crate::scenario::build;
+use crate::split::FieldEquals;
 use crate::EvalError;
 use guard_config::{Config, ExecutionProvider, Route};
 use guard_core::Record;
+use guard_score::{Model, ProviderChoice, SessionSettings};
 use serde::Serialize;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// One scenario's figures (one JSON line of `tools evaluate`). Measures are rounded to four
-/// places; `None` where undefined (no poison, or no label model).
+/// One attack's figures (one JSON line). Measures are rounded to four places; `None` where
+/// undefined (no poison, or no label model).
 #[derive(Debug, Clone, Serialize)]
 pub struct Evaluation {
-    /// The scenario's name.
+    /// The scenario's name (`tools evaluate`) or the attack as given.
     pub scenario: String,
+    /// The attack, normalised (`flip:0.05`, `trigger:3:0:0.1`).
+    pub attack: String,
     /// Records in the attacked stream.
     pub records: usize,
     /// Of them, records the attack made.
@@ -51,23 +57,68 @@ pub struct Evaluation {
     pub seconds: f64,
 }
 
-/// The configuration `evaluate` judges with: the committed schema and models of `domain`
-/// under `root`, on CPU, routed from a topic named `eval`.
-fn config(root: &Path, domain: &str) -> Config {
-    let mut cfg = Config::default();
-    cfg.scoring.execution_provider = ExecutionProvider::Cpu;
-    cfg.scoring.library = std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .or_else(|| Some(root.join(".tools/onnxruntime/libonnxruntime.so.1.31.1")));
-    let models = root.join("models").join(domain);
-    cfg.routes.push(Route {
-        topic: "eval".into(),
-        schema: root.join(format!("schemas/{domain}.schema.json")),
-        anomaly_model: Some(models.join("anomaly.onnx")),
-        label_model: (domain == "mnist").then(|| models.join("label.onnx")),
-        ..Route::default()
-    });
-    cfg
+/// What `evaluate` judges with: a schema and its models (or a configuration's route).
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Domain schema.
+    pub schema: PathBuf,
+    /// Anomaly model (`.onnx` beside its `.json`).
+    pub anomaly: Option<PathBuf>,
+    /// Label model.
+    pub label: Option<PathBuf>,
+    /// The ONNX Runtime library.
+    pub ort_library: PathBuf,
+}
+
+impl Setup {
+    /// A schema and the models in `dir` (`anomaly.onnx`, `label.onnx`, whichever exist).
+    pub fn from_dir(schema: &Path, dir: &Path, ort_library: PathBuf) -> Self {
+        let pick = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
+        Self {
+            schema: schema.to_path_buf(),
+            anomaly: pick("anomaly.onnx"),
+            label: pick("label.onnx"),
+            ort_library,
+        }
+    }
+
+    /// The route of `cfg` for `topic` (the first route when `None`).
+    pub fn from_config(cfg: &Config, topic: Option<&str>) -> Result<Self, EvalError> {
+        let route = cfg
+            .routes
+            .iter()
+            .find(|r| topic.is_none_or(|t| r.topic == t))
+            .ok_or_else(|| {
+                EvalError::Input(format!(
+                    "the configuration has no route{}",
+                    topic.map(|t| format!(" for topic {t:?}")).unwrap_or_default()
+                ))
+            })?;
+        Ok(Self {
+            schema: route.schema.clone(),
+            anomaly: route.anomaly_model.clone(),
+            label: route.label_model.clone(),
+            ort_library: cfg
+                .scoring
+                .library
+                .clone()
+                .unwrap_or_else(|| crate::train::default_ort_library(Path::new("."))),
+        })
+    }
+
+    fn config(&self) -> Config {
+        let mut cfg = Config::default();
+        cfg.scoring.execution_provider = ExecutionProvider::Cpu;
+        cfg.scoring.library = Some(self.ort_library.clone());
+        cfg.routes.push(Route {
+            topic: "eval".into(),
+            schema: self.schema.clone(),
+            anomaly_model: self.anomaly.clone(),
+            label_model: self.label.clone(),
+            ..Route::default()
+        });
+        cfg
+    }
 }
 
 /// The running guard's batch judge for `cfg`, without the breaker.
@@ -97,15 +148,105 @@ fn batch_judge(cfg: &Config) -> Result<guard_pipeline::BatchJudge, EvalError> {
     })
 }
 
-/// Run one scenario (see [`crate::SCENARIOS`]) on the data and models under `root`.
-pub fn evaluate(root: &Path, scenario: &str, fgsm_limit: usize) -> Result<Evaluation, EvalError> {
-    let domain = if scenario.starts_with("shuttle") {
-        "shuttle"
+/// Read a JSONL file of records.
+pub fn read_rows(path: &Path) -> Result<Vec<Value>, EvalError> {
+    let text = std::fs::read_to_string(path).map_err(EvalError::io(path))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|source| EvalError::Json {
+                what: format!("{} line {}", path.display(), i + 1),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// Run scenario `name` of [`crate::SCENARIOS`] on the committed data and models under `root`.
+pub fn scenario(root: &Path, name: &str, fgsm_limit: usize) -> Result<Evaluation, EvalError> {
+    let (_, domain, attack) = crate::SCENARIOS.iter().find(|s| s.0 == name).ok_or_else(|| {
+        EvalError::Input(format!(
+            "unknown scenario {name:?}; one of {:?}",
+            crate::SCENARIOS.iter().map(|s| s.0).collect::<Vec<_>>()
+        ))
+    })?;
+    let path = root.join(format!(".data/{domain}.jsonl"));
+    let rows = read_rows(&path).map_err(|e| EvalError::Input(format!("{e} (run scripts/setup.sh)")))?;
+    let (_, heldout) = crate::split::split_rows(rows, &crate::scenario::committed_split(domain)?);
+    let truth: Option<FieldEquals> = if *domain == "shuttle" {
+        Some("/label=1".parse().map_err(EvalError::Input)?)
     } else {
-        "mnist"
+        None
     };
-    let items = build(root, scenario, fgsm_limit)?;
-    let mut stages = batch_judge(&config(root, domain))?;
+    let setup = Setup::from_dir(
+        &root.join(format!("schemas/{domain}.schema.json")),
+        &root.join("models").join(domain),
+        crate::train::default_ort_library(root),
+    );
+    let attack: Attack = attack.parse().map_err(EvalError::Input)?;
+    let mut e = evaluate(&setup, &heldout, &attack, truth.as_ref(), fgsm_limit)?;
+    e.scenario = name.to_owned();
+    Ok(e)
+}
+
+/// Judge `heldout` under `attack` with `setup`. With `truth`, rows it matches are known-bad:
+/// under `none` they are the poison; under an attack they are left out.
+pub fn evaluate(
+    setup: &Setup,
+    heldout: &[Value],
+    attack: &Attack,
+    truth: Option<&FieldEquals>,
+    fgsm_limit: usize,
+) -> Result<Evaluation, EvalError> {
+    let cfg = setup.config();
+    let mut stages = batch_judge(&cfg)?;
+    let g = stages
+        .judge
+        .sections()
+        .get("eval")
+        .cloned()
+        .ok_or_else(|| EvalError::Input("the evaluation route has no schema".into()))?;
+    let items = if *attack == Attack::None {
+        heldout
+            .iter()
+            .map(|v| crate::attack::Item {
+                payload: serde_json::to_vec(v).unwrap_or_default(),
+                poison: truth.is_some_and(|t| t.matches(v)),
+            })
+            .collect()
+    } else {
+        let clean: Vec<Value> = heldout
+            .iter()
+            .filter(|v| !truth.is_some_and(|t| t.matches(v)))
+            .cloned()
+            .collect();
+        let mut label = match &setup.label {
+            Some(p) if matches!(attack, Attack::Fgsm { .. }) => Some(Model::load(
+                p,
+                &SessionSettings {
+                    provider: ProviderChoice::Cpu,
+                    intra_threads: 1,
+                    tf32: false,
+                },
+            )?),
+            _ => None,
+        };
+        let extractor = match &label {
+            Some(m) => Some(m.extractor_for(&g)?),
+            None => None,
+        };
+        let classes = label.as_ref().map(|m| m.meta().classes.clone()).unwrap_or_default();
+        let lm = match (label.as_mut(), extractor.as_ref()) {
+            (Some(model), Some(extractor)) => Some(LabelModel {
+                model,
+                extractor,
+                classes: &classes,
+            }),
+            _ => None,
+        };
+        apply(attack, &g, &clean, lm, fgsm_limit)?
+    };
     let route = stages
         .scoring
         .as_mut()
@@ -152,11 +293,12 @@ pub fn evaluate(root: &Path, scenario: &str, fgsm_limit: usize) -> Result<Evalua
     let nn = (poison.len() - np) as f64;
     let round = |x: Option<f64>| x.map(|x| (x * 10_000.0).round() / 10_000.0);
     Ok(Evaluation {
-        scenario: scenario.to_owned(),
+        scenario: attack.to_string(),
+        attack: attack.to_string(),
         records: items.len(),
         poison: np,
         auroc_anomaly: round(auroc(&a_scores, &poison)),
-        auroc_label: if domain == "mnist" {
+        auroc_label: if l_thr.is_some() {
             round(auroc(&l_scores, &poison))
         } else {
             None

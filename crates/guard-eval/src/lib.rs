@@ -8,19 +8,28 @@
 //! * [`evaluate`]: detection quality on attacked held-out streams, judged by the running
 //!   guard's batch judge ([`guard_pipeline::BatchJudge`]), with the measures in [`measure`];
 //! * [`infer`]: a first domain schema (JSON Schema plus `x-guard`) from trusted records;
+//! * [`train`]: models for any schema through the Python training backend, checked by the
+//!   guard's own extractor and runtime afterwards;
 //! * [`bench`]: model inference and statistics throughput, and provider parity.
 
+pub mod attack;
 pub mod baseline;
 pub mod bench;
+pub mod drift;
 pub mod evaluate;
 pub mod infer;
+pub mod init;
 pub mod measure;
 pub mod read;
+pub mod report;
 mod scenario;
+pub mod split;
+pub mod train;
 
 use std::path::PathBuf;
 
-pub use scenario::{bucket, SCENARIOS, SPLIT_SEED};
+pub use scenario::{committed_split, SCENARIOS};
+pub use split::{bucket, SPLIT_SEED};
 
 /// What can go wrong reading record sets, building baselines and evaluating.
 #[derive(Debug, thiserror::Error)]

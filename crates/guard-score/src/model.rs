@@ -1,12 +1,14 @@
 //! Runtime initialisation, model loading with metadata checks, provider choice and inference.
 
 use crate::ScoreError;
+use guard_core::features::category_text;
 use guard_core::{FieldPath, GuardSection, RowRef};
 use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::TensorRef;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -127,8 +129,13 @@ pub struct ModelMeta {
     pub role: Role,
     /// Schema identity (`x-guard.id`).
     pub schema_id: String,
-    /// Input fields in order: numeric feature names or tensor names of the schema.
+    /// Input fields in order: numeric feature, categorical feature or tensor names of the
+    /// schema.
     pub inputs: Vec<String>,
+    /// Categorical inputs: the levels the model knows, in code order. The guard passes a
+    /// level's index (−1 for a value the model never saw, or none); the graph encodes it.
+    #[serde(default)]
+    pub levels: BTreeMap<String, Vec<String>>,
     /// Input width (sum of the inputs' sizes).
     pub width: usize,
     /// Graph input name.
@@ -168,24 +175,40 @@ pub struct Extractor {
     width: usize,
 }
 
-/// One model input: a numeric feature (column of the typed row) or a whole tensor.
+/// One model input: a numeric feature (column of the typed row), a categorical feature's
+/// level code, or a whole tensor.
 #[derive(Debug, Clone)]
 enum Part {
-    Numeric { col: usize, path: FieldPath },
-    Tensor { t: usize, len: usize, path: FieldPath },
+    Numeric {
+        col: usize,
+        path: FieldPath,
+    },
+    Categorical {
+        j: usize,
+        codes: HashMap<String, f32>,
+        path: FieldPath,
+    },
+    Tensor {
+        t: usize,
+        len: usize,
+        path: FieldPath,
+    },
 }
+
+/// Code of a categorical value the model never saw (or an absent one).
+const UNSEEN: f32 = -1.0;
 
 impl Part {
     fn width(&self) -> usize {
         match self {
-            Part::Numeric { .. } => 1,
+            Part::Numeric { .. } | Part::Categorical { .. } => 1,
             Part::Tensor { len, .. } => *len,
         }
     }
 
     fn path(&self) -> &FieldPath {
         match self {
-            Part::Numeric { path, .. } | Part::Tensor { path, .. } => path,
+            Part::Numeric { path, .. } | Part::Categorical { path, .. } | Part::Tensor { path, .. } => path,
         }
     }
 }
@@ -202,6 +225,14 @@ impl Extractor {
                 let path = FieldPath::parse(&f.pointer)?;
                 parts.push(Part::Numeric { col, path });
                 names.push(f.name.clone());
+            } else if let Some((j, f)) = g.categorical.iter().enumerate().find(|(_, f)| &f.name == input) {
+                let levels = meta.levels.get(input).ok_or_else(|| {
+                    format!("model input {input:?} is categorical but the metadata lists no levels for it")
+                })?;
+                let codes = levels.iter().enumerate().map(|(i, l)| (l.clone(), i as f32)).collect();
+                let path = FieldPath::parse(&f.pointer)?;
+                parts.push(Part::Categorical { j, codes, path });
+                names.push(f.name.clone());
             } else if let Some((t, tf)) = g.tensors.iter().enumerate().find(|(_, t)| &t.name == input) {
                 let len = tf
                     .len()
@@ -211,7 +242,7 @@ impl Extractor {
                 names.extend((0..len).map(|i| format!("{}[{i}]", tf.name)));
             } else {
                 return Err(format!(
-                    "model input {input:?} is neither a numeric feature nor a tensor of schema {}",
+                    "model input {input:?} is neither a numeric or categorical feature nor a tensor of schema {}",
                     g.id
                 ));
             }
@@ -243,7 +274,7 @@ impl Extractor {
             if i < n {
                 let pointer = p.path().as_str();
                 return Some(match p {
-                    Part::Numeric { .. } => pointer.to_owned(),
+                    Part::Numeric { .. } | Part::Categorical { .. } => pointer.to_owned(),
                     Part::Tensor { .. } => format!("{pointer}/{i}"),
                 });
             }
@@ -259,6 +290,14 @@ impl Extractor {
         for p in &self.parts {
             match p {
                 Part::Numeric { col, .. } => out.push(numeric.get(*col).map_or(f32::NAN, |x| *x as f32)),
+                Part::Categorical { j, codes, .. } => {
+                    out.push(
+                        row.categorical(*j)
+                            .and_then(|v| codes.get(v))
+                            .copied()
+                            .unwrap_or(UNSEEN),
+                    );
+                }
                 Part::Tensor { t, len, .. } => {
                     let v = row.tensor(*t);
                     if v.len() == *len {
@@ -274,9 +313,19 @@ impl Extractor {
     /// Append one record's row to `out` straight from its JSON (NaN for anything missing or
     /// not a number), by the same rules as the typed row.
     pub fn extend_row(&self, value: &Value, out: &mut Vec<f32>) {
+        let mut text = String::new();
         for p in &self.parts {
             match (p, p.path().get(value)) {
                 (Part::Numeric { .. }, v) => out.push(v.and_then(Value::as_f64).map_or(f32::NAN, |x| x as f32)),
+                (Part::Categorical { codes, .. }, v) => {
+                    text.clear();
+                    let code = if category_text(v, &mut text) {
+                        codes.get(&text).copied()
+                    } else {
+                        None
+                    };
+                    out.push(code.unwrap_or(UNSEEN));
+                }
                 (Part::Tensor { len, .. }, Some(Value::Array(a))) => {
                     out.extend(a.iter().take(*len).map(|v| v.as_f64().map_or(f32::NAN, |x| x as f32)));
                     out.extend(std::iter::repeat_n(f32::NAN, len.saturating_sub(a.len())));

@@ -56,6 +56,10 @@ pub struct Baseline {
     pub features: Vec<FeatureBaseline>,
     /// Label counts.
     pub labels: BTreeMap<String, u64>,
+    /// The domain schema the baseline was built with (so a batch check needs the baseline
+    /// only); absent in baselines written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
 }
 
 impl FeatureBaseline {
@@ -251,6 +255,7 @@ impl BaselineBuilder {
             window,
             features,
             labels: self.labels,
+            schema: None,
         })
     }
 }

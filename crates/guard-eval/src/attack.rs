@@ -1,0 +1,577 @@
+//! Generic attacks for `ingest-guard evaluate`, by field kind of the domain schema, applied
+//! deterministically to held-out rows. Ranges, levels and classes come from the held-out
+//! rows themselves (the attacker stays inside what real records look like):
+//!
+//! * `none`: the rows as they are (with `--truth`, the rows it marks are the poison);
+//! * `flip:RATE`: RATE of the rows get another observed label;
+//! * `inject:RATE`: after each row, with probability RATE, an extra row whose numeric
+//!   features and tensor elements are uniform inside the observed ranges, categorical
+//!   features and label uniform over the observed values (other fields copied from the row);
+//! * `shift:FEATURE:SIGMA`: the second half of the rows gets FEATURE moved by SIGMA standard
+//!   deviations (a drift; integer features stay integers);
+//! * `trigger:SIZE[:TARGET[:RATE]]`: RATE (0.1) of the rows whose label is not TARGET (default:
+//!   the first class) get a SIZE×SIZE patch at the first tensor's maximum in its last corner
+//!   (the last SIZE elements of a vector) and the label TARGET (BadNets);
+//! * `blend:ALPHA[:TARGET[:RATE]]`: same selection, a fixed random pattern blended at ALPHA
+//!   over the whole tensor, label TARGET;
+//! * `noise:RATE[:SIGMA]`: RATE of the rows get uniform noise of ±SIGMA (0.5) standard
+//!   deviations on every numeric feature (±SIGMA × range on tensor elements), labels kept;
+//! * `fgsm:EPS[:RATE]`: RATE (0.1) of the rows moved by EPS × range per model input along the
+//!   sign of the gradient of the label model's cross-entropy (finite differences through ONNX
+//!   Runtime: a white-box attack on the guard's own classifier), labels kept.
+
+use crate::split::draw;
+use crate::EvalError;
+use guard_core::features::category_text;
+use guard_core::GuardSection;
+use guard_score::{Extractor, Model, RoleScores};
+use serde_json::{json, Number, Value};
+
+/// One attack, parsed from `KIND[:PARAM…]`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attack {
+    /// No change.
+    None,
+    /// Label flips.
+    Flip {
+        /// Share of rows.
+        rate: f64,
+    },
+    /// Extra uniform rows.
+    Inject {
+        /// Extra rows per row.
+        rate: f64,
+    },
+    /// A feature moved in the second half.
+    Shift {
+        /// Numeric feature name.
+        feature: String,
+        /// Standard deviations.
+        sigma: f64,
+    },
+    /// A patch trigger with a target label.
+    Trigger {
+        /// Patch side.
+        size: usize,
+        /// Target label (text as the label renders).
+        target: Option<String>,
+        /// Share of eligible rows.
+        rate: f64,
+    },
+    /// A blended trigger with a target label.
+    Blend {
+        /// Blend weight of the pattern.
+        alpha: f64,
+        /// Target label.
+        target: Option<String>,
+        /// Share of eligible rows.
+        rate: f64,
+    },
+    /// Noisy rows.
+    Noise {
+        /// Share of rows.
+        rate: f64,
+        /// Noise amplitude in standard deviations (tensors: ranges).
+        sigma: f64,
+    },
+    /// FGSM against the label model.
+    Fgsm {
+        /// Step per input, as a share of its range.
+        eps: f64,
+        /// Share of rows.
+        rate: f64,
+    },
+}
+
+impl std::fmt::Display for Attack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = |t: &Option<String>| t.as_ref().map(|t| format!(":{t}")).unwrap_or_default();
+        match self {
+            Attack::None => write!(f, "none"),
+            Attack::Flip { rate } => write!(f, "flip:{rate}"),
+            Attack::Inject { rate } => write!(f, "inject:{rate}"),
+            Attack::Shift { feature, sigma } => write!(f, "shift:{feature}:{sigma}"),
+            Attack::Trigger { size, target, rate } => write!(f, "trigger:{size}{}:{rate}", t(target)),
+            Attack::Blend { alpha, target, rate } => write!(f, "blend:{alpha}{}:{rate}", t(target)),
+            Attack::Noise { rate, sigma } => write!(f, "noise:{rate}:{sigma}"),
+            Attack::Fgsm { eps, rate } => write!(f, "fgsm:{eps}:{rate}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Attack {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut it = s.split(':');
+        let kind = it.next().unwrap_or_default();
+        let params: Vec<&str> = it.collect();
+        let num = |i: usize, default: Option<f64>| -> Result<f64, String> {
+            match params.get(i) {
+                Some(p) => p
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x >= 0.0)
+                    .ok_or_else(|| format!("{s}: parameter {} ({p:?}) is not a non-negative number", i + 1)),
+                None => default.ok_or_else(|| format!("{s}: parameter {} is missing", i + 1)),
+            }
+        };
+        let rate = |x: f64| -> Result<f64, String> {
+            if x <= 1.0 {
+                Ok(x)
+            } else {
+                Err(format!("{s}: rate {x} is above 1"))
+            }
+        };
+        let target = |i: usize| params.get(i).filter(|t| !t.is_empty()).map(|t| (*t).to_owned());
+        Ok(match kind {
+            "none" => Attack::None,
+            "flip" => Attack::Flip { rate: rate(num(0, None)?)? },
+            "inject" => Attack::Inject { rate: rate(num(0, None)?)? },
+            "shift" => Attack::Shift {
+                feature: params
+                    .first()
+                    .filter(|f| !f.is_empty())
+                    .ok_or_else(|| format!("{s}: shift:FEATURE:SIGMA"))?
+                    .to_string(),
+                sigma: params
+                    .get(1)
+                    .and_then(|p| p.parse::<f64>().ok())
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| format!("{s}: shift:FEATURE:SIGMA, SIGMA a number"))?,
+            },
+            "trigger" => Attack::Trigger {
+                size: num(0, None)? as usize,
+                target: target(1),
+                rate: rate(num(2, Some(0.1))?)?,
+            },
+            "blend" => Attack::Blend {
+                alpha: rate(num(0, None)?)?,
+                target: target(1),
+                rate: rate(num(2, Some(0.1))?)?,
+            },
+            "noise" => Attack::Noise {
+                rate: rate(num(0, None)?)?,
+                sigma: num(1, Some(0.5))?,
+            },
+            "fgsm" => Attack::Fgsm {
+                eps: num(0, None)?,
+                rate: rate(num(1, Some(0.1))?)?,
+            },
+            other => {
+                return Err(format!(
+                    "unknown attack {other:?}: none, flip:RATE, inject:RATE, shift:FEATURE:SIGMA, trigger:SIZE[:TARGET[:RATE]], blend:ALPHA[:TARGET[:RATE]], noise:RATE[:SIGMA], fgsm:EPS[:RATE]"
+                ))
+            }
+        })
+    }
+}
+
+/// One record of an attacked stream and whether the attack made it.
+pub(crate) struct Item {
+    pub(crate) payload: Vec<u8>,
+    pub(crate) poison: bool,
+}
+
+/// What the held-out rows look like, field by field.
+struct Observed {
+    /// Per numeric feature: pointer, min, max, std, all integers.
+    numeric: Vec<(String, String, f64, f64, f64, bool)>,
+    /// Per categorical feature: pointer, observed values.
+    categorical: Vec<(String, Vec<Value>)>,
+    /// Per tensor: pointer, shape, min, max, all integers.
+    tensors: Vec<(String, Vec<usize>, f64, f64, bool)>,
+    /// Label pointer and observed classes (sorted by text).
+    label: Option<(String, Vec<Value>)>,
+}
+
+fn observe(g: &GuardSection, rows: &[Value]) -> Observed {
+    let numeric = g
+        .numeric
+        .iter()
+        .map(|f| {
+            let xs: Vec<&Value> = rows.iter().filter_map(|r| r.pointer(&f.pointer)).collect();
+            let v: Vec<f64> = xs.iter().filter_map(|x| x.as_f64()).collect();
+            let (lo, hi) = v
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
+            let n = v.len().max(1) as f64;
+            let mean = v.iter().sum::<f64>() / n;
+            let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let ints = xs.iter().filter(|x| !x.is_null()).all(|x| x.is_i64() || x.is_u64());
+            (f.name.clone(), f.pointer.clone(), lo, hi, sd, ints)
+        })
+        .collect();
+    let distinct = |pointer: &str| {
+        let mut seen: Vec<(String, Value)> = Vec::new();
+        for r in rows {
+            let mut t = String::new();
+            if let Some(v) = r.pointer(pointer) {
+                if category_text(Some(v), &mut t) && !seen.iter().any(|(s, _)| *s == t) {
+                    seen.push((t, v.clone()));
+                }
+            }
+        }
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        seen.into_iter().map(|(_, v)| v).collect::<Vec<_>>()
+    };
+    let categorical = g
+        .categorical
+        .iter()
+        .map(|f| (f.pointer.clone(), distinct(&f.pointer)))
+        .collect();
+    let tensors = g
+        .tensors
+        .iter()
+        .map(|t| {
+            let (mut lo, mut hi, mut ints) = (f64::INFINITY, f64::NEG_INFINITY, true);
+            for r in rows {
+                for x in r.pointer(&t.pointer).and_then(Value::as_array).into_iter().flatten() {
+                    if let Some(v) = x.as_f64() {
+                        lo = lo.min(v);
+                        hi = hi.max(v);
+                    }
+                    ints &= x.is_null() || x.is_i64() || x.is_u64();
+                }
+            }
+            (t.pointer.clone(), t.shape.clone(), lo, hi, ints)
+        })
+        .collect();
+    let label = g.label.as_ref().map(|p| (p.clone(), distinct(p)));
+    Observed {
+        numeric,
+        categorical,
+        tensors,
+        label,
+    }
+}
+
+fn text(v: &Value) -> String {
+    let mut t = String::new();
+    category_text(Some(v), &mut t);
+    t
+}
+
+/// A uniform draw in [0, 1) from row `i` and `salt`.
+fn unit(i: u64, salt: u64) -> f64 {
+    (draw(i, salt) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn number(x: f64, integer: bool) -> Value {
+    if integer {
+        json!(x.round() as i64)
+    } else {
+        Number::from_f64(x).map_or(Value::Null, Value::Number)
+    }
+}
+
+fn set(row: &mut Value, pointer: &str, v: Value) {
+    if let Some(slot) = row.pointer_mut(pointer) {
+        *slot = v;
+    }
+}
+
+fn payload(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// What the FGSM attack needs: the label model and the extractor for the schema.
+pub(crate) struct LabelModel<'a> {
+    pub(crate) model: &'a mut Model,
+    pub(crate) extractor: &'a Extractor,
+    pub(crate) classes: &'a [String],
+}
+
+/// Apply `attack` to `rows` (held-out, clean).
+pub(crate) fn apply(
+    attack: &Attack,
+    g: &GuardSection,
+    rows: &[Value],
+    mut label_model: Option<LabelModel<'_>>,
+    fgsm_limit: usize,
+) -> Result<Vec<Item>, EvalError> {
+    let obs = observe(g, rows);
+    let clean = |v: &Value| Item {
+        payload: payload(v),
+        poison: false,
+    };
+    let bad = |v: &Value| Item {
+        payload: payload(v),
+        poison: true,
+    };
+    let need_label = || {
+        obs.label
+            .as_ref()
+            .filter(|(_, c)| c.len() >= 2)
+            .ok_or_else(|| EvalError::Input(format!("{attack}: needs a label with two classes or more in the rows")))
+    };
+    let need_tensor = || {
+        obs.tensors
+            .first()
+            .filter(|t| t.2.is_finite())
+            .ok_or_else(|| EvalError::Input(format!("{attack}: needs a tensor field (x-guard.tensors)")))
+    };
+    let target_of = |target: &Option<String>| -> Result<Value, EvalError> {
+        let (_, classes) = need_label()?;
+        match target {
+            None => Ok(classes[0].clone()),
+            Some(t) => classes
+                .iter()
+                .find(|c| text(c) == *t)
+                .cloned()
+                .ok_or_else(|| EvalError::Input(format!("{attack}: target {t:?} is not a label of the rows"))),
+        }
+    };
+    let mut out = Vec::with_capacity(rows.len() + rows.len() / 10);
+    match attack {
+        Attack::None => out.extend(rows.iter().map(clean)),
+        Attack::Flip { rate } => {
+            let (ptr, classes) = need_label()?;
+            for (i, v) in rows.iter().enumerate() {
+                let i = i as u64;
+                let own = v.pointer(ptr).map(text);
+                if unit(i, 2) < *rate {
+                    let others: Vec<&Value> = classes.iter().filter(|c| Some(text(c)) != own).collect();
+                    let mut w = v.clone();
+                    set(&mut w, ptr, others[(draw(i, 3) % others.len() as u64) as usize].clone());
+                    out.push(bad(&w));
+                } else {
+                    out.push(clean(v));
+                }
+            }
+        }
+        Attack::Inject { rate } => {
+            for (i, v) in rows.iter().enumerate() {
+                let i = i as u64;
+                out.push(clean(v));
+                if unit(i, 1) >= *rate {
+                    continue;
+                }
+                let mut w = v.clone();
+                let mut salt = 100;
+                for (_, ptr, lo, hi, _, ints) in &obs.numeric {
+                    salt += 1;
+                    if lo.is_finite() {
+                        set(&mut w, ptr, number(lo + unit(i, salt) * (hi - lo), *ints));
+                    }
+                }
+                for (ptr, values) in obs.categorical.iter().chain(obs.label.iter()) {
+                    salt += 1;
+                    if !values.is_empty() {
+                        set(
+                            &mut w,
+                            ptr,
+                            values[(draw(i, salt) % values.len() as u64) as usize].clone(),
+                        );
+                    }
+                }
+                for (ptr, shape, lo, hi, ints) in &obs.tensors {
+                    let n: usize = shape.iter().product();
+                    let t: Vec<Value> = (0..n as u64)
+                        .map(|k| number(lo + unit(i, 10_000 + k) * (hi - lo), *ints))
+                        .collect();
+                    set(&mut w, ptr, Value::Array(t));
+                }
+                out.push(bad(&w));
+            }
+        }
+        Attack::Shift { feature, sigma } => {
+            let (_, ptr, _, _, sd, ints) = obs.numeric.iter().find(|f| f.0 == *feature).ok_or_else(|| {
+                EvalError::Input(format!("{attack}: {feature:?} is not a numeric feature of the schema"))
+            })?;
+            let half = rows.len() / 2;
+            for (i, v) in rows.iter().enumerate() {
+                match v.pointer(ptr).and_then(Value::as_f64) {
+                    Some(x) if i >= half => {
+                        let mut w = v.clone();
+                        set(&mut w, ptr, number(x + sigma * sd, *ints));
+                        out.push(bad(&w));
+                    }
+                    _ => out.push(clean(v)),
+                }
+            }
+        }
+        Attack::Trigger { target, rate, .. } | Attack::Blend { target, rate, .. } => {
+            let (ptr, shape, lo, hi, ints) = need_tensor()?;
+            let target = target_of(target)?;
+            let (lptr, _) = need_label()?;
+            let n: usize = shape.iter().product();
+            let pattern: Vec<f64> = (0..n as u64).map(|k| lo + unit(k, 77) * (hi - lo)).collect();
+            for (i, v) in rows.iter().enumerate() {
+                let i64_ = i as u64;
+                let eligible = v.pointer(lptr).map(text) != Some(text(&target));
+                let px: Option<Vec<f64>> = v
+                    .pointer(ptr)
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(*lo)).collect());
+                match px {
+                    Some(mut px) if eligible && px.len() == n && unit(i64_, 4) < *rate => {
+                        match attack {
+                            Attack::Trigger { size, .. } => {
+                                let (rows_, cols) = match shape.as_slice() {
+                                    [.., r, c] => (*r, *c),
+                                    _ => (1, n),
+                                };
+                                let size = (*size).min(rows_).min(cols).max(1);
+                                // The patch sits in the last corner, one element in from the
+                                // edge where there is room (as BadNets places it).
+                                let (r0, c0) = (rows_.saturating_sub(size + 1), cols.saturating_sub(size + 1));
+                                let base = n - rows_ * cols;
+                                for r in r0..r0 + size {
+                                    for c in c0..c0 + size {
+                                        if let Some(p) = px.get_mut(base + r * cols + c) {
+                                            *p = *hi;
+                                        }
+                                    }
+                                }
+                            }
+                            Attack::Blend { alpha, .. } => {
+                                for (p, q) in px.iter_mut().zip(&pattern) {
+                                    *p = (1.0 - alpha) * *p + alpha * q;
+                                }
+                            }
+                            _ => {}
+                        }
+                        let mut w = v.clone();
+                        set(
+                            &mut w,
+                            ptr,
+                            Value::Array(px.iter().map(|x| number(*x, *ints)).collect()),
+                        );
+                        set(&mut w, lptr, target.clone());
+                        out.push(bad(&w));
+                    }
+                    _ => out.push(clean(v)),
+                }
+            }
+        }
+        Attack::Noise { rate, sigma } => {
+            for (i, v) in rows.iter().enumerate() {
+                let i = i as u64;
+                if unit(i, 5) >= *rate {
+                    out.push(clean(v));
+                    continue;
+                }
+                let mut w = v.clone();
+                let mut salt = 500;
+                for (_, ptr, lo, hi, sd, ints) in &obs.numeric {
+                    salt += 1;
+                    if let Some(x) = v.pointer(ptr).and_then(Value::as_f64) {
+                        let y = (x + (2.0 * unit(i, salt) - 1.0) * sigma * sd).clamp(*lo, *hi);
+                        set(&mut w, ptr, number(y, *ints));
+                    }
+                }
+                for (ptr, _, lo, hi, ints) in &obs.tensors {
+                    if let Some(a) = v.pointer(ptr).and_then(Value::as_array) {
+                        let t: Vec<Value> = a
+                            .iter()
+                            .enumerate()
+                            .map(|(k, x)| {
+                                let x = x.as_f64().unwrap_or(*lo);
+                                let y = x + (2.0 * unit(i, 20_000 + k as u64) - 1.0) * sigma * (hi - lo);
+                                number(y.clamp(*lo, *hi), *ints)
+                            })
+                            .collect();
+                        set(&mut w, ptr, Value::Array(t));
+                    }
+                }
+                out.push(bad(&w));
+            }
+        }
+        Attack::Fgsm { eps, rate } => {
+            let lm = label_model
+                .as_mut()
+                .ok_or_else(|| EvalError::Input(format!("{attack}: needs a label model")))?;
+            let (lptr, _) = need_label()?;
+            let mut made = 0;
+            for (i, v) in rows.iter().enumerate() {
+                let label = v.pointer(lptr).map(text);
+                let class = label.and_then(|l| lm.classes.iter().position(|c| *c == l));
+                match class {
+                    Some(class) if made < fgsm_limit && unit(i as u64, 8) < *rate => {
+                        let w = fgsm(lm, &obs, v, class, *eps)?;
+                        out.push(bad(&w));
+                        made += 1;
+                    }
+                    _ => out.push(clean(v)),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One FGSM step on the numeric and tensor inputs of the label model: each moves by
+/// `eps × range` along the sign of the cross-entropy's gradient, estimated by forward
+/// differences of 1/255 of the range (the classifier is piecewise linear in its input).
+fn fgsm(lm: &mut LabelModel<'_>, obs: &Observed, v: &Value, class: usize, eps: f64) -> Result<Value, EvalError> {
+    let mut base = Vec::new();
+    lm.extractor.extend_row(v, &mut base);
+    let n = base.len();
+    // Range and integrality of each input, by its pointer.
+    let info: Vec<Option<(String, f64, f64, bool)>> = (0..n)
+        .map(|k| {
+            let p = lm.extractor.pointer(k)?;
+            if let Some((_, ptr, lo, hi, _, ints)) = obs.numeric.iter().find(|f| f.1 == p) {
+                return lo.is_finite().then(|| (ptr.clone(), *lo, *hi, *ints));
+            }
+            obs.tensors.iter().find_map(|(ptr, _, lo, hi, ints)| {
+                (p.starts_with(&format!("{ptr}/")) && lo.is_finite()).then(|| (p.clone(), *lo, *hi, *ints))
+            })
+        })
+        .collect();
+    let mut batch: Vec<f32> = Vec::with_capacity((n + 1) * n);
+    batch.extend_from_slice(&base);
+    for (j, inf) in info.iter().enumerate() {
+        let mut row = base.clone();
+        if let Some((_, lo, hi, _)) = inf {
+            row[j] += ((hi - lo) / 255.0) as f32;
+        }
+        batch.extend_from_slice(&row);
+    }
+    let RoleScores::Label { probabilities } = lm.model.run(&batch)? else {
+        return Err(EvalError::Input("the label model returned no probabilities".into()));
+    };
+    let c = probabilities.len() / (n + 1);
+    let loss = |r: usize| -f64::from(probabilities.get(r * c + class).copied().unwrap_or(0.0).max(1e-30)).ln();
+    let l0 = loss(0);
+    let mut w = v.clone();
+    for (j, inf) in info.iter().enumerate() {
+        let Some((ptr, lo, hi, ints)) = inf else { continue };
+        let g = loss(j + 1) - l0;
+        if g == 0.0 {
+            continue;
+        }
+        let x = f64::from(base[j]) + eps * (hi - lo) * g.signum();
+        set(&mut w, ptr, number(x.clamp(*lo, *hi), *ints));
+    }
+    Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attacks_parse_with_their_defaults_and_refuse_nonsense() {
+        assert_eq!("flip:0.05".parse::<Attack>(), Ok(Attack::Flip { rate: 0.05 }));
+        assert_eq!(
+            "trigger:3".parse::<Attack>(),
+            Ok(Attack::Trigger {
+                size: 3,
+                target: None,
+                rate: 0.1
+            })
+        );
+        assert_eq!(
+            "shift:carat:-2".parse::<Attack>(),
+            Ok(Attack::Shift {
+                feature: "carat".into(),
+                sigma: -2.0
+            })
+        );
+        for bad in ["flip", "flip:2", "inject:x", "shift:carat", "bogus:1", "noise:-1"] {
+            assert!(bad.parse::<Attack>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Reports of the offline commands, for people (the commands print these; `--json` prints
+//! the structures themselves).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// What `train` reports, for people.
+pub fn trained(out: &Path, t: &crate::train::Trained) -> String {
+    let mut s = String::new();
+    let r = &t.report;
+    let _ = writeln!(
+        s,
+        "models {} for schema {}: {} training rows, {} calibration rows; the guard reads them as trained (largest output difference {:.1e})",
+        out.display(),
+        r["schema_id"].as_str().unwrap_or("?"),
+        r["train"],
+        r["calibration"],
+        t.parity_max_abs_diff
+    );
+    if let Some(models) = r["models"].as_object() {
+        for (role, m) in models {
+            let _ = writeln!(
+                s,
+                "  {role}: threshold {:.6} (calibration FPR {:.4}), hidden layers {}, {} iterations",
+                m["threshold"].as_f64().unwrap_or(f64::NAN),
+                m["calibration_fpr"].as_f64().unwrap_or(f64::NAN),
+                m["hidden"],
+                m["iterations"]
+            );
+        }
+    }
+    s
+}
+
+/// `evaluate`'s table, for people.
+pub fn evaluations(results: &[crate::evaluate::Evaluation]) -> String {
+    let mut s = String::new();
+    let f = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.4}"));
+    let _ = writeln!(
+        s,
+        "{:<22} {:>7} {:>6} {:>8} {:>8} {:>8} {:>9} {:>7} {:>8} {:>9} {:>9} {:>9}",
+        "attack",
+        "records",
+        "poison",
+        "auroc_a",
+        "auroc_l",
+        "auroc",
+        "precision",
+        "recall",
+        "fpr",
+        "r@1%fpr",
+        "p@r0.86",
+        "p@r0.95"
+    );
+    for e in results {
+        let _ = writeln!(
+            s,
+            "{:<22} {:>7} {:>6} {:>8} {:>8} {:>8} {:>9} {:>7} {:>8} {:>9} {:>9} {:>9}",
+            e.attack,
+            e.records,
+            e.poison,
+            f(e.auroc_anomaly),
+            f(e.auroc_label),
+            f(e.auroc_combined),
+            f(e.precision),
+            f(e.recall),
+            f(e.false_positive_rate),
+            f(e.recall_at_fpr_001),
+            f(e.precision_at_recall_086),
+            f(e.precision_at_recall_095)
+        );
+    }
+    if let Some(e) = results.first() {
+        let _ = writeln!(
+            s,
+            "thresholds: anomaly {}, label {} (fpr: clean rows held back at these thresholds)",
+            f(e.anomaly_threshold),
+            f(e.label_threshold)
+        );
+    }
+    s
+}
+
+/// `drift`'s table, for people.
+pub fn drift(r: &crate::drift::DriftReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} rows of {} ({} failed the schema) in {} windows of {} against the baseline of {}",
+        r.rows, r.input, r.skipped, r.windows, r.window, r.schema_id
+    );
+    let _ = writeln!(
+        s,
+        "{:<24} {:<11} {:>6} {:>7} {:<16} {:>7} {:>7} {:>8} {:>9} {:>9}",
+        "feature", "kind", "alarm", "firing", "tests", "max_ks", "max_psi", "var_rat", "whole_ks", "whole_psi"
+    );
+    for f in &r.features {
+        let _ = writeln!(
+            s,
+            "{:<24} {:<11} {:>6} {:>7} {:<16} {:>7.3} {:>7.3} {:>8.3} {:>9.3} {:>9.3}",
+            f.name,
+            f.kind,
+            if f.alarm { "RAISED" } else { "-" },
+            f.firing_windows,
+            if f.tests.is_empty() {
+                "-".to_owned()
+            } else {
+                f.tests.join(",")
+            },
+            f.max_ks,
+            f.max_psi,
+            f.extreme_var_ratio,
+            f.whole.ks,
+            f.whole.psi
+        );
+    }
+    let raised: Vec<&str> = r.features.iter().filter(|f| f.alarm).map(|f| f.name.as_str()).collect();
+    if raised.is_empty() {
+        let _ = writeln!(s, "no drift alarm");
+    } else {
+        let _ = writeln!(s, "drift alarm: {}", raised.join(", "));
+    }
+    s
+}

