@@ -6,18 +6,9 @@
 //! fails CI. FGSM and the blended trigger are reported there, not asserted here.
 
 use crate::support::*;
-use std::process::Command;
 
 fn guard(args: &[&str]) -> String {
-    let out = Command::new(guard_bin())
-        .args(args)
-        .current_dir(repo())
-        .env(
-            "ORT_DYLIB_PATH",
-            repo().join(".tools/onnxruntime/libonnxruntime.so.1.31.1"),
-        )
-        .output()
-        .unwrap();
+    let out = guard_output(args);
     assert!(
         out.status.success(),
         "{args:?}: {}",

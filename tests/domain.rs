@@ -10,20 +10,7 @@ use crate::drift::Lcg;
 use crate::support::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
-use std::process::Command;
 use std::time::Duration;
-
-fn guard_cmd(args: &[&str]) -> std::process::Output {
-    Command::new(guard_bin())
-        .args(args)
-        .current_dir(repo())
-        .env(
-            "ORT_DYLIB_PATH",
-            repo().join(".tools/onnxruntime/libonnxruntime.so.1.31.1"),
-        )
-        .output()
-        .unwrap()
-}
 
 fn lines(path: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(path)
@@ -90,7 +77,7 @@ fn init_brings_a_new_domain_through_the_broker_and_the_guard() {
     let out = dir.path().join("flights");
     let topic = unique("flights");
     let clean = format!("{topic}.clean");
-    let o = guard_cmd(&[
+    let o = guard_output(&[
         "init",
         "--input",
         ".data/flights.jsonl",
@@ -128,6 +115,22 @@ fn init_brings_a_new_domain_through_the_broker_and_the_guard() {
         .find(|e| e["attack"] == "inject:0.05")
         .expect("inject evaluated");
     assert!(inject["recall"].as_f64().unwrap() >= 0.95, "{inject}");
+
+    // `evaluate --config` takes schema and models from the generated configuration's route.
+    let o = guard_output(&[
+        "evaluate",
+        "--config",
+        out.join("guard.toml").to_str().unwrap(),
+        "--input",
+        out.join("heldout.jsonl").to_str().unwrap(),
+        "--attack",
+        "shift:distance:2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let shift: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(shift["attack"], "shift:distance:2");
+    assert!(shift["poison"].as_u64().unwrap() > 2000, "{shift}");
 
     // Stream: held-out rows (shuffled: arrivals are not sorted by date) plus 5 % injected,
     // through the broker and the guard with the generated configuration.
@@ -256,7 +259,7 @@ fn init_brings_a_new_domain_through_the_broker_and_the_guard() {
 fn batch_drift_passes_same_distribution_halves_and_names_shifted_features() {
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).display().to_string();
-    let o = guard_cmd(&[
+    let o = guard_output(&[
         "split",
         "--input",
         ".data/diamonds.jsonl",
@@ -268,7 +271,7 @@ fn batch_drift_passes_same_distribution_halves_and_names_shifted_features() {
         &p("b.jsonl"),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = guard_cmd(&[
+    let o = guard_output(&[
         "baseline",
         "--schema",
         "schemas/diamonds.schema.json",
@@ -280,7 +283,7 @@ fn batch_drift_passes_same_distribution_halves_and_names_shifted_features() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The file is sorted by cut and price, so windows in file order differ from the baseline
     // by construction: the rows are judged in a seeded random order.
-    let o = guard_cmd(&[
+    let o = guard_output(&[
         "drift",
         "--baseline",
         &p("base.json"),
@@ -298,7 +301,7 @@ fn batch_drift_passes_same_distribution_halves_and_names_shifted_features() {
     let html = std::fs::read_to_string(p("same.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("carat") && !html.contains("<script"));
     // Without the shuffle, the sorted file's windows do raise alarms (the check is not blind).
-    let o = guard_cmd(&["drift", "--baseline", &p("base.json"), "--input", &p("b.jsonl")]);
+    let o = guard_output(&["drift", "--baseline", &p("base.json"), "--input", &p("b.jsonl")]);
     assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stdout));
     // A shifted half: carat × 1.15 and depth + 1.5 (about one standard deviation).
     let shifted: String = lines(&dir.path().join("b.jsonl"))
@@ -311,7 +314,7 @@ fn batch_drift_passes_same_distribution_halves_and_names_shifted_features() {
         })
         .collect();
     std::fs::write(p("c.jsonl"), shifted).unwrap();
-    let o = guard_cmd(&[
+    let o = guard_output(&[
         "drift",
         "--baseline",
         &p("base.json"),

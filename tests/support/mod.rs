@@ -128,6 +128,20 @@ pub fn guard_bin() -> String {
     std::env::var("GUARD_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ingest-guard").to_owned())
 }
 
+/// Run the guard binary with `args` from the repository root, with the ONNX Runtime setup
+/// installs, and return its output.
+pub fn guard_output(args: &[&str]) -> std::process::Output {
+    Command::new(guard_bin())
+        .args(args)
+        .current_dir(repo())
+        .env(
+            "ORT_DYLIB_PATH",
+            repo().join(".tools/onnxruntime/libonnxruntime.so.1.31.1"),
+        )
+        .output()
+        .unwrap()
+}
+
 /// A guard process with its own config, quarantine folder and HTTP port.
 pub struct Guard {
     pub child: Option<Child>,
