@@ -117,7 +117,7 @@ def fail(msg):
 class Layout:
     """The model input row built from a record, as guard-score's `Extractor` builds it."""
 
-    def __init__(self, schema, rows, with_label_input):
+    def __init__(self, schema, rows):
         g = schema.get("x-guard") or fail("the schema has no x-guard section")
         self.schema_id = g["id"]
         self.label_ptr = g.get("label")
@@ -380,7 +380,7 @@ def main():
     train, calib = np.where(b >= 2)[0], np.where(b < 2)[0]
     if len(train) < 50 or len(calib) < 20:
         fail(f"{len(rows)} trusted rows are too few (need about 100 or more: 80 % train, 20 % calibrate)")
-    layout = Layout(schema, [rows[i] for i in train], False)
+    layout = Layout(schema, [rows[i] for i in train])
     x = layout.matrix(rows)
     y = layout.labels(rows)
     roles = [r for r in a.roles.split(",") if r] if a.roles != "auto" else ["anomaly"] + (["label"] if y is not None else [])

@@ -573,13 +573,7 @@ fn schema(cmd: SchemaCommand) -> anyhow::Result<ExitCode> {
         margin,
         id,
     };
-    let inferred = guard_eval::infer::infer(&records.input()?, &o)?;
-    // The schema must compile as the guard will load it.
-    guard_validate::DomainSchema::from_value(&inferred.schema)
-        .map_err(|(key, m)| anyhow::anyhow!("the inferred schema does not compile at {key}: {m}"))?;
-    let tmp = out.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&inferred.schema)?).with_context(|| tmp.display().to_string())?;
-    std::fs::rename(&tmp, &out).with_context(|| out.display().to_string())?;
+    let inferred = guard_eval::infer::write(&records.input()?, &o, &out)?;
     println!(
         "schema {} ({}) from {} rows ({} not JSON objects, skipped); review:",
         out.display(),
@@ -614,60 +608,8 @@ fn stats(url: &str, scope: &str, view: &str, json: bool) -> anyhow::Result<ExitC
     }
     let report: guard_core::StatsReport =
         serde_json::from_value(v).with_context(|| format!("{target}: not a stats report"))?;
-    print!("{}", stats_table(&report, view == "sliding"));
+    print!("{}", report.table(view == "sliding"));
     Ok(ExitCode::SUCCESS)
-}
-
-/// A stats report as a table, one row per topic and feature (`sliding`: the merge of recent
-/// windows, else the last closed ones).
-pub fn stats_table(v: &guard_core::StatsReport, sliding: bool) -> String {
-    use std::fmt::Write;
-    let num = |x: Option<f64>, prec: usize| x.map_or("-".to_owned(), |f| format!("{f:.prec$}"));
-    let mut out = String::new();
-    let _ = writeln!(out, "scope {} · group {} · instance {}", v.scope, v.group, v.instance);
-    let view = if sliding { "sliding" } else { "current" };
-    for t in &v.topics {
-        let w = if sliding { &t.sliding } else { &t.current };
-        let _ = writeln!(
-            out,
-            "\n{} ({}) · {view} view: {} rows over {} partitions · baseline {} rows, window {}",
-            t.topic,
-            t.schema_id,
-            w.records,
-            t.partitions.len(),
-            t.baseline_rows,
-            t.window,
-        );
-        let _ = writeln!(
-            out,
-            "{:<16} {:>9} {:>7} {:>11} {:>11} {:>11} {:>6} {:>6} {:>6} {:>8} {:>7}  alarm",
-            "feature", "count", "missing", "mean", "std", "p50", "ks", "psi", "js", "var_ratio", "firing"
-        );
-        for f in &w.features {
-            let (d, fi, n) = (&f.drift, &f.firing, f.numeric.as_ref());
-            let firing: String = [("k", fi.ks), ("p", fi.psi), ("v", fi.variance)]
-                .iter()
-                .map(|(c, on)| if *on { *c } else { "." })
-                .collect();
-            let _ = writeln!(
-                out,
-                "{:<16} {:>9} {:>7} {:>11} {:>11} {:>11} {:>6} {:>6} {:>6} {:>8} {:>7}  {}",
-                f.name,
-                f.count,
-                f.missing,
-                num(n.and_then(|n| n.mean), 3),
-                num(n.and_then(|n| n.std), 3),
-                num(n.and_then(|n| n.p50), 3),
-                num(Some(d.ks), 3),
-                num(Some(d.psi), 3),
-                num(Some(d.js), 3),
-                num(Some(d.var_ratio), 2),
-                firing,
-                if f.alarm { "RAISED" } else { "-" },
-            );
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ pub enum DomainCommand {
         input: PathBuf,
         /// Attacks (repeatable): none, flip:RATE, inject:RATE, shift:FEATURE:SIGMA,
         /// trigger:SIZE[:TARGET[:RATE]], blend:ALPHA[:TARGET[:RATE]], noise:RATE[:SIGMA],
-        /// fgsm:EPS[:RATE]. Default: none, inject:0.05, and flip:0.05 with a label model.
+        /// fgsm:EPS[:RATE]. Default: none, inject:0.05; flip:0.05 with a label model; trigger:3 and blend:0.1 too with a tensor.
         #[arg(long = "attack")]
         attacks: Vec<guard_eval::attack::Attack>,
         /// Rows already known bad, `POINTER=VALUE` (e.g. /label=1): the poison of `none`,
@@ -171,10 +171,6 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
             out,
             python,
         } => {
-            anyhow::ensure!(
-                target_fpr > 0.0 && target_fpr < 0.5,
-                "--target-fpr {target_fpr} is outside (0, 0.5)"
-            );
             let opts = guard_eval::train::TrainOptions {
                 schema,
                 roles,
@@ -211,21 +207,16 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
                 _ => anyhow::bail!("give --config, or --schema with --models"),
             };
             let rows = guard_eval::evaluate::read_rows(&input)?;
-            let mut attacks = attacks;
-            if attacks.is_empty() {
-                attacks.push(Attack::None);
-                attacks.push(Attack::Inject { rate: 0.05 });
-                if setup.label.is_some() {
-                    attacks.push(Attack::Flip { rate: 0.05 });
-                }
-            }
-            let results = attacks
-                .iter()
-                .map(|a| {
-                    guard_eval::evaluate::evaluate(&setup, &rows, a, truth.as_ref(), fgsm_limit)
-                        .with_context(|| format!("attack {a}"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let attacks = if attacks.is_empty() {
+                let tensor = !guard_validate::DomainSchema::load(&setup.schema)?
+                    .guard()
+                    .tensors
+                    .is_empty();
+                Attack::defaults(setup.label.is_some(), tensor)
+            } else {
+                attacks
+            };
+            let results = guard_eval::evaluate::evaluate_all(&setup, &rows, &attacks, truth.as_ref(), fgsm_limit)?;
             if json {
                 for e in &results {
                     println!("{}", serde_json::to_string(e)?);
@@ -280,7 +271,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
             python,
         } => {
             let opts = guard_eval::init::InitOptions {
-                input,
+                input: guard_eval::read::Input::file(&input, None),
                 label,
                 source,
                 out,
@@ -354,11 +345,7 @@ impl RecordsArgs {
     pub fn input(&self) -> anyhow::Result<guard_eval::read::Input<'_>> {
         use guard_eval::read::Input;
         Ok(match (&self.input, &self.topic, &self.brokers) {
-            (Some(path), _, _) if path.extension().is_some_and(|e| e == "parquet") => Input::Parquet {
-                path,
-                payload_column: self.payload_column.as_deref(),
-            },
-            (Some(path), _, _) => Input::Jsonl(path),
+            (Some(path), _, _) => Input::file(path, self.payload_column.as_deref()),
             (None, Some(topic), Some(brokers)) => Input::Topic {
                 brokers,
                 topic,

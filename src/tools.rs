@@ -3,8 +3,6 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 use std::io::BufRead;
@@ -151,10 +149,6 @@ pub enum ToolsCommand {
         #[arg(long)]
         library: Option<PathBuf>,
     },
-    /// Benchmark: profiling throughput on one core, in feature-values per second, over a
-    /// JSONL file's valid records: (a) the window statistics alone on already parsed rows
-    /// (what a DataFrame profiler gets), (b) the whole per-record path (limits, decode, schema,
-    /// feature extraction, statistics). Prints one JSON line.
     /// Benchmark fixture: write `rows` quarantined Shuttle-shaped records into `files`
     /// quarantine files under `out` (3 topics, 4 partitions, a realistic mix of reasons,
     /// scores and 50 sources), for `scripts/bench-review.sh`. Deterministic.
@@ -169,6 +163,10 @@ pub enum ToolsCommand {
         #[arg(long, default_value_t = 100)]
         files: usize,
     },
+    /// Benchmark: profiling throughput on one core, in feature-values per second, over a
+    /// JSONL file's valid records: (a) the window statistics alone on already parsed rows
+    /// (what a DataFrame profiler gets), (b) the whole per-record path (limits, decode, schema,
+    /// feature extraction, statistics). Prints one JSON line.
     Profile {
         /// Domain schema file.
         #[arg(long)]
@@ -244,7 +242,13 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
             properties,
             topic,
             count,
-        } => latency(&client(&brokers, &properties), &topic, count),
+        } => {
+            println!(
+                "{}",
+                guard_eval::pipebench::latency(&client(&brokers, &properties), &topic, count)?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         ToolsCommand::ReviewFixture { out, rows, files } => {
             println!("{}", guard_eval::bench::review_fixture(&out, rows, files)?);
             Ok(ExitCode::SUCCESS)
@@ -341,120 +345,15 @@ pub fn run(cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
             to,
             group,
             count,
-        } => passthrough(&client(&brokers, &properties), &from, &to, &group, count),
-    }
-}
-
-/// Create `topics`; one that already exists counts as done. Per topic: `Ok(true)` created,
-/// `Ok(false)` already there, or the broker's error.
-fn passthrough(base: &ClientConfig, from: &str, to: &str, group: &str, count: u64) -> anyhow::Result<ExitCode> {
-    let consumer: BaseConsumer = base
-        .clone()
-        .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "100")
-        .create()?;
-    assign_all(&consumer, from)?;
-    let producer: ThreadedProducer<DefaultProducerContext> = base
-        .clone()
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .set("enable.idempotence", "true")
-        .create()?;
-    let mut n = 0u64;
-    let mut started: Option<Instant> = None;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while n < count && Instant::now() < deadline {
-        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let m = m?;
-        started.get_or_insert_with(Instant::now);
-        loop {
-            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(to);
-            if let Some(p) = m.payload() {
-                rec = rec.payload(p);
-            }
-            if let Some(k) = m.key() {
-                rec = rec.key(k);
-            }
-            if let Some(ts) = m.timestamp().to_millis() {
-                rec = rec.timestamp(ts);
-            }
-            if let Some(h) = m.headers() {
-                rec = rec.headers(h.detach());
-            }
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((e, _)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
-                    producer.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => anyhow::bail!("produce failed: {e}"),
-            }
-        }
-        n += 1;
-    }
-    producer.flush(Duration::from_secs(60))?;
-    let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
-    println!(
-        "{{\"passthrough_records\":{n},\"seconds\":{secs:.3},\"records_per_sec\":{:.0}}}",
-        n as f64 / secs.max(1e-9)
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn latency(base: &ClientConfig, topic: &str, count: u64) -> anyhow::Result<ExitCode> {
-    let consumer: BaseConsumer = base
-        .clone()
-        .set("group.id", format!("latency-{}", std::process::id()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        .create()?;
-    assign_all(&consumer, topic)?;
-    let mut lat: Vec<i64> = Vec::with_capacity(count as usize);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while (lat.len() as u64) < count && Instant::now() < deadline {
-        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let m = m?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis() as i64;
-        if let Some(ts) = m.timestamp().to_millis() {
-            lat.push(now - ts);
+        } => {
+            let base = client(&brokers, &properties);
+            println!(
+                "{}",
+                guard_eval::pipebench::passthrough(&base, &from, &to, &group, count)?
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
-    lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(-1)
-    };
-    println!(
-        "{{\"records\":{},\"p50_ms\":{},\"p99_ms\":{},\"max_ms\":{}}}",
-        lat.len(),
-        pct(0.5),
-        pct(0.99),
-        lat.last().copied().unwrap_or(-1)
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Read every partition of `topic` from the beginning without joining a group (no join delay).
-fn assign_all(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<()> {
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)?;
-        }
-    }
-    anyhow::ensure!(tpl.count() > 0, "topic {topic} has no partitions");
-    consumer.assign(&tpl)?;
-    Ok(())
 }
 
 /// `KEY=VALUE` of `-X`.

@@ -204,6 +204,61 @@ pub struct SourceRow {
     pub quarantine_rate: f64,
 }
 
+impl StatsReport {
+    /// A stats report as a table, one row per topic and feature (`sliding`: the merge of recent
+    /// windows, else the last closed ones).
+    pub fn table(&self, sliding: bool) -> String {
+        let v = self;
+        use std::fmt::Write;
+        let num = |x: Option<f64>, prec: usize| x.map_or("-".to_owned(), |f| format!("{f:.prec$}"));
+        let mut out = String::new();
+        let _ = writeln!(out, "scope {} · group {} · instance {}", v.scope, v.group, v.instance);
+        let view = if sliding { "sliding" } else { "current" };
+        for t in &v.topics {
+            let w = if sliding { &t.sliding } else { &t.current };
+            let _ = writeln!(
+                out,
+                "\n{} ({}) · {view} view: {} rows over {} partitions · baseline {} rows, window {}",
+                t.topic,
+                t.schema_id,
+                w.records,
+                t.partitions.len(),
+                t.baseline_rows,
+                t.window,
+            );
+            let _ = writeln!(
+                out,
+                "{:<16} {:>9} {:>7} {:>11} {:>11} {:>11} {:>6} {:>6} {:>6} {:>8} {:>7}  alarm",
+                "feature", "count", "missing", "mean", "std", "p50", "ks", "psi", "js", "var_ratio", "firing"
+            );
+            for f in &w.features {
+                let (d, fi, n) = (&f.drift, &f.firing, f.numeric.as_ref());
+                let firing: String = [("k", fi.ks), ("p", fi.psi), ("v", fi.variance)]
+                    .iter()
+                    .map(|(c, on)| if *on { *c } else { "." })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:>9} {:>7} {:>11} {:>11} {:>11} {:>6} {:>6} {:>6} {:>8} {:>7}  {}",
+                    f.name,
+                    f.count,
+                    f.missing,
+                    num(n.and_then(|n| n.mean), 3),
+                    num(n.and_then(|n| n.std), 3),
+                    num(n.and_then(|n| n.p50), 3),
+                    num(Some(d.ks), 3),
+                    num(Some(d.psi), 3),
+                    num(Some(d.js), 3),
+                    num(Some(d.var_ratio), 2),
+                    firing,
+                    if f.alarm { "RAISED" } else { "-" },
+                );
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -167,6 +167,31 @@ impl std::str::FromStr for Attack {
     }
 }
 
+impl Attack {
+    /// What `evaluate` and `init` run when not told: the stream as it is and 5 % injected
+    /// rows; 5 % label flips with a label model; a 3×3 trigger and a 10 % blend with a label
+    /// model and a tensor.
+    pub fn defaults(label_model: bool, tensor: bool) -> Vec<Attack> {
+        let mut a = vec![Attack::None, Attack::Inject { rate: 0.05 }];
+        if label_model {
+            a.push(Attack::Flip { rate: 0.05 });
+            if tensor {
+                a.push(Attack::Trigger {
+                    size: 3,
+                    target: None,
+                    rate: 0.1,
+                });
+                a.push(Attack::Blend {
+                    alpha: 0.1,
+                    target: None,
+                    rate: 0.1,
+                });
+            }
+        }
+        a
+    }
+}
+
 /// One record of an attacked stream and whether the attack made it.
 pub(crate) struct Item {
     pub(crate) payload: Vec<u8>,

@@ -199,6 +199,18 @@ pub fn evaluate(
     truth: Option<&FieldEquals>,
     fgsm_limit: usize,
 ) -> Result<Evaluation, EvalError> {
+    let mut all = evaluate_all(setup, heldout, std::slice::from_ref(attack), truth, fgsm_limit)?;
+    all.pop().ok_or_else(|| EvalError::Input("no evaluation".into()))
+}
+
+/// [`evaluate`] for several attacks, with one batch judge (schema, models) for all of them.
+pub fn evaluate_all(
+    setup: &Setup,
+    heldout: &[Value],
+    attacks: &[Attack],
+    truth: Option<&FieldEquals>,
+    fgsm_limit: usize,
+) -> Result<Vec<Evaluation>, EvalError> {
     let cfg = setup.config();
     let mut stages = batch_judge(&cfg)?;
     let g = stages
@@ -207,6 +219,21 @@ pub fn evaluate(
         .get("eval")
         .cloned()
         .ok_or_else(|| EvalError::Input("the evaluation route has no schema".into()))?;
+    attacks
+        .iter()
+        .map(|attack| judge_attack(&mut stages, &g, setup, heldout, attack, truth, fgsm_limit))
+        .collect()
+}
+
+fn judge_attack(
+    stages: &mut guard_pipeline::BatchJudge,
+    g: &guard_core::GuardSection,
+    setup: &Setup,
+    heldout: &[Value],
+    attack: &Attack,
+    truth: Option<&FieldEquals>,
+    fgsm_limit: usize,
+) -> Result<Evaluation, EvalError> {
     let items = if *attack == Attack::None {
         heldout
             .iter()
@@ -233,7 +260,7 @@ pub fn evaluate(
             _ => None,
         };
         let extractor = match &label {
-            Some(m) => Some(m.extractor_for(&g)?),
+            Some(m) => Some(m.extractor_for(g)?),
             None => None,
         };
         let classes = label.as_ref().map(|m| m.meta().classes.clone()).unwrap_or_default();
@@ -245,7 +272,7 @@ pub fn evaluate(
             }),
             _ => None,
         };
-        apply(attack, &g, &clean, lm, fgsm_limit)?
+        apply(attack, g, &clean, lm, fgsm_limit)?
     };
     let route = stages
         .scoring

@@ -25,6 +25,7 @@ use crate::read::{for_each_record, Input};
 use crate::EvalError;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 /// Options of `schema infer`.
 #[derive(Debug, Clone)]
@@ -402,6 +403,22 @@ impl Builder<'_> {
 /// A field name as a JSON pointer token (RFC 6901).
 fn escape(name: &str) -> String {
     name.replace('~', "~0").replace('/', "~1")
+}
+
+/// Infer a schema, check that it compiles as the guard will load it, and write it to `out`
+/// (atomically, through a `.tmp` file).
+pub fn write(input: &Input<'_>, o: &InferOptions, out: &Path) -> Result<Inferred, EvalError> {
+    let inferred = infer(input, o)?;
+    guard_validate::DomainSchema::from_value(&inferred.schema)
+        .map_err(|(key, m)| EvalError::Input(format!("the inferred schema does not compile at {key}: {m}")))?;
+    let text = serde_json::to_vec_pretty(&inferred.schema).map_err(|source| EvalError::Json {
+        what: "the inferred schema".into(),
+        source,
+    })?;
+    let tmp = out.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(EvalError::io(&tmp))?;
+    std::fs::rename(&tmp, out).map_err(EvalError::io(out))?;
+    Ok(inferred)
 }
 
 #[cfg(test)]

@@ -8,10 +8,9 @@ use crate::EvalError;
 use std::path::PathBuf;
 
 /// What `init` needs.
-#[derive(Debug, Clone)]
-pub struct InitOptions {
-    /// A sample of trusted records (JSONL or Parquet).
-    pub input: PathBuf,
+pub struct InitOptions<'a> {
+    /// A sample of trusted records (JSONL, Parquet or a topic range).
+    pub input: Input<'a>,
     /// The label field.
     pub label: Option<String>,
     /// The field naming each record's producer.
@@ -34,29 +33,21 @@ pub struct InitOptions {
     pub ort_library: PathBuf,
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, EvalError> {
-    serde_json::to_vec_pretty(v).map_err(|source| EvalError::Json {
+fn json<T: serde::Serialize>(v: &T) -> Result<String, EvalError> {
+    serde_json::to_string(v).map_err(|source| EvalError::Json {
         what: "init's output".into(),
         source,
     })
 }
 
 /// Run `init`: every step's report goes to `say` as it finishes.
-pub fn init(a: &InitOptions, say: &mut dyn FnMut(&str)) -> Result<(), EvalError> {
+pub fn init(a: &InitOptions<'_>, say: &mut dyn FnMut(&str)) -> Result<(), EvalError> {
     let name = a
         .out
         .file_name()
         .map_or("domain".to_owned(), |s| s.to_string_lossy().into_owned());
     let topic = a.topic.clone().unwrap_or_else(|| name.clone());
     std::fs::create_dir_all(&a.out).map_err(EvalError::io(&a.out))?;
-    let sample = if a.input.extension().is_some_and(|e| e == "parquet") {
-        Input::Parquet {
-            path: &a.input,
-            payload_column: None,
-        }
-    } else {
-        Input::Jsonl(&a.input)
-    };
     // 1. Trusted and held-out rows.
     let (trusted, heldout) = (a.out.join("trusted.jsonl"), a.out.join("heldout.jsonl"));
     let rule = crate::split::SplitRule {
@@ -64,7 +55,7 @@ pub fn init(a: &InitOptions, say: &mut dyn FnMut(&str)) -> Result<(), EvalError>
         seed: a.seed,
         trusted_when: None,
     };
-    let counts = crate::split::split(&sample, &rule, &trusted, &heldout)?;
+    let counts = crate::split::split(&a.input, &rule, &trusted, &heldout)?;
     say(&format!(
         "1. split: {} trusted rows -> {}, {} held out -> {}",
         counts.trusted,
@@ -82,10 +73,7 @@ pub fn init(a: &InitOptions, say: &mut dyn FnMut(&str)) -> Result<(), EvalError>
         margin: 0.5,
         id: format!("{name}-v1"),
     };
-    let inferred = crate::infer::infer(&Input::Jsonl(&trusted), &o)?;
-    guard_validate::DomainSchema::from_value(&inferred.schema)
-        .map_err(|(key, m)| EvalError::Input(format!("the inferred schema does not compile at {key}: {m}")))?;
-    std::fs::write(&schema_path, json(&inferred.schema)?).map_err(EvalError::io(&schema_path))?;
+    let inferred = crate::infer::write(&Input::Jsonl(&trusted), &o, &schema_path)?;
     say(&format!(
         "2. schema {} ({}); review each constraint:",
         schema_path.display(),
@@ -130,30 +118,16 @@ pub fn init(a: &InitOptions, say: &mut dyn FnMut(&str)) -> Result<(), EvalError>
     say(&format!("4. {}", crate::report::trained(&models, &t)));
     // 5. Evaluation on the held-out rows.
     let setup = crate::evaluate::Setup::from_dir(&schema_path, &models, a.ort_library.clone());
-    let mut attacks = vec![
-        crate::attack::Attack::None,
-        crate::attack::Attack::Inject { rate: 0.05 },
-    ];
-    if setup.label.is_some() {
-        attacks.push(crate::attack::Attack::Flip { rate: 0.05 });
-    }
-    if !inferred.schema["x-guard"]["tensors"]
+    let tensor = !inferred.schema["x-guard"]["tensors"]
         .as_array()
-        .is_none_or(Vec::is_empty)
-        && setup.label.is_some()
-    {
-        attacks.push("trigger:3".parse().map_err(EvalError::Input)?);
-        attacks.push("blend:0.1".parse().map_err(EvalError::Input)?);
-    }
+        .is_none_or(Vec::is_empty);
+    let attacks = crate::attack::Attack::defaults(setup.label.is_some(), tensor);
     let rows = crate::evaluate::read_rows(&heldout)?;
-    let results = attacks
-        .iter()
-        .map(|k| crate::evaluate::evaluate(&setup, &rows, k, None, 250))
-        .collect::<Result<Vec<_>, _>>()?;
+    let results = crate::evaluate::evaluate_all(&setup, &rows, &attacks, None, 250)?;
     let eval_path = a.out.join("evaluation.jsonl");
     let mut lines = String::new();
     for e in &results {
-        lines.push_str(&String::from_utf8_lossy(&json(e)?).replace('\n', ""));
+        lines.push_str(&json(e)?);
         lines.push('\n');
     }
     std::fs::write(&eval_path, lines).map_err(EvalError::io(&eval_path))?;
@@ -170,7 +144,7 @@ pub fn init(a: &InitOptions, say: &mut dyn FnMut(&str)) -> Result<(), EvalError>
          # Relative paths are resolved against this file's folder.\n\n\
          [kafka]\nbrokers = {brokers:?}\ngroup_id = {group:?}\noutput_topic = {clean:?}\n\n\
          [[routes]]\ntopic = {topic:?}\nschema = {schema:?}\nbaseline = \"baseline.json\"\n",
-        input = a.input.display(),
+        input = a.input.describe(),
         brokers = a.brokers,
         group = format!("ingest-guard-{name}"),
         clean = format!("{topic}.clean"),

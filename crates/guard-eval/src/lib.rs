@@ -10,6 +10,8 @@
 //! * [`infer`]: a first domain schema (JSON Schema plus `x-guard`) from trusted records;
 //! * [`train`]: models for any schema through the Python training backend, checked by the
 //!   guard's own extractor and runtime afterwards;
+//! * [`pipebench`]: the plain consume-and-produce pass-through and end-to-end latency the
+//!   benchmarks compare the guard with;
 //! * [`bench`]: model inference and statistics throughput, and provider parity.
 
 pub mod attack;
@@ -20,6 +22,7 @@ pub mod evaluate;
 pub mod infer;
 pub mod init;
 pub mod measure;
+pub mod pipebench;
 pub mod read;
 pub mod report;
 mod scenario;

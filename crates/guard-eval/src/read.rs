@@ -42,7 +42,17 @@ pub enum Input<'a> {
     },
 }
 
-impl Input<'_> {
+impl<'a> Input<'a> {
+    /// A file: `.parquet` files as Parquet (each row's columns are the record, or
+    /// `payload_column` holds its JSON), anything else as JSON Lines.
+    pub fn file(path: &'a Path, payload_column: Option<&'a str>) -> Self {
+        if path.extension().is_some_and(|e| e == "parquet") {
+            Input::Parquet { path, payload_column }
+        } else {
+            Input::Jsonl(path)
+        }
+    }
+
     /// The input in words, for reports.
     pub fn describe(&self) -> String {
         match self {

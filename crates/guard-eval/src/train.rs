@@ -70,6 +70,12 @@ pub fn default_ort_library(root: &Path) -> PathBuf {
 
 /// Train, calibrate and check models for `opts.schema` on the trusted records of `input`.
 pub fn train(input: &Input<'_>, opts: &TrainOptions) -> Result<Trained, EvalError> {
+    if !(opts.target_fpr > 0.0 && opts.target_fpr < 0.5) {
+        return Err(EvalError::Input(format!(
+            "target FPR {} is outside (0, 0.5)",
+            opts.target_fpr
+        )));
+    }
     let schema = DomainSchema::load(&opts.schema)?;
     std::fs::create_dir_all(&opts.out).map_err(EvalError::io(&opts.out))?;
     let work = opts.out.join(".train");
