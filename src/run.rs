@@ -138,6 +138,7 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
         late: late_tx.clone(),
         quarantine_budget: Arc::clone(&budget),
         reloader: scoring.reloader.clone(),
+        scan: cfg.scan.enabled.then(|| cfg.scan.clone()),
     })?;
     drop((q_tx, late_tx));
     let stage = QuarantineStage::new(

@@ -107,7 +107,7 @@ pub enum ToolsCommand {
     /// the repository root (reads `.data/`, `schemas/` and `models/`).
     Evaluate {
         /// Scenarios (default: all): shuttle, shuttle-inject, mnist-flip, mnist-badnets,
-        /// mnist-blend, mnist-noise, mnist-fgsm-0.1, mnist-fgsm-0.2.
+        /// mnist-blend, mnist-noise, mnist-fgsm-0.05, mnist-fgsm-0.1, mnist-fgsm-0.2, mnist-pgd-0.1.
         #[arg(long = "scenario")]
         scenarios: Vec<String>,
         /// Most FGSM images crafted per scenario (each costs 785 forward passes).

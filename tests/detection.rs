@@ -3,7 +3,7 @@
 //! `ingest-guard evaluate` (generic attacks on the held-out rows, judged in process by the
 //! running guard's batch judge with the committed models). The floors sit a little below what
 //! the guard reaches on the fixed split and seed (figures in BENCHMARKS.md), so a regression
-//! fails CI. FGSM and the blended trigger are reported there, not asserted here.
+//! fails CI.
 
 use crate::support::*;
 
@@ -58,11 +58,25 @@ fn detection_meets_its_floors_on_real_data() {
     let shuttle = heldout(dir.path(), "shuttle");
     let mnist = heldout(dir.path(), "mnist");
     let s = evaluate("shuttle", &shuttle, &["none", "inject:0.05"], Some("/label=1"));
-    let m = evaluate("mnist", &mnist, &["flip:0.05", "trigger:3:0:0.1", "inject:0.05"], None);
+    let m = evaluate(
+        "mnist",
+        &mnist,
+        &[
+            "flip:0.05",
+            "trigger:3:0:0.1",
+            "inject:0.05",
+            "fgsm:0.1",
+            "fgsm:0.2",
+            "pgd:0.1:5",
+            "blend:0.1:0:0.1",
+        ],
+        None,
+    );
     for v in s.iter().chain(&m) {
         eprintln!("{v}");
     }
-    let (shuttle, inject, flip, badnets, noise) = (&s[0], &s[1], &m[0], &m[1], &m[2]);
+    let (shuttle, inject) = (&s[0], &s[1]);
+    let (flip, badnets, noise, fgsm1, fgsm2, pgd, blend) = (&m[0], &m[1], &m[2], &m[3], &m[4], &m[5], &m[6]);
     assert_eq!(
         f(shuttle, "poison"),
         3511.0,
@@ -70,8 +84,8 @@ fn detection_meets_its_floors_on_real_data() {
     );
     // a. Shuttle ground-truth anomalies: AUROC (target ≥ 0.99).
     assert!(f(shuttle, "auroc_anomaly") >= 0.995, "{shuttle}");
-    // b. 5 % label flips: precision at recall 0.86 (target ≥ 0.6; cleanlab 0.44).
-    assert!(f(flip, "precision_at_recall_0.86") >= 0.7, "{flip}");
+    // b. 5 % label flips: precision at recall 0.86 (issue 14: ≥ 0.85; cleanlab 0.44).
+    assert!(f(flip, "precision_at_recall_0.86") >= 0.85, "{flip}");
     // c. BadNets 10 %: precision and recall at the calibrated thresholds (target 0.9 / 0.95).
     assert!(
         f(badnets, "precision") >= 0.9 && f(badnets, "recall") >= 0.98,
@@ -83,8 +97,20 @@ fn detection_meets_its_floors_on_real_data() {
         assert!(f(v, "recall_at_fpr_0.01") >= 0.99, "{v}");
         assert!(f(v, "recall") >= 0.99 && f(v, "false_positive_rate") <= 0.015, "{v}");
     }
-    // Clean records keep passing: the calibrated false-positive budget holds on the stream.
-    for v in [flip, badnets, noise] {
-        assert!(f(v, "false_positive_rate") <= 0.015, "{v}");
+    // e. Adversarial examples (white-box on the guard's label model; feature squeezing with
+    //    the anomaly and label models): FGSM ε 0.1 ≥ 0.80, ε 0.2 ≥ 0.95 (issue 14), PGD.
+    assert!(f(fgsm1, "recall") >= 0.8, "{fgsm1}");
+    assert!(f(fgsm2, "recall") >= 0.98, "{fgsm2}");
+    assert!(f(pgd, "recall") >= 0.8, "{pgd}");
+    assert!(f(fgsm1, "auroc_adversarial") >= 0.97, "{fgsm1}");
+    // f. Blended trigger: the per-record models miss a quarter; the window scan (hold-back,
+    //    spectral clusters per class on the label model's hidden layer) brings recall up.
+    assert!(f(blend, "recall_per_record") < 0.9, "{blend}");
+    assert!(f(blend, "recall") >= 0.97 && f(blend, "precision") >= 0.9, "{blend}");
+    assert!(f(blend, "scan_true") >= 40.0, "{blend}");
+    // Clean records keep passing: the budget (1 % over all roles, with 90 % confidence)
+    // holds on the stream, the scan included.
+    for v in [flip, badnets, noise, fgsm1, fgsm2, pgd, blend] {
+        assert!(f(v, "false_positive_rate") <= 0.01, "{v}");
     }
 }

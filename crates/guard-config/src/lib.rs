@@ -86,6 +86,48 @@ pub struct Config {
     pub scoring: ScoringConfig,
     /// The quarantine review dashboard and API (`/review`, `/api/review/*`).
     pub review: ReviewConfig,
+    /// The window scan for poison one record does not give away (routes whose label model
+    /// was trained with scan statistics).
+    pub scan: ScanConfig,
+}
+
+/// The window scan: passing records of a route whose label model carries scan statistics are
+/// held back (in memory, as part of their unacknowledged batch) until `hold_records` of them
+/// wait or the oldest has waited `hold_ms`; then they are scanned per label class together
+/// with up to `window_records` records released before, and released: to the clean topic, or
+/// to the quarantine with `scan.spectral`. Their offsets are committed only after that, so a
+/// crash loses nothing (the records are read and judged again). Memory: the held records'
+/// bytes (within the source's in-flight budget) plus `window_records` hidden representations
+/// per route and worker (4 bytes per hidden unit each).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScanConfig {
+    /// Whether the scan runs (off: records pass as soon as they are judged).
+    pub enabled: bool,
+    /// Held records of a route (per judge worker) that trigger a scan.
+    pub hold_records: usize,
+    /// Longest a record is held, in milliseconds (a scan runs on what is held by then).
+    pub hold_ms: u64,
+    /// Released records kept as the context of the next scan (per route and worker).
+    pub window_records: usize,
+}
+
+/// Default for [`ScanConfig::hold_records`].
+pub const DEFAULT_SCAN_HOLD_RECORDS: usize = 500;
+/// Default for [`ScanConfig::hold_ms`].
+pub const DEFAULT_SCAN_HOLD_MS: u64 = 2_000;
+/// Default for [`ScanConfig::window_records`].
+pub const DEFAULT_SCAN_WINDOW_RECORDS: usize = 1_500;
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            hold_records: DEFAULT_SCAN_HOLD_RECORDS,
+            hold_ms: DEFAULT_SCAN_HOLD_MS,
+            window_records: DEFAULT_SCAN_WINDOW_RECORDS,
+        }
+    }
 }
 
 /// One reviewer allowed to read and act in the review dashboard.
@@ -385,18 +427,26 @@ pub struct Route {
     pub anomaly_model: Option<PathBuf>,
     /// Label-consistency model (`.onnx` + `.json`); none disables it.
     pub label_model: Option<PathBuf>,
+    /// Adversarial-example model (feature squeezing, `.onnx` + `.json`, `ingest-guard train`
+    /// writes it for schemas with a tensor and a label); none disables it.
+    pub adversarial_model: Option<PathBuf>,
     /// Anomaly score above which a record is quarantined (`score.anomaly`); unset: the
     /// model's calibrated threshold from its metadata.
     pub anomaly_threshold: Option<f64>,
     /// Label-consistency score (1 − p(given label)) above which a record is quarantined
     /// (`score.label`); unset: the model's calibrated threshold.
     pub label_threshold: Option<f64>,
+    /// Adversarial score (the largest rise of log p(given label) under a squeezer) above
+    /// which a record is quarantined (`score.adversarial`); unset: the calibrated threshold.
+    pub adversarial_threshold: Option<f64>,
     /// SHA-256 the anomaly model's graph and metadata must hash to, together
     /// (`cat model.onnx model.json | sha256sum`); a file that does not match is refused at
     /// start and on every reload. Unset: not pinned.
     pub anomaly_model_sha256: Option<String>,
     /// As `anomaly_model_sha256`, for the label model.
     pub label_model_sha256: Option<String>,
+    /// As `anomaly_model_sha256`, for the adversarial model.
+    pub adversarial_model_sha256: Option<String>,
 }
 
 /// What the guard does with records that pass.
@@ -883,7 +933,12 @@ impl Config {
             if r.schema.is_relative() && !r.schema.as_os_str().is_empty() {
                 r.schema = base.join(&r.schema);
             }
-            for p in [&mut r.baseline, &mut r.anomaly_model, &mut r.label_model] {
+            for p in [
+                &mut r.baseline,
+                &mut r.anomaly_model,
+                &mut r.label_model,
+                &mut r.adversarial_model,
+            ] {
                 if let Some(b) = p.as_mut().filter(|b| b.is_relative()) {
                     *b = base.join(&*b);
                 }
@@ -983,6 +1038,15 @@ impl Config {
         };
         self.check_kafka(&mut bad);
         self.check_routes(&mut bad);
+        if self.scan.hold_records == 0 || self.scan.hold_records > 1_000_000 {
+            bad("scan.hold_records", "must be 1 … 1000000".into());
+        }
+        if self.scan.hold_ms == 0 || self.scan.hold_ms > 3_600_000 {
+            bad("scan.hold_ms", "must be 1 … 3600000 (an hour)".into());
+        }
+        if self.scan.window_records > 1_000_000 {
+            bad("scan.window_records", "must be at most 1000000".into());
+        }
         self.check_sizes(&mut bad);
         self.check_server(&mut bad);
         self.check_quarantine(&mut bad);
@@ -1042,6 +1106,11 @@ impl Config {
             for (key, pin, model) in [
                 ("anomaly_model_sha256", &r.anomaly_model_sha256, &r.anomaly_model),
                 ("label_model_sha256", &r.label_model_sha256, &r.label_model),
+                (
+                    "adversarial_model_sha256",
+                    &r.adversarial_model_sha256,
+                    &r.adversarial_model,
+                ),
             ] {
                 if let Some(pin) = pin {
                     if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {

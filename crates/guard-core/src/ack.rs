@@ -19,6 +19,10 @@ pub enum Part {
     Clean,
     /// All quarantined records are inside a durable file (or there were none).
     Quarantine,
+    /// Pending only for a batch whose passing records were held for the window scan
+    /// ([`BatchAck::hold`]): the records the scan flagged are inside a durable file (or there
+    /// were none). Their clean ones acknowledge [`Part::Clean`] when released.
+    Held,
 }
 
 impl Part {
@@ -26,6 +30,7 @@ impl Part {
         match self {
             Part::Clean => 1,
             Part::Quarantine => 2,
+            Part::Held => 4,
         }
     }
 }
@@ -89,6 +94,12 @@ impl BatchAck {
         }))
     }
 
+    /// Make [`Part::Held`] pending too. Call it before any other part can be acknowledged (the
+    /// judge worker does, right after judging the batch), or the batch may finish without it.
+    pub fn hold(&self) {
+        self.0.pending.fetch_or(Part::Held.bit(), Ordering::AcqRel);
+    }
+
     /// Acknowledge `part` (again: no effect). The last part tells the source.
     pub fn ack(&self, part: Part) {
         let before = self.0.pending.fetch_and(!part.bit(), Ordering::AcqRel);
@@ -139,6 +150,8 @@ mod tests {
         let b = a.clone();
         a.ack(Part::Clean);
         a.ack(Part::Clean);
+        // Held is not pending unless asked for.
+        assert!(!a.is_pending(Part::Held));
         assert!(rx.try_recv().is_err(), "one part is not the batch");
         assert!(b.is_pending(Part::Quarantine) && !b.is_pending(Part::Clean));
         b.ack(Part::Quarantine);
@@ -155,6 +168,18 @@ mod tests {
         assert!(a.is_current());
         lease.revoke();
         assert!(!b.is_current());
+    }
+
+    #[test]
+    fn a_held_batch_waits_for_its_release() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let a = BatchAck::new(tp(), 0, 1, Lease::new(), tx);
+        a.hold();
+        a.ack(Part::Quarantine);
+        a.ack(Part::Clean);
+        assert!(rx.try_recv().is_err(), "the scan's quarantine rows are not durable yet");
+        a.ack(Part::Held);
+        assert!(rx.try_recv().is_ok());
     }
 
     #[test]

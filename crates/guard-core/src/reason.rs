@@ -87,6 +87,11 @@ impl ReasonCode {
     pub const SCORE_ANOMALY: Self = Self("score.anomaly");
     /// Label-consistency model score over threshold.
     pub const SCORE_LABEL: Self = Self("score.label");
+    /// Adversarial-example model (feature squeezing) score over threshold.
+    pub const SCORE_ADVERSARIAL: Self = Self("score.adversarial");
+    /// The window scan found the record in a cluster of its label class (or doubted its label
+    /// in a class window that holds one).
+    pub const SCAN_SPECTRAL: Self = Self("scan.spectral");
     /// A scoring model failed on the record's batch (the record is held back, not passed).
     pub const SCORE_ERROR: Self = Self("score.error");
     /// The breaker is open (`drift.breaker`): every record is quarantined until an operator
@@ -134,6 +139,8 @@ impl ReasonCode {
             Self::SCHEMA_OTHER,
             Self::SCORE_ANOMALY,
             Self::SCORE_LABEL,
+            Self::SCORE_ADVERSARIAL,
+            Self::SCAN_SPECTRAL,
             Self::BREAKER_OPEN,
             Self::SCORE_ERROR,
             Self::LIMIT_KEY_BYTES,

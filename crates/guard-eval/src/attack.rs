@@ -17,8 +17,12 @@
 //! * `noise:RATE[:SIGMA]`: RATE of the rows get uniform noise of ±SIGMA (0.5) standard
 //!   deviations on every numeric feature (±SIGMA × range on tensor elements), labels kept;
 //! * `fgsm:EPS[:RATE]`: RATE (0.1) of the rows moved by EPS × range per model input along the
-//!   sign of the gradient of the label model's cross-entropy (finite differences through ONNX
-//!   Runtime: a white-box attack on the guard's own classifier), labels kept.
+//!   sign of the gradient of the cross-entropy of the guard's label model (the adversarial
+//!   model's classifier when there is no label model), estimated by forward differences
+//!   through ONNX Runtime: a white-box attack on the guard's own classifier; labels kept;
+//! * `pgd:EPS[:STEPS[:RATE]]`: as `fgsm`, STEPS (5) steps of 2.5 × EPS / STEPS each, projected
+//!   back into the EPS box around the row and the observed range after each step (Madry et
+//!   al. 2018).
 
 use crate::split::draw;
 use crate::EvalError;
@@ -74,10 +78,19 @@ pub enum Attack {
         /// Noise amplitude in standard deviations (tensors: ranges).
         sigma: f64,
     },
-    /// FGSM against the label model.
+    /// FGSM against the guard's classifier.
     Fgsm {
         /// Step per input, as a share of its range.
         eps: f64,
+        /// Share of rows.
+        rate: f64,
+    },
+    /// Projected gradient descent (iterated FGSM) against the guard's classifier.
+    Pgd {
+        /// Box radius per input, as a share of its range.
+        eps: f64,
+        /// Steps.
+        steps: usize,
         /// Share of rows.
         rate: f64,
     },
@@ -95,6 +108,7 @@ impl std::fmt::Display for Attack {
             Attack::Blend { alpha, target, rate } => write!(f, "blend:{alpha}{}:{rate}", t(target)),
             Attack::Noise { rate, sigma } => write!(f, "noise:{rate}:{sigma}"),
             Attack::Fgsm { eps, rate } => write!(f, "fgsm:{eps}:{rate}"),
+            Attack::Pgd { eps, steps, rate } => write!(f, "pgd:{eps}:{steps}:{rate}"),
         }
     }
 }
@@ -158,9 +172,17 @@ impl std::str::FromStr for Attack {
                 eps: num(0, None)?,
                 rate: rate(num(1, Some(0.1))?)?,
             },
+            "pgd" => Attack::Pgd {
+                eps: num(0, None)?,
+                steps: match num(1, Some(5.0))? {
+                    x if (1.0..=100.0).contains(&x) => x as usize,
+                    x => return Err(format!("{s}: {x} steps is outside 1..=100")),
+                },
+                rate: rate(num(2, Some(0.1))?)?,
+            },
             other => {
                 return Err(format!(
-                    "unknown attack {other:?}: none, flip:RATE, inject:RATE, shift:FEATURE:SIGMA, trigger:SIZE[:TARGET[:RATE]], blend:ALPHA[:TARGET[:RATE]], noise:RATE[:SIGMA], fgsm:EPS[:RATE]"
+                    "unknown attack {other:?}: none, flip:RATE, inject:RATE, shift:FEATURE:SIGMA, trigger:SIZE[:TARGET[:RATE]], blend:ALPHA[:TARGET[:RATE]], noise:RATE[:SIGMA], fgsm:EPS[:RATE], pgd:EPS[:STEPS[:RATE]]"
                 ))
             }
         })
@@ -169,8 +191,8 @@ impl std::str::FromStr for Attack {
 
 impl Attack {
     /// What `evaluate` and `init` run when not told: the stream as it is and 5 % injected
-    /// rows; 5 % label flips with a label model; a 3×3 trigger and a 10 % blend with a label
-    /// model and a tensor.
+    /// rows; 5 % label flips with a label model; a 3×3 trigger, a 10 % blend and FGSM at
+    /// ε = 0.1 with a label model and a tensor.
     pub fn defaults(label_model: bool, tensor: bool) -> Vec<Attack> {
         let mut a = vec![Attack::None, Attack::Inject { rate: 0.05 }];
         if label_model {
@@ -186,6 +208,7 @@ impl Attack {
                     target: None,
                     rate: 0.1,
                 });
+                a.push(Attack::Fgsm { eps: 0.1, rate: 0.1 });
             }
         }
         a
@@ -300,7 +323,8 @@ fn payload(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-/// What the FGSM attack needs: the label model and the extractor for the schema.
+/// What the gradient attacks need: a classifier (label or adversarial model) and the
+/// extractor for the schema.
 pub(crate) struct LabelModel<'a> {
     pub(crate) model: &'a mut Model,
     pub(crate) extractor: &'a Extractor,
@@ -503,10 +527,15 @@ pub(crate) fn apply(
                 out.push(bad(&w));
             }
         }
-        Attack::Fgsm { eps, rate } => {
+        Attack::Fgsm { eps: _, rate } | Attack::Pgd { eps: _, rate, .. } => {
+            let (eps, steps) = match attack {
+                Attack::Pgd { eps, steps, .. } => (*eps, *steps),
+                Attack::Fgsm { eps, .. } => (*eps, 0),
+                _ => (0.0, 0),
+            };
             let lm = label_model
                 .as_mut()
-                .ok_or_else(|| EvalError::Input(format!("{attack}: needs a label model")))?;
+                .ok_or_else(|| EvalError::Input(format!("{attack}: needs a label or adversarial model")))?;
             let (lptr, _) = need_label()?;
             let mut made = 0;
             for (i, v) in rows.iter().enumerate() {
@@ -514,7 +543,7 @@ pub(crate) fn apply(
                 let class = label.and_then(|l| lm.classes.iter().position(|c| *c == l));
                 match class {
                     Some(class) if made < fgsm_limit && unit(i as u64, 8) < *rate => {
-                        let w = fgsm(lm, &obs, v, class, *eps)?;
+                        let w = gradient_attack(lm, &obs, v, class, eps, steps)?;
                         out.push(bad(&w));
                         made += 1;
                     }
@@ -526,10 +555,21 @@ pub(crate) fn apply(
     Ok(out)
 }
 
-/// One FGSM step on the numeric and tensor inputs of the label model: each moves by
-/// `eps × range` along the sign of the cross-entropy's gradient, estimated by forward
-/// differences of 1/255 of the range (the classifier is piecewise linear in its input).
-fn fgsm(lm: &mut LabelModel<'_>, obs: &Observed, v: &Value, class: usize, eps: f64) -> Result<Value, EvalError> {
+/// FGSM (`steps` 0: one step of `eps × range`) or PGD (`steps` steps of `2.5 × eps / steps`,
+/// projected into the `eps` box and the observed range) on the numeric and tensor inputs of
+/// the classifier. Each gradient sign is estimated by forward differences of 1/255 of the
+/// range (the classifier is piecewise linear in its input), on a loss that keeps f32
+/// precision for a confident model: ln Σ_{k≠c} p_k − ln p_c from probabilities (a monotone
+/// function of the cross-entropy, so its gradient has the same sign), −log p_c from
+/// log-probabilities.
+fn gradient_attack(
+    lm: &mut LabelModel<'_>,
+    obs: &Observed,
+    v: &Value,
+    class: usize,
+    eps: f64,
+    steps: usize,
+) -> Result<Value, EvalError> {
     let mut base = Vec::new();
     lm.extractor.extend_row(v, &mut base);
     let n = base.len();
@@ -545,6 +585,41 @@ fn fgsm(lm: &mut LabelModel<'_>, obs: &Observed, v: &Value, class: usize, eps: f
             })
         })
         .collect();
+    let x0: Vec<f64> = base.iter().map(|x| f64::from(*x)).collect();
+    let mut x = x0.clone();
+    let (rounds, step) = if steps == 0 {
+        (1, eps)
+    } else {
+        (steps, 2.5 * eps / steps as f64)
+    };
+    for _ in 0..rounds {
+        let signs = loss_signs(lm, &x, &info, class)?;
+        for (j, inf) in info.iter().enumerate() {
+            let Some((_, lo, hi, _)) = inf else { continue };
+            let r = hi - lo;
+            let moved = x[j] + step * r * signs[j];
+            x[j] = moved.clamp(x0[j] - eps * r, x0[j] + eps * r).clamp(*lo, *hi);
+        }
+    }
+    let mut w = v.clone();
+    for (j, inf) in info.iter().enumerate() {
+        let Some((ptr, _, _, ints)) = inf else { continue };
+        if x[j] != x0[j] {
+            set(&mut w, ptr, number(x[j], *ints));
+        }
+    }
+    Ok(w)
+}
+
+/// Per model input, the sign of the loss's gradient at `x` (0 where unknown or flat).
+fn loss_signs(
+    lm: &mut LabelModel<'_>,
+    x: &[f64],
+    info: &[Option<(String, f64, f64, bool)>],
+    class: usize,
+) -> Result<Vec<f64>, EvalError> {
+    let n = x.len();
+    let base: Vec<f32> = x.iter().map(|v| *v as f32).collect();
     let mut batch: Vec<f32> = Vec::with_capacity((n + 1) * n);
     batch.extend_from_slice(&base);
     for (j, inf) in info.iter().enumerate() {
@@ -554,23 +629,47 @@ fn fgsm(lm: &mut LabelModel<'_>, obs: &Observed, v: &Value, class: usize, eps: f
         }
         batch.extend_from_slice(&row);
     }
-    let RoleScores::Label { probabilities } = lm.model.run(&batch)? else {
-        return Err(EvalError::Input("the label model returned no probabilities".into()));
-    };
-    let c = probabilities.len() / (n + 1);
-    let loss = |r: usize| -f64::from(probabilities.get(r * c + class).copied().unwrap_or(0.0).max(1e-30)).ln();
-    let l0 = loss(0);
-    let mut w = v.clone();
-    for (j, inf) in info.iter().enumerate() {
-        let Some((ptr, lo, hi, ints)) = inf else { continue };
-        let g = loss(j + 1) - l0;
-        if g == 0.0 {
-            continue;
+    let loss: Vec<f64> = match lm.model.run(&batch)? {
+        RoleScores::Label { probabilities, .. } => {
+            let c = probabilities.len() / (n + 1);
+            probabilities
+                .chunks(c.max(1))
+                .map(|p| {
+                    let pc = f64::from(p.get(class).copied().unwrap_or(0.0)).max(1e-30);
+                    let rest: f64 = p
+                        .iter()
+                        .enumerate()
+                        .filter(|(k, _)| *k != class)
+                        .map(|(_, q)| f64::from(*q))
+                        .sum();
+                    rest.max(1e-30).ln() - pc.ln()
+                })
+                .collect()
         }
-        let x = f64::from(base[j]) + eps * (hi - lo) * g.signum();
-        set(&mut w, ptr, number(x.clamp(*lo, *hi), *ints));
-    }
-    Ok(w)
+        RoleScores::Adversarial { log_probabilities } => {
+            let per_row = log_probabilities.len() / (n + 1);
+            log_probabilities
+                .chunks(per_row.max(1))
+                .map(|r| -f64::from(r.get(class).copied().unwrap_or(f32::NEG_INFINITY)))
+                .collect()
+        }
+        RoleScores::Anomaly { .. } => {
+            return Err(EvalError::Input(
+                "the gradient attacks need a classifier, not an anomaly model".into(),
+            ))
+        }
+    };
+    let l0 = loss.first().copied().unwrap_or(0.0);
+    Ok((0..n)
+        .map(|j| {
+            let g = loss.get(j + 1).copied().unwrap_or(l0) - l0;
+            if g.is_finite() && g != 0.0 {
+                g.signum()
+            } else {
+                0.0
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -595,7 +694,24 @@ mod tests {
                 sigma: -2.0
             })
         );
-        for bad in ["flip", "flip:2", "inject:x", "shift:carat", "bogus:1", "noise:-1"] {
+        assert_eq!(
+            "pgd:0.1".parse::<Attack>(),
+            Ok(Attack::Pgd {
+                eps: 0.1,
+                steps: 5,
+                rate: 0.1
+            })
+        );
+        for bad in [
+            "flip",
+            "flip:2",
+            "inject:x",
+            "shift:carat",
+            "bogus:1",
+            "noise:-1",
+            "pgd:0.1:0",
+            "pgd:0.1:1000",
+        ] {
             assert!(bad.parse::<Attack>().is_err(), "{bad}");
         }
     }

@@ -119,7 +119,7 @@ fn compare_outputs(
                 "decisions_differing": flips,
             })
         }
-        (Label { probabilities: p1 }, Label { probabilities: p2 }) => {
+        (Label { probabilities: p1, .. }, Label { probabilities: p2, .. }) => {
             let classes = meta.classes.len();
             let rows = p1.len().checked_div(classes).unwrap_or(0);
             let argmax = |v: &[f32]| {
@@ -392,9 +392,11 @@ mod tests {
 
         let p = RoleScores::Label {
             probabilities: vec![0.6, 0.4, 0.2, 0.8],
+            hidden: Vec::new(),
         };
         let q = RoleScores::Label {
             probabilities: vec![0.4, 0.6, 0.2, 0.8],
+            hidden: Vec::new(),
         };
         let v = compare_outputs(&p, &q, &meta("label", &["0", "1"]));
         assert_eq!(

@@ -32,12 +32,22 @@ pub struct Evaluation {
     pub auroc_anomaly: Option<f64>,
     /// AUROC of the label model's score (image domains).
     pub auroc_label: Option<f64>,
-    /// AUROC of the larger of the two scores over its threshold (checks' rejections rank first).
+    /// AUROC of the adversarial model's score (feature squeezing; tensor domains).
+    pub auroc_adversarial: Option<f64>,
+    /// AUROC of the largest score over its threshold (checks' rejections rank first).
     pub auroc_combined: Option<f64>,
-    /// Precision of the guard's verdicts.
+    /// Precision of the guard's verdicts (with the window scan when the label model has one).
     pub precision: Option<f64>,
-    /// Recall of the guard's verdicts.
+    /// Recall of the guard's verdicts (with the window scan when the label model has one).
     pub recall: Option<f64>,
+    /// Records the window scan quarantined (`None`: no scan).
+    pub scan_flagged: Option<usize>,
+    /// Of them, records the attack made.
+    pub scan_true: Option<usize>,
+    /// Precision of the per-record verdicts alone (without the scan).
+    pub precision_per_record: Option<f64>,
+    /// Recall of the per-record verdicts alone.
+    pub recall_per_record: Option<f64>,
     /// Clean records held back, as a share of clean records.
     pub false_positive_rate: Option<f64>,
     /// Recall at a 1 % false-positive rate (combined score).
@@ -53,6 +63,8 @@ pub struct Evaluation {
     pub anomaly_threshold: Option<f64>,
     /// The label model's calibrated threshold.
     pub label_threshold: Option<f64>,
+    /// The adversarial model's calibrated threshold.
+    pub adversarial_threshold: Option<f64>,
     /// Time spent judging, in seconds.
     pub seconds: f64,
 }
@@ -66,18 +78,22 @@ pub struct Setup {
     pub anomaly: Option<PathBuf>,
     /// Label model.
     pub label: Option<PathBuf>,
+    /// Adversarial-example model.
+    pub adversarial: Option<PathBuf>,
     /// The ONNX Runtime library.
     pub ort_library: PathBuf,
 }
 
 impl Setup {
-    /// A schema and the models in `dir` (`anomaly.onnx`, `label.onnx`, whichever exist).
+    /// A schema and the models in `dir` (`anomaly.onnx`, `label.onnx`, `adversarial.onnx`,
+    /// whichever exist).
     pub fn from_dir(schema: &Path, dir: &Path, ort_library: PathBuf) -> Self {
         let pick = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
         Self {
             schema: schema.to_path_buf(),
             anomaly: pick("anomaly.onnx"),
             label: pick("label.onnx"),
+            adversarial: pick("adversarial.onnx"),
             ort_library,
         }
     }
@@ -98,6 +114,7 @@ impl Setup {
             schema: route.schema.clone(),
             anomaly: route.anomaly_model.clone(),
             label: route.label_model.clone(),
+            adversarial: route.adversarial_model.clone(),
             ort_library: cfg
                 .scoring
                 .library
@@ -108,6 +125,8 @@ impl Setup {
 
     fn config(&self) -> Config {
         let mut cfg = Config::default();
+        // The scan runs when the label model carries its statistics, with the defaults.
+        cfg.scan.enabled = true;
         cfg.scoring.execution_provider = ExecutionProvider::Cpu;
         cfg.scoring.library = Some(self.ort_library.clone());
         cfg.routes.push(Route {
@@ -115,6 +134,7 @@ impl Setup {
             schema: self.schema.clone(),
             anomaly_model: self.anomaly.clone(),
             label_model: self.label.clone(),
+            adversarial_model: self.adversarial.clone(),
             ..Route::default()
         });
         cfg
@@ -248,8 +268,9 @@ fn judge_attack(
             .filter(|v| !truth.is_some_and(|t| t.matches(v)))
             .cloned()
             .collect();
-        let mut label = match &setup.label {
-            Some(p) if matches!(attack, Attack::Fgsm { .. }) => Some(Model::load(
+        // The gradient attacks aim at the label model, else the adversarial model's classifier.
+        let mut label = match setup.label.as_ref().or(setup.adversarial.as_ref()) {
+            Some(p) if matches!(attack, Attack::Fgsm { .. } | Attack::Pgd { .. }) => Some(Model::load(
                 p,
                 &SessionSettings {
                     provider: ProviderChoice::Cpu,
@@ -279,41 +300,93 @@ fn judge_attack(
         .as_mut()
         .and_then(|s| s.route("eval"))
         .ok_or_else(|| EvalError::Input("the evaluation route has no models".into()))?;
-    let (a_thr, l_thr) = (route.anomaly_threshold(), route.label_threshold());
+    let (a_thr, l_thr, x_thr) = (
+        route.anomaly_threshold(),
+        route.label_threshold(),
+        route.adversarial_threshold(),
+    );
     let tp = guard_core::TopicPartition {
         topic: "eval".into(),
         partition: 0,
     };
-    let (mut a_scores, mut l_scores, mut combined, mut flagged) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut a_scores, mut l_scores, mut x_scores) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut combined, mut flagged) = (Vec::new(), Vec::new());
+    // The window scan as the workers run it: passing records are held, and every
+    // `hold_records` of them are scanned against the context of those released before.
+    let scan_cfg = setup.config().scan;
+    let mut window = guard_score::ScanWindow::new(scan_cfg.window_records);
+    let (mut held, mut held_at, mut scanned) = (Vec::new(), Vec::new(), vec![false; items.len()]);
+    let mut has_scan = false;
     let started = std::time::Instant::now();
-    for chunk in items.chunks(1024) {
+    for (c, chunk) in items.chunks(1024).enumerate() {
         let records: Vec<Record> = chunk
             .iter()
             .enumerate()
             .map(|(i, it)| Record::whole(i as i64, None, None, Vec::new(), Some(it.payload.clone())))
             .collect();
-        let judged = stages.judge(&tp, &records, false);
+        let mut judged = stages.judge(&tp, &records, false);
+        let scan = stages
+            .scoring
+            .as_mut()
+            .and_then(|s| s.route("eval"))
+            .and_then(|r| r.scan.as_ref());
+        has_scan = scan.is_some();
         for (i, j) in judged.judgements.iter().enumerate() {
+            if let Some(scan) = scan {
+                let item = judged.decisions.get_mut(&i).and_then(|d| d.scan.take());
+                if let (Some(item), false) = (&item, j.verdict.is_pass()) {
+                    window.observe(item.clone());
+                }
+                if let (Some(item), true) = (item, j.verdict.is_pass()) {
+                    held.push(item);
+                    held_at.push(c * 1024 + i);
+                    if held.len() >= scan_cfg.hold_records {
+                        for (k, f) in held_at.drain(..).zip(window.judge(scan, std::mem::take(&mut held))) {
+                            scanned[k] = f.is_some();
+                        }
+                    }
+                }
+            }
             let d = judged.decisions.get(&i);
             // Not scored and not passed: the checks held it back.
             let rejected = d.is_none() && !j.verdict.is_pass();
-            let (a, l) = d.map_or((None, None), |d| (d.anomaly_score, d.label_score));
+            let (a, l, x) = d.map_or((None, None, None), |d| {
+                (d.anomaly_score, d.label_score, d.adversarial_score)
+            });
             let ratio = |s: Option<f32>, t: Option<f64>| match (s, t) {
                 (Some(s), Some(t)) if t > 0.0 => f64::from(s) / t,
                 _ => 0.0,
             };
             a_scores.push(a.map_or(f64::INFINITY, f64::from));
             l_scores.push(l.map_or(f64::INFINITY, f64::from));
+            x_scores.push(x.map_or(f64::INFINITY, f64::from));
             combined.push(if rejected {
                 f64::INFINITY
             } else {
-                ratio(a, a_thr).max(ratio(l, l_thr))
+                ratio(a, a_thr).max(ratio(l, l_thr)).max(ratio(x, x_thr))
             });
             flagged.push(!j.verdict.is_pass());
         }
     }
+    if let Some(scan) = stages
+        .scoring
+        .as_mut()
+        .and_then(|s| s.route("eval"))
+        .and_then(|r| r.scan.as_ref())
+    {
+        for (k, f) in held_at.drain(..).zip(window.judge(scan, std::mem::take(&mut held))) {
+            scanned[k] = f.is_some();
+        }
+    }
     let secs = started.elapsed().as_secs_f64();
     let poison: Vec<bool> = items.iter().map(|i| i.poison).collect();
+    let count = |flags: &[bool], bad: bool| flags.iter().zip(&poison).filter(|(f, p)| **f && **p == bad).count() as f64;
+    let (tp1, fp1) = (count(&flagged, true), count(&flagged, false));
+    let scan_true = count(&scanned, true) as usize;
+    let scan_flagged = scanned.iter().filter(|s| **s).count();
+    for (f, s) in flagged.iter_mut().zip(&scanned) {
+        *f |= *s;
+    }
     let tp = flagged.iter().zip(&poison).filter(|(f, p)| **f && **p).count() as f64;
     let fp = flagged.iter().zip(&poison).filter(|(f, p)| **f && !**p).count() as f64;
     let np = poison.iter().filter(|p| **p).count();
@@ -330,15 +403,25 @@ fn judge_attack(
         } else {
             None
         },
+        auroc_adversarial: if x_thr.is_some() {
+            round(auroc(&x_scores, &poison))
+        } else {
+            None
+        },
         auroc_combined: round(auroc(&combined, &poison)),
         precision: round((tp + fp > 0.0).then(|| tp / (tp + fp))),
         recall: round((np > 0).then(|| tp / np as f64)),
+        scan_flagged: has_scan.then_some(scan_flagged),
+        scan_true: has_scan.then_some(scan_true),
+        precision_per_record: round((tp1 + fp1 > 0.0).then(|| tp1 / (tp1 + fp1))),
+        recall_per_record: round((np > 0).then(|| tp1 / np as f64)),
         false_positive_rate: round((nn > 0.0).then(|| fp / nn)),
         recall_at_fpr_001: round(recall_at_fpr(&combined, &poison, 0.01)),
         precision_at_recall_086: round(precision_at_recall(&combined, &poison, 0.86)),
         precision_at_recall_095: round(precision_at_recall(&combined, &poison, 0.95)),
         anomaly_threshold: a_thr,
         label_threshold: l_thr,
+        adversarial_threshold: x_thr,
         seconds: (secs * 1000.0).round() / 1000.0,
     })
 }

@@ -109,6 +109,7 @@ pub fn init(a: &InitOptions<'_>, say: &mut dyn FnMut(&str)) -> Result<(), EvalEr
             schema: schema_path.clone(),
             roles: Vec::new(),
             target_fpr: a.target_fpr,
+            fpr_confidence: crate::train::FPR_CONFIDENCE,
             seed: a.seed,
             out: models.clone(),
             python: a.python.clone(),
@@ -155,6 +156,9 @@ pub fn init(a: &InitOptions<'_>, say: &mut dyn FnMut(&str)) -> Result<(), EvalEr
     }
     if setup.label.is_some() {
         toml.push_str("label_model = \"models/label.onnx\"\n");
+    }
+    if setup.adversarial.is_some() {
+        toml.push_str("adversarial_model = \"models/adversarial.onnx\"\n");
     }
     toml.push_str("\n[scoring]\nexecution_provider = \"auto\"\n\n[quarantine]\ndir = \"quarantine\"\n");
     std::fs::write(&config, toml).map_err(EvalError::io(&config))?;

@@ -17,13 +17,29 @@ pub fn trained(out: &Path, t: &crate::train::Trained) -> String {
         r["calibration"],
         t.parity_max_abs_diff
     );
+    let _ = writeln!(
+        s,
+        "  false positives on the calibration rows {:.4} (all roles together); the rate on further clean rows is at most {:.4} with confidence {}{}",
+        r["calibration_fpr"].as_f64().unwrap_or(f64::NAN),
+        r["fpr_bound"].as_f64().unwrap_or(f64::NAN),
+        r["fpr_confidence"],
+        if r["budget_met"].as_bool() == Some(false) {
+            " (over the budget: too few calibration rows; each threshold is the largest calibration score)"
+        } else {
+            ""
+        }
+    );
     if let Some(models) = r["models"].as_object() {
         for (role, m) in models {
+            let squeezers = m["squeezers"]
+                .as_array()
+                .map(|a| format!(", squeezers {}", serde_json::Value::Array(a.clone())))
+                .unwrap_or_default();
             let _ = writeln!(
                 s,
-                "  {role}: threshold {:.6} (calibration FPR {:.4}), hidden layers {}, {} iterations",
+                "  {role}: threshold {:.6} (calibration FPR {:.4}), hidden layers {}, {} iterations{squeezers}",
                 m["threshold"].as_f64().unwrap_or(f64::NAN),
-                m["calibration_fpr"].as_f64().unwrap_or(f64::NAN),
+                m["role_calibration_fpr"].as_f64().unwrap_or(f64::NAN),
                 m["hidden"],
                 m["iterations"]
             );
@@ -73,9 +89,10 @@ pub fn evaluations(results: &[crate::evaluate::Evaluation]) -> String {
     if let Some(e) = results.first() {
         let _ = writeln!(
             s,
-            "thresholds: anomaly {}, label {} (fpr: clean rows held back at these thresholds)",
+            "thresholds: anomaly {}, label {}, adversarial {} (fpr: clean rows held back at these thresholds; auroc: of the largest score over its threshold)",
             f(e.anomaly_threshold),
-            f(e.label_threshold)
+            f(e.label_threshold),
+            f(e.adversarial_threshold)
         );
     }
     s

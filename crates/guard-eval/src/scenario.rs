@@ -11,8 +11,10 @@ pub const SCENARIOS: &[(&str, &str, &str)] = &[
     ("mnist-badnets", "mnist", "trigger:3:0:0.1"),
     ("mnist-blend", "mnist", "blend:0.1:0:0.1"),
     ("mnist-noise", "mnist", "inject:0.05"),
+    ("mnist-fgsm-0.05", "mnist", "fgsm:0.05"),
     ("mnist-fgsm-0.1", "mnist", "fgsm:0.1"),
     ("mnist-fgsm-0.2", "mnist", "fgsm:0.2"),
+    ("mnist-pgd-0.1", "mnist", "pgd:0.1:5"),
 ];
 
 /// The split of the committed models (`scripts/train-models.sh`): half the rows held out;

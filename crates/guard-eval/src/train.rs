@@ -17,16 +17,23 @@ use std::process::Command;
 /// The trainer, as committed (`scripts/train_models.py`).
 pub const TRAINER: &str = include_str!("../../../scripts/train_models.py");
 
+/// Default confidence with which the false-positive budget holds on further clean rows.
+pub const FPR_CONFIDENCE: f64 = 0.9;
+
 /// What `train` needs.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
     /// The domain schema (JSON Schema plus `x-guard`).
     pub schema: PathBuf,
-    /// Roles to train (`anomaly`, `label`); empty: anomaly, plus label when the schema names
-    /// one and the rows hold two classes or more.
+    /// Roles to train (`anomaly`, `label`, `adversarial`); empty: anomaly, plus label when
+    /// the schema names one and the rows hold two classes or more, plus adversarial when they
+    /// also have a tensor.
     pub roles: Vec<String>,
-    /// False-positive budget over all roles, split evenly between them.
+    /// False-positive budget over all roles together (a clean record fired on by any model).
     pub target_fpr: f64,
+    /// Confidence with which the budget holds on further clean rows (the thresholds are set
+    /// by an order-statistic bound on the calibration rows).
+    pub fpr_confidence: f64,
     /// Seed of the calibration split and of the networks' initialisation.
     pub seed: u64,
     /// Output folder (`anomaly.onnx`, `anomaly.json`, `anomaly.fixture.json`, same for label).
@@ -113,6 +120,8 @@ pub fn train(input: &Input<'_>, opts: &TrainOptions) -> Result<Trained, EvalErro
         .arg(opts.seed.to_string())
         .arg("--target-fpr")
         .arg(opts.target_fpr.to_string())
+        .arg("--fpr-confidence")
+        .arg(opts.fpr_confidence.to_string())
         .arg("--roles")
         .arg(if opts.roles.is_empty() {
             "auto".to_owned()
@@ -210,7 +219,8 @@ fn check_parity(schema: &DomainSchema, dir: &Path, role: &str, lines: &[Vec<u8>]
     let scores = model.run(&batch)?;
     let (name, got): (&str, Vec<f32>) = match scores {
         guard_score::RoleScores::Anomaly { score, .. } => ("score", score),
-        guard_score::RoleScores::Label { probabilities } => ("probabilities", probabilities),
+        guard_score::RoleScores::Label { probabilities, .. } => ("probabilities", probabilities),
+        guard_score::RoleScores::Adversarial { log_probabilities } => ("log_probabilities", log_probabilities),
     };
     let want: Vec<f64> = flatten(&fixture["outputs"][name]);
     if want.len() != got.len() {

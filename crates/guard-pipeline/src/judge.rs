@@ -171,8 +171,10 @@ impl BatchJudge {
                     let row = rows.row(r);
                     let i = row.index();
                     let flagged = !d.reasons.is_empty();
+                    // A record the window scan will read is held with its decision and source.
+                    let held = d.scan.is_some();
                     self.drift.count_source_outcome(row.source(), false, flagged);
-                    if keep_source(flagged) {
+                    if keep_source(flagged || held) {
                         row_sources.insert(i, row.source().to_owned());
                     }
                     if flagged {
@@ -185,7 +187,7 @@ impl BatchJudge {
                         }
                     }
                     // Only quarantined records carry scores into a row.
-                    if flagged || self.keep_scores {
+                    if flagged || held || self.keep_scores {
                         decisions.insert(i, d);
                     }
                 }

@@ -16,17 +16,20 @@
 //! crate never talks to Kafka itself.
 
 mod ack;
+mod ctx;
+mod hold;
 mod judge;
 mod quarantine;
 mod sink;
 mod worker;
 
 pub use ack::{AckTracker, ByteBudget, BytesHeld};
+pub use ctx::WorkerCtx;
 pub use guard_core::{BatchAck, Finished, Lease, Part};
 pub use judge::{header_source, judge_for, BatchJudge, Judged};
 pub use quarantine::{QuarantineStage, QuarantineWork, Summary};
 pub use sink::{CleanOut, FlushSignal, OnDelivered, Rejected};
-pub use worker::{worker, WorkerCtx};
+pub use worker::worker;
 
 /// Describe the metrics this crate emits (name, unit, help text), next to the code that
 /// emits them; the binary calls it once when it installs the recorder.
@@ -71,6 +74,21 @@ pub fn describe_metrics() {
         "guard_validate_record_max_duration_seconds",
         Unit::Seconds,
         "Slowest single record judged in each batch"
+    );
+    metrics::describe_gauge!(
+        "guard_scan_held_records",
+        Unit::Count,
+        "Passing records held for the window scan, by topic"
+    );
+    describe_histogram!(
+        "guard_scan_hold_duration_seconds",
+        Unit::Seconds,
+        "How long the oldest held record waited when its route was scanned and released"
+    );
+    describe_counter!(
+        "guard_scan_flagged_total",
+        Unit::Count,
+        "Records the window scan quarantined, by topic and why (cluster, doubt)"
     );
     describe_counter!(
         "guard_quarantine_files_written_total",

@@ -17,15 +17,17 @@
 
 mod model;
 mod routes;
+mod scan;
 
 pub use routes::{
     configured, init, watch, Decision, Gathered, ModelSet, ModelsStatus, Reloader, RouteModels, Scorer, Scoring,
     Sections,
 };
+pub use scan::{ScanClass, ScanFlag, ScanItem, ScanMeta, ScanWhy, ScanWindow, SpectralScan};
 
 pub use model::{
-    init_runtime, parse_placement, Extractor, Model, ModelFiles, ModelMeta, ProviderChoice, ProviderInUse, Role,
-    RoleScores, SessionSettings, MODEL_FORMAT,
+    init_runtime, parse_placement, squeeze_score, Extractor, Model, ModelFiles, ModelMeta, ProviderChoice,
+    ProviderInUse, Role, RoleScores, SessionSettings, Squeezed, LOG_FLOOR, MODEL_FORMAT,
 };
 
 /// Errors of scoring.
@@ -110,6 +112,11 @@ pub fn describe_metrics() {
         "guard_score_label",
         Unit::Count,
         "Label-consistency score (1 - p(given label)) of every scored record"
+    );
+    describe_histogram!(
+        "guard_score_adversarial",
+        Unit::Count,
+        "Adversarial score (largest rise of log p(given label) under a squeezer) of every scored record"
     );
     describe_histogram!(
         "guard_score_batch_duration_seconds",

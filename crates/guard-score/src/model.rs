@@ -110,7 +110,7 @@ pub struct SessionSettings {
     pub tf32: bool,
 }
 
-/// The two model roles.
+/// The model roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -118,6 +118,71 @@ pub enum Role {
     Anomaly,
     /// Classifier: `probabilities` output; score = 1 − p(label).
     Label,
+    /// Feature squeezing: a classifier's `log_probabilities` on the row and on each squeezed
+    /// copy (`[N, 1 + squeezers, classes]`); score = the largest rise of log p(given label).
+    Adversarial,
+}
+
+/// Adversarial role: log-probabilities are floored at ln 1e-6 before they are compared (the
+/// trainer's `LOG_FLOOR`), so a class the model rules out does not make a huge score alone.
+pub const LOG_FLOOR: f32 = -13.815_511;
+
+/// One row's adversarial verdict from its log-probabilities (`[1 + squeezers, classes]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Squeezed {
+    /// The largest rise of log p(class) over the squeezers (NaN when the row holds a NaN).
+    pub score: f32,
+    /// The squeezer that gave it (index into `ModelMeta::squeezers`).
+    pub squeezer: usize,
+    /// The class the original row is predicted as.
+    pub from: usize,
+    /// The class that squeezer's copy is predicted as.
+    pub to: usize,
+}
+
+/// Score one row: with `given` (the given label's class index), the largest rise of its
+/// log-probability under a squeezer; without, of the original prediction's. Log-probabilities
+/// are floored at [`LOG_FLOOR`]. `None` for a malformed row (fewer than two blocks).
+pub fn squeeze_score(log_probabilities: &[f32], classes: usize, given: Option<usize>) -> Option<Squeezed> {
+    if classes == 0 || log_probabilities.len() < 2 * classes || !log_probabilities.len().is_multiple_of(classes) {
+        return None;
+    }
+    let argmax = |b: &[f32]| {
+        b.iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |(bi, bv), (i, v)| if *v > bv { (i, *v) } else { (bi, bv) },
+            )
+            .0
+    };
+    let blocks: Vec<&[f32]> = log_probabilities.chunks(classes).collect();
+    let from = argmax(blocks[0]);
+    let c = given.filter(|c| *c < classes).unwrap_or(from);
+    let base = blocks[0][c].max(LOG_FLOOR);
+    let mut best = Squeezed {
+        score: f32::NEG_INFINITY,
+        squeezer: 0,
+        from,
+        to: from,
+    };
+    // `f32::max` would hide a NaN behind the floor: a NaN anywhere makes the score NaN.
+    if log_probabilities.iter().any(|v| v.is_nan()) {
+        best.score = f32::NAN;
+        return Some(best);
+    }
+    for (k, b) in blocks.iter().enumerate().skip(1) {
+        let rise = b[c].max(LOG_FLOOR) - base;
+        if rise > best.score {
+            best = Squeezed {
+                score: rise,
+                squeezer: k - 1,
+                from,
+                to: argmax(b),
+            };
+        }
+    }
+    Some(best)
 }
 
 /// A model's metadata (`<model>.json` next to `<model>.onnx`).
@@ -159,9 +224,20 @@ pub struct ModelMeta {
     /// Label: graph output with class probabilities.
     #[serde(default)]
     pub probabilities_output: Option<String>,
-    /// Label: classes in probability order, as the schema's label renders them.
+    /// Label and adversarial: classes in probability order, as the schema's label renders
+    /// them.
     #[serde(default)]
     pub classes: Vec<String>,
+    /// Adversarial: graph output with the log-probabilities, `[N, 1 + squeezers, classes]`.
+    #[serde(default)]
+    pub log_probabilities_output: Option<String>,
+    /// Adversarial: the squeezers in output order (after the original row), e.g.
+    /// `bit depth 1`, `median 2x2`.
+    #[serde(default)]
+    pub squeezers: Vec<String>,
+    /// Label: the window scan's statistics (with a `hidden` graph output), if trained.
+    #[serde(default)]
+    pub scan: Option<crate::ScanMeta>,
     /// Everything else the training tool recorded (seed, versions, split).
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
@@ -350,6 +426,13 @@ pub enum RoleScores {
     Label {
         /// Row-major `[rows, classes]`.
         probabilities: Vec<f32>,
+        /// Row-major `[rows, hidden width]` when the model has a scan section, else empty.
+        hidden: Vec<f32>,
+    },
+    /// Per row: log-probabilities on the row and each squeezed copy.
+    Adversarial {
+        /// Row-major `[rows, 1 + squeezers, classes]`.
+        log_probabilities: Vec<f32>,
     },
 }
 
@@ -496,6 +579,7 @@ impl Model {
                 .flatten()
                 .collect(),
             Role::Label => m.probabilities_output.iter().collect(),
+            Role::Adversarial => m.log_probabilities_output.iter().collect(),
         };
         let need = if m.role == Role::Anomaly { 2 } else { 1 };
         if want.len() != need {
@@ -506,12 +590,24 @@ impl Model {
                 return Err(self.mismatch(format!("metadata output {w:?}, graph outputs {outputs:?}")));
             }
         }
-        if m.role == Role::Label {
-            let probs = self
-                .session
-                .outputs()
-                .iter()
-                .find(|o| Some(o.name()) == m.probabilities_output.as_deref());
+        if let Some(scan) = &m.scan {
+            if !outputs.contains(&scan.hidden_output.as_str()) {
+                return Err(self.mismatch(format!(
+                    "scan output {:?} is not among the graph outputs {outputs:?}",
+                    scan.hidden_output
+                )));
+            }
+            crate::SpectralScan::new(scan, &m.classes, scan.width().unwrap_or(0)).map_err(|e| self.mismatch(e))?;
+        }
+        if m.role == Role::Adversarial && (m.squeezers.is_empty() || m.classes.is_empty()) {
+            return Err(self.mismatch("an adversarial model lists no squeezers or no classes".into()));
+        }
+        if m.role != Role::Anomaly {
+            let name = match m.role {
+                Role::Label => m.probabilities_output.as_deref(),
+                _ => m.log_probabilities_output.as_deref(),
+            };
+            let probs = self.session.outputs().iter().find(|o| Some(o.name()) == name);
             if let Some(c) = probs.and_then(last_dim).filter(|c| *c > 0) {
                 if c as usize != m.classes.len() {
                     return Err(self.mismatch(format!("graph has {c} classes, metadata lists {}", m.classes.len())));
@@ -533,9 +629,9 @@ impl Model {
                 self.meta.schema_id, g.id
             )));
         }
-        if self.meta.role == Role::Label {
+        if self.meta.role != Role::Anomaly {
             let classes = g.label_classes;
-            if g.label.is_none() {
+            if g.label.is_none() && self.meta.role == Role::Label {
                 return Err(self.mismatch(format!("a label model, but schema {} names no label", g.id)));
             }
             if classes.is_some_and(|c| c != self.meta.classes.len()) {
@@ -607,6 +703,10 @@ impl Model {
                 },
                 Role::Label => RoleScores::Label {
                     probabilities: Vec::new(),
+                    hidden: Vec::new(),
+                },
+                Role::Adversarial => RoleScores::Adversarial {
+                    log_probabilities: Vec::new(),
                 },
             });
         }
@@ -636,6 +736,16 @@ impl Model {
             },
             Role::Label => RoleScores::Label {
                 probabilities: extract(&self.meta.probabilities_output, self.meta.classes.len())?,
+                hidden: match &self.meta.scan {
+                    Some(scan) => extract(&Some(scan.hidden_output.clone()), scan.width().unwrap_or(0))?,
+                    None => Vec::new(),
+                },
+            },
+            Role::Adversarial => RoleScores::Adversarial {
+                log_probabilities: extract(
+                    &self.meta.log_probabilities_output,
+                    (1 + self.meta.squeezers.len()) * self.meta.classes.len(),
+                )?,
             },
         })
     }
@@ -735,7 +845,43 @@ pub fn parse_placement(lines: &[String]) -> Vec<(String, usize)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn squeeze_score_is_the_largest_rise_of_the_given_class() {
+        use super::{squeeze_score, LOG_FLOOR};
+        let ln = |p: f32| p.ln();
+        // Original predicts class 1 (0.8); squeezer 0 moves little, squeezer 1 gives class 0
+        // (the given label) 0.9.
+        let lp = [
+            ln(0.1),
+            ln(0.8),
+            ln(0.1), //
+            ln(0.2),
+            ln(0.7),
+            ln(0.1), //
+            ln(0.9),
+            ln(0.05),
+            ln(0.05),
+        ];
+        let s = squeeze_score(&lp, 3, Some(0)).unwrap();
+        assert_eq!((s.squeezer, s.from, s.to), (1, 1, 0));
+        assert!((s.score - (0.9f32.ln() - 0.1f32.ln())).abs() < 1e-5);
+        // No label: the original prediction's class (1) is followed; both squeezers lower it.
+        let s = squeeze_score(&lp, 3, None).unwrap();
+        assert!(s.score < 0.0);
+        // The floor keeps a ruled-out class from making a huge score alone.
+        let tiny = [-50.0, 0.0, 0.0, -1e-6];
+        let s = squeeze_score(&tiny, 2, Some(0)).unwrap();
+        assert!((s.score - (0.0 - LOG_FLOOR)).abs() < 1e-3);
+        // Malformed rows and NaN never pass silently.
+        assert!(squeeze_score(&lp[..3], 3, Some(0)).is_none());
+        assert!(squeeze_score(&[0.0, f32::NAN, 0.0, 0.0], 2, Some(1))
+            .unwrap()
+            .score
+            .is_nan());
+    }
+
     use super::parse_placement;
 
     #[test]

@@ -5,11 +5,15 @@
 //!
 //! Per batch: the rows of records that passed the checks are gathered while judging (no second
 //! decode), each configured model runs once on them, every score goes into a histogram, and a
-//! record over a threshold becomes a quarantine verdict with `score.anomaly` / `score.label`,
-//! its scores, the model identity and an explanation (top-3 features by reconstruction error,
-//! or the given and predicted classes).
+//! record over a threshold becomes a quarantine verdict with `score.anomaly` / `score.label` /
+//! `score.adversarial`, its scores, the model identity and an explanation (top-3 features by
+//! reconstruction error; the given and predicted classes; the squeezer that moved the
+//! prediction, from what to what).
 
-use crate::{Extractor, Model, ModelFiles, ProviderChoice, ProviderInUse, RoleScores, ScoreError, SessionSettings};
+use crate::{
+    squeeze_score, Extractor, Model, ModelFiles, ProviderChoice, ProviderInUse, RoleScores, ScanItem, ScoreError,
+    SessionSettings, SpectralScan, Squeezed,
+};
 use guard_config::{Config, ExecutionProvider};
 use guard_core::{FeatureRows, GuardSection, Reason, ReasonCode};
 use std::collections::HashMap;
@@ -78,8 +82,8 @@ impl Scorer {
 /// new set before any worker sees it.
 #[derive(Debug, Clone, Default)]
 pub struct ModelSet {
-    /// Per route (by topic): anomaly and label model files.
-    routes: Vec<(String, Option<ModelFiles>, Option<ModelFiles>)>,
+    /// Per route (by topic): anomaly, label and adversarial model files.
+    routes: Vec<(String, [Option<ModelFiles>; 3])>,
 }
 
 impl ModelSet {
@@ -109,8 +113,15 @@ impl ModelSet {
             };
             routes.push((
                 r.topic.clone(),
-                read(&r.anomaly_model, &r.anomaly_model_sha256, "anomaly_model_sha256")?,
-                read(&r.label_model, &r.label_model_sha256, "label_model_sha256")?,
+                [
+                    read(&r.anomaly_model, &r.anomaly_model_sha256, "anomaly_model_sha256")?,
+                    read(&r.label_model, &r.label_model_sha256, "label_model_sha256")?,
+                    read(
+                        &r.adversarial_model,
+                        &r.adversarial_model_sha256,
+                        "adversarial_model_sha256",
+                    )?,
+                ],
             ));
         }
         Ok(Self { routes })
@@ -123,6 +134,11 @@ pub struct RouteModels {
     pub anomaly: Option<Scorer>,
     /// The label-consistency model, if the route has one.
     pub label: Option<Scorer>,
+    /// The adversarial-example model (feature squeezing), if the route has one.
+    pub adversarial: Option<Scorer>,
+    /// The window scan over the label model's hidden representation (`scan.enabled` and a
+    /// label model with scan statistics).
+    pub scan: Option<SpectralScan>,
     topic: String,
 }
 
@@ -138,6 +154,10 @@ pub struct Decision {
     pub anomaly_score: Option<f32>,
     /// The label model's score (1 − p(given label)).
     pub label_score: Option<f32>,
+    /// The adversarial model's score (largest rise of log p(given label) under a squeezer).
+    pub adversarial_score: Option<f32>,
+    /// What the window scan reads of the record (routes with a scan).
+    pub scan: Option<ScanItem>,
     /// The models that flagged the record, comma-separated ids.
     pub model_id: Option<String>,
     /// Reasons to quarantine (empty: pass).
@@ -153,6 +173,9 @@ pub struct Gathered {
     label_rows: Vec<f32>,
     /// Class index of each record's given label (`None`: not one of the model's classes).
     labels: Vec<Option<usize>>,
+    adversarial_rows: Vec<f32>,
+    /// As `labels`, in the adversarial model's classes.
+    adversarial_labels: Vec<Option<usize>>,
 }
 
 fn settings(cfg: &Config) -> SessionSettings {
@@ -171,7 +194,7 @@ fn settings(cfg: &Config) -> SessionSettings {
 pub fn configured(cfg: &Config) -> bool {
     cfg.routes
         .iter()
-        .any(|r| r.anomaly_model.is_some() || r.label_model.is_some())
+        .any(|r| r.anomaly_model.is_some() || r.label_model.is_some() || r.adversarial_model.is_some())
 }
 
 /// Load the ONNX Runtime library (`scoring.library`, else `$ORT_DYLIB_PATH`).
@@ -201,7 +224,7 @@ impl Scoring {
         let settings = settings(cfg);
         let mut routes = HashMap::new();
         let mut provider = None;
-        for (topic, anomaly, label) in &set.routes {
+        for (topic, [anomaly, label, adversarial]) in &set.routes {
             let Some(r) = cfg.routes.iter().find(|r| &r.topic == topic) else {
                 continue;
             };
@@ -213,15 +236,32 @@ impl Scoring {
                     .map(|f| Scorer::load(f, guard, &settings, t).map_err(|e| in_route(topic, &f.path, e)))
                     .transpose()
             };
+            let label = load(label, r.label_threshold)?;
+            let scan = match label
+                .as_ref()
+                .and_then(|l| l.model.meta().scan.as_ref().map(|s| (l, s)))
+            {
+                Some((l, s)) if cfg.scan.enabled => Some(
+                    SpectralScan::new(s, &l.model.meta().classes, s.width().unwrap_or(0)).map_err(|m| {
+                        ScoreError::Mismatch {
+                            path: l.id.clone(),
+                            message: m,
+                        }
+                    })?,
+                ),
+                _ => None,
+            };
             let m = RouteModels {
                 anomaly: load(anomaly, r.anomaly_threshold)?,
-                label: load(label, r.label_threshold)?,
+                label,
+                adversarial: load(adversarial, r.adversarial_threshold)?,
+                scan,
                 topic: topic.clone(),
             };
-            for s in m.anomaly.iter().chain(&m.label) {
+            for s in m.scorers() {
                 provider = Some(s.model.provider());
             }
-            if m.anomaly.is_some() || m.label.is_some() {
+            if m.scorers().next().is_some() {
                 routes.insert(topic.clone(), m);
             }
         }
@@ -231,7 +271,7 @@ impl Scoring {
     /// Log what is loaded (once, from the first worker).
     pub fn announce(&self) {
         for m in self.routes.values() {
-            for s in m.anomaly.iter().chain(&m.label) {
+            for s in m.scorers() {
                 info!(
                     topic = %m.topic,
                     model = %s.id,
@@ -248,7 +288,7 @@ impl Scoring {
     pub fn describe(&self) -> Vec<String> {
         let mut out = Vec::new();
         for m in self.routes.values() {
-            for s in m.anomaly.iter().chain(&m.label) {
+            for s in m.scorers() {
                 let placement = s.model.node_placement().map_or_else(
                     |e| format!("placement unknown: {e}"),
                     |p| {
@@ -279,6 +319,16 @@ impl Scoring {
 }
 
 impl RouteModels {
+    /// The route's models: anomaly, label, adversarial, whichever it has.
+    pub fn scorers(&self) -> impl Iterator<Item = &Scorer> {
+        self.anomaly.iter().chain(&self.label).chain(&self.adversarial)
+    }
+
+    /// The adversarial threshold in force, if the route has an adversarial model.
+    pub fn adversarial_threshold(&self) -> Option<f64> {
+        self.adversarial.as_ref().map(|s| s.threshold)
+    }
+
     /// The anomaly threshold in force, if the route has an anomaly model.
     pub fn anomaly_threshold(&self) -> Option<f64> {
         self.anomaly.as_ref().map(|s| s.threshold)
@@ -305,6 +355,16 @@ impl RouteModels {
                 let row = rows.row(r);
                 l.extractor.extend_from(row, &mut g.label_rows);
                 g.labels
+                    .push(row.label().and_then(|given| classes.iter().position(|c| c == given)));
+            }
+        }
+        if let Some(a) = &self.adversarial {
+            g.adversarial_rows.reserve(rows.len() * a.extractor.width());
+            let classes = &a.model.meta().classes;
+            for r in 0..rows.len() {
+                let row = rows.row(r);
+                a.extractor.extend_from(row, &mut g.adversarial_rows);
+                g.adversarial_labels
                     .push(row.label().and_then(|given| classes.iter().position(|c| c == given)));
             }
         }
@@ -343,14 +403,23 @@ impl RouteModels {
         if let Some(l) = self.label.as_mut() {
             let t = std::time::Instant::now();
             match l.model.run(&g.label_rows) {
-                Ok(RoleScores::Label { probabilities }) => {
+                Ok(RoleScores::Label { probabilities, hidden }) => {
                     let c = l.model.meta().classes.len();
                     let h = metrics::histogram!("guard_score_label", "topic" => self.topic.clone());
+                    let width = hidden.len().checked_div(n).unwrap_or(0);
+                    let scanning = self.scan.is_some() && width > 0;
                     for (k, d) in out.iter_mut().enumerate() {
                         let p_given = g.labels[k].map_or(0.0, |i| probabilities[k * c + i]);
                         let s = 1.0 - p_given;
                         h.record(f64::from(s));
                         d.label_score = Some(s);
+                        if scanning {
+                            d.scan = Some(ScanItem {
+                                class: g.labels[k],
+                                hidden: hidden[k * width..(k + 1) * width].to_vec(),
+                                label_score: s,
+                            });
+                        }
                     }
                     label = Some(probabilities);
                 }
@@ -360,12 +429,39 @@ impl RouteModels {
             metrics::histogram!("guard_score_batch_duration_seconds", "role" => "label")
                 .record(t.elapsed().as_secs_f64());
         }
+        let mut squeezed: Vec<Option<Squeezed>> = Vec::new();
+        if let Some(a) = self.adversarial.as_mut() {
+            let t = std::time::Instant::now();
+            match a.model.run(&g.adversarial_rows) {
+                Ok(RoleScores::Adversarial { log_probabilities }) => {
+                    let c = a.model.meta().classes.len();
+                    let per_row = (1 + a.model.meta().squeezers.len()) * c;
+                    let h = metrics::histogram!("guard_score_adversarial", "topic" => self.topic.clone());
+                    for (k, d) in out.iter_mut().enumerate() {
+                        let row = log_probabilities
+                            .get(k * per_row..(k + 1) * per_row)
+                            .unwrap_or_default();
+                        let sq = squeeze_score(row, c, g.adversarial_labels.get(k).copied().flatten());
+                        // A row the model could not score is held back, never passed.
+                        let s = sq.map_or(f32::NAN, |q| q.score);
+                        h.record(f64::from(s));
+                        d.adversarial_score = Some(s);
+                        squeezed.push(sq);
+                    }
+                }
+                Ok(_) => fail_all(&mut out, "adversarial model returned other outputs"),
+                Err(e) => fail_all(&mut out, &format!("adversarial model: {e}")),
+            }
+            metrics::histogram!("guard_score_batch_duration_seconds", "role" => "adversarial")
+                .record(t.elapsed().as_secs_f64());
+        }
         // Pass 2: reasons and explanations for records over a threshold.
         for (k, d) in out.iter_mut().enumerate() {
             let a_over =
                 matches!((&self.anomaly, d.anomaly_score), (Some(a), Some(s)) if over_threshold(s, a.threshold));
             let l_over = matches!((&self.label, d.label_score), (Some(l), Some(s)) if over_threshold(s, l.threshold));
-            if !(a_over || l_over) {
+            let x_over = matches!((&self.adversarial, d.adversarial_score), (Some(x), Some(s)) if over_threshold(s, x.threshold));
+            if !(a_over || l_over || x_over) {
                 continue;
             }
             let mut explanation = Explanation::default();
@@ -442,6 +538,36 @@ impl RouteModels {
                 });
                 add_model(d, &l.id);
             }
+            if let (Some(x), Some(s)) = (&self.adversarial, d.adversarial_score) {
+                let meta = x.model.meta();
+                let sq = squeezed.get(k).copied().flatten();
+                let name = |i: usize| meta.classes.get(i).map_or("?", String::as_str);
+                let squeezer = sq
+                    .and_then(|q| meta.squeezers.get(q.squeezer))
+                    .map_or("?", String::as_str);
+                let (from, to) = sq.map_or(("?", "?"), |q| (name(q.from), name(q.to)));
+                if x_over {
+                    d.reasons.push(Reason::new(
+                        ReasonCode::SCORE_ADVERSARIAL,
+                        format!(
+                            "squeezer '{squeezer}' moves the prediction from {from} to {to}: log p(label) rises by {s:.4} > {:.4}",
+                            x.threshold
+                        ),
+                    ));
+                }
+                explanation.adversarial = Some(Role {
+                    model: &x.id,
+                    result: AdversarialResult {
+                        from,
+                        over: x_over,
+                        score: wide(s),
+                        squeezer,
+                        threshold: x.threshold,
+                        to,
+                    },
+                });
+                add_model(d, &x.id);
+            }
             d.explanation = serde_json::to_string(&explanation).ok();
         }
         out
@@ -472,6 +598,18 @@ struct Explanation<'a> {
     anomaly: Option<Role<'a, AnomalyResult<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     label: Option<Role<'a, LabelResult<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    adversarial: Option<Role<'a, AdversarialResult<'a>>>,
+}
+
+#[derive(serde::Serialize)]
+struct AdversarialResult<'a> {
+    from: &'a str,
+    over: bool,
+    score: Option<f64>,
+    squeezer: &'a str,
+    threshold: f64,
+    to: &'a str,
 }
 
 #[derive(serde::Serialize)]
@@ -564,7 +702,7 @@ impl Reloader {
         let files: Vec<std::path::PathBuf> = cfg
             .routes
             .iter()
-            .flat_map(|r| r.anomaly_model.iter().chain(&r.label_model))
+            .flat_map(|r| r.anomaly_model.iter().chain(&r.label_model).chain(&r.adversarial_model))
             .flat_map(|p| [p.clone(), p.with_extension("json")])
             .collect();
         Self {
@@ -688,6 +826,7 @@ mod tests {
                     threshold: 0.99,
                 },
             }),
+            adversarial: None,
         };
         let value = json!({
             "anomaly": {"model": "m/anomaly@1", "result": {"score": finite(s), "threshold": 0.1, "over": true,

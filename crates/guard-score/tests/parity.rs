@@ -52,17 +52,16 @@ fn parity(domain: &str, role: &str) {
         .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
         .collect();
     let rows = fixture["inputs"].as_array().unwrap().len();
-    let flat = |name: &str| -> Vec<f64> {
-        let v = &fixture["outputs"][name];
-        match v.as_array().unwrap().first() {
-            Some(serde_json::Value::Array(_)) => v
-                .as_array()
-                .unwrap()
-                .iter()
-                .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
-                .collect(),
-            _ => v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect(),
+    fn leaves(v: &serde_json::Value, out: &mut Vec<f64>) {
+        match v {
+            serde_json::Value::Array(a) => a.iter().for_each(|x| leaves(x, out)),
+            x => out.push(x.as_f64().unwrap()),
         }
+    }
+    let flat = |name: &str| -> Vec<f64> {
+        let mut out = Vec::new();
+        leaves(&fixture["outputs"][name], &mut out);
+        out
     };
     let mut compared = 0;
     match model.run(&inputs).unwrap() {
@@ -76,7 +75,7 @@ fn parity(domain: &str, role: &str) {
                 }
             }
         }
-        RoleScores::Label { probabilities } => {
+        RoleScores::Label { probabilities, .. } => {
             let want = flat("probabilities");
             let classes = &model.meta().classes;
             for (i, (g, w)) in probabilities.iter().zip(&want).enumerate() {
@@ -87,6 +86,28 @@ fn parity(domain: &str, role: &str) {
             for (r, label) in fixture["labels"].as_array().unwrap().iter().enumerate() {
                 let c = classes.iter().position(|c| c == label.as_str().unwrap()).unwrap();
                 let got = 1.0 - probabilities[r * classes.len() + c];
+                let want = fixture["scores"][r].as_f64().unwrap();
+                assert!(close(got, want), "{domain}/{role} score[{r}]: rust {got} python {want}");
+            }
+        }
+        RoleScores::Adversarial { log_probabilities } => {
+            let want = flat("log_probabilities");
+            assert_eq!(log_probabilities.len(), want.len());
+            for (i, (g, w)) in log_probabilities.iter().zip(&want).enumerate() {
+                assert!(
+                    close(*g, *w),
+                    "{domain}/{role} log_probabilities[{i}]: rust {g} python {w}"
+                );
+                compared += 1;
+            }
+            // And the guard's score (the largest rise of log p(given label) under a
+            // squeezer) equals the trainer's.
+            let classes = &model.meta().classes;
+            let per_row = log_probabilities.len() / rows;
+            for (r, label) in fixture["labels"].as_array().unwrap().iter().enumerate() {
+                let c = classes.iter().position(|c| c == label.as_str().unwrap());
+                let row = &log_probabilities[r * per_row..(r + 1) * per_row];
+                let got = guard_score::squeeze_score(row, classes.len(), c).unwrap().score;
                 let want = fixture["scores"][r].as_f64().unwrap();
                 assert!(close(got, want), "{domain}/{role} score[{r}]: rust {got} python {want}");
             }
@@ -108,6 +129,11 @@ fn mnist_anomaly_matches_python_onnxruntime() {
 #[test]
 fn mnist_label_matches_python_onnxruntime() {
     parity("mnist", "label");
+}
+
+#[test]
+fn mnist_adversarial_matches_python_onnxruntime() {
+    parity("mnist", "adversarial");
 }
 
 #[test]

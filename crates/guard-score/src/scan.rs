@@ -1,0 +1,536 @@
+//! The window scan: poison that one record does not give away. A backdoor or a flood of
+//! mislabelled records works by being many records of one class that share something, so
+//! the scan judges a record together with the records around it.
+//!
+//! Per class, over a window of recent records of the route, on the label model's hidden
+//! representation (its `hidden` output):
+//!
+//! 1. Whiten with the trusted rows' statistics of that class (the trainer's `scan` metadata:
+//!    mean and a projection onto the top `dims` eigenvectors of the shrunk covariance divided
+//!    by the square roots of their eigenvalues). A clean window then has a second-moment
+//!    matrix near the identity, whose top eigenvalue stays near the Marchenko-Pastur edge
+//!    `(1 + sqrt(dims / n))²`; records that share a direction away from the trusted class
+//!    raise it (spectral signatures, Tran, Li, Madry 2018; whitening with clean statistics as
+//!    in SPECTRE, Hayase et al. 2021).
+//! 2. While the top eigenvalue is over `factor × edge` (the factor clean calibration windows
+//!    reach), take out the record with the largest projection on the top eigenvector.
+//! 3. Fewer than `min_cluster` records taken out: no cluster, nothing flagged. Else one
+//!    two-means step refines the split (records nearer the taken-out centroid than the rest's,
+//!    along the line between them, join it). When at least `min_cluster` of the cluster are
+//!    being judged (the campaign goes on now, not only in the context), the class window
+//!    counts as poisoned: its cluster is flagged, and so is every other record of the class
+//!    whose label score is over `doubt_threshold` (a lower bar than the per-record threshold:
+//!    the window gave evidence).
+//!
+//! Only the records being judged (the hold) can be flagged; the context (records released
+//! before, and records of the route a per-record check quarantined) adds statistical power.
+//! Everything here is bounded by the window's size.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// The label model's scan statistics (`scan` in its metadata).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanMeta {
+    /// Graph output with the hidden representation, `[N, width]`.
+    pub hidden_output: String,
+    /// Whitened dimensions.
+    pub dims: usize,
+    /// Eigenvalue factor over the Marchenko-Pastur edge that counts as a cluster.
+    pub factor: f64,
+    /// Fewest records taken out that make a cluster.
+    pub min_cluster: usize,
+    /// Fewest records of a class in the window for it to be scanned.
+    pub min_class_rows: usize,
+    /// Label score above which a record of a poisoned class window is flagged too.
+    pub doubt_threshold: f64,
+    /// The factors clean calibration rows reached per class (for review).
+    #[serde(default)]
+    pub null_factors: Vec<f64>,
+    /// Per class (as the label renders): trusted mean and whitening projection.
+    pub classes: BTreeMap<String, ScanClass>,
+}
+
+impl ScanMeta {
+    /// Width of the hidden representation (from the statistics).
+    pub fn width(&self) -> Option<usize> {
+        self.classes.values().next().map(|c| c.mean.len())
+    }
+}
+
+/// One class's trusted statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanClass {
+    /// Mean hidden representation, `width` values.
+    pub mean: Vec<f32>,
+    /// Whitening projection, `dims` rows of `width`.
+    pub projection: Vec<Vec<f32>>,
+}
+
+/// One record of a scan window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanItem {
+    /// Index of its given label in the model's classes (`None`: not scanned).
+    pub class: Option<usize>,
+    /// Its hidden representation.
+    pub hidden: Vec<f32>,
+    /// Its label score (1 − p(given label)).
+    pub label_score: f32,
+}
+
+/// Why the scan flagged a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanWhy {
+    /// It is in the cluster.
+    Cluster,
+    /// Its class window is poisoned and the label model doubts its label.
+    Doubt,
+}
+
+/// A flagged record's explanation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScanFlag {
+    /// The class (as the label renders).
+    pub class: String,
+    /// Records of the class in the window.
+    pub class_rows: usize,
+    /// The cluster's size.
+    pub cluster: usize,
+    /// Top eigenvalue over the edge before anything was taken out.
+    pub eigen_ratio: f64,
+    /// The factor that counts as a cluster.
+    pub factor: f64,
+    /// Why.
+    pub why: ScanWhy,
+}
+
+impl ScanFlag {
+    /// One line for the quarantine reason.
+    pub fn message(&self, window: usize) -> String {
+        match self.why {
+            ScanWhy::Cluster => format!(
+                "in a cluster of {} of the {} records labelled {} in a window of {window}: top eigenvalue {:.2} x the clean edge (a cluster from {:.2})",
+                self.cluster, self.class_rows, self.class, self.eigen_ratio, self.factor
+            ),
+            ScanWhy::Doubt => format!(
+                "labelled {} in a window where that class holds a cluster of {} of {} records (eigenvalue {:.2} x the clean edge), and the label model doubts the label",
+                self.class, self.cluster, self.class_rows, self.eigen_ratio
+            ),
+        }
+    }
+}
+
+struct Whiten {
+    mean: Vec<f32>,
+    projection: Vec<Vec<f32>>,
+}
+
+/// The scan of one label model.
+pub struct SpectralScan {
+    classes: Vec<Option<Whiten>>,
+    names: Vec<String>,
+    dims: usize,
+    factor: f64,
+    min_cluster: usize,
+    min_class_rows: usize,
+    doubt: f64,
+}
+
+impl std::fmt::Debug for SpectralScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpectralScan")
+            .field("classes", &self.names)
+            .field("dims", &self.dims)
+            .field("factor", &self.factor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpectralScan {
+    /// Check the metadata against the model's classes and hidden width.
+    pub fn new(meta: &ScanMeta, classes: &[String], width: usize) -> Result<Self, String> {
+        if meta.dims == 0 || !meta.factor.is_finite() || meta.factor <= 0.0 || !meta.doubt_threshold.is_finite() {
+            return Err("scan: dims, factor and doubt_threshold must be positive numbers".into());
+        }
+        let mut dims = None;
+        let mut out = Vec::with_capacity(classes.len());
+        for c in classes {
+            let Some(sc) = meta.classes.get(c) else {
+                out.push(None);
+                continue;
+            };
+            if sc.mean.len() != width || sc.projection.iter().any(|r| r.len() != width) || sc.projection.is_empty() {
+                return Err(format!(
+                    "scan: class {c}: statistics are not over the hidden width {width}"
+                ));
+            }
+            if *dims.get_or_insert(sc.projection.len()) != sc.projection.len() {
+                return Err("scan: classes have different numbers of dimensions".into());
+            }
+            out.push(Some(Whiten {
+                mean: sc.mean.clone(),
+                projection: sc.projection.clone(),
+            }));
+        }
+        Ok(Self {
+            classes: out,
+            names: classes.to_vec(),
+            dims: dims.unwrap_or(meta.dims),
+            factor: meta.factor,
+            min_cluster: meta.min_cluster.max(2),
+            min_class_rows: meta.min_class_rows.max(meta.dims + 2),
+            doubt: meta.doubt_threshold,
+        })
+    }
+
+    /// Judge a window: `items` in stream order, of which only those with `judge[i]` can be
+    /// flagged (the rest is context).
+    pub fn scan(&self, items: &[ScanItem], judge: &[bool]) -> Vec<Option<ScanFlag>> {
+        let mut out = vec![None; items.len()];
+        for (c, w) in self.classes.iter().enumerate() {
+            let Some(w) = w else { continue };
+            let idx: Vec<usize> = (0..items.len()).filter(|i| items[*i].class == Some(c)).collect();
+            if idx.len() < self.min_class_rows || !idx.iter().any(|i| judge.get(*i).copied().unwrap_or(false)) {
+                continue;
+            }
+            let z: Vec<Vec<f64>> = idx.iter().map(|i| w.apply(&items[*i].hidden)).collect();
+            let Some((cluster, ratio)) = self.cluster(&z) else {
+                continue;
+            };
+            let size = cluster.iter().filter(|x| **x).count();
+            // The campaign must be going on among the judged records, not only in the
+            // context (records already released or already quarantined).
+            let judged_members = idx
+                .iter()
+                .zip(&cluster)
+                .filter(|(i, m)| **m && judge.get(**i).copied().unwrap_or(false))
+                .count();
+            if judged_members < self.min_cluster {
+                continue;
+            }
+            for (k, i) in idx.iter().enumerate() {
+                if !judge.get(*i).copied().unwrap_or(false) {
+                    continue;
+                }
+                let why = if cluster[k] {
+                    ScanWhy::Cluster
+                } else if f64::from(items[*i].label_score) > self.doubt || items[*i].label_score.is_nan() {
+                    ScanWhy::Doubt
+                } else {
+                    continue;
+                };
+                out[*i] = Some(ScanFlag {
+                    class: self.names[c].clone(),
+                    class_rows: idx.len(),
+                    cluster: size,
+                    eigen_ratio: ratio,
+                    factor: self.factor,
+                    why,
+                });
+            }
+        }
+        out
+    }
+
+    /// The cluster of one class window (whitened rows), and the first eigenvalue ratio; `None`
+    /// when there is none.
+    fn cluster(&self, z: &[Vec<f64>]) -> Option<(Vec<bool>, f64)> {
+        let n = z.len();
+        let k = self.dims;
+        let edge = (1.0 + (k as f64 / n as f64).sqrt()).powi(2);
+        let mut sum = vec![0.0; k * k];
+        for r in z {
+            add_outer(&mut sum, r, 1.0);
+        }
+        let mut kept = vec![true; n];
+        let mut left = n;
+        let mut first = None;
+        while left > 10 {
+            let s: Vec<f64> = sum.iter().map(|x| x / left as f64).collect();
+            let (lambda, v) = top_eigen(&s, k);
+            let ratio = lambda / edge;
+            first.get_or_insert(ratio);
+            // A NaN ratio (a NaN in a representation) is no evidence: stop.
+            if ratio.partial_cmp(&self.factor) != Some(std::cmp::Ordering::Greater) {
+                break;
+            }
+            let worst = (0..n)
+                .filter(|i| kept[*i])
+                .max_by(|a, b| proj2(&z[*a], &v).total_cmp(&proj2(&z[*b], &v)))?;
+            kept[worst] = false;
+            add_outer(&mut sum, &z[worst], -1.0);
+            left -= 1;
+        }
+        let ratio = first.unwrap_or(0.0);
+        let mut taken: Vec<bool> = kept.iter().map(|k| !k).collect();
+        if taken.iter().filter(|x| **x).count() < self.min_cluster {
+            return None;
+        }
+        // One two-means step along the line between the two centroids.
+        let centroid = |pick: bool, taken: &[bool]| -> Vec<f64> {
+            let mut c = vec![0.0; k];
+            let mut m = 0.0_f64;
+            for (r, t) in z.iter().zip(taken) {
+                if *t == pick {
+                    c.iter_mut().zip(r).for_each(|(a, b)| *a += b);
+                    m += 1.0;
+                }
+            }
+            c.iter_mut().for_each(|a| *a /= m.max(1.0));
+            c
+        };
+        let (a, b) = (centroid(true, &taken), centroid(false, &taken));
+        let d: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x - y).collect();
+        let dot = |r: &[f64]| r.iter().zip(&d).map(|(x, y)| x * y).sum::<f64>();
+        let mid = (dot(&a) + dot(&b)) / 2.0;
+        let refined: Vec<bool> = z.iter().map(|r| dot(r) > mid).collect();
+        let m = refined.iter().filter(|x| **x).count();
+        if m >= self.min_cluster && n - m >= self.min_cluster {
+            taken = refined;
+        }
+        Some((taken, ratio))
+    }
+}
+
+impl Whiten {
+    fn apply(&self, hidden: &[f32]) -> Vec<f64> {
+        self.projection
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .zip(hidden.iter().zip(&self.mean))
+                    .map(|(p, (h, m))| f64::from(*p) * (f64::from(*h) - f64::from(*m)))
+                    .sum()
+            })
+            .collect()
+    }
+}
+
+fn add_outer(sum: &mut [f64], r: &[f64], sign: f64) {
+    let k = r.len();
+    for i in 0..k {
+        for j in 0..k {
+            sum[i * k + j] += sign * r[i] * r[j];
+        }
+    }
+}
+
+fn proj2(r: &[f64], v: &[f64]) -> f64 {
+    let p: f64 = r.iter().zip(v).map(|(a, b)| a * b).sum();
+    p * p
+}
+
+/// Largest eigenvalue and its eigenvector of a symmetric `k × k` matrix (cyclic Jacobi
+/// rotations: exact to rounding for the small matrices the scan uses).
+fn top_eigen(s: &[f64], k: usize) -> (f64, Vec<f64>) {
+    let mut a = s.to_vec();
+    let mut v = vec![0.0; k * k];
+    for i in 0..k {
+        v[i * k + i] = 1.0;
+    }
+    for _sweep in 0..50 {
+        let off: f64 = (0..k)
+            .flat_map(|i| (0..k).filter(move |j| *j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * k + j] * a[i * k + j])
+            .sum();
+        if off < 1e-22 {
+            break;
+        }
+        for p in 0..k {
+            for q in p + 1..k {
+                let apq = a[p * k + q];
+                if apq.abs() < 1e-300 {
+                    continue;
+                }
+                let theta = (a[q * k + q] - a[p * k + p]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s_ = t * c;
+                for r in 0..k {
+                    let (arp, arq) = (a[r * k + p], a[r * k + q]);
+                    a[r * k + p] = c * arp - s_ * arq;
+                    a[r * k + q] = s_ * arp + c * arq;
+                }
+                for r in 0..k {
+                    let (apr, aqr) = (a[p * k + r], a[q * k + r]);
+                    a[p * k + r] = c * apr - s_ * aqr;
+                    a[q * k + r] = s_ * apr + c * aqr;
+                }
+                for r in 0..k {
+                    let (vrp, vrq) = (v[r * k + p], v[r * k + q]);
+                    v[r * k + p] = c * vrp - s_ * vrq;
+                    v[r * k + q] = s_ * vrp + c * vrq;
+                }
+            }
+        }
+    }
+    let top = (0..k).max_by(|x, y| a[x * k + x].total_cmp(&a[y * k + y])).unwrap_or(0);
+    (a[top * k + top], (0..k).map(|r| v[r * k + top]).collect())
+}
+
+/// The scan over a stream: the records released before (up to `capacity` of them, the ones
+/// that passed) are the context of the next hold.
+#[derive(Debug, Default)]
+pub struct ScanWindow {
+    context: VecDeque<ScanItem>,
+    capacity: usize,
+}
+
+impl ScanWindow {
+    /// A window that keeps up to `capacity` released records as context.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            context: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    /// Judge the held records against the context; the ones not flagged join the context.
+    pub fn judge(&mut self, scan: &SpectralScan, held: Vec<ScanItem>) -> Vec<Option<ScanFlag>> {
+        let n_ctx = self.context.len();
+        let mut items: Vec<ScanItem> = self.context.drain(..).collect();
+        items.extend(held);
+        let judge: Vec<bool> = (0..items.len()).map(|i| i >= n_ctx).collect();
+        let flags = scan.scan(&items, &judge);
+        let mut context: VecDeque<ScanItem> = items
+            .into_iter()
+            .zip(&flags)
+            .filter(|(_, f)| f.is_none())
+            .map(|(item, _)| item)
+            .collect();
+        while context.len() > self.capacity {
+            context.pop_front();
+        }
+        self.context = context;
+        flags.into_iter().skip(n_ctx).collect()
+    }
+
+    /// Add a record the scan reads but never flags (one quarantined by a per-record check:
+    /// a poison campaign's caught records are evidence about the ones that passed).
+    pub fn observe(&mut self, item: ScanItem) {
+        self.context.push_back(item);
+        while self.context.len() > self.capacity {
+            self.context.pop_front();
+        }
+    }
+
+    /// Records kept as context.
+    pub fn context_len(&self) -> usize {
+        self.context.len()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// A deterministic normal sample (Box-Muller over a 64-bit LCG).
+    struct Normal(u64);
+    impl Normal {
+        fn next(&mut self) -> f64 {
+            let mut u = || {
+                self.0 = self
+                    .0
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+            };
+            let (a, b) = (u(), u());
+            (-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos()
+        }
+    }
+
+    /// Two classes in 8 hidden dimensions; identity whitening; 4 scan dimensions.
+    fn scan() -> SpectralScan {
+        let width = 8;
+        let mut classes = BTreeMap::new();
+        for c in ["a", "b"] {
+            let projection = (0..4)
+                .map(|d| (0..width).map(|j| if j == d { 1.0 } else { 0.0 }).collect())
+                .collect();
+            classes.insert(
+                c.to_owned(),
+                ScanClass {
+                    mean: vec![0.0; width],
+                    projection,
+                },
+            );
+        }
+        let meta = ScanMeta {
+            hidden_output: "hidden".into(),
+            dims: 4,
+            factor: 1.6,
+            min_cluster: 5,
+            min_class_rows: 20,
+            doubt_threshold: 0.8,
+            null_factors: Vec::new(),
+            classes,
+        };
+        SpectralScan::new(&meta, &["a".into(), "b".into()], width).unwrap()
+    }
+
+    fn item(g: &mut Normal, class: usize, shift: f64, score: f32) -> ScanItem {
+        ScanItem {
+            class: Some(class),
+            hidden: (0..8)
+                .map(|j| (g.next() + if j < 2 { shift } else { 0.0 }) as f32)
+                .collect(),
+            label_score: score,
+        }
+    }
+
+    #[test]
+    fn jacobi_finds_the_top_eigenpair() {
+        // [[2,1],[1,2]]: eigenvalues 3 and 1, top vector (1,1)/sqrt 2.
+        let (l, v) = top_eigen(&[2.0, 1.0, 1.0, 2.0], 2);
+        assert!((l - 3.0).abs() < 1e-12);
+        assert!((v[0].abs() - v[1].abs()).abs() < 1e-12 && (v[0].abs() - 0.5f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn clean_windows_flag_nothing_and_a_shared_shift_is_found() {
+        let s = scan();
+        let mut g = Normal(7);
+        // Clean: 400 records of two classes, ten windows: nothing flagged.
+        for _ in 0..10 {
+            let items: Vec<ScanItem> = (0..400).map(|i| item(&mut g, i % 2, 0.0, 0.1)).collect();
+            let flags = s.scan(&items, &vec![true; items.len()]);
+            assert!(flags.iter().all(Option::is_none), "{:?}", flags.iter().flatten().next());
+        }
+        // Poisoned: 30 of class a's 230 share a shift of 4 in two dimensions.
+        let mut items: Vec<ScanItem> = (0..400).map(|i| item(&mut g, i % 2, 0.0, 0.1)).collect();
+        let first_poison = items.len();
+        items.extend((0..30).map(|_| item(&mut g, 0, 4.0, 0.9)));
+        let flags = s.scan(&items, &vec![true; items.len()]);
+        let caught = flags[first_poison..].iter().filter(|f| f.is_some()).count();
+        let false_alarms = flags[..first_poison].iter().filter(|f| f.is_some()).count();
+        assert!(caught >= 28, "caught {caught} of 30");
+        assert!(false_alarms <= 2, "{false_alarms} clean records flagged");
+        let f = flags[first_poison].as_ref().unwrap();
+        assert_eq!(f.class, "a");
+        assert!(f.eigen_ratio > 1.6);
+        // Context is never flagged: only the judged part can be.
+        let judge: Vec<bool> = (0..items.len()).map(|i| i < first_poison).collect();
+        let flags = s.scan(&items, &judge);
+        assert!(flags[first_poison..].iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn the_window_keeps_passed_records_as_context() {
+        let s = scan();
+        let mut g = Normal(11);
+        let mut w = ScanWindow::new(300);
+        let clean: Vec<ScanItem> = (0..400).map(|i| item(&mut g, i % 2, 0.0, 0.1)).collect();
+        assert!(w.judge(&s, clean).iter().all(Option::is_none));
+        assert_eq!(w.context_len(), 300);
+        // A small hold of poison alone is too few to scan, but the context makes the window.
+        let poison: Vec<ScanItem> = (0..25).map(|_| item(&mut g, 0, 4.0, 0.9)).collect();
+        let flags = w.judge(&s, poison);
+        assert!(flags.iter().filter(|f| f.is_some()).count() >= 23);
+        // Flagged records stay out of the context.
+        assert_eq!(w.context_len(), 300);
+    }
+}
