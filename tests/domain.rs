@@ -339,3 +339,68 @@ fn batch_drift_passes_same_distribution_halves_and_names_shifted_features() {
         assert!(!raised.contains(&f), "{f} did not move: {raised:?}");
     }
 }
+
+/// The second image set (Animal-MNIST, from the animal-mnist==0.4 wheel), brought in as a new
+/// user would: `ingest-guard init` (schema, baseline, the three models, the scan statistics),
+/// then `ingest-guard evaluate` on its held-out rows with the gradient attacks and the
+/// backdoors. Floors sit below the figures in BENCHMARKS.md.
+#[test]
+fn second_image_set_through_init_and_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("animals");
+    let o = guard_output(&[
+        "init",
+        "--input",
+        ".data/animals.jsonl",
+        "--label",
+        "label",
+        "--source",
+        "source",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for m in ["anomaly", "label", "adversarial"] {
+        assert!(out.join(format!("models/{m}.onnx")).is_file(), "{m} trained");
+    }
+    let o = guard_output(&[
+        "evaluate",
+        "--config",
+        out.join("guard.toml").to_str().unwrap(),
+        "--input",
+        out.join("heldout.jsonl").to_str().unwrap(),
+        "--attack",
+        "none",
+        "--attack",
+        "fgsm:0.1",
+        "--attack",
+        "fgsm:0.2",
+        "--attack",
+        "trigger:3:bear:0.1",
+        "--attack",
+        "blend:0.1:bear:0.1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for v in &e {
+        eprintln!("{v}");
+    }
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+    let (none, fgsm1, fgsm2, trigger, blend) = (&e[0], &e[1], &e[2], &e[3], &e[4]);
+    assert!(f(none, "false_positive_rate") <= 0.015, "{none}");
+    assert!(
+        f(fgsm1, "recall") >= 0.95 && f(fgsm2, "recall") >= 0.95,
+        "{fgsm1} {fgsm2}"
+    );
+    // The per-record models miss many backdoored records; the window scan finds them.
+    for v in [trigger, blend] {
+        assert!(f(v, "recall_per_record") < 0.8, "{v}");
+        assert!(f(v, "recall") >= 0.9 && f(v, "precision") >= 0.8, "{v}");
+        assert!(f(v, "scan_true") >= 40.0, "{v}");
+    }
+}
