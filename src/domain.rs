@@ -74,6 +74,10 @@ pub enum DomainCommand {
         /// Most FGSM/PGD rows crafted per attack (each step costs width + 1 forward passes).
         #[arg(long, default_value_t = 250)]
         fgsm_limit: usize,
+        /// Write each attacked stream to DIR/<n>.jsonl as {"poison", "record"} lines (for
+        /// `scripts/anchors.py`, which runs other tools on the same rows).
+        #[arg(long)]
+        write_attacked: Option<PathBuf>,
         /// One JSON line per attack instead of a table.
         #[arg(long)]
         json: bool,
@@ -200,18 +204,17 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
             attacks,
             truth,
             fgsm_limit,
+            write_attacked,
             json,
         } => {
-            let setup = match (&config, &schema, &models) {
-                (Some(c), _, _) => {
-                    let cfg = guard_config::Config::load(c).map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?;
-                    guard_eval::evaluate::Setup::from_config(&cfg, topic.as_deref())?
-                }
-                (None, Some(s), Some(m)) => {
-                    guard_eval::evaluate::Setup::from_dir(s, m, guard_eval::train::default_ort_library(&root()))
-                }
-                _ => anyhow::bail!("give --config, or --schema with --models"),
-            };
+            let mut setup = guard_eval::evaluate::Setup::resolve(
+                config.as_deref(),
+                topic.as_deref(),
+                schema.as_deref(),
+                models.as_deref(),
+                &root(),
+            )?;
+            setup.write_attacked = write_attacked;
             let rows = guard_eval::evaluate::read_rows(&input)?;
             let attacks = if attacks.is_empty() {
                 let tensor = !guard_validate::DomainSchema::load(&setup.schema)?

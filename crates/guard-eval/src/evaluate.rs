@@ -82,6 +82,8 @@ pub struct Setup {
     pub adversarial: Option<PathBuf>,
     /// The ONNX Runtime library.
     pub ort_library: PathBuf,
+    /// Write each attacked stream here (`<n>.jsonl`, `{"poison", "record"}` lines).
+    pub write_attacked: Option<PathBuf>,
 }
 
 impl Setup {
@@ -95,6 +97,26 @@ impl Setup {
             label: pick("label.onnx"),
             adversarial: pick("adversarial.onnx"),
             ort_library,
+            write_attacked: None,
+        }
+    }
+
+    /// `evaluate`'s choice: a configuration's route (`config`, `topic`), or a schema and a
+    /// models folder.
+    pub fn resolve(
+        config: Option<&Path>,
+        topic: Option<&str>,
+        schema: Option<&Path>,
+        models: Option<&Path>,
+        root: &Path,
+    ) -> Result<Self, EvalError> {
+        match (config, schema, models) {
+            (Some(c), _, _) => {
+                let cfg = Config::load(c).map_err(|e| EvalError::Input(format!("{}: {e}", c.display())))?;
+                Self::from_config(&cfg, topic)
+            }
+            (None, Some(s), Some(m)) => Ok(Self::from_dir(s, m, crate::train::default_ort_library(root))),
+            _ => Err(EvalError::Input("give --config, or --schema with --models".into())),
         }
     }
 
@@ -120,6 +142,7 @@ impl Setup {
                 .library
                 .clone()
                 .unwrap_or_else(|| crate::train::default_ort_library(Path::new("."))),
+            write_attacked: None,
         })
     }
 
@@ -241,8 +264,24 @@ pub fn evaluate_all(
         .ok_or_else(|| EvalError::Input("the evaluation route has no schema".into()))?;
     attacks
         .iter()
-        .map(|attack| judge_attack(&mut stages, &g, setup, heldout, attack, truth, fgsm_limit))
+        .enumerate()
+        .map(|(index, attack)| {
+            let run = Run {
+                truth,
+                fgsm_limit,
+                index,
+            };
+            judge_attack(&mut stages, &g, setup, heldout, attack, &run)
+        })
         .collect()
+}
+
+/// One attack's run settings.
+struct Run<'a> {
+    truth: Option<&'a FieldEquals>,
+    fgsm_limit: usize,
+    /// The attack's position (its file under `write_attacked`).
+    index: usize,
 }
 
 fn judge_attack(
@@ -251,10 +290,10 @@ fn judge_attack(
     setup: &Setup,
     heldout: &[Value],
     attack: &Attack,
-    truth: Option<&FieldEquals>,
-    fgsm_limit: usize,
+    run: &Run<'_>,
 ) -> Result<Evaluation, EvalError> {
-    let items = if *attack == Attack::None {
+    let (truth, fgsm_limit) = (run.truth, run.fgsm_limit);
+    let items: Vec<crate::attack::Item> = if *attack == Attack::None {
         heldout
             .iter()
             .map(|v| crate::attack::Item {
@@ -295,6 +334,9 @@ fn judge_attack(
         };
         apply(attack, g, &clean, lm, fgsm_limit)?
     };
+    if let Some(dir) = &setup.write_attacked {
+        write_items(dir, run.index, &items)?;
+    }
     let route = stages
         .scoring
         .as_mut()
@@ -424,4 +466,17 @@ fn judge_attack(
         adversarial_threshold: x_thr,
         seconds: (secs * 1000.0).round() / 1000.0,
     })
+}
+
+/// One attacked stream as `{"poison": bool, "record": <the record>}` lines.
+fn write_items(dir: &Path, n: usize, items: &[crate::attack::Item]) -> Result<(), EvalError> {
+    std::fs::create_dir_all(dir).map_err(EvalError::io(dir))?;
+    let path = dir.join(format!("{n}.jsonl"));
+    let mut text = String::new();
+    for it in items {
+        let record: Value = serde_json::from_slice(&it.payload).unwrap_or(Value::Null);
+        text.push_str(&serde_json::json!({ "poison": it.poison, "record": record }).to_string());
+        text.push('\n');
+    }
+    std::fs::write(&path, text).map_err(EvalError::io(&path))
 }
