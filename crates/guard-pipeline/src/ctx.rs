@@ -4,7 +4,7 @@
 use crate::{BatchAck, BatchJudge, ByteBudget, BytesHeld, CleanOut, Part, QuarantineWork, Rejected, Summary};
 use guard_core::{lock, now_ms, Reason, ReasonCode, Record, TopicPartition, GUARD_VERSION};
 use guard_quarantine::{QuarantineRow, ReasonEntry};
-use guard_score::Reloader;
+use guard_score::{Decision, Reloader};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -146,4 +146,37 @@ fn hand_rejected(
         part: Part::Clean,
         held: BytesHeld::none(),
     });
+}
+
+/// A quarantine row for `record`: its reasons, the models' decision (scores, model ids,
+/// explanation) and its source.
+pub(crate) fn quarantine_row(
+    tp: &TopicPartition,
+    record: Record,
+    reasons: &[Reason],
+    schema_id: Option<Arc<str>>,
+    at: i64,
+    scored: Decision,
+    source: Option<String>,
+) -> QuarantineRow {
+    QuarantineRow {
+        topic: Arc::clone(&tp.topic),
+        partition: tp.partition,
+        offset: record.offset,
+        timestamp_ms: record.timestamp_ms,
+        key: record.key,
+        headers: record.headers,
+        payload: record.payload,
+        payload_len: record.payload_len as i64,
+        reasons: reasons.iter().map(ReasonEntry::from).collect(),
+        schema_id,
+        guard_version: GUARD_VERSION,
+        quarantined_at_ms: at,
+        anomaly_score: scored.anomaly_score,
+        label_score: scored.label_score,
+        model_id: scored.model_id,
+        explanation: scored.explanation,
+        source,
+        envelope_cut: record.envelope.cut,
+    }
 }

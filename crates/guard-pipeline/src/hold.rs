@@ -12,11 +12,11 @@
 //! Memory: the held records (at most `hold_records` per route and worker, plus the last
 //! batch) and `window_records` hidden representations per route and worker.
 
-use crate::ctx::{count_batch, send_clean};
+use crate::ctx::{count_batch, quarantine_row, send_clean};
 use crate::{BatchAck, Part, QuarantineWork, WorkerCtx};
 use guard_config::ScanConfig;
-use guard_core::{now_ms, Reason, ReasonCode, Record, TopicPartition, GUARD_VERSION};
-use guard_quarantine::{QuarantineRow, ReasonEntry};
+use guard_core::{now_ms, Reason, ReasonCode, Record, TopicPartition};
+use guard_quarantine::QuarantineRow;
 use guard_score::{Decision, ScanItem, ScanWindow};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -182,32 +182,22 @@ fn release_route(ctx: &mut WorkerCtx, topic: &Arc<str>, r: &mut RouteHold) {
                     })
                     .increment(1);
                     let reason = Reason::new(ReasonCode::SCAN_SPECTRAL, flag.message(window));
-                    let explanation = serde_json::json!({ "scan": { "window": window, "flag": flag } });
                     let HeldRecord {
                         record,
-                        decision,
+                        mut decision,
                         source,
                     } = h;
-                    rows.push(QuarantineRow {
-                        topic: Arc::clone(&tp.topic),
-                        partition: tp.partition,
-                        offset: record.offset,
-                        timestamp_ms: record.timestamp_ms,
-                        key: record.key,
-                        headers: record.headers,
-                        payload: record.payload,
-                        payload_len: record.payload_len as i64,
-                        reasons: vec![ReasonEntry::from(&reason)],
-                        schema_id: schema_id.clone(),
-                        guard_version: GUARD_VERSION,
-                        quarantined_at_ms: at,
-                        anomaly_score: decision.anomaly_score,
-                        label_score: decision.label_score,
-                        model_id: decision.model_id,
-                        explanation: Some(explanation.to_string()),
+                    decision.explanation =
+                        Some(serde_json::json!({ "scan": { "window": window, "flag": flag } }).to_string());
+                    rows.push(quarantine_row(
+                        &tp,
+                        record,
+                        std::slice::from_ref(&reason),
+                        schema_id.clone(),
+                        at,
+                        decision,
                         source,
-                        envelope_cut: record.envelope.cut,
-                    });
+                    ));
                 }
             }
         }

@@ -2,11 +2,11 @@
 //! records to the clean sink (the broker's acknowledgement of the whole batch acknowledges its
 //! [`Part::Clean`]), turns the rest into quarantine rows and passes them on.
 
-use crate::ctx::{count_batch, send_clean};
+use crate::ctx::{count_batch, quarantine_row, send_clean};
 use crate::hold::{HeldBatch, HeldRecord, Hold};
 use crate::{header_source, BatchAck, BytesHeld, Judged, Part, QuarantineWork, WorkerCtx};
-use guard_core::{now_ms, Batch, Record, TopicPartition, Verdict, GUARD_VERSION};
-use guard_quarantine::{QuarantineRow, ReasonEntry};
+use guard_core::{now_ms, Batch, Record, TopicPartition, Verdict};
+use guard_quarantine::QuarantineRow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -187,26 +187,7 @@ fn quarantine_rows(
         };
         let primary = reasons.first().map_or("unknown", |r| r.code.as_str());
         *by_reason.entry(primary).or_default() += 1;
-        rows.push(QuarantineRow {
-            topic: Arc::clone(&tp.topic),
-            partition: tp.partition,
-            offset: record.offset,
-            timestamp_ms: record.timestamp_ms,
-            key: record.key,
-            headers: record.headers,
-            payload: record.payload,
-            payload_len: record.payload_len as i64,
-            reasons: reasons.iter().map(ReasonEntry::from).collect(),
-            schema_id: j.schema_id,
-            guard_version: GUARD_VERSION,
-            quarantined_at_ms: at,
-            anomaly_score: scored.anomaly_score,
-            label_score: scored.label_score,
-            model_id: scored.model_id,
-            explanation: scored.explanation,
-            source,
-            envelope_cut: record.envelope.cut,
-        });
+        rows.push(quarantine_row(tp, record, &reasons, j.schema_id, at, scored, source));
     }
     (rows, by_reason)
 }
