@@ -69,16 +69,18 @@ impl Hold {
         self.routes.values().all(|r| r.batches.is_empty())
     }
 
+    /// The hold of `topic`, made on first use.
+    fn route(&mut self, topic: &Arc<str>) -> &mut RouteHold {
+        let window = self.cfg.as_ref().map_or(0, |c| c.window_records);
+        self.routes.entry(Arc::clone(topic)).or_insert_with(|| RouteHold {
+            window: ScanWindow::new(window),
+            ..RouteHold::default()
+        })
+    }
+
     /// Hold a batch's passing records.
     pub(crate) fn push(&mut self, batch: HeldBatch) {
-        let window = self.cfg.as_ref().map_or(0, |c| c.window_records);
-        let r = self
-            .routes
-            .entry(Arc::clone(&batch.tp.topic))
-            .or_insert_with(|| RouteHold {
-                window: ScanWindow::new(window),
-                ..RouteHold::default()
-            });
+        let r = self.route(&batch.tp.topic);
         r.records += batch.records.len();
         metrics::gauge!("guard_scan_held_records", "topic" => batch.tp.topic.to_string())
             .increment(batch.records.len() as f64);
@@ -88,15 +90,7 @@ impl Hold {
 
     /// A record of `topic` a per-record check quarantined: context for the next scan.
     pub(crate) fn observe(&mut self, topic: &Arc<str>, item: ScanItem) {
-        let window = self.cfg.as_ref().map_or(0, |c| c.window_records);
-        self.routes
-            .entry(Arc::clone(topic))
-            .or_insert_with(|| RouteHold {
-                window: ScanWindow::new(window),
-                ..RouteHold::default()
-            })
-            .window
-            .observe(item);
+        self.route(topic).window.observe(item);
     }
 
     /// Scan and release every route that is due (`all`: every route holding records).

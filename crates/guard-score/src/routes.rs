@@ -176,6 +176,19 @@ pub struct Gathered {
     adversarial_rows: Vec<f32>,
     /// As `labels`, in the adversarial model's classes.
     adversarial_labels: Vec<Option<usize>>,
+    /// The adversarial model reads the label model's rows (same inputs and classes).
+    adversarial_shares_label: bool,
+}
+
+/// A classifier's input rows and each row's given-label class index.
+fn classified_rows(s: &Scorer, rows: &FeatureRows, out: &mut Vec<f32>, labels: &mut Vec<Option<usize>>) {
+    out.reserve(rows.len() * s.extractor.width());
+    let classes = &s.model.meta().classes;
+    for r in 0..rows.len() {
+        let row = rows.row(r);
+        s.extractor.extend_from(row, out);
+        labels.push(row.label().and_then(|given| classes.iter().position(|c| c == given)));
+    }
 }
 
 fn settings(cfg: &Config) -> SessionSettings {
@@ -349,23 +362,17 @@ impl RouteModels {
             }
         }
         if let Some(l) = &self.label {
-            g.label_rows.reserve(rows.len() * l.extractor.width());
-            let classes = &l.model.meta().classes;
-            for r in 0..rows.len() {
-                let row = rows.row(r);
-                l.extractor.extend_from(row, &mut g.label_rows);
-                g.labels
-                    .push(row.label().and_then(|given| classes.iter().position(|c| c == given)));
-            }
+            classified_rows(l, rows, &mut g.label_rows, &mut g.labels);
         }
         if let Some(a) = &self.adversarial {
-            g.adversarial_rows.reserve(rows.len() * a.extractor.width());
-            let classes = &a.model.meta().classes;
-            for r in 0..rows.len() {
-                let row = rows.row(r);
-                a.extractor.extend_from(row, &mut g.adversarial_rows);
-                g.adversarial_labels
-                    .push(row.label().and_then(|given| classes.iter().position(|c| c == given)));
+            // The trainer gives both classifiers the same inputs and classes: the label
+            // model's rows serve the adversarial model too, extracted once.
+            g.adversarial_shares_label = self.label.as_ref().is_some_and(|l| {
+                let (lm, am) = (l.model.meta(), a.model.meta());
+                lm.inputs == am.inputs && lm.levels == am.levels && lm.classes == am.classes && lm.width == am.width
+            });
+            if !g.adversarial_shares_label {
+                classified_rows(a, rows, &mut g.adversarial_rows, &mut g.adversarial_labels);
             }
         }
         g
@@ -432,7 +439,12 @@ impl RouteModels {
         let mut squeezed: Vec<Option<Squeezed>> = Vec::new();
         if let Some(a) = self.adversarial.as_mut() {
             let t = std::time::Instant::now();
-            match a.model.run(&g.adversarial_rows) {
+            let (x_rows, x_labels) = if g.adversarial_shares_label {
+                (&g.label_rows, &g.labels)
+            } else {
+                (&g.adversarial_rows, &g.adversarial_labels)
+            };
+            match a.model.run(x_rows) {
                 Ok(RoleScores::Adversarial { log_probabilities }) => {
                     let c = a.model.meta().classes.len();
                     let per_row = (1 + a.model.meta().squeezers.len()) * c;
@@ -441,7 +453,7 @@ impl RouteModels {
                         let row = log_probabilities
                             .get(k * per_row..(k + 1) * per_row)
                             .unwrap_or_default();
-                        let sq = squeeze_score(row, c, g.adversarial_labels.get(k).copied().flatten());
+                        let sq = squeeze_score(row, c, x_labels.get(k).copied().flatten());
                         // A row the model could not score is held back, never passed.
                         let s = sq.map_or(f32::NAN, |q| q.score);
                         h.record(f64::from(s));
