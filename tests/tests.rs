@@ -19,6 +19,7 @@ mod domain;
 mod drift;
 mod e2e;
 mod faults;
+mod flood;
 mod group;
 mod hostile;
 mod objstore;

@@ -12,6 +12,7 @@ pub mod alarm;
 mod baseline;
 mod categorical;
 mod drift;
+pub mod flood;
 mod moments;
 mod nonfinite;
 pub mod profile;
@@ -25,6 +26,7 @@ pub use drift::{
     chi2_homogeneity, js_distance, kolmogorov_sf, ks_2samp, psi, variance_ratio, wasserstein1, Chi2Result, KsResult,
     VarianceRatio, PSI_EPSILON,
 };
+pub use flood::{FloodDetector, FloodFlag, FloodProfile, FloodProfileBuilder, FloodReference, FloodSettings};
 pub use moments::Moments;
 pub use profile::{compare, Bins, Calibration, FeatureDrift, NumericProfile, CALIBRATION_QUANTILE};
 pub use quantiles::{Quantiles, QUANTILE_RELATIVE_ERROR};
