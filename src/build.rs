@@ -73,9 +73,9 @@ fn describe_metrics() {
         "Judge worker threads running (pipeline.workers; \"auto\": one per usable core)"
     );
     describe_counter!(
-        "guard_stats_profiles_published_total",
+        "guard_stats_profiles_failed_total",
         Unit::Count,
-        "Partition views published to the profiles topic"
+        "Batches of partition views the profiles topic did not take (sent again next time)"
     );
 }
 

@@ -4,24 +4,15 @@
 //!
 //! * drift events → the events topic (JSON, keyed `topic/feature`) and an Alertmanager-style
 //!   webhook (the hub only ever `try_send`s, so a slow or dead receiver never blocks judging);
-//! * partition views → the compacted profiles topic (keyed `group/topic/partition`), and back
-//!   from it into the hub for `GET /api/stats?scope=group`.
+//! * partition views and source blocks → their compacted topics, and back (`guard_kafka::side`).
 
 use guard_config::Config;
-use guard_drift::{DriftEvent, DriftHub, PartitionView};
-use guard_kafka::keyed::{ensure_side_topics, follow_compacted, KeyedPublisher};
+use guard_drift::DriftEvent;
+use guard_kafka::keyed::KeyedPublisher;
 use guard_server::webhook::Webhook;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::warn;
-
-/// Create the events and profiles topics when missing (profiles compacted).
-pub async fn ensure_topics(cfg: &Config) {
-    let d = &cfg.drift;
-    ensure_side_topics(cfg, d.events_topic.as_deref(), d.profiles_topic.as_deref()).await;
-}
 
 /// Fan drift events out to the events topic and the webhook queue.
 pub async fn dispatch(cfg: Config, mut rx: mpsc::Receiver<DriftEvent>) {
@@ -66,51 +57,4 @@ pub async fn dispatch(cfg: Config, mut rx: mpsc::Receiver<DriftEvent>) {
             }
         }
     }
-}
-
-/// Publish changed partition views to the profiles topic every `interval`, and once more
-/// when `stop` is set.
-pub async fn publish_profiles(cfg: Config, hub: Arc<DriftHub>, stop: Arc<AtomicBool>) {
-    let Some(topic) = cfg.drift.profiles_topic.clone() else {
-        return;
-    };
-    let publisher = match KeyedPublisher::new(&cfg, &topic) {
-        Ok(p) => p,
-        Err(e) => return warn!(error = %e, "cannot create the profiles producer; group scope is off"),
-    };
-    let interval = Duration::from_millis(cfg.drift.profiles_interval_ms.max(100));
-    loop {
-        let last = stop.load(Ordering::Relaxed);
-        for view in hub.take_dirty() {
-            let Ok(body) = serde_json::to_vec(&view) else { continue };
-            match publisher.send(&view.key(), &body).await {
-                Ok(()) => metrics::counter!("guard_stats_profiles_published_total").increment(1),
-                Err(e) => warn!(error = %e, key = view.key(), "partition view not published"),
-            }
-        }
-        if last {
-            return;
-        }
-        tokio::time::sleep(interval).await;
-    }
-}
-
-/// Read the profiles topic from the beginning into the hub until `stop` (own thread).
-pub fn read_profiles(cfg: &Config, hub: Arc<DriftHub>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    let Some(topic) = cfg.drift.profiles_topic.clone() else {
-        return Ok(());
-    };
-    follow_compacted(cfg, &topic, "profiles-reader", stop, move |key, payload| {
-        let view = match payload.map(serde_json::from_slice::<PartitionView>) {
-            None => None,
-            Some(Ok(v)) => Some(v),
-            Some(Err(e)) => {
-                warn!(key, error = %e, "unreadable partition view skipped");
-                metrics::counter!("guard_stats_profiles_unreadable_total").increment(1);
-                return;
-            }
-        };
-        hub.put_remote(key.to_owned(), view);
-    })?;
-    Ok(())
 }

@@ -54,7 +54,8 @@ fn build_hub(cfg: &Config, judge: &Judge) -> anyhow::Result<(Arc<guard_drift::Dr
         &cfg.kafka.group_id,
         &instance,
         guard_drift::HubOutputs { events: tx },
-    );
+    )
+    .with_floods(&cfg.flood);
     Ok((Arc::new(hub), rx))
 }
 
@@ -250,14 +251,14 @@ async fn start_drift(cfg: &Config, judge: &Judge) -> anyhow::Result<Drift> {
     let profile_stop = Arc::new(AtomicBool::new(false));
     let mut profile_task = None;
     if !hub.is_idle() {
-        crate::events::ensure_topics(cfg).await;
+        guard_kafka::side::ensure_topics(cfg).await;
         if let Some(rx) = events_rx {
             tokio::spawn(crate::events::dispatch(cfg.clone(), rx));
         }
-        crate::events::read_profiles(cfg, Arc::clone(&hub), Arc::clone(&profile_stop))?;
-        profile_task = Some(tokio::spawn(crate::events::publish_profiles(
+        guard_kafka::side::read_side(cfg, Arc::clone(&hub) as _, Arc::clone(&profile_stop))?;
+        profile_task = Some(tokio::spawn(guard_kafka::side::publish_side(
             cfg.clone(),
-            Arc::clone(&hub),
+            Arc::clone(&hub) as _,
             Arc::clone(&profile_stop),
         )));
     }
@@ -468,6 +469,7 @@ async fn operator_routes(
                 360,
             )),
             features_of: crate::review::features_of(cfg),
+            blocks: Some(Arc::clone(hub) as Arc<dyn guard_core::SourceBlocks>),
         };
         let publisher: Option<Arc<dyn guard_review::Publisher>> = match cfg.kafka.output_topic {
             Some(_) => Some(Arc::new(crate::review::KafkaPublisher::new(cfg)?)),

@@ -89,6 +89,68 @@ pub struct Config {
     /// The window scan for poison one record does not give away (routes whose label model
     /// was trained with scan statistics).
     pub scan: ScanConfig,
+    /// Near-duplicate floods and per-source blocks (routes whose baseline carries a flood
+    /// profile: `ingest-guard baseline` writes one).
+    pub flood: FloodConfig,
+}
+
+/// Near-duplicate floods and per-source blocks. Each source's last `window_records` records
+/// of a route are laid over the trusted data's near-duplicate cells (from the baseline); a
+/// record whose cell holds far more of them than the trusted data predicts (p-value at most
+/// `alpha`, at least `min_copies` records and `rate` of the window) is quarantined with
+/// `flood.near_duplicate`. A source with `block_after_flags` such records, or (when
+/// `block_quarantine_share` is set) a quarantined share of at least that over
+/// `block_quarantine_records` consecutive records, is blocked: all its records of that route
+/// are quarantined with `source.blocked` until a reviewer releases it in the dashboard.
+/// Memory: per route, at most `max_sources` sources of `window_records` × 4 bucket ids (8
+/// bytes a record) and as many counters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FloodConfig {
+    /// Judge floods (routes whose baseline has a flood profile).
+    pub enabled: bool,
+    /// Recent records kept per source and route.
+    pub window_records: usize,
+    /// A cell must hold at least this many of a source's recent records to flag.
+    pub min_copies: u32,
+    /// Largest p-value (Bonferroni over the hash tables) that flags.
+    pub alpha: f64,
+    /// Smallest share of the source's recent records (of at least `min_window`) in one cell
+    /// that flags: how much a source may repeat itself.
+    pub rate: f64,
+    /// See `rate`.
+    pub min_window: usize,
+    /// Sources tracked per route (the least recently seen is forgotten beyond this).
+    pub max_sources: usize,
+    /// Flood flags of one source (per route and instance) that block it (0: never block).
+    pub block_after_flags: u32,
+    /// Quarantined share over `block_quarantine_records` consecutive records of a source that
+    /// blocks it (0: the quarantine budget is off).
+    pub block_quarantine_share: f64,
+    /// See `block_quarantine_share`.
+    pub block_quarantine_records: u64,
+    /// Compacted topic where blocks and their releases are published (keyed `topic/source`)
+    /// and read back by every instance of the group; unset: blocks stay in this instance's
+    /// memory (a restart forgets them).
+    pub blocks_topic: Option<String>,
+}
+
+impl Default for FloodConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_records: 1_000,
+            min_copies: 8,
+            alpha: 1e-6,
+            rate: 0.2,
+            min_window: 100,
+            max_sources: 256,
+            block_after_flags: 10,
+            block_quarantine_share: 0.0,
+            block_quarantine_records: 1_000,
+            blocks_topic: None,
+        }
+    }
 }
 
 /// The window scan: passing records of a route whose label model carries scan statistics are
@@ -1025,6 +1087,38 @@ impl Config {
         }
     }
 
+    /// The `[flood]` section's ranges.
+    fn check_flood(&self, bad: &mut impl FnMut(&str, String)) {
+        let f = &self.flood;
+        if f.window_records == 0 || f.window_records > 100_000 {
+            bad("flood.window_records", "must be 1 … 100000".into());
+        }
+        if f.min_copies < 2 {
+            bad("flood.min_copies", "must be at least 2".into());
+        }
+        if !(f.alpha > 0.0 && f.alpha < 1.0) {
+            bad("flood.alpha", "must be in (0, 1)".into());
+        }
+        if !(f.rate > 0.0 && f.rate <= 1.0) {
+            bad("flood.rate", "must be in (0, 1]".into());
+        }
+        if f.max_sources == 0 || f.max_sources > 100_000 {
+            bad("flood.max_sources", "must be 1 … 100000".into());
+        }
+        if !(0.0..=1.0).contains(&f.block_quarantine_share) {
+            bad("flood.block_quarantine_share", "must be in [0, 1]".into());
+        }
+        if f.block_quarantine_records == 0 {
+            bad("flood.block_quarantine_records", "must be at least 1".into());
+        }
+        if f.blocks_topic.as_deref().is_some_and(str::is_empty) {
+            bad(
+                "flood.blocks_topic",
+                "must not be empty (leave it unset instead)".into(),
+            );
+        }
+    }
+
     /// Cross-field checks without I/O. Returns every problem found, each naming the file
     /// and the key.
     pub fn validate(&self, file: &str) -> Vec<Problem> {
@@ -1047,6 +1141,7 @@ impl Config {
         if self.scan.window_records > 1_000_000 {
             bad("scan.window_records", "must be at most 1000000".into());
         }
+        self.check_flood(&mut bad);
         self.check_sizes(&mut bad);
         self.check_server(&mut bad);
         self.check_quarantine(&mut bad);

@@ -565,6 +565,16 @@ impl<'a> RowRef<'a> {
         col.get(self.r * n..(self.r + 1) * n).unwrap_or(&[])
     }
 
+    /// Numeric features, then every tensor's elements, as `f32` (the near-duplicate
+    /// detector's row; empty without feature columns).
+    pub fn values(&self) -> impl Iterator<Item = f32> + 'a {
+        let this = *self;
+        self.numeric()
+            .iter()
+            .map(|x| *x as f32)
+            .chain((0..self.rows.tensors.len()).flat_map(move |t| this.tensor(t).iter().copied()))
+    }
+
     /// Categorical column `j` (the label is the last one when the schema names a label).
     pub fn categorical(&self, j: usize) -> Option<&'a str> {
         self.rows.categorical.get(j)?.get(self.r)

@@ -10,6 +10,7 @@
 //! * a quarantined record always carries at least one stable [`ReasonCode`].
 
 mod ack;
+pub mod blocks;
 pub mod features;
 mod health;
 pub mod limits;
@@ -20,6 +21,7 @@ pub mod report;
 mod time;
 
 pub use ack::{BatchAck, Finished, Lease, Part};
+pub use blocks::{BlockDoc, BlockRelease, BlockedSource, SideTopics, SourceBlocks};
 pub use features::{FeatureField, FeatureLayout, FeatureRows, FieldPath, GuardSection, RowRef, StrColumn, TensorField};
 pub use health::{Health, HealthReport, Unreadable};
 pub use limits::Limits;

@@ -92,6 +92,12 @@ impl ReasonCode {
     /// The window scan found the record in a cluster of its label class (or doubted its label
     /// in a class window that holds one).
     pub const SCAN_SPECTRAL: Self = Self("scan.spectral");
+    /// The record's source repeats itself: its near-duplicate cell holds far more of the
+    /// source's recent records than the trusted data predicts.
+    pub const FLOOD_NEAR_DUPLICATE: Self = Self("flood.near_duplicate");
+    /// The record's source is blocked (over its flood or quarantine budget) until a reviewer
+    /// releases it.
+    pub const SOURCE_BLOCKED: Self = Self("source.blocked");
     /// A scoring model failed on the record's batch (the record is held back, not passed).
     pub const SCORE_ERROR: Self = Self("score.error");
     /// The breaker is open (`drift.breaker`): every record is quarantined until an operator
@@ -141,6 +147,8 @@ impl ReasonCode {
             Self::SCORE_LABEL,
             Self::SCORE_ADVERSARIAL,
             Self::SCAN_SPECTRAL,
+            Self::FLOOD_NEAR_DUPLICATE,
+            Self::SOURCE_BLOCKED,
             Self::BREAKER_OPEN,
             Self::SCORE_ERROR,
             Self::LIMIT_KEY_BYTES,

@@ -13,7 +13,9 @@
 //! assigned, whatever the traffic.
 
 mod alert;
+mod floods;
 pub use alert::alertmanager_payload;
+pub use floods::Floods;
 
 use guard_config::DriftConfig;
 use guard_stats::{
@@ -62,6 +64,21 @@ pub fn describe_metrics() {
         "Variance of the last closed window over the baseline's, per numeric feature"
     );
     describe_gauge!("guard_stats_sources", "Sources (producers) in the source table");
+    describe_gauge!(
+        "guard_flood_blocked_sources",
+        "Sources blocked now (flood or quarantine budget)"
+    );
+    describe_counter!("guard_flood_blocks_total", Unit::Count, "Sources this instance blocked");
+    describe_counter!(
+        "guard_flood_releases_total",
+        Unit::Count,
+        "Source blocks released by a reviewer on this instance"
+    );
+    describe_counter!(
+        "guard_flood_flagged_total",
+        Unit::Count,
+        "Records quarantined as part of a near-duplicate flood"
+    );
     describe_counter!(
         "guard_stats_profiles_ignored_total",
         Unit::Count,
@@ -228,6 +245,8 @@ pub struct TopicDrift {
     cat_index: Vec<HashMap<String, usize>>,
     /// Index of the first categorical feature in the baseline.
     first_cat: usize,
+    /// The baseline's near-duplicate profile, expanded (absent in older baselines).
+    flood: Option<Arc<guard_stats::FloodReference>>,
 }
 
 impl TopicDrift {
@@ -293,11 +312,24 @@ impl TopicDrift {
     pub fn new(baseline: Arc<Baseline>) -> Self {
         let cat_index = baseline.features.iter().map(|f| f.category_index()).collect();
         let first_cat = baseline.numeric().count();
+        let flood = baseline.flood.clone().and_then(|p| match guard_stats::FloodReference::new(p) {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                tracing::warn!(error = %e, schema = %baseline.schema_id, "the baseline's flood profile is unusable; floods are not judged");
+                None
+            }
+        });
         Self {
             baseline,
             cat_index,
             first_cat,
+            flood,
         }
+    }
+
+    /// The baseline's near-duplicate profile, if it has one.
+    pub fn flood_reference(&self) -> Option<Arc<guard_stats::FloodReference>> {
+        self.flood.clone()
     }
 
     /// Push one record's typed row into `w`; categorical values the baseline never saw also
@@ -358,6 +390,62 @@ pub struct DriftHub {
     sources: Mutex<SourceTable>,
     source_header: Option<Arc<str>>,
     breaker: Breaker,
+    floods: Floods,
+}
+
+impl guard_core::SourceBlocks for DriftHub {
+    fn blocked(&self) -> Vec<guard_core::BlockedSource> {
+        self.floods.blocked()
+    }
+
+    fn release(&self, topic: &str, source: &str, id: &str, by: &str) -> bool {
+        self.floods.release(topic, source, id, by)
+    }
+}
+
+impl guard_core::SideTopics for DriftHub {
+    fn take_views(&self) -> Vec<(String, Vec<u8>)> {
+        let views = self.take_dirty();
+        views
+            .iter()
+            .filter_map(|v| Some((v.key(), serde_json::to_vec(v).ok()?)))
+            .collect()
+    }
+
+    fn put_view(&self, key: &str, payload: Option<&[u8]>) {
+        let view = match payload.map(serde_json::from_slice::<PartitionView>) {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => {
+                warn!(key, error = %e, "unreadable partition view skipped");
+                metrics::counter!("guard_stats_profiles_unreadable_total").increment(1);
+                return;
+            }
+        };
+        self.put_remote(key.to_owned(), view);
+    }
+
+    fn take_blocks(&self) -> Vec<(String, Vec<u8>)> {
+        let docs = self.floods.take_outbox();
+        docs.iter()
+            .filter_map(|d| Some((d.key(), serde_json::to_vec(d).ok()?)))
+            .collect()
+    }
+
+    fn put_back_blocks(&self, docs: Vec<(String, Vec<u8>)>) {
+        let docs = docs
+            .iter()
+            .filter_map(|(_, b)| serde_json::from_slice(b).ok())
+            .collect();
+        self.floods.put_back(docs);
+    }
+
+    fn apply_block(&self, key: &str, payload: Option<&[u8]>) {
+        match payload.map(serde_json::from_slice) {
+            Some(Ok(doc)) => self.floods.apply(doc),
+            _ => warn!(key, "unreadable block document skipped"),
+        }
+    }
 }
 
 /// The quarantine-everything breaker (`drift.breaker`).
@@ -495,7 +583,25 @@ impl DriftHub {
             sources: Mutex::new(SourceTable::new(cfg.max_sources)),
             source_header: cfg.source_header.as_deref().map(Arc::from),
             breaker: Breaker::new(&cfg.breaker),
+            floods: Floods::off(),
         }
+    }
+
+    /// This hub with flood detection and source blocks (`cfg`: the `[flood]` section) for the
+    /// monitored topics whose baselines carry a flood profile.
+    pub fn with_floods(mut self, cfg: &guard_config::FloodConfig) -> Self {
+        let refs = self
+            .topics
+            .iter()
+            .filter_map(|(t, d)| Some((t.clone(), d.flood_reference()?)))
+            .collect();
+        self.floods = Floods::new(cfg, &self.instance, refs);
+        self
+    }
+
+    /// Floods and source blocks.
+    pub fn floods(&self) -> &Floods {
+        &self.floods
     }
 
     /// The breaker.

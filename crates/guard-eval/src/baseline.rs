@@ -52,6 +52,7 @@ struct Collector<'s> {
     builder: BaselineBuilder,
     limits: Limits,
     cats: Vec<Option<String>>,
+    values: Vec<f32>,
     used: u64,
     skipped: u64,
     first_skip: Option<String>,
@@ -75,6 +76,12 @@ impl Collector<'_> {
                 let refs: Vec<Option<&str>> = self.cats.iter().map(Option::as_deref).collect();
                 self.builder
                     .push_row(&schema.numeric_features(&v), &refs, schema.label(&v).as_deref());
+                // The near-duplicate profile reads the row as the stream's typed rows do.
+                let mut one = guard_core::FeatureRows::new(schema.layout(), true);
+                one.push(schema.layout(), 0, &v, None);
+                self.values.clear();
+                self.values.extend(one.row(0).values());
+                self.builder.push_values(&self.values);
                 self.used += 1;
             }
             Err(reasons) => {
@@ -98,6 +105,7 @@ pub fn build(a: &BaselineArgs<'_>) -> Result<BaselineReport, EvalError> {
         builder: BaselineBuilder::new(names.clone()).with_categorical(cat_names.clone()),
         limits: Limits::default(),
         cats: Vec::with_capacity(cat_names.len()),
+        values: Vec::new(),
         used: 0,
         skipped: 0,
         first_skip: None,

@@ -76,6 +76,34 @@ impl KeyedPublisher {
     }
 }
 
+/// Every `interval`, and once more when `stop` is set, send the keyed documents `take` hands
+/// out; those that fail go to `failed` (to count, or to hand out again).
+pub async fn publish_loop(
+    publisher: KeyedPublisher,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+    take: impl Fn() -> Vec<(String, Vec<u8>)>,
+    failed: impl Fn(Vec<(String, Vec<u8>)>),
+) {
+    loop {
+        let last = stop.load(Ordering::Relaxed);
+        let mut lost = Vec::new();
+        for (key, body) in take() {
+            if let Err(e) = publisher.send(&key, &body).await {
+                warn!(error = %e, key, topic = publisher.topic(), "keyed document not published");
+                lost.push((key, body));
+            }
+        }
+        if !lost.is_empty() {
+            failed(lost);
+        }
+        if last {
+            return;
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
 /// Follow a compacted topic from the beginning on its own thread until `stop`: `put` gets
 /// every record's key and payload (`None`: a tombstone). Records without a UTF-8 key are
 /// skipped. The reader uses the group id `<kafka.group_id>.<reader>` and never commits.

@@ -9,7 +9,8 @@
 //! flight is durable, commits that synchronously, and only then lets the partitions go
 //! (the commit rule is the one rust-rdkafka's `at_least_once` example states).
 //!
-//! [`keyed`] carries the side topics (drift events, group profiles) as keyed bytes.
+//! [`keyed`] carries the side topics (drift events, group profiles, source blocks) as keyed
+//! bytes; [`side`] wires the drift hub's compacted ones.
 //!
 //! The sink produces passing records with an idempotent producer, keeps key, headers and
 //! timestamp, and retries failed deliveries until they succeed: a record is never dropped
@@ -19,6 +20,7 @@ mod admin;
 mod client;
 pub mod keyed;
 mod probe;
+pub mod side;
 pub use probe::{classify as classify_connect, librdkafka_features, probe, ConnectCause, ConnectProblem};
 mod raw;
 mod release;

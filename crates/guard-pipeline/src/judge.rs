@@ -55,7 +55,11 @@ impl BatchJudge {
     pub fn judge_with_breaker(&mut self, tp: &TopicPartition, records: &[Record]) -> Judged {
         let open = self.drift.hub().breaker().is_open();
         let mut judged = self.judge(tp, records, open);
-        let failed = judged.judgements.iter().filter(|j| !j.verdict.is_pass()).count() as u64;
+        let failed = judged
+            .judgements
+            .iter()
+            .filter(|j| !j.verdict.is_pass() && !is_source_verdict(&j.verdict))
+            .count() as u64;
         let breaker = self.drift.hub().breaker();
         breaker.observe(judged.judgements.len() as u64, failed);
         if open {
@@ -202,10 +206,94 @@ impl BatchJudge {
                 }
             }
         }
+        floods_and_blocks(
+            self.drift.hub().floods(),
+            tp,
+            records,
+            &rows,
+            &mut judgements,
+            &mut row_sources,
+            header.is_none(),
+        );
         Judged {
             judgements,
             decisions,
             row_sources,
+        }
+    }
+}
+
+/// Add `reason` to a judgement (a passing record becomes quarantined).
+fn add_reason(j: &mut Judgement, reason: Reason) {
+    match &mut j.verdict {
+        Verdict::Pass => j.verdict = Verdict::reject(reason),
+        Verdict::Quarantine(v) => v.push(reason),
+    }
+}
+
+/// Whether a verdict is a source's own doing (a flood, a block): it does not count towards
+/// the breaker, which would otherwise stop every source for one flooding producer.
+fn is_source_verdict(v: &Verdict) -> bool {
+    match v {
+        Verdict::Pass => false,
+        Verdict::Quarantine(r) => r
+            .iter()
+            .any(|r| r.code == ReasonCode::SOURCE_BLOCKED || r.code == ReasonCode::FLOOD_NEAR_DUPLICATE),
+    }
+}
+
+/// After the models: near-duplicate floods over the batch's typed rows, then source blocks
+/// (and the quarantine budget) over every typed row. A record judged a flood, or of a blocked
+/// source, is quarantined; `keep_sources` keeps its source for its quarantine row.
+fn floods_and_blocks(
+    floods: &guard_drift::Floods,
+    tp: &TopicPartition,
+    records: &[Record],
+    rows: &FeatureRows,
+    judgements: &mut [Judgement],
+    row_sources: &mut HashMap<usize, String>,
+    keep_sources: bool,
+) {
+    let offset = |i: usize| records.get(i).map_or(-1, |r| r.offset);
+    if floods.judges(&tp.topic) && rows.has_features() {
+        let flags = floods.observe(
+            &tp.topic,
+            (0..rows.len()).map(|r| {
+                let row = rows.row(r);
+                (row.source(), row.values())
+            }),
+        );
+        for (r, flag) in flags.into_iter().enumerate() {
+            let Some(f) = flag else { continue };
+            let row = rows.row(r);
+            let (i, source) = (row.index(), row.source());
+            metrics::counter!("guard_flood_flagged_total").increment(1);
+            tracing::info!(topic = %tp.topic, partition = tp.partition, offset = offset(i), source, copies = f.copies, window = f.window, "near-duplicate flood");
+            floods.note_flag(&tp.topic, source, tp.partition, offset(i));
+            if let Some(j) = judgements.get_mut(i) {
+                add_reason(j, Reason::new(ReasonCode::FLOOD_NEAR_DUPLICATE, f.message(source)));
+            }
+            if keep_sources {
+                row_sources.insert(i, source.to_owned());
+            }
+        }
+    }
+    for r in 0..rows.len() {
+        let row = rows.row(r);
+        let (i, source) = (row.index(), row.source());
+        let Some(j) = judgements.get_mut(i) else { continue };
+        floods.note_outcome(&tp.topic, source, !j.verdict.is_pass(), tp.partition, offset(i));
+        if let Some(b) = floods.blocked_source(&tp.topic, source) {
+            let why = format!(
+                "source {source} is blocked ({}) since {} until a reviewer releases block {}",
+                b.why,
+                guard_core::rfc3339(b.since_ms),
+                b.id
+            );
+            add_reason(j, Reason::new(ReasonCode::SOURCE_BLOCKED, why));
+            if keep_sources {
+                row_sources.insert(i, source.to_owned());
+            }
         }
     }
 }

@@ -26,6 +26,9 @@ pub enum Action {
     Released,
     /// Producing the released record failed; it may or may not have been written.
     ReleaseFailed,
+    /// A blocked source was released (`block` names the block; `record` is the record that
+    /// tripped it).
+    SourceReleased,
 }
 
 /// Where a released record landed.
@@ -74,6 +77,9 @@ pub struct AuditEntry {
     /// The failure (`release_failed`).
     #[serde(default)]
     pub error: Option<String>,
+    /// The released block (`source_released`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<guard_core::BlockedSource>,
 }
 
 /// The review state of one record.
@@ -141,6 +147,9 @@ impl std::fmt::Debug for AuditLog {
 }
 
 fn apply(state: &mut HashMap<RecordKey, RecordState>, e: &AuditEntry) {
+    if e.action == Action::SourceReleased {
+        return; // not a record decision
+    }
     let s = state.entry(e.record.clone()).or_default();
     match e.action {
         Action::ConfirmedPoison | Action::FalsePositive => s.verdict = Some(e.action),
@@ -149,7 +158,7 @@ fn apply(state: &mut HashMap<RecordKey, RecordState>, e: &AuditEntry) {
                 s.pending_release = Some(e.watermarks.clone());
             }
         }
-        Action::ReleaseFailed => {}
+        Action::ReleaseFailed | Action::SourceReleased => {}
         Action::Released => {
             s.landed = e.landed.clone();
             s.pending_release = None;
@@ -358,6 +367,7 @@ mod tests {
             landed: None,
             watermarks: vec![],
             error: None,
+            block: None,
         }
     }
 

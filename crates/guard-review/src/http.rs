@@ -62,6 +62,8 @@ pub fn routes(review: Arc<Review>) -> Router {
             "/api/review/records/{topic}/{partition}/{offset}/release",
             post(release),
         )
+        .route("/api/review/sources/blocked", get(blocked_sources))
+        .route("/api/review/sources/release", post(release_source))
         .route("/api/review/audit", get(audit))
         .route("/api/review/feedback", get(feedback))
         .route("/api/review/features", get(features))
@@ -330,6 +332,7 @@ async fn overview(State(r): State<Arc<Review>>, h: HeaderMap) -> Response {
             "top_sources_by_quarantine_rate": source_rates,
             "counter_history": r.live().counter_history.as_ref().map(|f| f()),
             "read_only": r.settings().read_only,
+            "blocked_sources": blocked_list(&r),
         }))
     })
     .await
@@ -480,6 +483,40 @@ async fn release(
         Ok(rel) => ok(json!(rel)),
         Err(e) => review_err(&e),
     })
+    .await
+}
+
+fn blocked_list(r: &Review) -> Value {
+    r.live().blocks.as_ref().map_or(Value::Null, |b| json!(b.blocked()))
+}
+
+async fn blocked_sources(State(r): State<Arc<Review>>, h: HeaderMap) -> Response {
+    if let Err(resp) = who(&r, &h) {
+        return resp;
+    }
+    ok(json!({ "blocked": blocked_list(&r) }))
+}
+
+#[derive(serde::Deserialize)]
+struct SourceReleaseBody {
+    topic: String,
+    source: String,
+    id: String,
+    #[serde(default)]
+    note: String,
+}
+
+async fn release_source(State(r): State<Arc<Review>>, h: HeaderMap, Json(b): Json<SourceReleaseBody>) -> Response {
+    let id = match actor(&r, &h) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    blocking(
+        move || match r.release_source(&id.name, &b.topic, &b.source, &b.id, &b.note) {
+            Ok(rel) => ok(json!(rel)),
+            Err(e) => review_err(&e),
+        },
+    )
     .await
 }
 

@@ -102,6 +102,8 @@ pub struct Live {
     pub counter_history: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     /// A record's numeric features against its topic's baseline (topic, decoded payload).
     pub features_of: Option<FeaturesOf>,
+    /// The guard's blocked sources, to show and release.
+    pub blocks: Option<Arc<dyn guard_core::SourceBlocks>>,
 }
 
 /// See [`Live::features_of`].
@@ -133,6 +135,15 @@ pub struct Released {
     /// Where the record is in the clean topic.
     pub landed: Landed,
     /// It had been released before (this request produced nothing).
+    pub already: bool,
+}
+
+/// The outcome of a source release.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SourceReleased {
+    /// The block released.
+    pub block: guard_core::BlockedSource,
+    /// It had been released before (this request wrote no audit line).
     pub already: bool,
 }
 
@@ -247,6 +258,7 @@ impl Review {
     /// Pick up new quarantine files. The folder is listed without the index lock, and the
     /// write lock is taken one file at a time, so queries are not held up by a big catch-up.
     pub fn refresh(&self) -> Result<usize, ReviewError> {
+        self.reconcile_blocks();
         let listed = guard_quarantine::list_files(self.store.as_ref())?;
         let write = || self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         {
@@ -263,6 +275,80 @@ impl Review {
             }
         }
         Ok(added)
+    }
+
+    /// Release block `id` of `source` on `topic`, exactly once: one `source_released` audit
+    /// line (fsynced) per block, then the running guard lifts it and tells the other instances
+    /// through the blocks topic. A second request for the same block writes nothing and
+    /// answers `already`; a block whose release is audited but still in force (the guard
+    /// stopped between the two, or read the block back) is lifted again, still without a line.
+    pub fn release_source(
+        &self,
+        who: &str,
+        topic: &str,
+        source: &str,
+        id: &str,
+        note: &str,
+    ) -> Result<SourceReleased, ReviewError> {
+        if self.settings.read_only {
+            return Err(ReviewError::Refused("the review service is read-only".into()));
+        }
+        let Some(blocks) = &self.live.blocks else {
+            return Err(ReviewError::Refused(
+                "blocked sources are released through a running guard (run)".into(),
+            ));
+        };
+        let held = self.audit.exclusive()?;
+        let audited = self.audited_block(id);
+        let current = blocks
+            .blocked()
+            .into_iter()
+            .find(|b| b.topic == topic && b.source == source && b.id == id);
+        match (current, audited) {
+            (None, Some(block)) => Ok(SourceReleased { block, already: true }),
+            (None, None) => Err(ReviewError::NotFound(format!(
+                "block {id} of source {source} on {topic}"
+            ))),
+            (Some(block), Some(_)) => {
+                blocks.release(topic, source, id, who);
+                Ok(SourceReleased { block, already: true })
+            }
+            (Some(block), None) => {
+                let key = RecordKey {
+                    topic: block.topic.clone(),
+                    partition: block.partition,
+                    offset: block.offset,
+                };
+                let mut e = self.entry_for(who, Action::SourceReleased, &key, note);
+                e.block = Some(block.clone());
+                self.audit.append_held(&held, e)?;
+                blocks.release(topic, source, id, who);
+                metrics::counter!("guard_review_source_releases_total").increment(1);
+                Ok(SourceReleased { block, already: false })
+            }
+        }
+    }
+
+    /// The block `id`'s audited release, if any.
+    fn audited_block(&self, id: &str) -> Option<guard_core::BlockedSource> {
+        self.audit
+            .entries()
+            .into_iter()
+            .rev()
+            .filter(|e| e.action == Action::SourceReleased)
+            .find_map(|e| e.block.filter(|b| b.id == id))
+    }
+
+    /// Lift blocks whose release is audited but which are in force again (the guard stopped
+    /// between the audit line and the lift, or read the block back from the blocks topic).
+    pub fn reconcile_blocks(&self) {
+        let Some(blocks) = &self.live.blocks else { return };
+        for b in blocks.blocked() {
+            if let Some(r) = self.audited_block(&b.id) {
+                tracing::info!(topic = %b.topic, source = %b.source, id = %b.id, "lifting a block whose release is audited");
+                blocks.release(&r.topic, &r.source, &r.id, "audit-log");
+            }
+        }
     }
 
     /// The full stored row of a record.
@@ -303,6 +389,7 @@ impl Review {
             landed: None,
             watermarks: Vec::new(),
             error: None,
+            block: None,
         }
     }
 
@@ -537,6 +624,11 @@ pub fn describe_metrics() {
         "guard_review_releases_total",
         Unit::Count,
         "Release requests by outcome (released, already, recovered, failed)"
+    );
+    describe_counter!(
+        "guard_review_source_releases_total",
+        Unit::Count,
+        "Blocked sources released by a reviewer (one audit line each)"
     );
     describe_gauge!(
         "guard_review_false_positive_ratio",

@@ -99,6 +99,20 @@ async function overview(view) {
         ['decisions', Object.entries(o.decisions || {}).map(([k, v]) => `${k} ${v}`).join(', ') || 'none']]
         .filter(([, v]) => v !== undefined)
         .map(([k, v]) => el('div', { class: 'card' }, el('div', { text: k }), el('div', { class: 'n', text: v })))));
+  const blocked = o.blocked_sources || [];
+  if (blocked.length) {
+    const msg = el('span', { id: 'block-msg' });
+    view.append(el('h3', { class: 'error', text: `Blocked sources (${blocked.length})` }),
+      table(['topic', 'source', 'since', 'why', 'block', ''], blocked.map((b) => el('tr', { class: 'blocked-source' },
+        el('td', { text: b.topic }), el('td', {}, el('a', { href: '#/explorer?source=' + encodeURIComponent(b.source), text: b.source })),
+        el('td', { text: fmtTime(b.since_ms) }), el('td', { text: b.why }), el('td', { text: b.id }),
+        el('td', {}, state.readOnly ? null : el('button', { class: 'release-source', onclick: async () => {
+          try {
+            const j = await api('/api/review/sources/release', { method: 'POST', body: { topic: b.topic, source: b.source, id: b.id } });
+            msg.textContent = j.already ? 'already released' : `released ${b.source}`; setTimeout(route, 300);
+          } catch (e) { msg.textContent = 'refused: ' + e.message; msg.className = 'error'; }
+        } }, 'Release source'))))), msg);
+  }
   const reasons = o.reasons || [];
   view.append(el('h3', { text: 'Quarantined by reason' }),
     table(['reason', 'rows'], reasons.map(([r, n]) => el('tr', {}, el('td', {},

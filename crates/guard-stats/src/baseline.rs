@@ -60,6 +60,10 @@ pub struct Baseline {
     /// only); absent in baselines written before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<serde_json::Value>,
+    /// The trusted rows over the near-duplicate cells ([`crate::flood`]); absent in baselines
+    /// written before floods were judged (those routes judge no floods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flood: Option<crate::FloodProfile>,
 }
 
 impl FeatureBaseline {
@@ -145,6 +149,7 @@ pub struct BaselineBuilder {
     interners: Vec<HashMap<String, u32>>,
     labels: BTreeMap<String, u64>,
     rows: u64,
+    flood: crate::FloodProfileBuilder,
 }
 
 impl BaselineBuilder {
@@ -159,6 +164,7 @@ impl BaselineBuilder {
             interners: Vec::new(),
             labels: BTreeMap::new(),
             rows: 0,
+            flood: crate::FloodProfileBuilder::default(),
         }
     }
 
@@ -196,6 +202,11 @@ impl BaselineBuilder {
             *self.labels.entry(l.to_owned()).or_default() += 1;
         }
         self.rows += 1;
+    }
+
+    /// Add one trusted row's values (numeric features, then tensors) to the flood profile.
+    pub fn push_values(&mut self, values: &[f32]) {
+        self.flood.push(values);
     }
 
     /// Build with at most `max_bins` bins per feature and calibration for `window`-row windows.
@@ -256,6 +267,7 @@ impl BaselineBuilder {
             features,
             labels: self.labels,
             schema: None,
+            flood: self.flood.build(),
         })
     }
 }
