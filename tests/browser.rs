@@ -1,6 +1,6 @@
 //! The dashboard in a real headless Chromium (Debian's `chromium`, driven over the W3C
 //! WebDriver protocol by `chromedriver`; `scripts/test.sh` installs both): sign in, the
-//! overview, filter by reason, open a record, an MNIST record drawn as an image, a hostile
+//! overview (a flooding source blocked there, released with its button), filter by reason, open a record, an MNIST record drawn as an image, a hostile
 //! payload shown as text that runs nothing, a release, and the audit log. Screenshots go to
 //! `test-output/browser/` (or `$GUARD_TEST_OUTPUT/browser/`).
 
@@ -164,6 +164,18 @@ fn dashboard_in_headless_chromium() {
             route_extra: "",
         },
     );
+    // The Shuttle route gets a baseline (so floods are judged there).
+    let baseline = dir.path().join("shuttle.baseline.json");
+    let built = run_baseline(&repo().join("schemas/samples/shuttle.valid.jsonl"), &baseline, 20, 100);
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let config = std::fs::read_to_string(&guard.config).unwrap();
+    let shuttle_schema = format!("{}\"\n", repo().join("schemas/shuttle.schema.json").display());
+    assert!(config.contains(&shuttle_schema));
+    let config = config.replace(
+        &shuttle_schema,
+        &format!("{shuttle_schema}baseline = \"{}\"\n", baseline.display()),
+    );
+    std::fs::write(&guard.config, config).unwrap();
     guard.start();
     guard.wait_ready(Duration::from_secs(60));
 
@@ -171,6 +183,12 @@ fn dashboard_in_headless_chromium() {
     let mut records = shuttle_mix(120, 10);
     let xss = r#"{"source":"<script>window.__xss=1</script>","features":"\"><img src=x onerror=\"window.__xss=2\">","label":0}"#;
     records.push((Some("xss".into()), xss.as_bytes().to_vec()));
+    // A source that sends one sample row 40 times: flagged from the 20th copy, blocked at the
+    // 10th flag.
+    let sample = std::fs::read_to_string(repo().join("schemas/samples/shuttle.valid.jsonl")).unwrap();
+    let mut copy: Value = serde_json::from_str(sample.lines().next().unwrap()).unwrap();
+    copy["source"] = json!("flooder");
+    records.extend((0..40).map(|i| (Some(format!("copy{i}")), copy.to_string().into_bytes())));
     let p = producer(&broker.addr, 1 << 20);
     produce(&p, &shuttle, &records, 1);
     // MNIST: a real digit with a label outside the schema's classes, so it is held.
@@ -184,8 +202,12 @@ fn dashboard_in_headless_chromium() {
         base64::engine::general_purpose::STANDARD.encode("alice:demo")
     );
     wait_for(Duration::from_secs(60), "quarantined rows indexed", || {
-        http_request(port, "GET", "/api/review/records", &[("Authorization", &basic)], "")
-            .is_some_and(|r| r.status == 200 && r.json()["total"] == 14)
+        http_request(port, "GET", "/api/review/records", &[("Authorization", &basic)], "").is_some_and(|r| {
+            // 14, and the copies from the 20th on (all 40 when they share the batch that
+            // tripped the block: the block covers its batch).
+            let t = r.json()["total"].as_u64().unwrap_or(0);
+            r.status == 200 && (14 + 21..=14 + 40).contains(&t)
+        })
     });
 
     let d = Driver::start();
@@ -201,7 +223,22 @@ fn dashboard_in_headless_chromium() {
     );
     let cards = d.js("return document.querySelector('.cards').textContent");
     assert!(cards.as_str().unwrap().contains("quarantined"), "{cards}");
+    // The blocked source is on the overview; its button releases it.
+    let blocked = d.until(
+        "the blocked source",
+        "const r = document.querySelector('tr.blocked-source'); return r && r.textContent",
+    );
+    assert!(blocked.as_str().unwrap().contains("flooder"), "{blocked}");
     d.screenshot("overview");
+    d.click("button.release-source");
+    d.until(
+        "released source",
+        "const m = document.getElementById('block-msg'); return m && m.textContent.startsWith('released')",
+    );
+    d.until(
+        "the overview without blocks",
+        "return document.querySelector('#view h2') && !document.querySelector('tr.blocked-source')",
+    );
 
     // Explorer: filter by reason through the form.
     d.go(&format!("{base}#/explorer"));
