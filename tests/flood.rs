@@ -79,6 +79,7 @@ fn flood_on(name: &str, limit: usize, noise: f32, mixed: bool) -> (f64, f64) {
     };
     let every = (stream.len() / 1_000).max(2);
     let mut d = FloodDetector::new(reference, FloodSettings::default());
+    let started = std::time::Instant::now();
     let (mut caught, mut copies, mut honest_flags) = (0usize, 0usize, 0usize);
     let mut shares = Vec::new();
     let (mut flooder_honest, mut flooder_honest_flags) = (0usize, 0usize);
@@ -103,6 +104,8 @@ fn flood_on(name: &str, limit: usize, noise: f32, mixed: bool) -> (f64, f64) {
             }
         }
     }
+    let per_record = started.elapsed().as_nanos() as f64 / (stream.len() + copies + flooder_honest) as f64;
+    eprintln!("  {per_record:.0} ns per judged record ({w} values)");
     shares.sort_by(f64::total_cmp);
     if !shares.is_empty() {
         eprintln!(

@@ -18,6 +18,9 @@ const RELEASED_MEMORY: usize = 10_000;
 /// Per-source budget counters kept before they are reset (bounds memory under a flood of
 /// never-repeating sources).
 const MAX_COUNTERS: usize = 100_000;
+/// Blocks in force at most (a producer inventing sources cannot grow the table without
+/// bound; beyond it, flooding records are still quarantined one by one).
+const MAX_BLOCKS: usize = 10_000;
 
 type Key = (String, String);
 
@@ -186,6 +189,11 @@ impl Floods {
         if blocks.contains_key(&key) {
             return None;
         }
+        if blocks.len() >= MAX_BLOCKS {
+            metrics::counter!("guard_flood_blocks_refused_total").increment(1);
+            tracing::warn!(topic, source, "not blocked: {MAX_BLOCKS} sources are blocked already");
+            return None;
+        }
         let since_ms = now_ms();
         let b = BlockedSource {
             topic: topic.to_owned(),
@@ -245,6 +253,9 @@ impl Floods {
                 }
                 let key = (doc.block.topic.clone(), doc.block.source.clone());
                 let mut blocks = self.blocks.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if blocks.len() >= MAX_BLOCKS {
+                    return;
+                }
                 if let std::collections::hash_map::Entry::Vacant(e) = blocks.entry(key) {
                     tracing::warn!(topic = %doc.block.topic, source = %doc.block.source, id = %doc.block.id, "source blocked by another instance");
                     e.insert(doc.block);

@@ -70,6 +70,11 @@ pub fn describe_metrics() {
     );
     describe_counter!("guard_flood_blocks_total", Unit::Count, "Sources this instance blocked");
     describe_counter!(
+        "guard_flood_blocks_refused_total",
+        Unit::Count,
+        "Blocks not made because 10,000 sources are blocked already"
+    );
+    describe_counter!(
         "guard_flood_releases_total",
         Unit::Count,
         "Source blocks released by a reviewer on this instance"
