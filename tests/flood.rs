@@ -7,44 +7,48 @@
 //! same code and settings.
 
 use crate::support::*;
+use guard_core::FeatureRows;
+use guard_eval::infer::InferOptions;
+use guard_eval::read::Input;
 use guard_stats::{FloodDetector, FloodProfileBuilder, FloodReference, FloodSettings};
+use guard_validate::DomainSchema;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Each row's values as the guard extracts them (numeric features, then tensors: what the
+/// baseline's flood profile and the judge read), with its source. Shuttle, diamonds and MNIST
+/// use their committed schemas; flights and Animal-MNIST a schema inferred as `init` does.
 fn rows(name: &str, limit: usize) -> (Vec<Vec<f32>>, Vec<String>) {
-    let text = std::fs::read_to_string(repo().join(format!(".data/{name}.jsonl"))).expect("run scripts/setup.sh first");
-    let numeric: &[&str] = match name {
-        "diamonds" => &["carat", "depth", "table", "price", "x", "y", "z"],
-        "flights" => &[
-            "month",
-            "day",
-            "dep_time",
-            "sched_dep_time",
-            "dep_delay",
-            "arr_time",
-            "sched_arr_time",
-            "arr_delay",
-            "air_time",
-            "distance",
-            "hour",
-            "minute",
-        ],
-        _ => &[],
+    let path = repo().join(format!(".data/{name}.jsonl"));
+    let text = std::fs::read_to_string(&path).expect("run scripts/setup.sh first");
+    let schema = match name {
+        "shuttle" | "diamonds" | "mnist" => {
+            DomainSchema::load(&repo().join(format!("schemas/{name}.schema.json"))).unwrap()
+        }
+        _ => {
+            let label = if name == "flights" { "carrier" } else { "label" };
+            let o = InferOptions {
+                label: Some(label.into()),
+                source: Some("source".into()),
+                ..InferOptions::default()
+            };
+            let inferred = guard_eval::infer::infer(&Input::Jsonl(&path), &o).unwrap();
+            DomainSchema::from_value(&inferred.schema).unwrap()
+        }
     };
-    let (mut xs, mut sources) = (Vec::new(), Vec::new());
-    for line in text.lines().take(limit) {
+    let layout = schema.layout();
+    let mut extracted = FeatureRows::new(layout, true);
+    for (i, line) in text.lines().take(limit).enumerate() {
         let v: Value = serde_json::from_str(line).unwrap();
-        let num = |x: &Value| x.as_f64().map_or(f32::NAN, |f| f as f32);
-        let x: Vec<f32> = match name {
-            "shuttle" => v["features"].as_array().unwrap().iter().map(num).collect(),
-            "mnist" | "animals" => v["pixels"].as_array().unwrap().iter().map(num).collect(),
-            _ => numeric.iter().map(|k| num(&v[*k])).collect(),
-        };
-        xs.push(x);
-        sources.push(v["source"].as_str().unwrap_or("(none)").to_owned());
+        extracted.push(layout, i, &v, None);
     }
-    (xs, sources)
+    (0..extracted.len())
+        .map(|r| {
+            let row = extracted.row(r);
+            (row.values().collect(), row.source().to_owned())
+        })
+        .unzip()
 }
 
 fn flood_on(name: &str, limit: usize, noise: f32, mixed: bool) -> (f64, f64) {

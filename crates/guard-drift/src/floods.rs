@@ -50,18 +50,23 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The detector's settings from the `[flood]` section.
+fn settings(cfg: &FloodConfig) -> FloodSettings {
+    FloodSettings {
+        window: cfg.window_records,
+        min_copies: cfg.min_copies,
+        alpha: cfg.alpha,
+        rate: cfg.rate,
+        min_window: cfg.min_window,
+        max_sources: cfg.max_sources,
+    }
+}
+
 impl Floods {
     /// Detectors for the routes in `references` (topic → its baseline's flood profile) when
     /// `cfg.enabled`; blocks work either way (the quarantine budget needs no profile).
     pub fn new(cfg: &FloodConfig, instance: &str, references: HashMap<String, Arc<FloodReference>>) -> Self {
-        let settings = FloodSettings {
-            window: cfg.window_records,
-            min_copies: cfg.min_copies,
-            alpha: cfg.alpha,
-            rate: cfg.rate,
-            min_window: cfg.min_window,
-            max_sources: cfg.max_sources,
-        };
+        let settings = settings(cfg);
         let detectors = if cfg.enabled {
             references
                 .into_iter()
@@ -337,6 +342,11 @@ mod tests {
 
     fn floods(cfg: FloodConfig) -> Floods {
         Floods::new(&cfg, "i1", HashMap::new())
+    }
+
+    #[test]
+    fn the_config_defaults_are_the_detectors_defaults() {
+        assert_eq!(settings(&FloodConfig::default()), FloodSettings::default());
     }
 
     #[test]

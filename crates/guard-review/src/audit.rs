@@ -338,6 +338,16 @@ impl AuditLog {
         (total, matching.into_iter().skip(skip).take(take).cloned().collect())
     }
 
+    /// The audited release of source block `id`, if any (scanned in place, newest first).
+    pub fn source_release(&self, id: &str) -> Option<guard_core::BlockedSource> {
+        let g = self.current();
+        g.entries
+            .iter()
+            .rev()
+            .filter(|e| e.action == Action::SourceReleased)
+            .find_map(|e| e.block.as_ref().filter(|b| b.id == id).cloned())
+    }
+
     /// Every entry (for feedback).
     pub fn entries(&self) -> Vec<AuditEntry> {
         self.current().entries.clone()

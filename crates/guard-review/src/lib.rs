@@ -299,7 +299,7 @@ impl Review {
             ));
         };
         let held = self.audit.exclusive()?;
-        let audited = self.audited_block(id);
+        let audited = self.audit.source_release(id);
         let current = blocks
             .blocked()
             .into_iter()
@@ -329,22 +329,12 @@ impl Review {
         }
     }
 
-    /// The block `id`'s audited release, if any.
-    fn audited_block(&self, id: &str) -> Option<guard_core::BlockedSource> {
-        self.audit
-            .entries()
-            .into_iter()
-            .rev()
-            .filter(|e| e.action == Action::SourceReleased)
-            .find_map(|e| e.block.filter(|b| b.id == id))
-    }
-
     /// Lift blocks whose release is audited but which are in force again (the guard stopped
     /// between the audit line and the lift, or read the block back from the blocks topic).
     pub fn reconcile_blocks(&self) {
         let Some(blocks) = &self.live.blocks else { return };
         for b in blocks.blocked() {
-            if let Some(r) = self.audited_block(&b.id) {
+            if let Some(r) = self.audit.source_release(&b.id) {
                 tracing::info!(topic = %b.topic, source = %b.source, id = %b.id, "lifting a block whose release is audited");
                 blocks.release(&r.topic, &r.source, &r.id, "audit-log");
             }

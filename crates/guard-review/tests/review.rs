@@ -460,3 +460,91 @@ fn release_drops_forged_guard_headers_and_refuses_cut_envelopes() {
         Err(guard_review::ReviewError::Refused(m)) if m.contains("headers")
     ));
 }
+
+/// A guard's blocks, as the review sees them (unit test double: the broker path is
+/// `tests/flood.rs`).
+#[derive(Default)]
+struct Blocks(Mutex<Vec<guard_core::BlockedSource>>);
+
+impl guard_core::SourceBlocks for Blocks {
+    fn blocked(&self) -> Vec<guard_core::BlockedSource> {
+        self.0.lock().unwrap().clone()
+    }
+    fn release(&self, topic: &str, source: &str, id: &str, _by: &str) -> bool {
+        let mut v = self.0.lock().unwrap();
+        let before = v.len();
+        v.retain(|b| !(b.topic == topic && b.source == source && b.id == id));
+        v.len() < before
+    }
+}
+
+#[test]
+fn a_source_release_is_audited_once_and_an_audited_block_back_in_force_is_lifted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path());
+    let block = guard_core::BlockedSource {
+        topic: "t".into(),
+        source: "flooder".into(),
+        id: "i1-1-0-7".into(),
+        since_ms: 1,
+        why: "10 near-duplicate flood flags".into(),
+        instance: "i1".into(),
+        partition: 0,
+        offset: 7,
+    };
+    let blocks = Arc::new(Blocks::default());
+    blocks.0.lock().unwrap().push(block.clone());
+    let live = Live {
+        blocks: Some(Arc::clone(&blocks) as Arc<dyn guard_core::SourceBlocks>),
+        ..Live::default()
+    };
+    let settings = Settings {
+        quarantine: dir.path().display().to_string(),
+        audit_dir: dir.path().join("_review"),
+        read_only: false,
+        release_topic: None,
+        source_header: None,
+        max_indexed_rows: 1_000,
+        provenance_header: None,
+    };
+    let store: Arc<dyn QuarantineStore> = Arc::new(LocalDirStore::new(dir.path()));
+    let auth = Auth::new(vec![], std::time::Duration::from_secs(60));
+    let r = Review::open(settings.clone(), Arc::clone(&store), auth, None, live.clone()).unwrap();
+    assert!(
+        r.release_source("ann", "t", "flooder", "other-id", "").is_err(),
+        "no such block"
+    );
+    let first = r.release_source("ann", "t", "flooder", &block.id, "checked").unwrap();
+    assert!(!first.already);
+    assert!(blocks.0.lock().unwrap().is_empty());
+    let again = r.release_source("ann", "t", "flooder", &block.id, "").unwrap();
+    assert!(again.already);
+    let lines = |r: &Review| {
+        r.audit()
+            .entries()
+            .iter()
+            .filter(|e| e.action == Action::SourceReleased)
+            .count()
+    };
+    assert_eq!(lines(&r), 1);
+    // The guard read the block back (it stopped before the lift): the refresh lifts it, with
+    // no new audit line.
+    blocks.0.lock().unwrap().push(block.clone());
+    r.refresh().unwrap();
+    assert!(blocks.0.lock().unwrap().is_empty());
+    assert_eq!(lines(&r), 1);
+    // Read-only: refused.
+    let ro = Review::open(
+        Settings {
+            read_only: true,
+            ..settings
+        },
+        store,
+        Auth::new(vec![], std::time::Duration::from_secs(60)),
+        None,
+        live,
+    )
+    .unwrap();
+    blocks.0.lock().unwrap().push(block.clone());
+    assert!(ro.release_source("ann", "t", "flooder", &block.id, "").is_err());
+}
