@@ -103,7 +103,7 @@ pub struct Config {
 /// `block_quarantine_records` consecutive records, is blocked: all its records of that route
 /// are quarantined with `source.blocked` until a reviewer releases it in the dashboard.
 /// Memory: per route, at most `max_sources` sources of `window_records` × 4 bucket ids (8
-/// bytes a record) and as many counters.
+/// bytes a record: 8 MB at the defaults).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FloodConfig {
@@ -144,7 +144,7 @@ impl Default for FloodConfig {
             alpha: 1e-6,
             rate: 0.2,
             min_window: 100,
-            max_sources: 256,
+            max_sources: 1_024,
             block_after_flags: 10,
             block_quarantine_share: 0.0,
             block_quarantine_records: 1_000,
