@@ -132,6 +132,28 @@ fn init_brings_a_new_domain_through_the_broker_and_the_guard() {
     assert_eq!(shift["attack"], "shift:distance:2");
     assert!(shift["poison"].as_u64().unwrap() > 2000, "{shift}");
 
+    // The route has a baseline, so `evaluate` judges near-duplicate floods as the stream does:
+    // about 1,000 near-copies of one row from one extra source among the held-out rows.
+    let o = guard_output(&[
+        "evaluate",
+        "--config",
+        out.join("guard.toml").to_str().unwrap(),
+        "--input",
+        out.join("heldout.jsonl").to_str().unwrap(),
+        "--attack",
+        "flood:0.2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let flood: Value = serde_json::from_slice(&o.stdout).unwrap();
+    eprintln!("{flood}");
+    assert!(flood["poison"].as_u64().unwrap() > 900, "{flood}");
+    assert!(flood["recall"].as_f64().unwrap() >= 0.95, "{flood}");
+    assert!(
+        flood["false_positive_rate"].as_f64().unwrap() <= inject["false_positive_rate"].as_f64().unwrap() + 1e-9,
+        "no honest row is judged a flood: {flood} {inject}"
+    );
+
     // Stream: held-out rows (shuffled: arrivals are not sorted by date) plus 5 % injected,
     // through the broker and the guard with the generated configuration.
     let mut rng = Lcg(13);
@@ -380,6 +402,8 @@ fn second_image_set_through_init_and_evaluate() {
         "trigger:3:bear:0.1",
         "--attack",
         "blend:0.1:bear:0.1",
+        "--attack",
+        "flood:0.5",
         "--json",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -403,4 +427,12 @@ fn second_image_set_through_init_and_evaluate() {
         assert!(f(v, "recall") >= 0.9 && f(v, "precision") >= 0.8, "{v}");
         assert!(f(v, "scan_true") >= 40.0, "{v}");
     }
+    // About 960 near-copies of one image from one extra source: the flood detector (the route
+    // has a baseline) catches them, and no honest row is judged a flood.
+    let flood = &e[5];
+    assert!(f(flood, "recall") >= 0.95, "{flood}");
+    assert!(
+        f(flood, "false_positive_rate") <= f(none, "false_positive_rate") + 1e-9,
+        "{flood} {none}"
+    );
 }

@@ -20,6 +20,11 @@
 //!   sign of the gradient of the cross-entropy of the guard's label model (the adversarial
 //!   model's classifier when there is no label model), estimated by forward differences
 //!   through ONNX Runtime: a white-box attack on the guard's own classifier; labels kept;
+//! * `flood:RATE[:NOISE]`: after each row, with probability RATE, a near-copy of the first
+//!   row, every numeric feature moved by up to NOISE (0.01) standard deviations and every
+//!   tensor element by up to NOISE of its range (integers stay integers), from one extra
+//!   source `flood-attack` when the schema names a source field (judged by the near-duplicate
+//!   detector when the route has a baseline);
 //! * `pgd:EPS[:STEPS[:RATE]]`: as `fgsm`, STEPS (5) steps of 2.5 × EPS / STEPS each, projected
 //!   back into the EPS box around the row and the observed range after each step (Madry et
 //!   al. 2018).
@@ -85,6 +90,13 @@ pub enum Attack {
         /// Share of rows.
         rate: f64,
     },
+    /// Near-copies of one row from one extra source.
+    Flood {
+        /// Extra rows per row.
+        rate: f64,
+        /// Largest move per value, in standard deviations (tensor elements: ranges).
+        noise: f64,
+    },
     /// Projected gradient descent (iterated FGSM) against the guard's classifier.
     Pgd {
         /// Box radius per input, as a share of its range.
@@ -109,6 +121,7 @@ impl std::fmt::Display for Attack {
             Attack::Noise { rate, sigma } => write!(f, "noise:{rate}:{sigma}"),
             Attack::Fgsm { eps, rate } => write!(f, "fgsm:{eps}:{rate}"),
             Attack::Pgd { eps, steps, rate } => write!(f, "pgd:{eps}:{steps}:{rate}"),
+            Attack::Flood { rate, noise } => write!(f, "flood:{rate}:{noise}"),
         }
     }
 }
@@ -172,6 +185,10 @@ impl std::str::FromStr for Attack {
                 eps: num(0, None)?,
                 rate: rate(num(1, Some(0.1))?)?,
             },
+            "flood" => Attack::Flood {
+                rate: rate(num(0, None)?)?,
+                noise: num(1, Some(0.01))?,
+            },
             "pgd" => Attack::Pgd {
                 eps: num(0, None)?,
                 steps: match num(1, Some(5.0))? {
@@ -182,7 +199,7 @@ impl std::str::FromStr for Attack {
             },
             other => {
                 return Err(format!(
-                    "unknown attack {other:?}: none, flip:RATE, inject:RATE, shift:FEATURE:SIGMA, trigger:SIZE[:TARGET[:RATE]], blend:ALPHA[:TARGET[:RATE]], noise:RATE[:SIGMA], fgsm:EPS[:RATE], pgd:EPS[:STEPS[:RATE]]"
+                    "unknown attack {other:?}: none, flip:RATE, inject:RATE, shift:FEATURE:SIGMA, trigger:SIZE[:TARGET[:RATE]], blend:ALPHA[:TARGET[:RATE]], noise:RATE[:SIGMA], fgsm:EPS[:RATE], pgd:EPS[:STEPS[:RATE]], flood:RATE[:NOISE]"
                 ))
             }
         })
@@ -387,6 +404,47 @@ pub(crate) fn apply(
                 } else {
                     out.push(clean(v));
                 }
+            }
+        }
+        Attack::Flood { rate, noise } => {
+            let base = rows
+                .first()
+                .ok_or_else(|| EvalError::Input(format!("{attack}: no rows to copy")))?;
+            for (i, v) in rows.iter().enumerate() {
+                let i = i as u64;
+                out.push(clean(v));
+                if unit(i, 1) >= *rate {
+                    continue;
+                }
+                let mut w = base.clone();
+                let mut salt = 200;
+                let jitter = |salt: u64| 2.0 * unit(i, salt) - 1.0;
+                for (_, ptr, _, _, sd, ints) in &obs.numeric {
+                    salt += 1;
+                    if let Some(x) = w.pointer(ptr).and_then(Value::as_f64) {
+                        set(&mut w, ptr, number(x + jitter(salt) * noise * sd, *ints));
+                    }
+                }
+                for (ptr, _, lo, hi, ints) in &obs.tensors {
+                    if let Some(Value::Array(a)) = w.pointer(ptr) {
+                        let t: Vec<Value> = a
+                            .iter()
+                            .enumerate()
+                            .map(|(k, x)| match x.as_f64() {
+                                Some(x) => number(
+                                    (x + jitter(20_000 + k as u64) * noise * (hi - lo)).clamp(*lo, *hi),
+                                    *ints,
+                                ),
+                                None => x.clone(),
+                            })
+                            .collect();
+                        set(&mut w, ptr, Value::Array(t));
+                    }
+                }
+                if let Some(p) = &g.source {
+                    set(&mut w, p, json!("flood-attack"));
+                }
+                out.push(bad(&w));
             }
         }
         Attack::Inject { rate } => {

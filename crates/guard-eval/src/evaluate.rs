@@ -80,6 +80,9 @@ pub struct Setup {
     pub label: Option<PathBuf>,
     /// Adversarial-example model.
     pub adversarial: Option<PathBuf>,
+    /// The route's baseline: with one, drift windows and near-duplicate floods are judged as
+    /// the stream judges them.
+    pub baseline: Option<PathBuf>,
     /// The ONNX Runtime library.
     pub ort_library: PathBuf,
     /// Write each attacked stream here (`<n>.jsonl`, `{"poison", "record"}` lines).
@@ -96,6 +99,7 @@ impl Setup {
             anomaly: pick("anomaly.onnx"),
             label: pick("label.onnx"),
             adversarial: pick("adversarial.onnx"),
+            baseline: None,
             ort_library,
             write_attacked: None,
         }
@@ -137,6 +141,7 @@ impl Setup {
             anomaly: route.anomaly_model.clone(),
             label: route.label_model.clone(),
             adversarial: route.adversarial_model.clone(),
+            baseline: route.baseline.clone(),
             ort_library: cfg
                 .scoring
                 .library
@@ -158,6 +163,7 @@ impl Setup {
             anomaly_model: self.anomaly.clone(),
             label_model: self.label.clone(),
             adversarial_model: self.adversarial.clone(),
+            baseline: self.baseline.clone(),
             ..Route::default()
         });
         cfg
@@ -176,13 +182,23 @@ fn batch_judge(cfg: &Config) -> Result<guard_pipeline::BatchJudge, EvalError> {
     let judge = Arc::new(guard_validate::Judge::new(cfg.limits.clone(), routes));
     guard_score::init(cfg)?;
     let (scoring, _) = guard_score::Scoring::load(cfg, &judge.sections())?;
+    // Routes with a baseline are watched as in the stream (drift windows, floods).
+    let mut topics = HashMap::new();
+    for r in &cfg.routes {
+        if let (Some(path), Some(schema)) = (&r.baseline, judge.schema_for(&r.topic)) {
+            let t = guard_drift::TopicDrift::load(path, schema.guard())
+                .map_err(|e| EvalError::Input(format!("{}: {e}", path.display())))?;
+            topics.insert(r.topic.clone(), t);
+        }
+    }
     let hub = guard_drift::DriftHub::new(
-        HashMap::new(),
+        topics,
         &cfg.drift,
         "evaluate",
         "evaluate",
         guard_drift::HubOutputs { events: None },
-    );
+    )
+    .with_floods(&cfg.flood);
     Ok(guard_pipeline::BatchJudge {
         judge,
         drift: guard_drift::DriftWindows::new(Arc::new(hub)),

@@ -118,7 +118,8 @@ pub fn init(a: &InitOptions<'_>, say: &mut dyn FnMut(&str)) -> Result<(), EvalEr
     )?;
     say(&format!("4. {}", crate::report::trained(&models, &t)));
     // 5. Evaluation on the held-out rows.
-    let setup = crate::evaluate::Setup::from_dir(&schema_path, &models, a.ort_library.clone());
+    let mut setup = crate::evaluate::Setup::from_dir(&schema_path, &models, a.ort_library.clone());
+    setup.baseline = Some(baseline.clone());
     let tensor = !inferred.schema["x-guard"]["tensors"]
         .as_array()
         .is_none_or(Vec::is_empty);

@@ -212,6 +212,7 @@ impl BatchJudge {
             records,
             &rows,
             &mut judgements,
+            &mut decisions,
             &mut row_sources,
             header.is_none(),
         );
@@ -244,16 +245,25 @@ fn is_source_verdict(v: &Verdict) -> bool {
 
 /// After the models: near-duplicate floods over the batch's typed rows, then source blocks
 /// (and the quarantine budget) over every typed row. A record judged a flood, or of a blocked
-/// source, is quarantined; `keep_sources` keeps its source for its quarantine row.
+/// source, is quarantined; `keep_sources` keeps its source for its quarantine row. Such a
+/// record leaves the window scan's context: a thousand copies of one record are a cluster the
+/// scan would otherwise pin on the class's honest records.
+#[allow(clippy::too_many_arguments)]
 fn floods_and_blocks(
     floods: &guard_drift::Floods,
     tp: &TopicPartition,
     records: &[Record],
     rows: &FeatureRows,
     judgements: &mut [Judgement],
+    decisions: &mut HashMap<usize, Decision>,
     row_sources: &mut HashMap<usize, String>,
     keep_sources: bool,
 ) {
+    let mut unscan = |i: usize| {
+        if let Some(d) = decisions.get_mut(&i) {
+            d.scan = None;
+        }
+    };
     let offset = |i: usize| records.get(i).map_or(-1, |r| r.offset);
     if floods.judges(&tp.topic) && rows.has_features() {
         let flags = floods.observe(
@@ -273,6 +283,7 @@ fn floods_and_blocks(
             if let Some(j) = judgements.get_mut(i) {
                 add_reason(j, Reason::new(ReasonCode::FLOOD_NEAR_DUPLICATE, f.message(source)));
             }
+            unscan(i);
             if keep_sources {
                 row_sources.insert(i, source.to_owned());
             }
@@ -291,6 +302,7 @@ fn floods_and_blocks(
                 b.id
             );
             add_reason(j, Reason::new(ReasonCode::SOURCE_BLOCKED, why));
+            unscan(i);
             if keep_sources {
                 row_sources.insert(i, source.to_owned());
             }
