@@ -12,6 +12,23 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+/// `evaluate --config OUT/guard.toml --input OUT/heldout.jsonl --attack ATTACK --json` (what
+/// `init` wrote to OUT): its one result.
+fn evaluate_one(out: &std::path::Path, attack: &str) -> Value {
+    let o = guard_output(&[
+        "evaluate",
+        "--config",
+        out.join("guard.toml").to_str().unwrap(),
+        "--input",
+        out.join("heldout.jsonl").to_str().unwrap(),
+        "--attack",
+        attack,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 fn lines(path: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -117,35 +134,13 @@ fn init_brings_a_new_domain_through_the_broker_and_the_guard() {
     assert!(inject["recall"].as_f64().unwrap() >= 0.95, "{inject}");
 
     // `evaluate --config` takes schema and models from the generated configuration's route.
-    let o = guard_output(&[
-        "evaluate",
-        "--config",
-        out.join("guard.toml").to_str().unwrap(),
-        "--input",
-        out.join("heldout.jsonl").to_str().unwrap(),
-        "--attack",
-        "shift:distance:2",
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let shift: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let shift = evaluate_one(&out, "shift:distance:2");
     assert_eq!(shift["attack"], "shift:distance:2");
     assert!(shift["poison"].as_u64().unwrap() > 2000, "{shift}");
 
     // The route has a baseline, so `evaluate` judges near-duplicate floods as the stream does:
     // about 1,000 near-copies of one row from one extra source among the held-out rows.
-    let o = guard_output(&[
-        "evaluate",
-        "--config",
-        out.join("guard.toml").to_str().unwrap(),
-        "--input",
-        out.join("heldout.jsonl").to_str().unwrap(),
-        "--attack",
-        "flood:0.2",
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let flood: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let flood = evaluate_one(&out, "flood:0.2");
     eprintln!("{flood}");
     assert!(flood["poison"].as_u64().unwrap() > 900, "{flood}");
     assert!(flood["recall"].as_f64().unwrap() >= 0.95, "{flood}");
