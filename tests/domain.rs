@@ -12,21 +12,32 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-/// `evaluate --config OUT/guard.toml --input OUT/heldout.jsonl --attack ATTACK --json` (what
-/// `init` wrote to OUT): its one result.
-fn evaluate_one(out: &std::path::Path, attack: &str) -> Value {
-    let o = guard_output(&[
+/// `evaluate --config OUT/guard.toml --input OUT/heldout.jsonl --attack A… --json` (what
+/// `init` wrote to OUT): one result per attack, in order.
+fn evaluate_config(out: &std::path::Path, attacks: &[&str]) -> Vec<Value> {
+    let (config, input) = (out.join("guard.toml"), out.join("heldout.jsonl"));
+    let mut args = vec![
         "evaluate",
         "--config",
-        out.join("guard.toml").to_str().unwrap(),
+        config.to_str().unwrap(),
         "--input",
-        out.join("heldout.jsonl").to_str().unwrap(),
-        "--attack",
-        attack,
+        input.to_str().unwrap(),
         "--json",
-    ]);
+    ];
+    for a in attacks {
+        args.extend(["--attack", a]);
+    }
+    let o = guard_output(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// [`evaluate_config`] with one attack: its result.
+fn evaluate_one(out: &std::path::Path, attack: &str) -> Value {
+    evaluate_config(out, &[attack]).remove(0)
 }
 
 fn lines(path: &std::path::Path) -> Vec<String> {
@@ -381,31 +392,17 @@ fn second_image_set_through_init_and_evaluate() {
     for m in ["anomaly", "label", "adversarial"] {
         assert!(out.join(format!("models/{m}.onnx")).is_file(), "{m} trained");
     }
-    let o = guard_output(&[
-        "evaluate",
-        "--config",
-        out.join("guard.toml").to_str().unwrap(),
-        "--input",
-        out.join("heldout.jsonl").to_str().unwrap(),
-        "--attack",
-        "none",
-        "--attack",
-        "fgsm:0.1",
-        "--attack",
-        "fgsm:0.2",
-        "--attack",
-        "trigger:3:bear:0.1",
-        "--attack",
-        "blend:0.1:bear:0.1",
-        "--attack",
-        "flood:0.5",
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let e: Vec<Value> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let e = evaluate_config(
+        &out,
+        &[
+            "none",
+            "fgsm:0.1",
+            "fgsm:0.2",
+            "trigger:3:bear:0.1",
+            "blend:0.1:bear:0.1",
+            "flood:0.5",
+        ],
+    );
     for v in &e {
         eprintln!("{v}");
     }
