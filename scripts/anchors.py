@@ -10,7 +10,7 @@ Each stream file holds `{"poison": bool, "record": {...}}` lines (`evaluate --wr
 The anchors are training-set defences: each gets the attacked stream as a training set.
 - cleanlab 2.x `find_label_issues` on out-of-sample class probabilities (5-fold
   `cross_val_predict`) of an MLP of the guard's label-model size (one hidden layer of 128,
-  L2 1.0, 64 iterations, scikit-learn), plus precision at recall 0.86 ranked by its
+  L2 1.0, 100 epochs, scikit-learn), plus precision at recall 0.86 ranked by its
   label-quality score;
 - ART 1.20 `SpectralSignatureDefense` (expected poison share 0.1; default 0.33 too) and
   `ActivationDefence` (2 clusters, PCA to 10 dimensions, the smaller cluster is poison) on the
@@ -47,7 +47,7 @@ def load(path, tensor, label):
 
 
 def mlp(seed=7):
-    return MLPClassifier(hidden_layer_sizes=(128,), alpha=1.0, max_iter=64, random_state=seed)
+    return MLPClassifier(hidden_layer_sizes=(128,), alpha=1.0, max_iter=100, random_state=seed)
 
 
 def scores(flagged, poison):

@@ -401,6 +401,7 @@ fn second_image_set_through_init_and_evaluate() {
             "trigger:3:bear:0.1",
             "blend:0.1:bear:0.1",
             "flood:0.5",
+            "flip:0.05",
         ],
     );
     for v in &e {
@@ -410,17 +411,20 @@ fn second_image_set_through_init_and_evaluate() {
     let (none, fgsm1, fgsm2, trigger, blend) = (&e[0], &e[1], &e[2], &e[3], &e[4]);
     assert!(f(none, "false_positive_rate") <= 0.015, "{none}");
     assert!(
-        f(fgsm1, "recall") >= 0.95 && f(fgsm2, "recall") >= 0.95,
+        f(fgsm1, "recall") >= 0.9 && f(fgsm2, "recall") >= 0.95,
         "{fgsm1} {fgsm2}"
     );
     // The per-record models miss many backdoored records; the window scan finds them.
     for v in [trigger, blend] {
         assert!(f(v, "recall_per_record") < 0.8, "{v}");
-        assert!(f(v, "recall") >= 0.9 && f(v, "precision") >= 0.8, "{v}");
+        assert!(f(v, "recall") >= 0.9 && f(v, "precision") >= 0.85, "{v}");
         assert!(f(v, "scan_true") >= 40.0, "{v}");
     }
     // About 960 near-copies of one image from one extra source: the flood detector (the route
     // has a baseline) catches them, and no honest row is judged a flood.
+    // Label flips rank well below MNIST's (a weaker label model; BENCHMARKS.md, "Label model
+    // epochs"), but well above chance.
+    assert!(f(&e[6], "precision_at_recall_0.86") >= 0.65, "{}", e[6]);
     let flood = &e[5];
     assert!(f(flood, "recall") >= 0.95, "{flood}");
     assert!(
