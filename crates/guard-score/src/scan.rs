@@ -12,8 +12,12 @@
 //!    `(1 + sqrt(dims / n))²`; records that share a direction away from the trusted class
 //!    raise it (spectral signatures, Tran, Li, Madry 2018; whitening with clean statistics as
 //!    in SPECTRE, Hayase et al. 2021).
-//! 2. While the top eigenvalue is over `factor × edge` (the factor clean calibration windows
-//!    reach), take out the record with the largest projection on the top eigenvector.
+//! 2. A class is suspect when its top eigenvalue is over `factor × edge` (the factor clean
+//!    calibration windows reach) times the median ratio of the window's other classes (at
+//!    least 1): a sorted or drifting stream moves every class's window away from the trusted
+//!    statistics, a campaign moves the classes it targets. While the top eigenvalue is over
+//!    `factor × edge`, take out the record with the largest projection on the top
+//!    eigenvector.
 //! 3. Fewer than `min_cluster` records taken out: no cluster, nothing flagged. Else one
 //!    two-means step refines the split (records nearer the taken-out centroid than the rest's,
 //!    along the line between them, join it). When at least `min_cluster` of the cluster are
@@ -101,6 +105,8 @@ pub struct ScanFlag {
     pub eigen_ratio: f64,
     /// The factor that counts as a cluster.
     pub factor: f64,
+    /// The median ratio of the window's other classes (at least 1): the factor applies over it.
+    pub reference: f64,
     /// Why.
     pub why: ScanWhy,
 }
@@ -110,8 +116,8 @@ impl ScanFlag {
     pub fn message(&self, window: usize) -> String {
         match self.why {
             ScanWhy::Cluster => format!(
-                "in a cluster of {} of the {} records labelled {} in a window of {window}: top eigenvalue {:.2} x the clean edge (a cluster from {:.2})",
-                self.cluster, self.class_rows, self.class, self.eigen_ratio, self.factor
+                "in a cluster of {} of the {} records labelled {} in a window of {window}: top eigenvalue {:.2} x the clean edge (a cluster from {:.2} x the other classes' {:.2})",
+                self.cluster, self.class_rows, self.class, self.eigen_ratio, self.factor, self.reference
             ),
             ScanWhy::Doubt => format!(
                 "labelled {} in a window where that class holds a cluster of {} of {} records (eigenvalue {:.2} x the clean edge), and the label model doubts the label",
@@ -188,14 +194,36 @@ impl SpectralScan {
     /// flagged (the rest is context).
     pub fn scan(&self, items: &[ScanItem], judge: &[bool]) -> Vec<Option<ScanFlag>> {
         let mut out = vec![None; items.len()];
+        let mut windows = Vec::new();
         for (c, w) in self.classes.iter().enumerate() {
             let Some(w) = w else { continue };
             let idx: Vec<usize> = (0..items.len()).filter(|i| items[*i].class == Some(c)).collect();
-            if idx.len() < self.min_class_rows || !idx.iter().any(|i| judge.get(*i).copied().unwrap_or(false)) {
+            if idx.len() < self.min_class_rows {
                 continue;
             }
             let z: Vec<Vec<f64>> = idx.iter().map(|i| w.apply(&items[*i].hidden)).collect();
-            let Some((cluster, ratio)) = self.cluster(&z) else {
+            let ratio = self.first_ratio(&z);
+            windows.push((c, idx, z, ratio));
+        }
+        for (pos, (c, idx, z, first)) in windows.iter().enumerate() {
+            let c = *c;
+            if !idx.iter().any(|i| judge.get(*i).copied().unwrap_or(false)) {
+                continue;
+            }
+            // What the window does to every class is not a campaign against one: the bar
+            // rises with the other classes' median ratio (a sorted or drifting stream).
+            let mut others: Vec<f64> = windows
+                .iter()
+                .enumerate()
+                .filter(|(q, _)| *q != pos)
+                .map(|(_, w)| w.3)
+                .collect();
+            others.sort_by(f64::total_cmp);
+            let reference = others.get(others.len() / 2).map_or(1.0, |m| m.max(1.0));
+            if first.partial_cmp(&(self.factor * reference)) != Some(std::cmp::Ordering::Greater) {
+                continue;
+            }
+            let Some((cluster, ratio)) = self.cluster(z) else {
                 continue;
             };
             let size = cluster.iter().filter(|x| **x).count();
@@ -226,11 +254,25 @@ impl SpectralScan {
                     cluster: size,
                     eigen_ratio: ratio,
                     factor: self.factor,
+                    reference,
                     why,
                 });
             }
         }
         out
+    }
+
+    /// Top eigenvalue of a class window's whitened second moment over the Marchenko-Pastur
+    /// edge.
+    fn first_ratio(&self, z: &[Vec<f64>]) -> f64 {
+        let k = self.dims;
+        let edge = (1.0 + (k as f64 / z.len() as f64).sqrt()).powi(2);
+        let mut sum = vec![0.0; k * k];
+        for r in z {
+            add_outer(&mut sum, r, 1.0);
+        }
+        let s: Vec<f64> = sum.iter().map(|x| x / z.len() as f64).collect();
+        top_eigen(&s, k).0 / edge
     }
 
     /// The cluster of one class window (whitened rows), and the first eigenvalue ratio; `None`
@@ -516,6 +558,34 @@ mod tests {
         let judge: Vec<bool> = (0..items.len()).map(|i| i < first_poison).collect();
         let flags = s.scan(&items, &judge);
         assert!(flags[first_poison..].iter().all(Option::is_none));
+    }
+
+    /// A stream whose windows differ from the trusted rows in every class (sorted, or
+    /// drifting) raises no cluster; a campaign against one class on top of it is still found.
+    #[test]
+    fn what_moves_every_class_is_not_a_cluster() {
+        let s = scan();
+        let mut g = Normal(5);
+        let stretched = |g: &mut Normal, class: usize, shift: f64| ScanItem {
+            class: Some(class),
+            hidden: (0..8)
+                .map(|j| (g.next() * if j == 0 { 1.8 } else { 1.0 } + if j < 2 { shift } else { 0.0 }) as f32)
+                .collect(),
+            label_score: 0.1,
+        };
+        for _ in 0..10 {
+            let items: Vec<ScanItem> = (0..400).map(|i| stretched(&mut g, i % 2, 0.0)).collect();
+            let flags = s.scan(&items, &vec![true; items.len()]);
+            assert!(flags.iter().all(Option::is_none), "{:?}", flags.iter().flatten().next());
+        }
+        let mut items: Vec<ScanItem> = (0..400).map(|i| stretched(&mut g, i % 2, 0.0)).collect();
+        let first_poison = items.len();
+        items.extend((0..30).map(|_| stretched(&mut g, 0, 6.0)));
+        let flags = s.scan(&items, &vec![true; items.len()]);
+        let caught = flags[first_poison..].iter().filter(|f| f.is_some()).count();
+        assert!(caught >= 28, "caught {caught} of 30");
+        let f = flags[first_poison].as_ref().unwrap();
+        assert!(f.reference > 1.5, "the other class sets the bar: {}", f.reference);
     }
 
     #[test]
