@@ -35,6 +35,23 @@ fn evaluate_config(out: &std::path::Path, attacks: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// `ingest-guard init` on a shipped sample (its producer in `source`) into `out`.
+fn init_sample(input: &str, label: &str, out: &std::path::Path) {
+    let o = guard_output(&[
+        "init",
+        "--input",
+        input,
+        "--label",
+        label,
+        "--source",
+        "source",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// [`evaluate_config`] with one attack: its result.
 fn evaluate_one(out: &std::path::Path, attack: &str) -> Value {
     evaluate_config(out, &[attack]).remove(0)
@@ -376,19 +393,7 @@ fn batch_drift_passes_same_distribution_halves_and_names_shifted_features() {
 fn second_image_set_through_init_and_evaluate() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("animals");
-    let o = guard_output(&[
-        "init",
-        "--input",
-        ".data/animals.jsonl",
-        "--label",
-        "label",
-        "--source",
-        "source",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    init_sample(".data/animals.jsonl", "label", &out);
     for m in ["anomaly", "label", "adversarial"] {
         assert!(out.join(format!("models/{m}.onnx")).is_file(), "{m} trained");
     }
@@ -441,18 +446,7 @@ fn second_image_set_through_init_and_evaluate() {
 fn a_sorted_stream_raises_no_scan_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("diamonds");
-    let o = guard_output(&[
-        "init",
-        "--input",
-        ".data/diamonds.jsonl",
-        "--label",
-        "cut",
-        "--source",
-        "source",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    init_sample(".data/diamonds.jsonl", "cut", &out);
     let v = evaluate_one(&out, "none");
     eprintln!("{v}");
     assert_eq!(v["scan_flagged"], json!(0), "{v}");

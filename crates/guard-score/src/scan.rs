@@ -202,10 +202,11 @@ impl SpectralScan {
                 continue;
             }
             let z: Vec<Vec<f64>> = idx.iter().map(|i| w.apply(&items[*i].hidden)).collect();
-            let ratio = self.first_ratio(&z);
-            windows.push((c, idx, z, ratio));
+            let sum = self.moment_sum(&z);
+            let ratio = self.first_ratio(&sum, z.len());
+            windows.push((c, idx, z, sum, ratio));
         }
-        for (pos, (c, idx, z, first)) in windows.iter().enumerate() {
+        for (pos, (c, idx, z, sum, first)) in windows.iter().enumerate() {
             let c = *c;
             if !idx.iter().any(|i| judge.get(*i).copied().unwrap_or(false)) {
                 continue;
@@ -216,14 +217,14 @@ impl SpectralScan {
                 .iter()
                 .enumerate()
                 .filter(|(q, _)| *q != pos)
-                .map(|(_, w)| w.3)
+                .map(|(_, w)| w.4)
                 .collect();
             others.sort_by(f64::total_cmp);
             let reference = others.get(others.len() / 2).map_or(1.0, |m| m.max(1.0));
             if first.partial_cmp(&(self.factor * reference)) != Some(std::cmp::Ordering::Greater) {
                 continue;
             }
-            let Some((cluster, ratio)) = self.cluster(z) else {
+            let Some((cluster, ratio)) = self.cluster(z, sum.clone()) else {
                 continue;
             };
             let size = cluster.iter().filter(|x| **x).count();
@@ -262,29 +263,29 @@ impl SpectralScan {
         out
     }
 
-    /// Top eigenvalue of a class window's whitened second moment over the Marchenko-Pastur
-    /// edge.
-    fn first_ratio(&self, z: &[Vec<f64>]) -> f64 {
-        let k = self.dims;
-        let edge = (1.0 + (k as f64 / z.len() as f64).sqrt()).powi(2);
-        let mut sum = vec![0.0; k * k];
+    /// The sum of a class window's whitened outer products (`dims × dims`).
+    fn moment_sum(&self, z: &[Vec<f64>]) -> Vec<f64> {
+        let mut sum = vec![0.0; self.dims * self.dims];
         for r in z {
             add_outer(&mut sum, r, 1.0);
         }
-        let s: Vec<f64> = sum.iter().map(|x| x / z.len() as f64).collect();
-        top_eigen(&s, k).0 / edge
+        sum
     }
 
-    /// The cluster of one class window (whitened rows), and the first eigenvalue ratio; `None`
-    /// when there is none.
-    fn cluster(&self, z: &[Vec<f64>]) -> Option<(Vec<bool>, f64)> {
+    /// Top eigenvalue of the second moment of `n` records (their [`Self::moment_sum`]) over
+    /// the Marchenko-Pastur edge.
+    fn first_ratio(&self, sum: &[f64], n: usize) -> f64 {
+        let edge = (1.0 + (self.dims as f64 / n as f64).sqrt()).powi(2);
+        let s: Vec<f64> = sum.iter().map(|x| x / n as f64).collect();
+        top_eigen(&s, self.dims).0 / edge
+    }
+
+    /// The cluster of one class window (whitened rows and their [`Self::moment_sum`]), and
+    /// the first eigenvalue ratio; `None` when there is none.
+    fn cluster(&self, z: &[Vec<f64>], mut sum: Vec<f64>) -> Option<(Vec<bool>, f64)> {
         let n = z.len();
         let k = self.dims;
         let edge = (1.0 + (k as f64 / n as f64).sqrt()).powi(2);
-        let mut sum = vec![0.0; k * k];
-        for r in z {
-            add_outer(&mut sum, r, 1.0);
-        }
         let mut kept = vec![true; n];
         let mut left = n;
         let mut first = None;
