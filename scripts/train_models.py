@@ -365,10 +365,21 @@ def autoencoder_graph(ae, enc, activation, scales, err_scale=None):
         inits)
 
 
+def class_logits(nodes, logits, clf, prefix):
+    """One logit per class. scikit-learn fits two classes with one logistic output z, whose
+    class probabilities are softmax([0, z]): a zero column is put in front of it."""
+    if clf.coefs_[-1].shape[1] != 1:
+        return logits
+    nodes += [helper.make_node("Sub", [logits, logits], [f"{prefix}_zero"]),
+              helper.make_node("Concat", [f"{prefix}_zero", logits], [f"{prefix}_logits2"], axis=1)]
+    return f"{prefix}_logits2"
+
+
 def classifier_graph(clf, enc):
     nodes, inits = [], []
     h = enc.graph(nodes, inits)
     logits = dense_layers(nodes, inits, h, clf.coefs_, clf.intercepts_, clf.activation, "clf")
+    logits = class_logits(nodes, logits, clf, "clf")
     nodes += [helper.make_node("Softmax", [logits], ["probabilities"], axis=1),
               helper.make_node("Identity", ["clf_h0_a"], ["hidden"])]
     return helper.make_graph(
@@ -529,6 +540,7 @@ def adversarial_graph(clf, enc, sq, specs):
     branches = [h] + sq.graph(nodes, inits, h, specs)
     nodes.append(helper.make_node("Concat", branches, ["h_all"], axis=0))
     logits = dense_layers(nodes, inits, "h_all", clf.coefs_, clf.intercepts_, clf.activation, "adv")
+    logits = class_logits(nodes, logits, clf, "adv")
     c = len(clf.classes_)
     inits.append(numpy_helper.from_array(np.array([len(branches), -1, c], dtype=np.int64), "adv_shape"))
     nodes += [helper.make_node("LogSoftmax", [logits], ["adv_lp"], axis=1),

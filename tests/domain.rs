@@ -452,3 +452,46 @@ fn a_sorted_stream_raises_no_scan_cluster() {
     assert_eq!(v["scan_flagged"], json!(0), "{v}");
     assert!(v["false_positive_rate"].as_f64().unwrap() <= 0.01, "{v}");
 }
+
+/// Two classes: scikit-learn fits them with one logistic output, which the trainer turns
+/// into two class probabilities (before, `init` failed on any two-class label). A tabular
+/// set (Shuttle's first 10,000 rows, normal against anomalous) and an image set (MNIST's
+/// threes and eights, with the adversarial role) both train, score and rank flips.
+#[test]
+fn two_class_labels_train_and_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, keep: &dyn Fn(usize, &Value) -> bool, from: &str| {
+        let path = dir.path().join(name);
+        let rows: Vec<String> = lines(std::path::Path::new(from))
+            .into_iter()
+            .enumerate()
+            .filter(|(i, l)| keep(*i, &serde_json::from_str(l).unwrap()))
+            .map(|(_, l)| l)
+            .collect();
+        std::fs::write(&path, rows.join("\n") + "\n").unwrap();
+        path
+    };
+    let shuttle = write("shuttle.jsonl", &|i, _| i < 10_000, ".data/shuttle.jsonl");
+    let digits = write(
+        "digits.jsonl",
+        &|_, r| r["label"] == json!(3) || r["label"] == json!(8),
+        ".data/mnist.jsonl",
+    );
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+    for (input, out, attacks) in [
+        (&shuttle, dir.path().join("shuttle2"), vec!["flip:0.05"]),
+        (&digits, dir.path().join("digits2"), vec!["flip:0.05", "fgsm:0.2"]),
+    ] {
+        init_sample(input.to_str().unwrap(), "label", &out);
+        let meta: Value = serde_json::from_slice(&std::fs::read(out.join("models/label.json")).unwrap()).unwrap();
+        assert_eq!(meta["classes"].as_array().map(Vec::len), Some(2), "{}", meta["classes"]);
+        let e = evaluate_config(&out, &attacks);
+        eprintln!("{e:?}");
+        assert!(f(&e[0], "precision_at_recall_0.86") >= 0.85, "{}", e[0]);
+        assert!(f(&e[0], "false_positive_rate") <= 0.03, "{}", e[0]);
+        if let Some(fgsm) = e.get(1) {
+            assert!(out.join("models/adversarial.onnx").is_file());
+            assert!(f(fgsm, "recall") >= 0.9, "{fgsm}");
+        }
+    }
+}
