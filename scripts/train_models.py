@@ -425,7 +425,7 @@ def scan_section(clf, h_train, y_train, h_cal, y_cal, cal_scores):
             null.append(lam / (1 + math.sqrt(zc.shape[1] / len(zc))) ** 2)
     factor = float(min(3.0, max(1.3, 1.1 * np.quantile(null, 0.9)))) if null else 2.0
     return dict(hidden_output="hidden", dims=SCAN_DIMS, factor=factor, min_cluster=SCAN_MIN_CLUSTER,
-                min_class_rows=SCAN_MIN_CLASS_ROWS, doubt_threshold=float(np.quantile(cal_scores, SCAN_DOUBT)),
+                min_class_rows=SCAN_MIN_CLASS_ROWS, doubt_threshold=float(np.quantile(cal_scores[np.isfinite(cal_scores)], SCAN_DOUBT)),
                 null_factors=[round(float(x), 4) for x in sorted(null)], classes=classes)
 
 
@@ -642,7 +642,7 @@ def main():
         if r in roles:
             if y is None:
                 fail(f"--roles {r}: the schema's x-guard section names no label")
-            if len(set(y[train])) < 2:
+            if len(set(y[train]) - {""}) < 2:
                 if not auto:
                     fail(f"--roles {r}: the trusted rows hold one class only")
                 roles.remove(r)
@@ -660,6 +660,10 @@ def main():
                               numpy=np.__version__, opset=OPSET))
     k = 4 if layout.width < 100 else 2
     clean = calib[~np.isnan(x[calib]).any(axis=1)]  # JSON has no NaN
+    if y is not None:  # a fixture row's label score must be a number too
+        clean = clean[y[clean] != ""]
+    # Rows without a label teach the classifiers nothing; the guard does not score their label.
+    train_l, calib_l = (train, calib) if y is None else (train[y[train] != ""], calib[y[calib] != ""])
     fixture_rows = clean[: 4 * k]
     report, trained = {}, {}
     d, n = enc.dim, len(train)
@@ -684,15 +688,15 @@ def main():
             hidden = (min(256, max(16, 4 * pow2(math.sqrt(d)))),)
             alpha = 1.0 if layout.has_tensor and role == "label" else 1e-4
             model = MLPClassifier(hidden_layer_sizes=hidden, max_iter=iters, alpha=alpha, random_state=a.seed)
-            model.fit(h[train], y[train])
+            model.fit(h[train_l], y[train_l])
         if role == "label":
             graph = classifier_graph(model, enc)
         elif role == "adversarial":
             sq = Squeezers(enc)
-            acc0 = float(np.mean(model.predict(h[calib]) == y[calib]))
+            acc0 = float(np.mean(model.predict(h[calib_l]) == y[calib_l]))
             kept, tried = [], {}
             for name, spec in sq.candidates():
-                acc = float(np.mean(model.predict(sq.apply(h[calib], spec)) == y[calib]))
+                acc = float(np.mean(model.predict(sq.apply(h[calib_l], spec)) == y[calib_l]))
                 tried[name] = round(acc, 4)
                 if acc0 - acc <= ACCURACY_DROP and not (spec[0] == "bits" and sum(k[1][0] == "bits" for k in kept) >= 2):
                     kept.append((name, spec))
@@ -715,7 +719,8 @@ def main():
                 yi = np.array([classes.index(c) if c in classes else -1 for c in y[idx]])
                 return squeeze_scores(outs[0].astype(np.float64), yi), outs
             p = np.array([outs[0][j, classes.index(c)] if c in classes else 0.0 for j, c in enumerate(y[idx])])
-            return 1.0 - p, outs
+            # No label: the guard gives the label model nothing to score, so it never fires.
+            return np.where(y[idx] == "", -np.inf, 1.0 - p), outs
 
         cal, _ = scores(calib)
         meta = dict(base, role=role, size=dict(hidden=list(hidden), iterations=iters, encoded_width=d), **extra)
@@ -723,7 +728,7 @@ def main():
             meta.update(score_output="score", feature_error_output="feature_error")
         elif role == "label":
             meta.update(probabilities_output="probabilities", classes=[str(c) for c in model.classes_],
-                        scan=scan_section(model, h[train], y[train], h[calib], y[calib], cal))
+                        scan=scan_section(model, h[train_l], y[train_l], h[calib], y[calib], cal))
         else:
             meta.update(log_probabilities_output="log_probabilities", classes=[str(c) for c in model.classes_])
         trained[role] = (meta, np.nan_to_num(cal, nan=np.inf))

@@ -416,6 +416,11 @@ impl RouteModels {
                     let width = hidden.len().checked_div(n).unwrap_or(0);
                     let scanning = self.scan.is_some() && width > 0;
                     for (k, d) in out.iter_mut().enumerate() {
+                        // A record without a label gives the label model nothing to check; a
+                        // label the model does not know scores 1.
+                        if g.labels[k].is_none() && rows.row(k).label().is_none() {
+                            continue;
+                        }
                         let p_given = g.labels[k].map_or(0.0, |i| probabilities[k * c + i]);
                         let s = 1.0 - p_given;
                         h.record(f64::from(s));
