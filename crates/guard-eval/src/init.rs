@@ -27,6 +27,8 @@ pub struct InitOptions<'a> {
     pub target_fpr: f64,
     /// Seed of every split and of the networks.
     pub seed: u64,
+    /// The label model's family.
+    pub label_model: crate::train::LabelModel,
     /// Python of the training backend.
     pub python: PathBuf,
     /// ONNX Runtime library.
@@ -111,6 +113,7 @@ pub fn init(a: &InitOptions<'_>, say: &mut dyn FnMut(&str)) -> Result<(), EvalEr
             target_fpr: a.target_fpr,
             fpr_confidence: crate::train::FPR_CONFIDENCE,
             seed: a.seed,
+            label_model: a.label_model,
             out: models.clone(),
             python: a.python.clone(),
             ort_library: a.ort_library.clone(),
