@@ -782,6 +782,12 @@ def main():
     if "adversarial" in roles and not layout.has_tensor:
         fail("--roles adversarial: feature squeezing needs a tensor in the schema's x-guard section")
     enc = Encoder(layout, x[train])
+    if a.label_model == "conv" and "label" in roles and layout.has_tensor and ConvBranch.grid_of(Squeezers(enc)):
+        try:
+            import jax  # noqa: F401  (trains the convolutional member; fail before any training)
+        except ImportError as e:
+            fail(f"--label-model conv needs jax and jaxlib in this Python ({sys.executable}): {e}; "
+                 "scripts/setup.sh installs them into .tools/venv-train")
     h = enc.numpy(x)
     os.makedirs(a.out, exist_ok=True)
     sha = hashlib.sha256(b"".join(l + b"\n" for l in lines)).hexdigest()

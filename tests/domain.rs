@@ -492,13 +492,10 @@ fn second_image_set_through_init_and_evaluate() {
     assert!(conv_flips >= mlp_flips + 0.05, "conv {conv_flips} mlp {mlp_flips}");
 }
 
-/// The convolutional member on a tensor of rank 3 (`[2, 12, 12]`, flattened in the record):
-/// the leading axis is taken as channels, and the guard reads the exported graph as trained
-/// (`train` fails otherwise). A synthetic sample: each class draws its own strokes.
-#[test]
-fn conv_member_takes_leading_axes_as_channels() {
-    let dir = tempfile::tempdir().unwrap();
-    let schema = dir.path().join("strokes.schema.json");
+/// A synthetic sample with a tensor of rank 3 (`[2, 12, 12]`, flattened in the record), each
+/// class drawing its own strokes: (schema, input) in `dir`.
+fn strokes_sample(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let schema = dir.join("strokes.schema.json");
     std::fs::write(
         &schema,
         json!({
@@ -530,11 +527,68 @@ fn conv_member_takes_leading_axes_as_channels() {
             json!({"img": img, "label": label}).to_string()
         })
         .collect();
-    let input = dir.path().join("strokes.jsonl");
+    let input = dir.join("strokes.jsonl");
     std::fs::write(&input, rows.join("\n") + "\n").unwrap();
+    (schema, input)
+}
+
+/// The convolutional member on a tensor of rank 3: the leading axis is taken as channels, and
+/// the guard reads the exported graph as trained (`train` fails otherwise).
+#[test]
+fn conv_member_takes_leading_axes_as_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let (schema, input) = strokes_sample(dir.path());
     let meta = train_conv_label(&schema, &input, &dir.path().join("models"));
     assert_eq!(meta["conv"]["in_channels"], json!(2), "{}", meta["conv"]);
     assert_eq!(meta["conv"]["grid"], json!([12, 12]), "{}", meta["conv"]);
+}
+
+/// `--label-model conv` with a training backend that has no jax (an older virtual environment)
+/// fails before any training, naming what is missing and how to install it, and writes no
+/// models.
+#[test]
+fn conv_label_model_without_jax_names_the_missing_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let (schema, input) = strokes_sample(dir.path());
+    // The backend's own Python, with a `jax` on its path that cannot be imported.
+    let blocked = dir.path().join("nojax/jax");
+    std::fs::create_dir_all(&blocked).unwrap();
+    std::fs::write(blocked.join("__init__.py"), "raise ImportError('no jax here (test)')\n").unwrap();
+    let python = dir.path().join("python");
+    let venv = repo().join(".tools/venv-train/bin/python");
+    std::fs::write(
+        &python,
+        format!(
+            "#!/bin/sh\nPYTHONPATH={} exec {} \"$@\"\n",
+            dir.path().join("nojax").display(),
+            venv.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = dir.path().join("models");
+    let o = guard_output(&[
+        "train",
+        "--schema",
+        schema.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--label-model",
+        "conv",
+        "--roles",
+        "label",
+        "--python",
+        python.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("--label-model conv needs jax") && err.contains("no jax here"),
+        "{err}"
+    );
+    assert!(!out.join("label.onnx").exists());
 }
 
 /// diamonds in the order its file holds it (sorted by price), with `cut` as the label: every
