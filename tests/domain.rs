@@ -57,10 +57,14 @@ fn init_sample(input: &str, label: &str, out: &std::path::Path) {
     ]);
 }
 
-/// `ingest-guard train --roles label --label-model conv` (which fails unless the guard reads
-/// the export as trained): the label model's metadata.
-fn train_conv_label(schema: &std::path::Path, input: &std::path::Path, out: &std::path::Path) -> Value {
-    guard_ok(&[
+/// The arguments of `ingest-guard train --roles label --label-model conv`, then `extra`.
+fn conv_label_args<'a>(
+    schema: &'a std::path::Path,
+    input: &'a std::path::Path,
+    out: &'a std::path::Path,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
         "train",
         "--schema",
         schema.to_str().unwrap(),
@@ -72,7 +76,15 @@ fn train_conv_label(schema: &std::path::Path, input: &std::path::Path, out: &std
         "label",
         "--out",
         out.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// `ingest-guard train --roles label --label-model conv` (which fails unless the guard reads
+/// the export as trained): the label model's metadata.
+fn train_conv_label(schema: &std::path::Path, input: &std::path::Path, out: &std::path::Path) -> Value {
+    guard_ok(&conv_label_args(schema, input, out, &[]));
     serde_json::from_slice(&std::fs::read(out.join("label.json")).unwrap()).unwrap()
 }
 
@@ -567,21 +579,12 @@ fn conv_label_model_without_jax_names_the_missing_package() {
     .unwrap();
     std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let out = dir.path().join("models");
-    let o = guard_output(&[
-        "train",
-        "--schema",
-        schema.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--label-model",
-        "conv",
-        "--roles",
-        "label",
-        "--python",
-        python.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = guard_output(&conv_label_args(
+        &schema,
+        &input,
+        &out,
+        &["--python", python.to_str().unwrap()],
+    ));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");
     assert!(
