@@ -364,8 +364,16 @@ impl Builder<'_> {
             } else {
                 vec![len]
             };
-            self.review
-                .push(format!("{name}: a tensor of {len} numbers, shape {shape:?} ({seen})"));
+            let mut line = format!("{name}: a tensor of {len} numbers, shape {shape:?} ({seen})");
+            if let Some((c, n)) = colour_grid(len) {
+                // Which axis holds the channels cannot be told from the numbers: a person says.
+                line.push_str(&format!(
+                    "; if these are {n}x{n} images with {c} channels stored channels first, set the shape to \
+                     [{c}, {n}, {n}] (median squeezing and `--label-model conv` need the grid); channels last \
+                     must be transposed to that order first"
+                ));
+            }
+            self.review.push(line);
             self.tensors
                 .push(json!({"name": name, "pointer": pointer, "shape": shape}));
         }
@@ -419,6 +427,15 @@ pub fn write(input: &Input<'_>, o: &InferOptions, out: &Path) -> Result<Inferred
     std::fs::write(&tmp, text).map_err(EvalError::io(&tmp))?;
     std::fs::rename(&tmp, out).map_err(EvalError::io(out))?;
     Ok(inferred)
+}
+
+/// A flat length that could be square images with 3 (RGB) or 4 (RGBA) channels, at least
+/// 8 × 8: (channels, side).
+fn colour_grid(len: usize) -> Option<(usize, usize)> {
+    [3, 4].into_iter().find_map(|c| {
+        let side = ((len / c) as f64).sqrt().round() as usize;
+        (len.is_multiple_of(c) && side >= 8 && side * side * c == len).then_some((c, side))
+    })
 }
 
 #[cfg(test)]
@@ -504,5 +521,28 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("several lengths"), "{e}");
+    }
+
+    #[test]
+    fn colour_image_lengths_get_a_shape_hint_and_stay_flat() {
+        assert_eq!(colour_grid(3 * 32 * 32), Some((3, 32)));
+        assert_eq!(colour_grid(4 * 16 * 16), Some((4, 16)));
+        assert_eq!(colour_grid(3 * 4 * 4), None, "under 8 x 8");
+        assert_eq!(colour_grid(3 * 32 * 32 + 1), None);
+        let mut text = String::new();
+        for i in 0..20u32 {
+            let px: Vec<u32> = (0..3072u32).map(|k| (k + i) % 256).collect();
+            text.push_str(&json!({"img": px, "label": i % 2}).to_string());
+            text.push('\n');
+        }
+        let o = InferOptions {
+            label: Some("label".into()),
+            id: "rgb-v1".into(),
+            ..InferOptions::default()
+        };
+        let got = infer_lines(&text, &o).unwrap();
+        assert_eq!(got.schema["x-guard"]["tensors"][0]["shape"], json!([3072]));
+        let line = got.review.iter().find(|l| l.starts_with("img:")).unwrap();
+        assert!(line.contains("set the shape to [3, 32, 32]"), "{line}");
     }
 }
