@@ -1,6 +1,7 @@
 //! Offline throughput of the guard's per-record work against a bare
 //! `serde_json::from_slice::<serde_json::Value>` of the same bytes, in one run, on real Shuttle
-//! records (~80 bytes, 9 numbers) and real MNIST records (~3 KB, 784 integers):
+//! records (~80 bytes, 9 numbers) and real MNIST records (~3 KB, 784 integers), flat and nested
+//! as `[28][28]` (`mnist-nested`):
 //!
 //! * `guard_limits_decode_schema_features`: what the pipeline runs per record: envelope and
 //!   limits pre-scan, then the typed fast path (decode + schema + x-guard features into the
@@ -36,9 +37,31 @@ fn records(domain: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn bench_domain(c: &mut Criterion, domain: &str) {
-    let lines = records(domain);
-    let schema = DomainSchema::load(&root().join(format!("schemas/{domain}.schema.json"))).unwrap();
+fn schema_of(domain: &str) -> DomainSchema {
+    DomainSchema::load(&root().join(format!("schemas/{domain}.schema.json"))).unwrap()
+}
+
+/// The MNIST records and schema with the pixels nested as `[28][28]` (`ndarray.tolist()`).
+fn nested_mnist() -> (Vec<Vec<u8>>, DomainSchema) {
+    let lines = records("mnist")
+        .iter()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_slice(l).unwrap();
+            let px = v["pixels"].as_array().unwrap().clone();
+            v["pixels"] =
+                serde_json::Value::Array(px.chunks(28).map(|c| serde_json::Value::Array(c.to_vec())).collect());
+            serde_json::to_vec(&v).unwrap()
+        })
+        .collect();
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root().join("schemas/mnist.schema.json")).unwrap()).unwrap();
+    let leaf = v["properties"]["pixels"]["items"].clone();
+    v["properties"]["pixels"] = serde_json::json!({"type": "array", "minItems": 28, "maxItems": 28,
+        "items": {"type": "array", "minItems": 28, "maxItems": 28, "items": leaf}});
+    (lines, DomainSchema::from_value(&v).unwrap())
+}
+
+fn bench_domain(c: &mut Criterion, domain: &str, lines: Vec<Vec<u8>>, schema: DomainSchema) {
     let layout = schema.layout().clone();
     let judge = Judge::new(
         Limits::default(),
@@ -100,8 +123,11 @@ fn bench_domain(c: &mut Criterion, domain: &str) {
 }
 
 fn bench(c: &mut Criterion) {
-    bench_domain(c, "shuttle");
-    bench_domain(c, "mnist");
+    for d in ["shuttle", "mnist"] {
+        bench_domain(c, d, records(d), schema_of(d));
+    }
+    let (lines, schema) = nested_mnist();
+    bench_domain(c, "mnist-nested", lines, schema);
 }
 
 criterion_group!(benches, bench);

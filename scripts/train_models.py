@@ -149,6 +149,25 @@ def number(v):
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
 
 
+def tensor_values(v, shape, size):
+    """A tensor's elements as the guard reads them (guard-core `extend_tensor`): a flat array's
+    first `size` items, or arrays nested exactly as `shape`, row-major; [] when neither."""
+    if not isinstance(v, list):
+        return []
+    if len(shape) >= 2 and v and isinstance(v[0], list):
+        out = []
+
+        def walk(a, sh):
+            if not isinstance(a, list) or len(a) != sh[0]:
+                return False
+            if len(sh) == 1:
+                out.extend(number(e) for e in a)
+                return True
+            return all(walk(b, sh[1:]) for b in a)
+        return out if walk(v, shape) else []
+    return [number(e) for e in v[:size]]
+
+
 def fail(msg):
     print(f"train: {msg}", file=sys.stderr)
     sys.exit(2)
@@ -180,6 +199,7 @@ class Layout:
             self.levels[f["name"]] = seen
             self.parts.append(("categorical", f["name"], f["pointer"], 1))
         self.shapes = {t["name"]: t["shape"] for t in g.get("tensors", [])}
+        self.channels_last = {t["name"]: t.get("channels", "first") == "last" for t in g.get("tensors", [])}
         for t in g.get("tensors", []):
             self.parts.append(("tensor", t["name"], t["pointer"], int(np.prod(t["shape"]))))
         self.width = sum(p[3] for p in self.parts)
@@ -203,9 +223,8 @@ class Layout:
                     lv = self.levels[name]
                     x[i, c] = lv.index(t) if t in lv else -1.0
                 else:
-                    if isinstance(v, list):
-                        vals = [number(e) for e in v[:size]]
-                        x[i, c:c + len(vals)] = vals
+                    vals = tensor_values(v, self.shapes[name], size)
+                    x[i, c:c + len(vals)] = vals
                 c += size
         return x
 
@@ -414,8 +433,9 @@ CONV_HIDDEN = 128  # label model: the conv branch's dense hidden layer
 
 class ConvBranch:
     """The label model's convolutional member, for rows with an image-like tensor (a grid of at
-    least CONV_MIN_SIDE on each side, its last two axes; the axes before them are channels;
-    the largest grid when there are several): two 5x5
+    least CONV_MIN_SIDE on each side: its last two axes, the axes before them channels, or with
+    `"channels": "last"` the two axes before the last, which holds the channels; the largest
+    grid when there are several): two 5x5
     convolutions (zero padding 2, ReLU, 2x2 max pooling), their features and every other
     encoded column into a dense ReLU layer of CONV_HIDDEN, then one logit per class. Trained
     with jax (Adam, learning rate 1e-3, batches of 64, L2 1e-4 on the weights, epochs
@@ -423,8 +443,9 @@ class ConvBranch:
     checked against jax's forward pass on the training rows."""
 
     def __init__(self, grid, dim):
-        self.start, self.size, self.hh, self.ww = grid
-        self.channels = self.size // (self.hh * self.ww)  # leading axes of the tensor, as channels
+        self.start, self.size, self.hh, self.ww, last = grid
+        self.channels = self.size // (self.hh * self.ww)  # the tensor's other axes, as channels
+        self.channels_last = bool(last)
         self.dim = dim
 
     @staticmethod
@@ -433,7 +454,11 @@ class ConvBranch:
         return max(grids, key=lambda g: g[1]) if grids else None
 
     def _forward(self, jnp, jax, p, h):
-        img = h[:, self.start:self.start + self.size].reshape(-1, self.channels, self.hh, self.ww)
+        if self.channels_last:
+            img = h[:, self.start:self.start + self.size].reshape(-1, self.hh, self.ww, self.channels)
+            img = jnp.transpose(img, (0, 3, 1, 2))
+        else:
+            img = h[:, self.start:self.start + self.size].reshape(-1, self.channels, self.hh, self.ww)
         rest = jnp.concatenate([h[:, :self.start], h[:, self.start + self.size:]], axis=1)
         for i in (1, 2):
             img = jax.lax.conv_general_dilated(img, p[f"c{i}"], (1, 1), ((2, 2), (2, 2)))
@@ -495,11 +520,14 @@ class ConvBranch:
         f32 = lambda a, n: inits.append(numpy_helper.from_array(np.asarray(a, dtype=np.float32), n))
         s, e = self.start, self.start + self.size
         i64([0], "cv_zero"), i64([s], "cv_s"), i64([e], "cv_e"), i64([1 << 62], "cv_end"), i64([1], "cv_ax")
-        i64([-1, self.channels, self.hh, self.ww], "cv_shape")
+        last = self.channels_last
+        i64([-1, self.hh, self.ww, self.channels] if last else [-1, self.channels, self.hh, self.ww], "cv_shape")
         nodes += [helper.make_node("Slice", [h, "cv_zero", "cv_s", "cv_ax"], ["cv_left"]),
                   helper.make_node("Slice", [h, "cv_s", "cv_e", "cv_ax"], ["cv_mid"]),
                   helper.make_node("Slice", [h, "cv_e", "cv_end", "cv_ax"], ["cv_right"]),
-                  helper.make_node("Reshape", ["cv_mid", "cv_shape"], ["cv_img0"])]
+                  helper.make_node("Reshape", ["cv_mid", "cv_shape"], ["cv_img0" if not last else "cv_hwc"])]
+        if last:  # [N, h, w, c] -> [N, c, h, w]
+            nodes.append(helper.make_node("Transpose", ["cv_hwc"], ["cv_img0"], perm=[0, 3, 1, 2]))
         cur = "cv_img0"
         for i in (1, 2):
             f32(self.params[f"c{i}"], f"cv_w{i}"), f32(self.params[f"cb{i}"], f"cv_b{i}")
@@ -563,13 +591,14 @@ def scan_section(classes_, r_train, y_train, r_cal, y_cal, cal_scores):
 class Squeezers:
     """The adversarial role's squeezers over the encoded row `h`: which columns hold tensor
     elements (normalised to [0, 1] by the encoder) and, for tensors of rank >= 2, where they
-    sit and their last two axes."""
+    sit and their grid: the last two axes, or the two before the last with `"channels": "last"`
+    (median smoothing then works per channel)."""
 
     def __init__(self, enc):
         self.enc = enc
         pos = {c: i for i, c in enumerate(enc.cont)}  # input column -> encoded column
         self.mask = np.zeros(enc.dim)
-        self.grids = []  # (first encoded column, element count, height, width)
+        self.grids = []  # (first encoded column, element count, height, width, channels last: their count, else 0)
         c = 0
         schema_shapes = enc.layout.shapes
         for kind, name, _, size in enc.layout.parts:
@@ -577,8 +606,10 @@ class Squeezers:
                 start = pos[c]
                 self.mask[start:start + size] = 1.0
                 shape = schema_shapes[name]
-                if len(shape) >= 2 and shape[-1] >= 2 and shape[-2] >= 2:
-                    self.grids.append((start, size, int(shape[-2]), int(shape[-1])))
+                if enc.layout.channels_last[name] and len(shape) >= 3 and shape[-2] >= 2 and shape[-3] >= 2:
+                    self.grids.append((start, size, int(shape[-3]), int(shape[-2]), int(shape[-1])))
+                elif len(shape) >= 2 and shape[-1] >= 2 and shape[-2] >= 2:
+                    self.grids.append((start, size, int(shape[-2]), int(shape[-1]), 0))
             c += size
 
     def bits(self, h, b):
@@ -588,9 +619,9 @@ class Squeezers:
 
     def median(self, h):
         out = h.copy()
-        for start, size, hh, ww in self.grids:
-            im = h[:, start:start + size].reshape(-1, hh, ww)
-            p = np.pad(im, ((0, 0), (0, 1), (0, 1)), mode="edge")
+        for start, size, hh, ww, last in self.grids:
+            im = h[:, start:start + size].reshape((-1, hh, ww) + ((last,) if last else ()))
+            p = np.pad(im, ((0, 0), (0, 1), (0, 1)) + (((0, 0),) if last else ()), mode="edge")
             st = np.stack([p[:, i:i + hh, j:j + ww] for i in range(2) for j in range(2)], -1)
             out[:, start:start + size] = np.sort(st, -1)[..., 1:3].mean(-1).reshape(len(h), size)
         return out
@@ -624,12 +655,13 @@ class Squeezers:
                           helper.make_node("Add", [h, f"sq{k}_md"], [out])]
             else:
                 cur = h
-                for g, (start, size, hh, ww) in enumerate(self.grids):
+                for g, (start, size, hh, ww, last) in enumerate(self.grids):
                     t = f"sq{k}g{g}"
                     i64 = lambda a, n: inits.append(numpy_helper.from_array(np.array(a, dtype=np.int64), n))
                     i64([start], f"{t}_s"), i64([start + size], f"{t}_e"), i64([1], f"{t}_ax")
-                    i64([0], f"{t}_zero"), i64([1 << 62], f"{t}_end"), i64([-1, hh, ww], f"{t}_shape")
-                    i64([0, 0, 0, 0, 1, 1], f"{t}_pads"), i64([-1, size], f"{t}_flat"), i64([3], f"{t}_k")
+                    i64([0], f"{t}_zero"), i64([1 << 62], f"{t}_end"), i64([-1, hh, ww] + ([last] if last else []), f"{t}_shape")
+                    i64([0, 0, 0, 0, 1, 1] if not last else [0, 0, 0, 0, 0, 1, 1, 0], f"{t}_pads")
+                    i64([-1, size], f"{t}_flat"), i64([3], f"{t}_k")
                     i64([1], f"{t}_one"), i64([3], f"{t}_three"), i64([-1], f"{t}_last")
                     nodes += [helper.make_node("Slice", [cur, f"{t}_zero", f"{t}_s", f"{t}_ax"], [f"{t}_left"]),
                               helper.make_node("Slice", [cur, f"{t}_s", f"{t}_e", f"{t}_ax"], [f"{t}_mid"]),
@@ -716,6 +748,12 @@ def joint_thresholds(cal, target, confidence):
     thr = {r: float(desc[r][cut[r]]) for r in roles}
     u = int(np.any([np.asarray(cal[r]) > thr[r] for r in roles], axis=0).sum())
     return thr, u, bound(cut), met
+
+
+def graph_bytes(graph):
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="ingest-guard train")
+    model.ir_version = 8
+    return model.SerializeToString()
 
 
 def save(graph, path):
@@ -834,7 +872,8 @@ def main():
             if grid is not None:
                 conv = ConvBranch(grid, enc.dim).fit(h[train_l], y[train_l], model.classes_, a.seed)
                 extra = dict(conv=dict(channels=list(CONV_CHANNELS), hidden=CONV_HIDDEN, epochs=conv.epochs,
-                                       grid=[conv.hh, conv.ww], in_channels=conv.channels, jax=conv.jax_version))
+                                       grid=[conv.hh, conv.ww], in_channels=conv.channels,
+                                       channels_last=conv.channels_last, jax=conv.jax_version))
             graph = classifier_graph(model, enc, conv)
         elif role == "adversarial":
             sq = Squeezers(enc)
@@ -851,6 +890,12 @@ def main():
                 roles.remove(role)
                 continue
             graph = adversarial_graph(model, enc, sq, [k[1] for k in kept])
+            probe = calib_l[:256]
+            twin = np.stack([model.predict_proba(h[probe])] + [model.predict_proba(sq.apply(h[probe], k[1])) for k in kept], 1)
+            got = np.exp(ort.InferenceSession(graph_bytes(graph), providers=["CPUExecutionProvider"])
+                         .run(None, {"x": x[probe].astype(np.float32)})[0])
+            if not np.allclose(got, twin, atol=1e-3):  # the squeezers in the graph are the ones chosen
+                fail(f"adversarial: the exported squeezers differ from numpy's by {np.abs(got - twin).max():.2e}")
             extra = dict(squeezers=[k[0] for k in kept], squeezer_accuracy=dict(tried, original=round(acc0, 4)))
         path = os.path.join(a.out, f"{role}.onnx")
         sess = save(graph, path)

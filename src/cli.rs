@@ -117,7 +117,9 @@ pub enum SchemaCommand {
     /// Infer JSON Schema 2020-12 plus `x-guard` from trusted records: types, required fields,
     /// numeric ranges widened by `--margin` of the span, categorical strings, fixed-length
     /// numeric arrays (numeric features, or tensors when longer than `--numeric-array-max`),
-    /// the label and source fields. Nested objects and mixed types are refused by name.
+    /// arrays nested as a block of numbers (tensors of that shape; `[h, w, c]` with c ≤ 4 is
+    /// taken as channels-last images), the label and source fields. Nested objects, ragged arrays and
+    /// mixed types are refused by name.
     /// Review the result (each constraint says what data it came from) before use.
     Infer {
         #[command(flatten)]

@@ -555,6 +555,194 @@ fn conv_member_takes_leading_axes_as_channels() {
     assert_eq!(meta["conv"]["grid"], json!([12, 12]), "{}", meta["conv"]);
 }
 
+/// Images nested as `ndarray.tolist()` writes them (MNIST's 5,000 rows as `[28][28]`):
+/// `init` infers their shape, trains on them and evaluates; and the same models judge the same
+/// held-out rows written flat (with the schema's array made flat) to exactly the same figures,
+/// attacks included (the attacks write nested rows back nested).
+#[test]
+fn nested_image_rows_judge_as_their_flat_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let nest = |v: &mut Value| {
+        let px = v["pixels"].as_array().unwrap().clone();
+        v["pixels"] = json!(px.chunks(28).map(<[Value]>::to_vec).collect::<Vec<_>>());
+    };
+    let rows: Vec<String> = lines(std::path::Path::new(".data/mnist.jsonl"))
+        .into_iter()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(&l).unwrap();
+            nest(&mut v);
+            v.to_string()
+        })
+        .collect();
+    let input = dir.path().join("nested.jsonl");
+    std::fs::write(&input, rows.join("\n") + "\n").unwrap();
+    let out = dir.path().join("nested");
+    init_sample(input.to_str().unwrap(), "label", &out);
+    let schema_path = out.join("nested.schema.json");
+    let mut schema: Value = serde_json::from_slice(&std::fs::read(&schema_path).unwrap()).unwrap();
+    assert_eq!(
+        schema["x-guard"]["tensors"][0]["shape"],
+        json!([28, 28]),
+        "{}",
+        schema["x-guard"]
+    );
+    let attacks = ["none", "trigger:3", "fgsm:0.2", "flip:0.05"];
+    let nested = evaluate_config(&out, &attacks);
+    // The flat form: the rows' arrays and the schema's.
+    let leaf = schema["properties"]["pixels"]["items"]["items"].clone();
+    schema["properties"]["pixels"] = json!({"type": "array", "minItems": 784, "maxItems": 784, "items": leaf});
+    let flat_schema = dir.path().join("flat.schema.json");
+    std::fs::write(&flat_schema, schema.to_string()).unwrap();
+    let flat_rows: Vec<String> = lines(&out.join("heldout.jsonl"))
+        .iter()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            assert!(v["pixels"][0].is_array(), "held-out rows stay nested");
+            let px: Vec<Value> = v["pixels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r.as_array().unwrap().clone())
+                .collect();
+            v["pixels"] = json!(px);
+            v.to_string()
+        })
+        .collect();
+    let flat_input = dir.path().join("flat.jsonl");
+    std::fs::write(&flat_input, flat_rows.join("\n") + "\n").unwrap();
+    let models = out.join("models");
+    let mut args = vec![
+        "evaluate",
+        "--schema",
+        flat_schema.to_str().unwrap(),
+        "--models",
+        models.to_str().unwrap(),
+        "--input",
+        flat_input.to_str().unwrap(),
+        "--json",
+    ];
+    for a in attacks {
+        args.extend(["--attack", a]);
+    }
+    let o = guard_ok(&args);
+    let flat: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+    assert!(f(&nested[0], "false_positive_rate") <= 0.02, "{}", nested[0]);
+    assert!(
+        f(&nested[1], "recall") >= 0.9 && f(&nested[2], "recall") >= 0.9,
+        "{nested:?}"
+    );
+    assert!(f(&nested[3], "precision_at_recall_0.86") >= 0.8, "{}", nested[3]);
+    for (mut n, mut fl) in nested.into_iter().zip(flat) {
+        n["seconds"] = Value::Null;
+        fl["seconds"] = Value::Null;
+        assert_eq!(n, fl);
+    }
+}
+
+/// The strokes of [`strokes_sample`] written as `ndarray.tolist()` writes `[12, 12, 2]`
+/// channels-last images (every pixel moved, none changed), and their schema as `schema infer`
+/// writes it: (schema, input) in `dir`.
+fn nested_strokes(dir: &std::path::Path, flat: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let rows: Vec<String> = lines(flat)
+        .iter()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            let img: Vec<Value> = v["img"].as_array().unwrap().clone();
+            let hwc: Vec<Vec<Vec<Value>>> = (0..12)
+                .map(|r| {
+                    (0..12)
+                        .map(|k| (0..2).map(|c| img[c * 144 + r * 12 + k].clone()).collect())
+                        .collect()
+                })
+                .collect();
+            v["img"] = json!(hwc);
+            v.to_string()
+        })
+        .collect();
+    let (input, schema) = (dir.join("hwc.jsonl"), dir.join("hwc.schema.json"));
+    std::fs::write(&input, rows.join("\n") + "\n").unwrap();
+    guard_ok(&[
+        "schema",
+        "infer",
+        "--input",
+        input.to_str().unwrap(),
+        "--label",
+        "label",
+        "--out",
+        schema.to_str().unwrap(),
+    ]);
+    (schema, input)
+}
+
+/// Channels-last images nested as `ndarray.tolist()` writes them: `schema infer` gives them
+/// their shape and `"channels": "last"`, and the convolutional member reads them as the same
+/// images as their flat channels-first form: with the same seed, its hidden layer on the same
+/// rows is the same to 1e-4 (and `train` fails unless the guard reads the nested rows as the
+/// trainer does).
+#[test]
+fn conv_member_reads_nested_channels_last_images_as_their_channels_first_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let (flat_schema, flat) = strokes_sample(dir.path());
+    let (schema, nested) = nested_strokes(dir.path(), &flat);
+    let s: Value = serde_json::from_slice(&std::fs::read(&schema).unwrap()).unwrap();
+    assert_eq!(
+        s["x-guard"]["tensors"][0]["shape"],
+        json!([12, 12, 2]),
+        "{}",
+        s["x-guard"]
+    );
+    assert_eq!(
+        s["x-guard"]["tensors"][0]["channels"],
+        json!("last"),
+        "{}",
+        s["x-guard"]
+    );
+    let (a, b) = (dir.path().join("chw"), dir.path().join("hwc"));
+    train_conv_label(&flat_schema, &flat, &a);
+    let meta = train_conv_label(&schema, &nested, &b);
+    assert_eq!(
+        (
+            &meta["conv"]["in_channels"],
+            &meta["conv"]["grid"],
+            &meta["conv"]["channels_last"]
+        ),
+        (&json!(2), &json!([12, 12]), &json!(true)),
+        "{}",
+        meta["conv"]
+    );
+    let hidden = |d: &std::path::Path| -> Vec<Vec<f64>> {
+        let f: Value = serde_json::from_slice(&std::fs::read(d.join("label.fixture.json")).unwrap()).unwrap();
+        f["outputs"]["hidden"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array().unwrap()[..128]
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let (ha, hb) = (hidden(&a), hidden(&b));
+    assert!(!ha.is_empty() && ha.len() == hb.len());
+    let diff = ha
+        .iter()
+        .flatten()
+        .zip(hb.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    assert!(diff <= 1e-4, "the conv member's hidden layer differs by {diff}");
+    assert!(
+        ha.iter().flatten().any(|x| *x > 0.0),
+        "a dead hidden layer proves nothing"
+    );
+}
+
 /// `--label-model conv` with a training backend that has no jax (an older virtual environment)
 /// fails before any training, naming what is missing and how to install it, and writes no
 /// models.

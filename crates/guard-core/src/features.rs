@@ -8,6 +8,10 @@
 //!
 //! Extraction never fails: a missing or non-numeric value is `NaN` (numeric, tensor element),
 //! a missing, null, object or array value is absent (categorical, label).
+//!
+//! A tensor is read in one of two forms ([`extend_tensor`]): a flat array of its element
+//! count, or arrays nested exactly as its shape (what `ndarray.tolist()` writes); both give
+//! the same row-major elements.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -34,7 +38,7 @@ pub struct GuardSection {
     /// Categorical features.
     #[serde(default)]
     pub categorical: Vec<FeatureField>,
-    /// Tensor fields (flattened row-major) with their shape.
+    /// Tensor fields (flat row-major or nested) with their shape.
     #[serde(default)]
     pub tensors: Vec<TensorField>,
 }
@@ -61,16 +65,91 @@ pub struct FeatureField {
     pub pointer: String,
 }
 
-/// A tensor field: a flat numeric array with a declared shape.
+/// A tensor field: a numeric array with a declared shape, flat (row-major) or nested as the
+/// shape.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TensorField {
     /// Tensor name, unique within the schema.
     pub name: String,
-    /// JSON pointer to the flat array.
+    /// JSON pointer to the array.
     pub pointer: String,
-    /// Shape, e.g. `[28, 28]`; the array length must equal the product.
+    /// Shape, e.g. `[28, 28]`: a flat array holds the product of its elements, a nested one
+    /// has exactly these lengths level by level.
     pub shape: Vec<usize>,
+    /// Where an image's channel axis is (default `first`: the axes before the last two are
+    /// channels, `[3, 32, 32]`; `last`: the last axis is, `[32, 32, 3]`). Read by the trainer
+    /// (convolutions, median smoothing) and the trigger attacks; extraction does not use it.
+    #[serde(default)]
+    pub channels: Channels,
+}
+
+/// Where a tensor's channel axis is ([`TensorField::channels`]).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Channels {
+    /// The axes before the last two (`[c, h, w]`, or none: `[h, w]`).
+    #[default]
+    First,
+    /// The last axis (`[h, w, c]`).
+    Last,
+}
+
+/// Append tensor `value`'s `n` elements (shape `shape`, product `n`) to `out` in row-major
+/// order: from a flat array (its first `n` items, `NaN`-padded when short), or from arrays
+/// nested exactly as `shape`. Anything else, and a non-number element, is `NaN`. The walk
+/// goes no deeper than the shape (which the schema sets, not the record).
+pub fn extend_tensor(value: Option<&Value>, shape: &[usize], n: usize, out: &mut Vec<f32>) {
+    let start = out.len();
+    match value {
+        Some(Value::Array(a)) if shape.len() >= 2 && a.first().is_some_and(Value::is_array) => {
+            if !nested_into(a, shape, out) {
+                out.truncate(start);
+                out.extend(std::iter::repeat_n(f32::NAN, n));
+            }
+        }
+        Some(Value::Array(a)) => {
+            out.extend(a.iter().take(n).map(|v| v.as_f64().map_or(f32::NAN, |x| x as f32)));
+            out.extend(std::iter::repeat_n(f32::NAN, n.saturating_sub(a.len())));
+        }
+        _ => out.extend(std::iter::repeat_n(f32::NAN, n)),
+    }
+}
+
+/// Whether tensor `value` has one of the two forms [`extend_tensor`] reads exactly: a flat
+/// array of `n` items or arrays nested exactly as `shape` (the items' types are the JSON
+/// Schema's to check).
+pub fn tensor_form_ok(value: Option<&Value>, shape: &[usize], n: usize) -> bool {
+    fn nested(a: &[Value], shape: &[usize]) -> bool {
+        match shape {
+            [d] => a.len() == *d,
+            [d, rest @ ..] => a.len() == *d && a.iter().all(|v| v.as_array().is_some_and(|b| nested(b, rest))),
+            [] => false,
+        }
+    }
+    match value {
+        Some(Value::Array(a)) if shape.len() >= 2 && a.first().is_some_and(Value::is_array) => nested(a, shape),
+        Some(Value::Array(a)) => a.len() == n,
+        _ => false,
+    }
+}
+
+fn nested_into(a: &[Value], shape: &[usize], out: &mut Vec<f32>) -> bool {
+    match shape {
+        [d] => {
+            if a.len() != *d {
+                return false;
+            }
+            out.extend(a.iter().map(|v| v.as_f64().map_or(f32::NAN, |x| x as f32)));
+            true
+        }
+        [d, rest @ ..] => {
+            a.len() == *d
+                && a.iter()
+                    .all(|v| v.as_array().is_some_and(|b| nested_into(b, rest, out)))
+        }
+        [] => false,
+    }
 }
 
 impl TensorField {
@@ -83,6 +162,30 @@ impl TensorField {
     /// Whether the shape holds no element (a schema with such a tensor is refused).
     pub fn is_empty(&self) -> bool {
         self.len().is_none()
+    }
+
+    /// The image grid `(height, width)` and channel count, when the shape has two axes or more
+    /// (`None` for a vector).
+    pub fn grid(&self) -> Option<(usize, usize, usize)> {
+        let n = self.len()?;
+        let (h, w) = match (self.channels, self.shape.as_slice()) {
+            (Channels::Last, [.., h, w, _]) | (Channels::First, [.., h, w]) => (*h, *w),
+            _ => return None,
+        };
+        Some((h, w, n / (h * w).max(1)))
+    }
+
+    /// Row-major offset of element `(row, col)` of the grid in channel `c` (see
+    /// [`TensorField::grid`]).
+    pub fn grid_offset(&self, row: usize, col: usize, c: usize) -> Option<usize> {
+        let (h, w, ch) = self.grid()?;
+        if row >= h || col >= w || c >= ch {
+            return None;
+        }
+        Some(match self.channels {
+            Channels::First => (c * h + row) * w + col,
+            Channels::Last => (row * w + col) * ch + c,
+        })
     }
 }
 
@@ -162,7 +265,7 @@ pub struct FeatureLayout {
     /// `x-guard.categorical`, then the label when the schema names one.
     categorical: Vec<FieldPath>,
     has_label: bool,
-    tensors: Vec<(FieldPath, usize)>,
+    tensors: Vec<(FieldPath, usize, Vec<usize>)>,
     source: Option<FieldPath>,
 }
 
@@ -191,7 +294,7 @@ impl FeatureLayout {
                 let n = t
                     .len()
                     .ok_or_else(|| (key.clone(), "tensor shape must be non-empty and non-zero".to_owned()))?;
-                Ok((path(&key, &t.pointer)?, n))
+                Ok((path(&key, &t.pointer)?, n, t.shape.clone()))
             })
             .collect::<Result<_, (String, String)>>()?;
         let source = g.source.as_deref().map(|s| path("x-guard", s)).transpose()?;
@@ -216,12 +319,17 @@ impl FeatureLayout {
 
     /// Element count of each tensor.
     pub fn tensor_lens(&self) -> impl Iterator<Item = usize> + '_ {
-        self.tensors.iter().map(|(_, n)| *n)
+        self.tensors.iter().map(|(_, n, _)| *n)
     }
 
     /// Pointer of each tensor.
     pub fn tensor_paths(&self) -> impl Iterator<Item = &FieldPath> + '_ {
-        self.tensors.iter().map(|(p, _)| p)
+        self.tensors.iter().map(|(p, _, _)| p)
+    }
+
+    /// Shape of each tensor.
+    pub fn tensor_shapes(&self) -> impl Iterator<Item = &[usize]> + '_ {
+        self.tensors.iter().map(|(_, _, s)| s.as_slice())
     }
 
     /// Numeric features of `value` in declared order into `out` (cleared first).
@@ -411,14 +519,8 @@ impl FeatureRows {
             return;
         }
         self.numeric.extend(layout.numeric.iter().map(|p| number(p.get(value))));
-        for ((p, n), col) in layout.tensors.iter().zip(&mut self.tensors) {
-            match p.get(value) {
-                Some(Value::Array(a)) => {
-                    col.extend(a.iter().take(*n).map(|v| v.as_f64().map_or(f32::NAN, |x| x as f32)));
-                    col.extend(std::iter::repeat_n(f32::NAN, n.saturating_sub(a.len())));
-                }
-                _ => col.extend(std::iter::repeat_n(f32::NAN, *n)),
-            }
+        for ((p, n, shape), col) in layout.tensors.iter().zip(&mut self.tensors) {
+            extend_tensor(p.get(value), shape, *n, col);
         }
         for (p, col) in layout.categorical.iter().zip(&mut self.categorical) {
             col.push_value(p.get(value));
@@ -679,6 +781,70 @@ mod tests {
             seen.push((j, c.map(str::to_owned)))
         });
         assert_eq!(seen, vec![(0, Some("1.5".to_owned())), (1, None)]);
+    }
+
+    #[test]
+    fn nested_tensors_read_as_their_flat_form() {
+        let shape = [2, 3, 2];
+        let flat: Vec<i64> = (0..12).collect();
+        let nested = json!([[[0, 1], [2, 3], [4, 5]], [[6, 7], [8, 9], [10, 11]]]);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        extend_tensor(Some(&json!(flat)), &shape, 12, &mut a);
+        extend_tensor(Some(&nested), &shape, 12, &mut b);
+        assert_eq!(a, b);
+        assert_eq!(b, (0..12).map(|x| x as f32).collect::<Vec<_>>());
+        assert!(tensor_form_ok(Some(&nested), &shape, 12) && tensor_form_ok(Some(&json!(flat)), &shape, 12));
+        // Ragged, too deep, too shallow, the wrong order of axes, a short flat array: refused,
+        // and read as NaN (nested) or NaN-padded (flat) without reading past the shape.
+        for bad in [
+            json!([[[0, 1], [2, 3]], [[6, 7], [8, 9], [10, 11]]]),
+            json!([[[[0]], [1], [2, 3], [4, 5]], [[6, 7], [8, 9], [10, 11]]]),
+            json!([[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]]),
+            json!([[[0, 1, 2], [3, 4, 5]], [[6, 7, 8], [9, 10, 11]]]),
+            json!([0, 1, 2]),
+            json!({"a": 1}),
+        ] {
+            assert!(!tensor_form_ok(Some(&bad), &shape, 12), "{bad}");
+            let mut out = vec![7.0];
+            extend_tensor(Some(&bad), &shape, 12, &mut out);
+            assert_eq!(out.len(), 13, "{bad}");
+        }
+        let mut out = Vec::new();
+        extend_tensor(
+            Some(&json!([[[0, 1], [2, 3], [4, 5]], [[6, 7], [8, 9], [10, "x"]]])),
+            &shape,
+            12,
+            &mut out,
+        );
+        assert!(out[11].is_nan() && out[10] == 10.0);
+    }
+
+    #[test]
+    fn grid_offsets_follow_the_channel_axis() {
+        let t = |shape: Vec<usize>, channels| TensorField {
+            name: "img".into(),
+            pointer: "/img".into(),
+            shape,
+            channels,
+        };
+        let first = t(vec![3, 4, 5], Channels::First);
+        let last = t(vec![4, 5, 3], Channels::Last);
+        assert_eq!((first.grid(), last.grid()), (Some((4, 5, 3)), Some((4, 5, 3))));
+        // Element (row 2, col 1) of channel 1: [1][2][1] channels-first, [2][1][1] channels-last.
+        assert_eq!(first.grid_offset(2, 1, 1), Some(20 + 2 * 5 + 1));
+        assert_eq!(last.grid_offset(2, 1, 1), Some((2 * 5 + 1) * 3 + 1));
+        assert_eq!(last.grid_offset(4, 0, 0), None);
+        assert_eq!(t(vec![28, 28], Channels::First).grid(), Some((28, 28, 1)));
+        assert_eq!(t(vec![10], Channels::First).grid(), None);
+        let g: GuardSection = serde_json::from_value(json!({
+            "id": "t", "tensors": [{"name": "img", "pointer": "/img", "shape": [4, 5, 3], "channels": "last"}]
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(g.tensors[0].channels, Channels::Last);
+        let bad = serde_json::from_value::<GuardSection>(json!({
+            "id": "t", "tensors": [{"name": "img", "pointer": "/img", "shape": [4], "channels": "middle"}]
+        }));
+        assert!(bad.is_err_and(|e| e.to_string().contains("middle")));
     }
 
     #[test]

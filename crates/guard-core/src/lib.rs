@@ -22,7 +22,10 @@ mod time;
 
 pub use ack::{BatchAck, Finished, Lease, Part};
 pub use blocks::{BlockDoc, BlockRelease, BlockedSource, SideTopics, SourceBlocks};
-pub use features::{FeatureField, FeatureLayout, FeatureRows, FieldPath, GuardSection, RowRef, StrColumn, TensorField};
+pub use features::{
+    extend_tensor, tensor_form_ok, Channels, FeatureField, FeatureLayout, FeatureRows, FieldPath, GuardSection, RowRef,
+    StrColumn, TensorField,
+};
 pub use health::{Health, HealthReport, Unreadable};
 pub use limits::Limits;
 pub use policy::AlarmPolicy;

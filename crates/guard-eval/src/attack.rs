@@ -32,7 +32,7 @@
 use crate::split::draw;
 use crate::EvalError;
 use guard_core::features::category_text;
-use guard_core::GuardSection;
+use guard_core::{GuardSection, TensorField};
 use guard_score::{Extractor, Model, RoleScores};
 use serde_json::{json, Number, Value};
 
@@ -336,6 +336,62 @@ fn set(row: &mut Value, pointer: &str, v: Value) {
     }
 }
 
+/// Whether a tensor's value is arrays nested exactly as `shape` (rank 2 or more).
+fn is_nested(v: Option<&Value>, shape: &[usize]) -> bool {
+    let n = shape.iter().product();
+    shape.len() >= 2
+        && v.and_then(Value::as_array)
+            .is_some_and(|a| a.first().is_some_and(Value::is_array))
+        && guard_core::tensor_form_ok(v, shape, n)
+}
+
+/// `v` with every tensor nested as its shape made flat (row-major; other forms untouched).
+fn flatten_tensors(g: &GuardSection, v: &Value) -> Value {
+    fn leaves(v: &Value, out: &mut Vec<Value>) {
+        match v {
+            Value::Array(a) => a.iter().for_each(|x| leaves(x, out)),
+            x => out.push(x.clone()),
+        }
+    }
+    let mut w = v.clone();
+    for t in &g.tensors {
+        if is_nested(v.pointer(&t.pointer), &t.shape) {
+            let mut flat = Vec::new();
+            if let Some(x) = v.pointer(&t.pointer) {
+                leaves(x, &mut flat);
+            }
+            set(&mut w, &t.pointer, Value::Array(flat));
+        }
+    }
+    w
+}
+
+/// `v` with each flat tensor flagged in `nested` nested again as its shape.
+fn nest_tensors<'v>(g: &GuardSection, nested: &[bool], v: &'v Value) -> std::borrow::Cow<'v, Value> {
+    fn nest(items: &[Value], shape: &[usize]) -> Value {
+        match shape {
+            [_, rest @ ..] if !rest.is_empty() => {
+                let step = rest.iter().product::<usize>().max(1);
+                Value::Array(items.chunks(step).map(|c| nest(c, rest)).collect())
+            }
+            _ => Value::Array(items.to_vec()),
+        }
+    }
+    if !nested.contains(&true) {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    let mut w = v.clone();
+    for (t, _) in g.tensors.iter().zip(nested).filter(|(_, n)| **n) {
+        let n: usize = t.shape.iter().product();
+        if let Some(Value::Array(a)) = v.pointer(&t.pointer) {
+            if a.len() == n && !a.iter().any(Value::is_array) {
+                set(&mut w, &t.pointer, nest(a, &t.shape));
+            }
+        }
+    }
+    std::borrow::Cow::Owned(w)
+}
+
 fn payload(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
@@ -356,13 +412,27 @@ pub(crate) fn apply(
     mut label_model: Option<LabelModel<'_>>,
     fgsm_limit: usize,
 ) -> Result<Vec<Item>, EvalError> {
+    // Tensors nested as their shape are attacked flat and written back nested, so the
+    // attacked stream has the held-out rows' form.
+    let nested: Vec<bool> = g
+        .tensors
+        .iter()
+        .map(|t| rows.iter().any(|r| is_nested(r.pointer(&t.pointer), &t.shape)))
+        .collect();
+    let flat: Vec<Value>;
+    let rows = if nested.contains(&true) {
+        flat = rows.iter().map(|r| flatten_tensors(g, r)).collect();
+        &flat[..]
+    } else {
+        rows
+    };
     let obs = observe(g, rows);
     let clean = |v: &Value| Item {
-        payload: payload(v),
+        payload: payload(&nest_tensors(g, &nested, v)),
         poison: false,
     };
     let bad = |v: &Value| Item {
-        payload: payload(v),
+        payload: payload(&nest_tensors(g, &nested, v)),
         poison: true,
     };
     let need_label = || {
@@ -515,19 +585,22 @@ pub(crate) fn apply(
                     Some(mut px) if eligible && px.len() == n && unit(i64_, 4) < *rate => {
                         match attack {
                             Attack::Trigger { size, .. } => {
-                                let (rows_, cols) = match shape.as_slice() {
-                                    [.., r, c] => (*r, *c),
-                                    _ => (1, n),
-                                };
+                                // The image grid and its channels (`x-guard` `channels`); a
+                                // vector is one row.
+                                let tf = g.tensors.iter().find(|t| t.pointer == *ptr);
+                                let (rows_, cols, ch) = tf.and_then(TensorField::grid).unwrap_or((1, n, 1));
                                 let size = (*size).min(rows_).min(cols).max(1);
                                 // The patch sits in the last corner, one element in from the
-                                // edge where there is room (as BadNets places it).
+                                // edge where there is room (as BadNets places it), in every
+                                // channel.
                                 let (r0, c0) = (rows_.saturating_sub(size + 1), cols.saturating_sub(size + 1));
-                                let base = n - rows_ * cols;
                                 for r in r0..r0 + size {
                                     for c in c0..c0 + size {
-                                        if let Some(p) = px.get_mut(base + r * cols + c) {
-                                            *p = *hi;
+                                        for k in 0..ch {
+                                            let at = tf.and_then(|t| t.grid_offset(r, c, k)).unwrap_or(r * cols + c);
+                                            if let Some(p) = px.get_mut(at) {
+                                                *p = *hi;
+                                            }
                                         }
                                     }
                                 }
@@ -733,6 +806,54 @@ fn loss_signs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// BadNets on channels-last images nested as `[h][w][c]`: the attacked rows stay nested,
+    /// the clean rows come back as they were, and the patch is the same pixels in every
+    /// channel, in the grid's last corner (not a strip across the channel axis).
+    #[test]
+    fn triggers_patch_the_grid_of_nested_channels_last_images() {
+        let g: GuardSection = serde_json::from_value(json!({
+            "id": "t", "label": "/y",
+            "tensors": [{"name": "img", "pointer": "/img", "shape": [6, 5, 3], "channels": "last"}]
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let rows: Vec<Value> = (0..40)
+            .map(|i| {
+                let img: Vec<Vec<Vec<u32>>> = (0..6).map(|_| (0..5).map(|_| vec![10, 20, 30]).collect()).collect();
+                let y = ["a", "b"][i % 2];
+                json!({"img": img, "y": y, "i": i})
+            })
+            .collect();
+        let attack = Attack::Trigger {
+            size: 2,
+            target: Some("a".into()),
+            rate: 1.0,
+        };
+        let out = apply(&attack, &g, &rows, None, 0).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.len(), rows.len());
+        let mut hit = 0;
+        for (item, row) in out.iter().zip(&rows) {
+            let v: Value = serde_json::from_slice(&item.payload).unwrap_or_else(|e| panic!("{e}"));
+            if !item.poison {
+                assert_eq!(&v, row);
+                continue;
+            }
+            hit += 1;
+            assert_eq!(v["y"], json!("a"));
+            for r in 0..6 {
+                for c in 0..5 {
+                    // The 2 x 2 patch one in from the last corner: rows 3..5, columns 2..4.
+                    let want = if (3..5).contains(&r) && (2..4).contains(&c) {
+                        json!([30, 30, 30])
+                    } else {
+                        json!([10, 20, 30])
+                    };
+                    assert_eq!(v["img"][r][c], want, "({r}, {c})");
+                }
+            }
+        }
+        assert_eq!(hit, 20, "every row not already of the target class");
+    }
 
     #[test]
     fn attacks_parse_with_their_defaults_and_refuse_nonsense() {

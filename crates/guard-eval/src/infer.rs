@@ -17,8 +17,12 @@
 //! * fields present in every row are `required`; a field that is sometimes `null` accepts
 //!   `null` too; `additionalProperties: false`.
 //!
-//! Nested objects, arrays of mixed or non-numeric items, arrays of varying length and fields
-//! of mixed types are refused with a message naming the field: those need a person. Every
+//! * arrays nested as a rectangular block of numbers (`ndarray.tolist()`): an `x-guard`
+//!   tensor of that shape, `"channels": "last"` when it is `[h, w, c]` with c ≤ 4, h, w ≥ 8;
+//!
+//! Nested objects, arrays of mixed or non-numeric items, arrays of varying length or ragged
+//! nesting and fields of mixed types are refused with a message naming the field: those need
+//! a person. Every
 //! inferred constraint carries a `description` saying what data it came from.
 
 use crate::read::{for_each_record, Input};
@@ -71,6 +75,12 @@ struct FieldSeen {
     longest: usize,
     lengths: BTreeSet<usize>,
     bad_items: bool,
+    /// Shapes of the arrays nested as rectangular blocks of numbers (`[[..], ..]`).
+    shapes: BTreeSet<Vec<usize>>,
+    /// Rows whose array is flat.
+    flat_rows: u64,
+    /// An array of arrays that is ragged or holds other things than numbers at the bottom.
+    ragged: bool,
 }
 
 /// The schema and what a reviewer should look at.
@@ -204,9 +214,20 @@ fn observe(f: &mut FieldSeen, v: &Value, cap: usize) {
                 }
             }
         }
+        Value::Array(items) if items.first().is_some_and(Value::is_array) => {
+            f.kinds.insert("array");
+            match nested_dims(items, f) {
+                Some(d) => {
+                    f.lengths.insert(d.iter().product());
+                    f.shapes.insert(d);
+                }
+                None => f.ragged = true,
+            }
+        }
         Value::Array(items) => {
             f.kinds.insert("array");
             f.lengths.insert(items.len());
+            f.flat_rows += 1;
             for i in items {
                 match i.as_f64() {
                     Some(x) => {
@@ -222,6 +243,36 @@ fn observe(f: &mut FieldSeen, v: &Value, cap: usize) {
             f.kinds.insert("object");
         }
     }
+}
+
+/// The lengths, level by level, of `items` when it is arrays nested as a rectangular block
+/// with numbers at the bottom (their range goes into `f`); `None` otherwise. The walk is as
+/// deep as the JSON, which the JSON parser bounds.
+fn nested_dims(items: &[Value], f: &mut FieldSeen) -> Option<Vec<usize>> {
+    let mut inner: Option<Vec<usize>> = None;
+    for i in items {
+        let d = match i {
+            Value::Array(a) if a.first().is_some_and(Value::is_array) => nested_dims(a, f)?,
+            Value::Array(a) => {
+                for x in a {
+                    let v = x.as_f64()?;
+                    f.min = f.min.min(v);
+                    f.max = f.max.max(v);
+                    f.fractional |= !(x.is_i64() || x.is_u64());
+                }
+                vec![a.len()]
+            }
+            _ => return None,
+        };
+        match &inner {
+            Some(prev) if *prev != d => return None,
+            Some(_) => {}
+            None => inner = Some(d),
+        }
+    }
+    let mut out = vec![items.len()];
+    out.extend(inner?);
+    Some(out)
 }
 
 struct Builder<'a> {
@@ -343,6 +394,14 @@ impl Builder<'_> {
         if f.bad_items {
             return Err(refuse("an array with items that are not numbers".into()));
         }
+        if f.ragged {
+            return Err(refuse(
+                "arrays of arrays that are ragged or hold other things than numbers at the bottom".into(),
+            ));
+        }
+        if !f.shapes.is_empty() {
+            return self.nested(name, f, pointer, seen);
+        }
         let (Some(&len), 1) = (f.lengths.iter().next(), f.lengths.len()) else {
             return Err(refuse(format!("arrays of several lengths ({:?})", f.lengths)));
         };
@@ -368,9 +427,9 @@ impl Builder<'_> {
             if let Some((c, n)) = colour_grid(len) {
                 // Which axis holds the channels cannot be told from the numbers: a person says.
                 line.push_str(&format!(
-                    "; if these are {n}x{n} images with {c} channels stored channels first, set the shape to \
-                     [{c}, {n}, {n}] (median squeezing and `--label-model conv` need the grid); channels last \
-                     must be transposed to that order first"
+                    "; if these are {n}x{n} images with {c} channels, set the shape to [{c}, {n}, {n}] \
+                     (channels first) or to [{n}, {n}, {c}] with \"channels\": \"last\" (median squeezing and \
+                     `--label-model conv` need the grid)"
                 ));
             }
             self.review.push(line);
@@ -384,6 +443,56 @@ impl Builder<'_> {
             "items": {"type": if f.fractional { "number" } else { "integer" }, "minimum": lo, "maximum": hi},
             "description": format!("{len} numbers in every row of {}; items observed {} to {}, widened by {} of the span", self.from, f.min, f.max, self.o.margin),
         }))
+    }
+
+    /// A tensor of arrays nested as its shape (`ndarray.tolist()`): the shape is the nesting,
+    /// and a rank-3 shape with at most 4 last and a grid of at least 8 × 8 before it is taken as
+    /// channels-last images (grey, grey and alpha, RGB, RGBA; the review line says so).
+    fn nested(&mut self, name: &str, f: &FieldSeen, pointer: &str, seen: &str) -> Result<Value, EvalError> {
+        let refuse =
+            |why: String| EvalError::Input(format!("field {name:?}: {why}; write this part of the schema by hand"));
+        let (Some(shape), 1) = (f.shapes.iter().next(), f.shapes.len()) else {
+            return Err(refuse(format!("nested arrays of several shapes ({:?})", f.shapes)));
+        };
+        if f.flat_rows > 0 {
+            return Err(refuse(format!(
+                "nested as {shape:?} in some rows and flat in {} others",
+                f.flat_rows
+            )));
+        }
+        let len: usize = shape.iter().product();
+        if len == 0 {
+            return Err(refuse("always an empty array".into()));
+        }
+        let (lo, hi) = self.widen(f);
+        let mut tensor = json!({"name": name, "pointer": pointer, "shape": shape});
+        let mut line = format!("{name}: a tensor of {len} numbers nested as shape {shape:?} ({seen})");
+        let image = |h: usize, w: usize| h >= 8 && w >= 8;
+        match shape.as_slice() {
+            [h, w, c] if *c <= 4 && image(*h, *w) => {
+                tensor["channels"] = json!("last");
+                line.push_str(&format!(
+                    "; taken as {h}x{w} images with {c} channels last (\"channels\": \"last\"); \
+                     delete that key if the last axis is not channels"
+                ));
+            }
+            [c, h, w] if *c <= 4 && image(*h, *w) => {
+                line.push_str(&format!("; taken as {h}x{w} images with {c} channels first"));
+            }
+            _ => {}
+        }
+        self.review.push(line);
+        self.tensors.push(tensor);
+        let leaf = json!({"type": if f.fractional { "number" } else { "integer" }, "minimum": lo, "maximum": hi});
+        let mut node = leaf;
+        for d in shape.iter().rev() {
+            node = json!({"type": "array", "minItems": d, "maxItems": d, "items": node});
+        }
+        node["description"] = json!(format!(
+            "arrays nested as {shape:?} in every row of {}; numbers observed {} to {}, widened by {} of the span",
+            self.from, f.min, f.max, self.o.margin
+        ));
+        Ok(node)
     }
 
     /// The observed range widened by the margin, never below 0 for data that never was;
@@ -544,5 +653,60 @@ mod tests {
         assert_eq!(got.schema["x-guard"]["tensors"][0]["shape"], json!([3072]));
         let line = got.review.iter().find(|l| l.starts_with("img:")).unwrap();
         assert!(line.contains("set the shape to [3, 32, 32]"), "{line}");
+        assert!(line.contains("[32, 32, 3] with \"channels\": \"last\""), "{line}");
+    }
+
+    #[test]
+    fn nested_arrays_become_tensors_of_their_shape_and_accept_their_rows() {
+        let img = |i: u32, h: u32, w: u32, c: u32| -> Value {
+            json!((0..h)
+                .map(|r| (0..w)
+                    .map(|k| (0..c).map(|j| (r * 7 + k * 3 + j + i) % 256).collect::<Vec<_>>())
+                    .collect::<Vec<_>>())
+                .collect::<Vec<_>>())
+        };
+        let mut text = String::new();
+        for i in 0..20u32 {
+            let grey: Vec<Vec<u32>> = (0..10).map(|r| (0..12).map(|k| (r + k + i) % 256).collect()).collect();
+            let row = json!({"rgb": img(i, 9, 8, 3), "first": img(i, 3, 9, 8), "grey": grey, "label": i % 2});
+            text.push_str(&row.to_string());
+            text.push('\n');
+        }
+        let o = InferOptions {
+            label: Some("label".into()),
+            id: "nested-v1".into(),
+            ..InferOptions::default()
+        };
+        let got = infer_lines(&text, &o).unwrap();
+        let tensors = got.schema["x-guard"]["tensors"].as_array().unwrap();
+        let by = |n: &str| tensors.iter().find(|t| t["name"] == n).unwrap().clone();
+        assert_eq!(by("rgb")["shape"], json!([9, 8, 3]));
+        assert_eq!(by("rgb")["channels"], json!("last"));
+        // [3, 9, 8]: the last axis is no channel axis (8 > 4); the default, channels first.
+        assert_eq!(
+            (by("first")["shape"].clone(), by("first").get("channels").cloned()),
+            (json!([3, 9, 8]), None)
+        );
+        assert_eq!(by("grey")["shape"], json!([10, 12]));
+        let line = got.review.iter().find(|l| l.starts_with("rgb:")).unwrap();
+        assert!(line.contains("channels last"), "{line}");
+        // The schema compiles and accepts every row it came from, and refuses a ragged one.
+        let schema = guard_validate::DomainSchema::from_value(&got.schema).unwrap();
+        for l in text.lines() {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert!(schema.check(&v).is_ok(), "{l}");
+        }
+        let mut v: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        v["rgb"][0][0] = json!([1, 2]);
+        assert!(schema.check(&v).is_err());
+        // Ragged nesting and mixed flat / nested rows are refused by name.
+        for bad in [
+            "{\"a\": [[1, 2], [3]]}\n{\"a\": [[1, 2], [3, 4]]}\n",
+            "{\"a\": [[1, 2], [3, 4]]}\n{\"a\": [1, 2, 3, 4]}\n",
+            "{\"a\": [[1, \"x\"], [3, 4]]}\n",
+        ] {
+            let e = infer_lines(bad, &InferOptions::default()).err().unwrap().to_string();
+            assert!(e.contains("\"a\""), "{e}");
+        }
     }
 }

@@ -267,6 +267,7 @@ enum Part {
     Tensor {
         t: usize,
         len: usize,
+        shape: Vec<usize>,
         path: FieldPath,
     },
 }
@@ -314,7 +315,12 @@ impl Extractor {
                     .len()
                     .ok_or_else(|| format!("tensor {} has an empty shape", tf.name))?;
                 let path = FieldPath::parse(&tf.pointer)?;
-                parts.push(Part::Tensor { t, len, path });
+                parts.push(Part::Tensor {
+                    t,
+                    len,
+                    shape: tf.shape.clone(),
+                    path,
+                });
                 names.extend((0..len).map(|i| format!("{}[{i}]", tf.name)));
             } else {
                 return Err(format!(
@@ -402,11 +408,7 @@ impl Extractor {
                     };
                     out.push(code.unwrap_or(UNSEEN));
                 }
-                (Part::Tensor { len, .. }, Some(Value::Array(a))) => {
-                    out.extend(a.iter().take(*len).map(|v| v.as_f64().map_or(f32::NAN, |x| x as f32)));
-                    out.extend(std::iter::repeat_n(f32::NAN, len.saturating_sub(a.len())));
-                }
-                (Part::Tensor { len, .. }, _) => out.extend(std::iter::repeat_n(f32::NAN, *len)),
+                (Part::Tensor { len, shape, .. }, v) => guard_core::extend_tensor(v, shape, *len, out),
             }
         }
     }

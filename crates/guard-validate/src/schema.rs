@@ -146,12 +146,14 @@ impl DomainSchema {
             .zip(&self.tensor_lens)
             .zip(self.layout.tensor_paths())
         {
-            let got = path.get(value).and_then(Value::as_array).map(Vec::len);
-            if got != Some(*want) {
+            let v = path.get(value);
+            if !guard_core::tensor_form_ok(v, &t.shape, *want) {
+                let got = v.and_then(Value::as_array).map(Vec::len);
                 return Err(vec![Reason::new(
                     ReasonCode::schema("items"),
                     format!(
-                        "tensor {} must have {} elements for shape {:?}, has {:?}",
+                        "tensor {} must be a flat array of {} elements or arrays nested as shape {:?}; \
+                         its top level has {:?} items",
                         t.name, want, t.shape, got
                     ),
                 )
@@ -252,6 +254,26 @@ mod tests {
             .err()
             .unwrap_or_default();
         assert_eq!(errs[0].code.as_str(), "schema.items");
+    }
+
+    #[test]
+    fn nested_tensors_pass_only_as_their_shape() {
+        let v = json!({
+            "type": "object",
+            "properties": {"img": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}}},
+            "x-guard": {"id": "n-v1", "tensors": [{"name": "img", "pointer": "/img", "shape": [2, 3]}]}
+        });
+        let s = DomainSchema::from_value(&v).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(s.check(&json!({"img": [[1, 2, 3], [4, 5, 6]]})).is_ok());
+        for bad in [
+            json!([[1, 2, 3], [4, 5]]),
+            json!([[1, 2], [3, 4], [5, 6]]),
+            json!([[1, 2, 3]]),
+        ] {
+            let errs = s.check(&json!({ "img": bad })).err().unwrap_or_default();
+            assert_eq!(errs.first().map(|e| e.code.as_str()), Some("schema.items"), "{bad}");
+            assert!(errs[0].detail.contains("nested as shape [2, 3]"), "{}", errs[0].detail);
+        }
     }
 
     #[test]
