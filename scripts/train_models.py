@@ -22,10 +22,16 @@ Roles
   anomaly  an MLP autoencoder. The graph normalises (per column for numeric features, one
            scale per tensor), reconstructs, and outputs `feature_error` [N, width] (squared
            error per input value, a categorical's one-hot block summed: the explanation) and
-           `score` [N]: their mean for tabular rows; for rows with a tensor, the larger of the
-           mean of the 16 largest errors (a local patch such as a trigger) and the mean error
-           where the reconstruction is background (a faint whole-image pattern), each divided
-           by its 99th percentile on the training rows.
+           `score` [N]: their mean for tabular rows; for rows with a tensor, the largest of the
+           mean of the 16 largest errors (a local patch such as a trigger), the mean error
+           where the reconstruction is background (a faint whole-image pattern) and the mean
+           error over the row (a whole image unlike the trusted ones, such as noise in a set of
+           textured photographs, which has no background), each divided by its own threshold:
+           the three statistics are calibrated as members of the joint budget (below), so the
+           score passes 1, the role's threshold, when any one passes its own. (Divided by
+           one scale each, the statistic with the heaviest tail on clean rows set the
+           threshold for all: on colour photographs, the background error of dark crops hid
+           noise images that the mean error alone catches.)
   label    an MLP classifier over every input except the label. The graph outputs
            `probabilities` [N, C]; the guard's score is 1 - p(given label). Trained only when
            the schema names a label and the trusted rows hold at least two classes. The graph
@@ -317,16 +323,6 @@ def dense_layers(nodes, inits, x_name, coefs, intercepts, activation, prefix):
     return cur
 
 
-def image_statistics(ae, h):
-    """numpy twin of the graph's two tensor statistics (see the module docstring)."""
-    rec = ae.predict(h)
-    err = (rec - h) ** 2
-    top = -np.sort(-err, axis=1)[:, :TOPK].mean(1)
-    mask = (rec < BACKGROUND).astype(float)
-    bg = (err * mask).sum(1) / (mask.sum(1) + 1.0)
-    return top, bg
-
-
 def feature_errors(ae, enc, h):
     """Per input value, the training rows' mean squared error (numpy twin of the graph's sum
     over each input's encoded dimensions)."""
@@ -337,7 +333,10 @@ def feature_errors(ae, enc, h):
     return np.maximum(out, 1e-6)
 
 
-def autoencoder_graph(ae, enc, activation, scales, err_scale=None):
+IMAGE_STATISTICS = ("top", "background", "mean")  # anomaly: the score's statistics for rows with a tensor
+
+
+def autoencoder_graph(ae, enc, activation, scales, err_scale=None, stat_outputs=False):
     nodes, inits = [], []
     h = enc.graph(nodes, inits)
     rec = dense_layers(nodes, inits, h, ae.coefs_, ae.intercepts_, activation, "ae")
@@ -356,7 +355,7 @@ def autoencoder_graph(ae, enc, activation, scales, err_scale=None):
         inits.append(numpy_helper.from_array(agg, "agg"))
         nodes.append(helper.make_node("MatMul", ["err", "agg"], ["feature_error"]))
     if scales is not None:
-        c_top, c_bg = scales
+        c_top, c_bg, c_mean = scales
         inits += [
             numpy_helper.from_array(np.array([TOPK], dtype=np.int64), "k"),
             numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
@@ -364,6 +363,7 @@ def autoencoder_graph(ae, enc, activation, scales, err_scale=None):
             numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
             numpy_helper.from_array(np.array(c_top, dtype=np.float32), "c_top"),
             numpy_helper.from_array(np.array(c_bg, dtype=np.float32), "c_bg"),
+            numpy_helper.from_array(np.array(c_mean, dtype=np.float32), "c_mean"),
         ]
         nodes += [
             helper.make_node("TopK", ["err", "k"], ["top_err", "top_idx"], axis=1),
@@ -377,16 +377,18 @@ def autoencoder_graph(ae, enc, activation, scales, err_scale=None):
             helper.make_node("Div", ["bg_sum", "bg_n1"], ["bg_mean"]),
             helper.make_node("Div", ["top_mean", "c_top"], ["top_rel"]),
             helper.make_node("Div", ["bg_mean", "c_bg"], ["bg_rel"]),
-            helper.make_node("Max", ["top_rel", "bg_rel"], ["score"]),
+            helper.make_node("ReduceMean", ["err"], ["all_mean"], axes=[1], keepdims=0),
+            helper.make_node("Div", ["all_mean", "c_mean"], ["all_rel"]),
+            helper.make_node("Max", ["top_rel", "bg_rel", "all_rel"], ["score"]),
         ]
     else:
         nodes.append(helper.make_node("ReduceMean", ["feature_error"], ["score"], axes=[1], keepdims=0))
+    outputs = [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"]),
+               helper.make_tensor_value_info("feature_error", TensorProto.FLOAT, ["N", width])]
+    if stat_outputs:  # for calibration only: each statistic over its scale
+        outputs += [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["N"]) for o in ("top_rel", "bg_rel", "all_rel")]
     return helper.make_graph(
-        nodes, "guard_anomaly",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"]),
-         helper.make_tensor_value_info("feature_error", TensorProto.FLOAT, ["N", width])],
-        inits)
+        nodes, "guard_anomaly", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])], outputs, inits)
 
 
 def class_logits(nodes, logits, clf, prefix):
@@ -716,10 +718,12 @@ def adversarial_graph(clf, enc, sq, specs):
         inits)
 
 
-def joint_thresholds(cal, target, confidence):
-    """Per role, a threshold such that a clean record fired on by any role is within the
-    budget with the stated confidence (module docstring). `cal`: role -> calibration scores
-    (same rows). Returns (thresholds, union exceedances on the calibration rows, bound, met)."""
+def joint_thresholds(cal, target, confidence, groups=None):
+    """Per member, a threshold such that a clean record fired on by any member is within the
+    budget with the stated confidence (module docstring). `cal`: member -> calibration scores
+    (same rows). `groups`: the members of each role (default one each); the roles share the
+    budget evenly, and a role's members take its turns in rotation. Returns (thresholds, union
+    exceedances on the calibration rows, bound, met)."""
     from scipy.stats import beta
     roles = list(cal)
     n = len(cal[roles[0]])
@@ -733,17 +737,22 @@ def joint_thresholds(cal, target, confidence):
         return float(np.quantile(total, confidence))
 
     cut = {r: 0 for r in roles}
+    groups = groups or [[r] for r in roles]
+    turn = [0] * len(groups)
     met = bound(cut) <= target
     moved = met
     while moved:
         moved = False
-        for r in roles:  # one step per role in turn: the roles share the budget evenly
-            if cut[r] + 1 >= n:
-                continue
-            cut[r] += 1
-            if bound(cut) <= target:
-                moved = True
-            else:
+        for g, members in enumerate(groups):  # one step per role in turn: the roles share the budget evenly
+            for k in range(len(members)):  # the role's next member that can still step
+                r = members[(turn[g] + k) % len(members)]
+                if cut[r] + 1 >= n:
+                    continue
+                cut[r] += 1
+                if bound(cut) <= target:
+                    moved = True
+                    turn[g] = (turn[g] + k + 1) % len(members)
+                    break
                 cut[r] -= 1
     thr = {r: float(desc[r][cut[r]]) for r in roles}
     u = int(np.any([np.asarray(cal[r]) > thr[r] for r in roles], axis=0).sum())
@@ -843,6 +852,7 @@ def main():
     train_l, calib_l = (train, calib) if y is None else (train[y[train] != ""], calib[y[calib] != ""])
     fixture_rows = clean[: 4 * k]
     report, trained = {}, {}
+    image_ae = None  # (autoencoder, activation, calibration values of each image statistic)
     d, n = enc.dim, len(train)
     for role in list(roles):
         iters = max(LABEL_MIN_ITERATIONS, iterations(n, d)) if role == "label" else iterations(n, d)
@@ -855,12 +865,14 @@ def main():
                 hidden, act = (w, max(2, round(0.4 * d)), w), "tanh"
             model = MLPRegressor(hidden_layer_sizes=hidden, activation=act, max_iter=iters, random_state=a.seed)
             model.fit(h[train], h[train])
-            scales = None
-            if layout.has_tensor:
-                top, bg = image_statistics(model, h[train])
-                scales = (float(np.quantile(top, 0.99)) or 1.0, float(np.quantile(bg, 0.99)) or 1.0)
             err_scale = None if layout.has_tensor else feature_errors(model, enc, h[train])
-            graph = autoencoder_graph(model, enc, act, scales, err_scale)
+            graph = autoencoder_graph(model, enc, act, None, err_scale)
+            if layout.has_tensor:  # each statistic as it is; scaled by its threshold once calibrated
+                stat_graph = autoencoder_graph(model, enc, act, (1.0, 1.0, 1.0), stat_outputs=True)
+                stat_sess = ort.InferenceSession(graph_bytes(stat_graph), providers=["CPUExecutionProvider"])
+                stats_cal = stat_sess.run(["top_rel", "bg_rel", "all_rel"], {"x": x[calib].astype(np.float32)})
+                image_ae = (model, act, {f"anomaly {k}": np.nan_to_num(v.astype(np.float64), nan=np.inf)
+                                         for k, v in zip(IMAGE_STATISTICS, stats_cal)})
         else:
             hidden = (min(256, max(16, 4 * pow2(math.sqrt(d)))),)
             alpha = 1.0 if layout.has_tensor and role == "label" else 1e-4
@@ -943,8 +955,32 @@ def main():
         report[role] = dict(hidden=list(hidden), iterations=iters, bytes=os.path.getsize(path), **extra)
     if not trained:
         fail("no model was trained")
-    thresholds, u, bound, met = joint_thresholds({r: c for r, (_, c) in trained.items()}, a.target_fpr,
-                                                 a.fpr_confidence)
+    members = {r: c for r, (_, c) in trained.items() if not (r == "anomaly" and image_ae)}
+    groups = [[r] for r in members]
+    if image_ae and "anomaly" in trained:  # the anomaly role's share, its statistics in turn
+        members.update(image_ae[2])
+        groups.append(list(image_ae[2]))
+    thresholds, u, bound, met = joint_thresholds(members, a.target_fpr, a.fpr_confidence, groups)
+    if image_ae and "anomaly" in trained:
+        # The anomaly graph again, each statistic divided by its threshold: the score passes 1
+        # when any statistic passes its own. Its calibration scores and fixture follow it.
+        model, act, _ = image_ae
+        scales = tuple(max(thresholds.pop(f"anomaly {k}"), 1e-12) for k in IMAGE_STATISTICS)
+        path = os.path.join(a.out, "anomaly.onnx")
+        sess = save(autoencoder_graph(model, enc, act, scales), path)
+        cal = sess.run(None, {"x": x[calib].astype(np.float32)})[0].astype(np.float64)
+        meta = trained["anomaly"][0]
+        meta.update(statistic_thresholds=dict(zip(IMAGE_STATISTICS, scales)))
+        trained["anomaly"] = (meta, np.nan_to_num(cal, nan=np.inf))
+        thresholds["anomaly"] = 1.0
+        outs = sess.run(None, {"x": x[fixture_rows].astype(np.float32)})
+        fixture = dict(role="anomaly", row_index=[int(i) for i in fixture_rows],
+                       inputs=x[fixture_rows].astype(np.float32).tolist(), labels=(y[fixture_rows].tolist() if y is not None else []),
+                       outputs={o.name: v.tolist() for o, v in zip(sess.get_outputs(), outs)},
+                       scores=outs[0].astype(float).tolist())
+        with open(os.path.join(a.out, "anomaly.fixture.json"), "w") as f:
+            json.dump(fixture, f, separators=(",", ":"))
+        report["anomaly"]["bytes"] = os.path.getsize(path)
     if not met:
         print(f"train: {len(calib)} calibration rows cannot bound the false-positive rate by {a.target_fpr} with "
               f"confidence {a.fpr_confidence}: each threshold is the largest calibration score (bound {bound:.4f})",

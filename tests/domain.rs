@@ -450,7 +450,9 @@ fn second_image_set_through_init_and_evaluate() {
     }
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
     let (none, fgsm1, fgsm2, trigger, blend) = (&e[0], &e[1], &e[2], &e[3], &e[4]);
-    assert!(f(none, "false_positive_rate") <= 0.015, "{none}");
+    // Seed 7 measured 0.57 % (0.99 % before the anomaly role's statistics were calibrated
+    // each against its own threshold); BENCHMARKS.md, "Colour photographs, nested".
+    assert!(f(none, "false_positive_rate") <= 0.01, "{none}");
     assert!(
         f(fgsm1, "recall") >= 0.9 && f(fgsm2, "recall") >= 0.95,
         "{fgsm1} {fgsm2}"
@@ -458,14 +460,14 @@ fn second_image_set_through_init_and_evaluate() {
     // The per-record models miss many backdoored records; the window scan finds them.
     for v in [trigger, blend] {
         assert!(f(v, "recall_per_record") < 0.8, "{v}");
-        assert!(f(v, "recall") >= 0.9 && f(v, "precision") >= 0.85, "{v}");
+        assert!(f(v, "recall") >= 0.95 && f(v, "precision") >= 0.9, "{v}");
         assert!(f(v, "scan_true") >= 40.0, "{v}");
     }
     // About 960 near-copies of one image from one extra source: the flood detector (the route
     // has a baseline) catches them, and no honest row is judged a flood.
     // Label flips rank well below MNIST's (a weaker label model; BENCHMARKS.md, "Label model
     // epochs"), but well above chance.
-    assert!(f(&e[6], "precision_at_recall_0.86") >= 0.65, "{}", e[6]);
+    assert!(f(&e[6], "precision_at_recall_0.86") >= 0.7, "{}", e[6]);
     let flood = &e[5];
     assert!(f(flood, "recall") >= 0.95, "{flood}");
     assert!(
@@ -474,8 +476,9 @@ fn second_image_set_through_init_and_evaluate() {
     );
 
     // `--label-model conv` on the same trusted rows: the MLP averaged with a convolutional
-    // network (jax) ranks label flips better (seed 7: 0.707 -> 0.784; BENCHMARKS.md, "A learned
-    // convolutional member"), and its export is what was trained (train checks the parity).
+    // network (jax) ranks label flips better (seed 7: 0.744 for every role of the MLP models,
+    // 0.897 for the conv label model alone; BENCHMARKS.md, "A learned convolutional member"),
+    // and its export is what was trained (train checks the parity).
     let conv = out.join("models-conv");
     let schema = out.join("animals.schema.json");
     let meta = train_conv_label(&schema, &out.join("trusted.jsonl"), &conv);
