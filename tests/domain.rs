@@ -24,18 +24,21 @@ fn guard_ok(args: &[&str]) -> std::process::Output {
 /// `init` wrote to OUT): one result per attack, in order.
 fn evaluate_config(out: &std::path::Path, attacks: &[&str]) -> Vec<Value> {
     let (config, input) = (out.join("guard.toml"), out.join("heldout.jsonl"));
-    let mut args = vec![
-        "evaluate",
-        "--config",
-        config.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--json",
-    ];
+    evaluate_json(
+        &["--config", config.to_str().unwrap(), "--input", input.to_str().unwrap()],
+        attacks,
+    )
+}
+
+/// `evaluate ARGS --json --attack A…`: one result per attack, in order.
+fn evaluate_json(args: &[&str], attacks: &[&str]) -> Vec<Value> {
+    let mut all = vec!["evaluate"];
+    all.extend_from_slice(args);
+    all.push("--json");
     for a in attacks {
-        args.extend(["--attack", a]);
+        all.extend(["--attack", a]);
     }
-    let o = guard_ok(&args);
+    let o = guard_ok(&all);
     String::from_utf8_lossy(&o.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -483,22 +486,18 @@ fn second_image_set_through_init_and_evaluate() {
     let schema = out.join("animals.schema.json");
     let meta = train_conv_label(&schema, &out.join("trusted.jsonl"), &conv);
     assert_eq!(meta["conv"]["grid"], json!([28, 28]), "{}", meta["conv"]);
-    let o = guard_ok(&[
-        "evaluate",
-        "--schema",
-        schema.to_str().unwrap(),
-        "--models",
-        conv.to_str().unwrap(),
-        "--input",
-        out.join("heldout.jsonl").to_str().unwrap(),
-        "--attack",
-        "flip:0.05",
-        "--json",
-    ]);
-    let c: Vec<Value> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let heldout = out.join("heldout.jsonl");
+    let c = evaluate_json(
+        &[
+            "--schema",
+            schema.to_str().unwrap(),
+            "--models",
+            conv.to_str().unwrap(),
+            "--input",
+            heldout.to_str().unwrap(),
+        ],
+        &["flip:0.05"],
+    );
     eprintln!("{c:?}");
     let (mlp_flips, conv_flips) = (
         f(&e[6], "precision_at_recall_0.86"),
@@ -614,24 +613,17 @@ fn nested_image_rows_judge_as_their_flat_form() {
     let flat_input = dir.path().join("flat.jsonl");
     std::fs::write(&flat_input, flat_rows.join("\n") + "\n").unwrap();
     let models = out.join("models");
-    let mut args = vec![
-        "evaluate",
-        "--schema",
-        flat_schema.to_str().unwrap(),
-        "--models",
-        models.to_str().unwrap(),
-        "--input",
-        flat_input.to_str().unwrap(),
-        "--json",
-    ];
-    for a in attacks {
-        args.extend(["--attack", a]);
-    }
-    let o = guard_ok(&args);
-    let flat: Vec<Value> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let flat = evaluate_json(
+        &[
+            "--schema",
+            flat_schema.to_str().unwrap(),
+            "--models",
+            models.to_str().unwrap(),
+            "--input",
+            flat_input.to_str().unwrap(),
+        ],
+        &attacks,
+    );
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
     assert!(f(&nested[0], "false_positive_rate") <= 0.02, "{}", nested[0]);
     assert!(
