@@ -759,15 +759,18 @@ def joint_thresholds(cal, target, confidence, groups=None):
     return thr, u, bound(cut), met
 
 
-def graph_bytes(graph):
+def model_of(graph):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="ingest-guard train")
     model.ir_version = 8
-    return model.SerializeToString()
+    return model
+
+
+def graph_bytes(graph):
+    return model_of(graph).SerializeToString()
 
 
 def save(graph, path):
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="ingest-guard train")
-    model.ir_version = 8
+    model = model_of(graph)
     onnx.checker.check_model(model)
     onnx.save(model, path)
     return ort.InferenceSession(path, providers=["CPUExecutionProvider"])

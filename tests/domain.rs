@@ -30,6 +30,26 @@ fn evaluate_config(out: &std::path::Path, attacks: &[&str]) -> Vec<Value> {
     )
 }
 
+/// `evaluate --schema SCHEMA --models MODELS --input INPUT --json --attack A…`.
+fn evaluate_models(
+    schema: &std::path::Path,
+    models: &std::path::Path,
+    input: &std::path::Path,
+    attacks: &[&str],
+) -> Vec<Value> {
+    evaluate_json(
+        &[
+            "--schema",
+            schema.to_str().unwrap(),
+            "--models",
+            models.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+        ],
+        attacks,
+    )
+}
+
 /// `evaluate ARGS --json --attack A…`: one result per attack, in order.
 fn evaluate_json(args: &[&str], attacks: &[&str]) -> Vec<Value> {
     let mut all = vec!["evaluate"];
@@ -486,18 +506,7 @@ fn second_image_set_through_init_and_evaluate() {
     let schema = out.join("animals.schema.json");
     let meta = train_conv_label(&schema, &out.join("trusted.jsonl"), &conv);
     assert_eq!(meta["conv"]["grid"], json!([28, 28]), "{}", meta["conv"]);
-    let heldout = out.join("heldout.jsonl");
-    let c = evaluate_json(
-        &[
-            "--schema",
-            schema.to_str().unwrap(),
-            "--models",
-            conv.to_str().unwrap(),
-            "--input",
-            heldout.to_str().unwrap(),
-        ],
-        &["flip:0.05"],
-    );
+    let c = evaluate_models(&schema, &conv, &out.join("heldout.jsonl"), &["flip:0.05"]);
     eprintln!("{c:?}");
     let (mlp_flips, conv_flips) = (
         f(&e[6], "precision_at_recall_0.86"),
@@ -612,18 +621,7 @@ fn nested_image_rows_judge_as_their_flat_form() {
         .collect();
     let flat_input = dir.path().join("flat.jsonl");
     std::fs::write(&flat_input, flat_rows.join("\n") + "\n").unwrap();
-    let models = out.join("models");
-    let flat = evaluate_json(
-        &[
-            "--schema",
-            flat_schema.to_str().unwrap(),
-            "--models",
-            models.to_str().unwrap(),
-            "--input",
-            flat_input.to_str().unwrap(),
-        ],
-        &attacks,
-    );
+    let flat = evaluate_models(&flat_schema, &out.join("models"), &flat_input, &attacks);
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
     assert!(f(&nested[0], "false_positive_rate") <= 0.02, "{}", nested[0]);
     assert!(

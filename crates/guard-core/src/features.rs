@@ -327,11 +327,6 @@ impl FeatureLayout {
         self.tensors.iter().map(|(p, _, _)| p)
     }
 
-    /// Shape of each tensor.
-    pub fn tensor_shapes(&self) -> impl Iterator<Item = &[usize]> + '_ {
-        self.tensors.iter().map(|(_, _, s)| s.as_slice())
-    }
-
     /// Numeric features of `value` in declared order into `out` (cleared first).
     pub fn numeric_into(&self, value: &Value, out: &mut Vec<f64>) {
         out.clear();
