@@ -5,6 +5,7 @@ writes the graphs, onnxruntime checks the export).
 
     ingest-guard train --schema S --input TRUSTED.jsonl --out DIR [--roles anomaly,label,adversarial]
                        [--target-fpr 0.01] [--fpr-confidence 0.9] [--seed 7] [--label-model mlp|conv]
+                       [--neighbours auto|K]
 
 runs `python scripts/train_models.py` with the same flags (the binary carries a copy of this
 file). Nothing in here knows a domain: what a row holds comes from the schema's `x-guard`
@@ -40,7 +41,12 @@ Roles
            projection; see `scan_section` and crates/guard-score/src/scan.rs).
            With `--label-model conv` and an image tensor, the probabilities are the mean of the
            MLP's and a small convolutional network's (ConvBranch), and `hidden` holds both
-           hidden layers.
+           hidden layers. With `--neighbours auto|K` (default auto; see Neighbours) and k > 0,
+           `probabilities` is the vote of the k training rows nearest in `hidden` (the
+           classifier one more voter) and the classifier's own are `classifier_probabilities`;
+           the role then has two statistics, 1 - p of each, calibrated as members of the joint
+           budget, and the score is the larger over its own threshold (`label_statistics` in
+           the metadata, `threshold` 1).
   adversarial  feature squeezing (Xu, Evans, Qi, NDSS 2018) for rows with a tensor: a second
            classifier (same sizes, L2 alpha 1e-4: a sharp decision surface leaves perturbed
            inputs fragile under squeezing) runs on the row and on each squeezed copy of its
@@ -110,6 +116,11 @@ SCAN_SHRINK = 0.2  # window scan: covariance shrinkage toward a multiple of the 
 SCAN_DOUBT = 0.95  # window scan: label-score quantile above which a record in a poisoned class window is held
 SCAN_MIN_CLUSTER = 5  # window scan: fewer trimmed records than this is no cluster
 SCAN_MIN_CLASS_ROWS = 20  # window scan: a class with fewer records in the window is not scanned
+KNN_CANDIDATES = (0, 5, 10, 20, 40)  # label model: neighbour counts k tried (0: the classifier alone)
+KNN_MAX_REFERENCE = 8192  # label model: most training rows the neighbours come from (a class-stratified sample beyond)
+KNN_DRAWS = 50  # label model: simulated flip draws over the calibration rows that choose k
+KNN_FLIP_RATE = 0.05  # label model: share of calibration rows a draw relabels
+KNN_RECALL = 0.86  # label model: k is chosen by precision at this recall of the simulated flips
 
 
 def splitmix64(x):
@@ -401,31 +412,37 @@ def class_logits(nodes, logits, clf, prefix):
     return f"{prefix}_logits2"
 
 
-def classifier_graph(clf, enc, conv=None):
+def classifier_graph(clf, enc, conv=None, neighbours=None):
     """The label graph: the MLP alone, or with a ConvBranch the mean of both members'
-    probabilities, `hidden` then holding both hidden layers (conv first)."""
+    probabilities, `hidden` then holding both hidden layers (conv first). With `neighbours`
+    (a Neighbours with k > 0), `probabilities` is their vote and the classifier's own
+    probabilities are the output `classifier_probabilities`."""
     nodes, inits = [], []
     h = enc.graph(nodes, inits)
     logits = dense_layers(nodes, inits, h, clf.coefs_, clf.intercepts_, clf.activation, "clf")
     logits = class_logits(nodes, logits, clf, "clf")
     width = clf.coefs_[0].shape[1]
+    probs = "classifier_probabilities" if neighbours is not None else "probabilities"
     if conv is None:
-        nodes += [helper.make_node("Softmax", [logits], ["probabilities"], axis=1),
+        nodes += [helper.make_node("Softmax", [logits], [probs], axis=1),
                   helper.make_node("Identity", ["clf_h0_a"], ["hidden"])]
     else:
         pc, hc = conv.graph(nodes, inits, h)
         inits.append(numpy_helper.from_array(np.array(0.5, dtype=np.float32), "ens_half"))
         nodes += [helper.make_node("Softmax", [logits], ["clf_probabilities"], axis=1),
                   helper.make_node("Add", ["clf_probabilities", pc], ["ens_sum"]),
-                  helper.make_node("Mul", ["ens_sum", "ens_half"], ["probabilities"]),
+                  helper.make_node("Mul", ["ens_sum", "ens_half"], [probs]),
                   helper.make_node("Concat", [hc, "clf_h0_a"], ["hidden"], axis=1)]
         width += CONV_HIDDEN
+    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(clf.classes_)]),
+               helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["N", width])]
+    if neighbours is not None:
+        neighbours.graph(nodes, inits, "hidden", probs, "probabilities")
+        outputs.append(helper.make_tensor_value_info(probs, TensorProto.FLOAT, ["N", len(clf.classes_)]))
     return helper.make_graph(
         nodes, "guard_label",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", enc.layout.width])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(clf.classes_)]),
-         helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["N", width])],
-        inits)
+        outputs, inits)
 
 
 CONV_MIN_SIDE = 8  # label model: a tensor grid at least this many elements on each side gets a conv branch
@@ -555,6 +572,105 @@ def hidden_of(clf, h):
     """numpy twin of the MLP label graph's `hidden` output (the first hidden layer, activated)."""
     a = h @ clf.coefs_[0] + clf.intercepts_[0]
     return np.maximum(a, 0) if clf.activation == "relu" else np.tanh(a)
+
+
+class Neighbours:
+    """Deep k-nearest-neighbour label consistency (Papernot & McDaniel 2018; Bahri, Jiang and
+    Gupta, ICML 2020, on finding noisy labels): the label's probability is the vote of the k
+    training rows nearest in the label graph's `hidden` representation, with the classifier
+    as one more voter, p(c) = (count_c + p_classifier(c)) / (k + 1). A row whose label
+    disagrees with its neighbourhood is a suspect even where the classifier itself is
+    confidently wrong (it has fitted the training rows; the neighbourhood averages over them).
+    k is chosen on the calibration rows, never on a stream: KNN_DRAWS draws relabel
+    KNN_FLIP_RATE of them at random, and the k (among KNN_CANDIDATES, 0 being the classifier
+    alone) whose score ranks the relabelled rows best at KNN_RECALL wins (the smallest within
+    one standard error of the best). In the graph:
+    squared distances to the reference rows by one MatMul, TopK, a Gather of their one-hot
+    labels and a sum; the reference is an initializer, [M, H] floats (M <= KNN_MAX_REFERENCE)."""
+
+    def __init__(self, r_train, yi_train, n_classes, seed):
+        idx = np.arange(len(r_train))
+        if len(idx) > KNN_MAX_REFERENCE:  # the same share of every class
+            rng = np.random.default_rng(seed)
+            keep = rng.permutation(len(idx))[:KNN_MAX_REFERENCE]
+            idx = np.sort(keep)
+        self.ref = r_train[idx].astype(np.float32)
+        self.labels = yi_train[idx]
+        self.n_classes = n_classes
+        self.k = 0
+        self.tried = {}
+
+    def counts(self, r, k):
+        """Votes [N, C] of the k nearest reference rows (float32, as the graph computes)."""
+        r = r.astype(np.float32)
+        r2 = (self.ref * self.ref).sum(1)
+        out = np.zeros((len(r), self.n_classes))
+        for i in range(0, len(r), 1024):
+            d = r2[None, :] - 2.0 * (r[i:i + 1024] @ self.ref.T)
+            near = np.argpartition(d, k - 1, axis=1)[:, :k]
+            lab = self.labels[near]
+            for c in range(self.n_classes):
+                out[i:i + 1024, c] = (lab == c).sum(1)
+        return out
+
+    def choose(self, r_cal, p_cal, yi_cal, seed):
+        """Pick k on the calibration rows (hidden `r_cal`, classifier probabilities `p_cal`)."""
+        ok = yi_cal >= 0
+        r_cal, p_cal, yi_cal = r_cal[ok], p_cal[ok], yi_cal[ok]
+        n = len(yi_cal)
+        flips = max(1, round(KNN_FLIP_RATE * n))
+        if n < 40 or self.n_classes < 2:
+            return self
+        rng = np.random.default_rng(seed)
+        draws = []
+        for _ in range(KNN_DRAWS):
+            bad = rng.choice(n, flips, replace=False)
+            given = yi_cal.copy()
+            given[bad] = (given[bad] + rng.integers(1, self.n_classes, flips)) % self.n_classes
+            flag = np.zeros(n, bool)
+            flag[bad] = True
+            draws.append((given, flag))
+        rows = np.arange(n)
+        for k in KNN_CANDIDATES:
+            if k > len(self.ref):
+                continue
+            votes = self.counts(r_cal, k) if k else np.zeros_like(p_cal)
+            prec = []
+            for given, flag in draws:
+                score = 1.0 - (votes[rows, given] + p_cal[rows, given]) / (k + 1)
+                order = np.argsort(-score, kind="stable")
+                tp = np.cumsum(flag[order])
+                at = int(np.searchsorted(tp, math.ceil(KNN_RECALL * flag.sum())))
+                prec.append(tp[at] / (at + 1))
+            self.tried[k] = (float(np.mean(prec)), float(np.std(prec) / math.sqrt(len(prec))))
+        # The smallest k within one standard error of the best (the one-standard-error rule):
+        # a larger k is kept only when the draws say it is better, not when it is as good.
+        best = max(self.tried, key=lambda k: self.tried[k][0])
+        bar = self.tried[best][0] - self.tried[best][1]
+        self.k = min(k for k, (m, _) in self.tried.items() if m >= bar)
+        self.tried = {k: round(m, 4) for k, (m, _) in self.tried.items()}
+        return self
+
+    def probabilities(self, r, p):
+        return (self.counts(r, self.k) + p) / (self.k + 1)
+
+    def graph(self, nodes, inits, hidden, probs, out):
+        onehot = np.eye(self.n_classes, dtype=np.float32)[self.labels]
+        inits += [numpy_helper.from_array(self.ref.T.copy(), "knn_ref_t"),
+                  numpy_helper.from_array((self.ref * self.ref).sum(1)[None, :], "knn_ref_sq"),
+                  numpy_helper.from_array(np.array(-2.0, dtype=np.float32), "knn_minus_two"),
+                  numpy_helper.from_array(np.array([self.k], dtype=np.int64), "knn_k"),
+                  numpy_helper.from_array(onehot, "knn_onehot"),
+                  numpy_helper.from_array(np.array([1], dtype=np.int64), "knn_axis"),
+                  numpy_helper.from_array(np.array(1.0 / (self.k + 1), dtype=np.float32), "knn_share")]
+        nodes += [helper.make_node("MatMul", [hidden, "knn_ref_t"], ["knn_dot"]),
+                  helper.make_node("Mul", ["knn_dot", "knn_minus_two"], ["knn_dot2"]),
+                  helper.make_node("Add", ["knn_dot2", "knn_ref_sq"], ["knn_dist"]),
+                  helper.make_node("TopK", ["knn_dist", "knn_k"], ["knn_near_d", "knn_near"], axis=1, largest=0),
+                  helper.make_node("Gather", ["knn_onehot", "knn_near"], ["knn_votes"], axis=0),
+                  helper.make_node("ReduceSum", ["knn_votes", "knn_axis"], ["knn_counts"], keepdims=0),
+                  helper.make_node("Add", ["knn_counts", probs], ["knn_sum"]),
+                  helper.make_node("Mul", ["knn_sum", "knn_share"], [out])]
 
 
 def scan_section(classes_, r_train, y_train, r_cal, y_cal, cal_scores):
@@ -795,7 +911,11 @@ def main():
     ap.add_argument("--fpr-confidence", type=float, default=0.9)
     ap.add_argument("--label-model", choices=("mlp", "conv"), default="mlp",
                     help="conv: for rows with an image tensor, the MLP averaged with a ConvBranch")
+    ap.add_argument("--neighbours", default="auto",
+                    help="label model: the neighbour vote's k (auto: chosen on the calibration rows; 0: none)")
     a = ap.parse_args()
+    if a.neighbours != "auto" and not (a.neighbours.isdigit()):
+        fail(f"--neighbours {a.neighbours}: give auto or a count of neighbours (0: none)")
     if not 0.0 < a.target_fpr < 0.5:
         fail(f"--target-fpr {a.target_fpr} is outside (0, 0.5)")
     if not 0.0 < a.fpr_confidence < 1.0:
@@ -856,6 +976,7 @@ def main():
     fixture_rows = clean[: 4 * k]
     report, trained = {}, {}
     image_ae = None  # (autoencoder, activation, calibration values of each image statistic)
+    label_stats = None  # (calibration values of the label role's two statistics, the same on the fixture rows)
     d, n = enc.dim, len(train)
     for role in list(roles):
         iters = max(LABEL_MIN_ITERATIONS, iterations(n, d)) if role == "label" else iterations(n, d)
@@ -921,6 +1042,28 @@ def main():
             if not np.allclose(got, want, atol=1e-4):
                 fail(f"label: the exported graph differs from the trained models by {np.abs(got - want).max():.2e}")
 
+        if role == "label" and a.neighbours != "0":
+            classes = list(model.classes_)
+            yi = np.array([classes.index(c) if c in classes else -1 for c in y])
+            hid = sess.run(["hidden"], {"x": x[train_l].astype(np.float32)})[0]
+            nb = Neighbours(hid, yi[train_l], len(classes), a.seed)
+            p_cal, r_cal = sess.run(["probabilities", "hidden"], {"x": x[calib_l].astype(np.float32)})
+            if a.neighbours == "auto":
+                nb.choose(r_cal, p_cal.astype(np.float64), yi[calib_l], a.seed)
+            else:
+                nb.k = min(int(a.neighbours), len(nb.ref))
+            extra["neighbours"] = dict(k=nb.k, reference_rows=int(len(nb.ref)), tried=nb.tried)
+            print(f"train: label: neighbours k={nb.k} over {len(nb.ref)} rows (precision at recall {KNN_RECALL} of "
+                  f"simulated flips on calibration rows: {nb.tried})", file=sys.stderr)
+            if nb.k > 0:
+                sess = save(classifier_graph(model, enc, conv, nb), path)
+                probe = calib_l[:512]
+                p, r, pc = sess.run(["probabilities", "hidden", "classifier_probabilities"], {"x": x[probe].astype(np.float32)})
+                want = nb.probabilities(r, pc)
+                off = np.abs(p - want).max(1) > 1e-4
+                if off.mean() > 0.01:  # a tie at the k-th distance may fall either way, rarely
+                    fail(f"label: the exported neighbour vote differs from numpy's on {off.sum()} of {len(probe)} rows")
+
         def scores(idx, role=role, sess=sess, model=model):
             outs = sess.run(None, {"x": x[idx].astype(np.float32)})
             if role == "anomaly":
@@ -934,6 +1077,16 @@ def main():
             return np.where(y[idx] == "", -np.inf, 1.0 - p), outs
 
         cal, _ = scores(calib)
+        if role == "label" and "classifier_probabilities" in [o.name for o in sess.get_outputs()]:
+            def classifier_scores(idx, sess=sess, model=model):
+                p = sess.run(["classifier_probabilities"], {"x": x[idx].astype(np.float32)})[0]
+                classes = list(model.classes_)
+                q = np.array([p[j, classes.index(c)] if c in classes else 0.0 for j, c in enumerate(y[idx])])
+                return np.where(y[idx] == "", -np.inf, 1.0 - q)
+            # The label role's two statistics, calibrated as members of the joint budget (below).
+            label_stats = ({"label classifier": np.nan_to_num(classifier_scores(calib), nan=np.inf),
+                            "label neighbours": np.nan_to_num(cal, nan=np.inf)},
+                           (classifier_scores(fixture_rows), scores(fixture_rows)[0]))
 
         def hidden_rows(idx, sess=sess, model=model, conv=conv):
             if conv is None:
@@ -943,6 +1096,8 @@ def main():
         if role == "anomaly":
             meta.update(score_output="score", feature_error_output="feature_error")
         elif role == "label":
+            if extra.get("neighbours", {}).get("k", 0) > 0:
+                meta.update(classifier_probabilities_output="classifier_probabilities")
             meta.update(probabilities_output="probabilities", classes=[str(c) for c in model.classes_],
                         scan=scan_section(model.classes_, hidden_rows(train_l), y[train_l], hidden_rows(calib), y[calib], cal))
         else:
@@ -958,12 +1113,36 @@ def main():
         report[role] = dict(hidden=list(hidden), iterations=iters, bytes=os.path.getsize(path), **extra)
     if not trained:
         fail("no model was trained")
-    members = {r: c for r, (_, c) in trained.items() if not (r == "anomaly" and image_ae)}
+    members = {r: c for r, (_, c) in trained.items()
+               if not (r == "anomaly" and image_ae) and not (r == "label" and label_stats)}
     groups = [[r] for r in members]
     if image_ae and "anomaly" in trained:  # the anomaly role's share, its statistics in turn
         members.update(image_ae[2])
         groups.append(list(image_ae[2]))
+    if label_stats and "label" in trained:  # the label role's share, the classifier and the vote in turn
+        members.update(label_stats[0])
+        groups.append(list(label_stats[0]))
     thresholds, u, bound, met = joint_thresholds(members, a.target_fpr, a.fpr_confidence, groups)
+    if label_stats and "label" in trained:
+        # The score is the larger statistic over its own threshold (guard-score's
+        # ModelMeta::label_score): it passes 1 when either passes its own.
+        t_c = max(thresholds.pop("label classifier"), 1e-12)
+        t_v = max(thresholds.pop("label neighbours"), 1e-12)
+        thresholds["label"] = 1.0
+        cal_c, cal_v = label_stats[0]["label classifier"], label_stats[0]["label neighbours"]
+        with np.errstate(invalid="ignore"):
+            cal = np.maximum(cal_c / t_c, cal_v / t_v)
+        meta = trained["label"][0]
+        meta.update(label_statistics=dict(classifier=t_c, neighbours=t_v))
+        finite = cal[np.isfinite(cal)]
+        if "scan" in meta and len(finite):
+            meta["scan"]["doubt_threshold"] = float(np.quantile(finite, SCAN_DOUBT))
+        trained["label"] = (meta, cal)
+        path = os.path.join(a.out, "label.fixture.json")
+        fixture = json.load(open(path))
+        fixture["scores"] = np.maximum(label_stats[1][0] / t_c, label_stats[1][1] / t_v).astype(float).tolist()
+        with open(path, "w") as f:
+            json.dump(fixture, f, separators=(",", ":"))
     if image_ae and "anomaly" in trained:
         # The anomaly graph again, each statistic divided by its threshold: the score passes 1
         # when any statistic passes its own. Its calibration scores and fixture follow it.

@@ -37,6 +37,11 @@ pub enum DomainCommand {
         /// convolutional network: better at label flips, worse at FGSM; BENCHMARKS.md).
         #[arg(long, default_value = "mlp", value_parser = ["mlp", "conv"])]
         label_model: String,
+        /// The label model's neighbour vote (deep k-NN over its hidden layer, which ranks label
+        /// flips better; BENCHMARKS.md): `auto` chooses k on the calibration rows, 0 turns it
+        /// off (the label graph then scores about ten times faster), a number fixes k.
+        #[arg(long, default_value = "auto")]
+        neighbours: String,
         /// Output folder: `<role>.onnx`, `<role>.json` (metadata, threshold), `<role>.fixture.json`.
         #[arg(long)]
         out: PathBuf,
@@ -170,6 +175,11 @@ pub enum DomainCommand {
         /// convolutional network: better at label flips, worse at FGSM; BENCHMARKS.md).
         #[arg(long, default_value = "mlp", value_parser = ["mlp", "conv"])]
         label_model: String,
+        /// The label model's neighbour vote (deep k-NN over its hidden layer, which ranks label
+        /// flips better; BENCHMARKS.md): `auto` chooses k on the calibration rows, 0 turns it
+        /// off (the label graph then scores about ten times faster), a number fixes k.
+        #[arg(long, default_value = "auto")]
+        neighbours: String,
         /// Python for the training backend (see `train`).
         #[arg(long)]
         python: Option<PathBuf>,
@@ -186,6 +196,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
             fpr_confidence,
             seed,
             label_model,
+            neighbours,
             out,
             python,
         } => {
@@ -196,6 +207,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
                 fpr_confidence,
                 seed,
                 label_model: label_model.parse()?,
+                neighbours: guard_eval::train::parse_neighbours(&neighbours).map_err(anyhow::Error::msg)?,
                 out: out.clone(),
                 python: python.unwrap_or_else(|| guard_eval::train::default_python(&root())),
                 ort_library: guard_eval::train::default_ort_library(&root()),
@@ -288,6 +300,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
             target_fpr,
             seed,
             label_model,
+            neighbours,
             python,
         } => {
             let opts = guard_eval::init::InitOptions {
@@ -301,6 +314,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
                 target_fpr,
                 seed,
                 label_model: label_model.parse()?,
+                neighbours: guard_eval::train::parse_neighbours(&neighbours).map_err(anyhow::Error::msg)?,
                 python: python.unwrap_or_else(|| guard_eval::train::default_python(&root())),
                 ort_library: guard_eval::train::default_ort_library(&root()),
             };

@@ -488,9 +488,9 @@ fn second_image_set_through_init_and_evaluate() {
     }
     // About 960 near-copies of one image from one extra source: the flood detector (the route
     // has a baseline) catches them, and no honest row is judged a flood.
-    // Label flips rank well below MNIST's (a weaker label model; BENCHMARKS.md, "Label model
-    // epochs"), but well above chance.
-    assert!(f(&e[6], "precision_at_recall_0.86") >= 0.7, "{}", e[6]);
+    // Label flips rank below MNIST's (a weaker label model; BENCHMARKS.md, "Label model
+    // epochs"), but well above chance; seed 7 measured 0.770 with the neighbour vote.
+    assert!(f(&e[6], "precision_at_recall_0.86") >= 0.75, "{}", e[6]);
     let flood = &e[5];
     assert!(f(flood, "recall") >= 0.95, "{flood}");
     assert!(
@@ -498,13 +498,48 @@ fn second_image_set_through_init_and_evaluate() {
         "{flood} {none}"
     );
 
+    // The label model votes with its nearest training rows (k chosen on the calibration rows)
+    // and the classifier and the vote are calibrated as two statistics of the label role.
+    let label: Value = serde_json::from_slice(&std::fs::read(out.join("models/label.json")).unwrap()).unwrap();
+    assert!(
+        label["neighbours"]["k"].as_u64().unwrap() > 0,
+        "{}",
+        label["neighbours"]
+    );
+    assert!(label["label_statistics"]["neighbours"].as_f64().is_some(), "{label:?}");
+    assert_eq!(label["threshold"], json!(1.0));
+    // The vote ranks flips better than the classifier alone: the label role trained on the
+    // same rows with and without it (seed 7: 0.829 against 0.798; BENCHMARKS.md, "A
+    // neighbour vote in the label model").
+    let schema = out.join("animals.schema.json");
+    let trusted = out.join("trusted.jsonl");
+    let flips_with = |neighbours: &str| {
+        let dir = out.join(format!("models-label-{neighbours}"));
+        guard_ok(&[
+            "train",
+            "--schema",
+            schema.to_str().unwrap(),
+            "--input",
+            trusted.to_str().unwrap(),
+            "--roles",
+            "label",
+            "--neighbours",
+            neighbours,
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        let r = evaluate_models(&schema, &dir, &out.join("heldout.jsonl"), &["flip:0.05"]);
+        f(&r[0], "precision_at_recall_0.86")
+    };
+    let (voted, alone) = (flips_with("auto"), flips_with("0"));
+    assert!(voted >= alone + 0.02, "with the vote {voted}, without {alone}");
+
     // `--label-model conv` on the same trusted rows: the MLP averaged with a convolutional
-    // network (jax) ranks label flips better (seed 7: 0.744 for every role of the MLP models,
-    // 0.897 for the conv label model alone; BENCHMARKS.md, "A learned convolutional member"),
+    // network (jax) ranks label flips better (seed 7: 0.770 for every role of the MLP models,
+    // 0.906 for the conv label model alone; BENCHMARKS.md, "A learned convolutional member"),
     // and its export is what was trained (train checks the parity).
     let conv = out.join("models-conv");
-    let schema = out.join("animals.schema.json");
-    let meta = train_conv_label(&schema, &out.join("trusted.jsonl"), &conv);
+    let meta = train_conv_label(&schema, &trusted, &conv);
     assert_eq!(meta["conv"]["grid"], json!([28, 28]), "{}", meta["conv"]);
     let c = evaluate_models(&schema, &conv, &out.join("heldout.jsonl"), &["flip:0.05"]);
     eprintln!("{c:?}");

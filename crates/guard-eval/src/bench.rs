@@ -392,10 +392,12 @@ mod tests {
 
         let p = RoleScores::Label {
             probabilities: vec![0.6, 0.4, 0.2, 0.8],
+            classifier: Vec::new(),
             hidden: Vec::new(),
         };
         let q = RoleScores::Label {
             probabilities: vec![0.4, 0.6, 0.2, 0.8],
+            classifier: Vec::new(),
             hidden: Vec::new(),
         };
         let v = compare_outputs(&p, &q, &meta("label", &["0", "1"]));

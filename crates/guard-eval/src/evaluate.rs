@@ -324,15 +324,21 @@ fn judge_attack(
             .cloned()
             .collect();
         // The gradient attacks aim at the label model, else the adversarial model's classifier.
+        // With a neighbour vote in the label graph, the attacks aim at its classifier (the
+        // vote is piecewise constant: finite differences would see no gradient).
         let mut label = match setup.label.as_ref().or(setup.adversarial.as_ref()) {
-            Some(p) if matches!(attack, Attack::Fgsm { .. } | Attack::Pgd { .. }) => Some(Model::load(
-                p,
-                &SessionSettings {
-                    provider: ProviderChoice::Cpu,
-                    intra_threads: 1,
-                    tf32: false,
-                },
-            )?),
+            Some(p) if matches!(attack, Attack::Fgsm { .. } | Attack::Pgd { .. }) => {
+                let mut m = Model::load(
+                    p,
+                    &SessionSettings {
+                        provider: ProviderChoice::Cpu,
+                        intra_threads: 1,
+                        tf32: false,
+                    },
+                )?;
+                m.aim_at_classifier();
+                Some(m)
+            }
             _ => None,
         };
         let extractor = match &label {

@@ -29,6 +29,8 @@ pub struct InitOptions<'a> {
     pub seed: u64,
     /// The label model's family.
     pub label_model: crate::train::LabelModel,
+    /// The label model's neighbour vote (`crate::train::TrainOptions::neighbours`).
+    pub neighbours: Option<u32>,
     /// Python of the training backend.
     pub python: PathBuf,
     /// ONNX Runtime library.
@@ -114,6 +116,7 @@ pub fn init(a: &InitOptions<'_>, say: &mut dyn FnMut(&str)) -> Result<(), EvalEr
             fpr_confidence: crate::train::FPR_CONFIDENCE,
             seed: a.seed,
             label_model: a.label_model,
+            neighbours: a.neighbours,
             out: models.clone(),
             python: a.python.clone(),
             ort_library: a.ort_library.clone(),

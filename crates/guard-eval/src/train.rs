@@ -73,6 +73,9 @@ pub struct TrainOptions {
     pub seed: u64,
     /// The label model's family.
     pub label_model: LabelModel,
+    /// The label model's neighbour vote: `None` lets the trainer choose k on the calibration
+    /// rows (0 among the candidates), `Some(0)` turns it off, `Some(k)` takes k neighbours.
+    pub neighbours: Option<u32>,
     /// Output folder (`anomaly.onnx`, `anomaly.json`, `anomaly.fixture.json`, same for label).
     pub out: PathBuf,
     /// The Python interpreter with scikit-learn, onnx and onnxruntime.
@@ -161,6 +164,8 @@ pub fn train(input: &Input<'_>, opts: &TrainOptions) -> Result<Trained, EvalErro
         .arg(opts.fpr_confidence.to_string())
         .arg("--label-model")
         .arg(opts.label_model.as_str())
+        .arg("--neighbours")
+        .arg(opts.neighbours.map_or_else(|| "auto".to_owned(), |k| k.to_string()))
         .arg("--roles")
         .arg(if opts.roles.is_empty() {
             "auto".to_owned()
@@ -256,6 +261,37 @@ fn check_parity(schema: &DomainSchema, dir: &Path, role: &str, lines: &[Vec<u8>]
         }
     }
     let scores = model.run(&batch)?;
+    if let guard_score::RoleScores::Label {
+        probabilities,
+        classifier,
+        ..
+    } = &scores
+    {
+        // The guard's label score of each fixture row (with a neighbour vote, the larger of
+        // its two statistics over their thresholds) is the trainer's.
+        let meta = model.meta();
+        let n = meta.classes.len();
+        let labels = fixture["labels"].as_array().cloned().unwrap_or_default();
+        for (r, (label, want)) in labels
+            .iter()
+            .zip(fixture["scores"].as_array().cloned().unwrap_or_default())
+            .enumerate()
+        {
+            let given = meta.classes.iter().position(|c| Some(c.as_str()) == label.as_str());
+            let at = r * n..(r + 1) * n;
+            let got = meta.label_score(
+                probabilities.get(at.clone()).unwrap_or_default(),
+                classifier.get(at).unwrap_or_default(),
+                given,
+            );
+            let want = want.as_f64().unwrap_or(f64::NAN);
+            if (f64::from(got) - want).abs() > 1e-4 * want.abs().max(1.0) {
+                return Err(EvalError::Input(format!(
+                    "label: the guard scores fixture row {r} {got}, the trainer {want}"
+                )));
+            }
+        }
+    }
     let (name, got): (&str, Vec<f32>) = match scores {
         guard_score::RoleScores::Anomaly { score, .. } => ("score", score),
         guard_score::RoleScores::Label { probabilities, .. } => ("probabilities", probabilities),
@@ -290,9 +326,29 @@ fn flatten(v: &Value) -> Vec<f64> {
     }
 }
 
+/// Parse `--neighbours`: `auto` (None) or a count (0: no vote).
+pub fn parse_neighbours(s: &str) -> Result<Option<u32>, String> {
+    match s {
+        "auto" => Ok(None),
+        n => n
+            .parse::<u32>()
+            .map(Some)
+            .map_err(|_| format!("--neighbours {n}: give auto or a count of neighbours (0: none)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::LabelModel;
+    use super::{parse_neighbours, LabelModel};
+
+    #[test]
+    fn neighbours_parse_as_auto_or_a_count() {
+        assert_eq!(parse_neighbours("auto"), Ok(None));
+        assert_eq!(parse_neighbours("0"), Ok(Some(0)));
+        assert_eq!(parse_neighbours("20"), Ok(Some(20)));
+        assert!(parse_neighbours("-1").is_err());
+        assert!(parse_neighbours("some").is_err());
+    }
 
     #[test]
     fn label_models_parse_by_their_flag_names_and_refuse_others() {

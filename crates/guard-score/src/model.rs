@@ -185,6 +185,38 @@ pub fn squeeze_score(log_probabilities: &[f32], classes: usize, given: Option<us
     Some(best)
 }
 
+impl ModelMeta {
+    /// A label model's score of one row: 1 − p(given label), or with `label_statistics` the
+    /// larger of the classifier's and the neighbour vote's, each over its own threshold.
+    /// `probabilities` and `classifier` are the row's (`classifier` empty without a second
+    /// statistic); a label the model does not know (`given` None) has p 0. NaN stays NaN.
+    pub fn label_score(&self, probabilities: &[f32], classifier: &[f32], given: Option<usize>) -> f32 {
+        let p = |row: &[f32]| given.map_or(0.0, |i| row.get(i).copied().unwrap_or(f32::NAN));
+        match self.label_statistics {
+            Some(t) if !classifier.is_empty() => {
+                let a = f64::from(1.0 - p(classifier)) / t.classifier.max(f64::MIN_POSITIVE);
+                let b = f64::from(1.0 - p(probabilities)) / t.neighbours.max(f64::MIN_POSITIVE);
+                if a.is_nan() || b.is_nan() {
+                    f32::NAN
+                } else {
+                    a.max(b) as f32
+                }
+            }
+            _ => 1.0 - p(probabilities),
+        }
+    }
+}
+
+/// A label model's two statistics' thresholds (`label_statistics` in its metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelStatistics {
+    /// Threshold of 1 − the classifier's p(given label).
+    pub classifier: f64,
+    /// Threshold of 1 − the neighbour vote's p(given label).
+    pub neighbours: f64,
+}
+
 /// A model's metadata (`<model>.json` next to `<model>.onnx`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
@@ -224,6 +256,11 @@ pub struct ModelMeta {
     /// Label: graph output with class probabilities.
     #[serde(default)]
     pub probabilities_output: Option<String>,
+    /// Label: graph output with the classifier's own probabilities when `probabilities` is
+    /// the vote of its nearest training rows (what gradient attacks aim at: the vote is
+    /// piecewise constant).
+    #[serde(default)]
+    pub classifier_probabilities_output: Option<String>,
     /// Label and adversarial: classes in probability order, as the schema's label renders
     /// them.
     #[serde(default)]
@@ -238,6 +275,12 @@ pub struct ModelMeta {
     /// Label: the window scan's statistics (with a `hidden` graph output), if trained.
     #[serde(default)]
     pub scan: Option<crate::ScanMeta>,
+    /// Label: when `probabilities` is the neighbour vote and `classifier_probabilities_output`
+    /// the classifier's own, the threshold of each statistic, `classifier` (1 − its
+    /// p(given label)) and `neighbours` (1 − the vote's): the score is the larger of the two
+    /// over its own threshold ([`ModelMeta::label_score`]), and `threshold` is 1.
+    #[serde(default)]
+    pub label_statistics: Option<LabelStatistics>,
     /// Everything else the training tool recorded (seed, versions, split).
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
@@ -428,6 +471,9 @@ pub enum RoleScores {
     Label {
         /// Row-major `[rows, classes]`.
         probabilities: Vec<f32>,
+        /// Row-major `[rows, classes]`: the classifier's own probabilities where
+        /// `probabilities` is the neighbour vote (`classifier_probabilities_output`), else empty.
+        classifier: Vec<f32>,
         /// Row-major `[rows, hidden width]` when the model has a scan section, else empty.
         hidden: Vec<f32>,
     },
@@ -682,6 +728,16 @@ impl Model {
         &self.meta
     }
 
+    /// A label model's `run` returns the classifier's own probabilities as `probabilities`
+    /// from here on, where the graph has them apart from the neighbour vote (gradient attacks
+    /// aim there: the vote is piecewise constant in the input).
+    pub fn aim_at_classifier(&mut self) {
+        if let Some(o) = self.meta.classifier_probabilities_output.clone() {
+            self.meta.probabilities_output = Some(o);
+            self.meta.label_statistics = None;
+        }
+    }
+
     /// The provider this session really runs on.
     pub fn provider(&self) -> ProviderInUse {
         self.provider
@@ -705,6 +761,7 @@ impl Model {
                 },
                 Role::Label => RoleScores::Label {
                     probabilities: Vec::new(),
+                    classifier: Vec::new(),
                     hidden: Vec::new(),
                 },
                 Role::Adversarial => RoleScores::Adversarial {
@@ -716,7 +773,38 @@ impl Model {
         // A view of the caller's rows: no copy (a 32k-row MNIST batch is 100 MB).
         let tensor = TensorRef::from_array_view(([n, w], rows)).map_err(inf)?;
         let input = self.meta.input_name.clone();
-        let outputs = self.session.run(ort::inputs![input => tensor]).map_err(inf)?;
+        // Only the outputs this role reads: ONNX Runtime then skips the nodes nothing needs
+        // (a label model aimed at its classifier skips the neighbour vote).
+        let needed: Vec<&str> = match self.meta.role {
+            Role::Anomaly => vec![&self.meta.score_output, &self.meta.feature_error_output],
+            Role::Label => vec![
+                &self.meta.probabilities_output,
+                if self.meta.label_statistics.is_some() {
+                    &self.meta.classifier_probabilities_output
+                } else {
+                    &None
+                },
+            ],
+            Role::Adversarial => vec![&self.meta.log_probabilities_output],
+        }
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .chain(self.meta.scan.iter().map(|s| s.hidden_output.as_str()))
+        .collect();
+        let options = if needed.len() < self.session.outputs().len() {
+            let selector = needed
+                .iter()
+                .fold(ort::session::OutputSelector::no_default(), |s, o| s.with(*o));
+            Some(ort::session::RunOptions::new().map_err(inf)?.with_outputs(selector))
+        } else {
+            None
+        };
+        let outputs = match &options {
+            Some(o) => self.session.run_with_options(ort::inputs![input => tensor], o),
+            None => self.session.run(ort::inputs![input => tensor]),
+        }
+        .map_err(inf)?;
         let extract = |name: &Option<String>, per_row: usize| -> Result<Vec<f32>, ScoreError> {
             let name = name.as_deref().unwrap_or_default();
             let v = outputs
@@ -738,6 +826,12 @@ impl Model {
             },
             Role::Label => RoleScores::Label {
                 probabilities: extract(&self.meta.probabilities_output, self.meta.classes.len())?,
+                classifier: match &self.meta.classifier_probabilities_output {
+                    Some(o) if self.meta.label_statistics.is_some() => {
+                        extract(&Some(o.clone()), self.meta.classes.len())?
+                    }
+                    _ => Vec::new(),
+                },
                 hidden: match &self.meta.scan {
                     Some(scan) => extract(&Some(scan.hidden_output.clone()), scan.width().unwrap_or(0))?,
                     None => Vec::new(),
@@ -849,6 +943,34 @@ pub fn parse_placement(lines: &[String]) -> Vec<(String, usize)> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn label_score_is_the_larger_statistic_over_its_threshold() {
+        use super::{LabelStatistics, ModelMeta};
+        let mut meta: ModelMeta = serde_json::from_value(serde_json::json!({
+            "format": 1, "role": "label", "schema_id": "s", "inputs": ["x"], "width": 1,
+            "input_name": "x", "threshold": 0.9, "target_fpr": 0.01, "calibration_fpr": 0.0,
+            "trusted_sha256": "", "trusted_rows": 0, "classes": ["a", "b"]
+        }))
+        .unwrap();
+        let (vote, clf) = ([0.25f32, 0.75], [0.02f32, 0.98]);
+        // One statistic: 1 - p(given label) of `probabilities`, a label it does not know p 0.
+        assert_eq!(meta.label_score(&vote, &clf, Some(0)), 0.75);
+        assert_eq!(meta.label_score(&vote, &[], None), 1.0);
+        // Two: each over its own threshold, the larger wins; the vote alone can fire.
+        meta.label_statistics = Some(LabelStatistics {
+            classifier: 0.99,
+            neighbours: 0.5,
+        });
+        assert!((meta.label_score(&vote, &clf, Some(0)) - 1.5).abs() < 1e-6);
+        assert!((meta.label_score(&vote, &clf, Some(1)) - 0.5).abs() < 1e-6);
+        // The classifier alone can fire too (a row an adversarial example moved).
+        let sharp = [0.0001f32, 0.9999];
+        assert!((meta.label_score(&[0.9, 0.1], &sharp, Some(0)) - 0.9999 / 0.99).abs() < 1e-6);
+        assert!(meta.label_score(&vote, &[f32::NAN, 0.5], Some(0)).is_nan());
+        // Without the classifier's output (a model loaded for an attack) it is one statistic.
+        assert_eq!(meta.label_score(&vote, &[], Some(0)), 0.75);
+    }
+
     #[test]
     fn squeeze_score_is_the_largest_rise_of_the_given_class() {
         use super::{squeeze_score, LOG_FLOOR};

@@ -389,7 +389,7 @@ impl RouteModels {
         }
         // Pass 1: scores and flags.
         let mut anomaly: Option<(Vec<f32>, Vec<f32>)> = None;
-        let mut label: Option<Vec<f32>> = None;
+        let mut label: Option<(Vec<f32>, Vec<f32>)> = None;
         if let Some(a) = self.anomaly.as_mut() {
             let t = std::time::Instant::now();
             match a.model.run(&g.anomaly_rows) {
@@ -410,8 +410,13 @@ impl RouteModels {
         if let Some(l) = self.label.as_mut() {
             let t = std::time::Instant::now();
             match l.model.run(&g.label_rows) {
-                Ok(RoleScores::Label { probabilities, hidden }) => {
-                    let c = l.model.meta().classes.len();
+                Ok(RoleScores::Label {
+                    probabilities,
+                    classifier,
+                    hidden,
+                }) => {
+                    let meta = l.model.meta();
+                    let c = meta.classes.len();
                     let h = metrics::histogram!("guard_score_label", "topic" => self.topic.clone());
                     let width = hidden.len().checked_div(n).unwrap_or(0);
                     let scanning = self.scan.is_some() && width > 0;
@@ -421,8 +426,12 @@ impl RouteModels {
                         if g.labels[k].is_none() && rows.row(k).label().is_none() {
                             continue;
                         }
-                        let p_given = g.labels[k].map_or(0.0, |i| probabilities[k * c + i]);
-                        let s = 1.0 - p_given;
+                        let at = k * c..(k + 1) * c;
+                        let s = meta.label_score(
+                            probabilities.get(at.clone()).unwrap_or_default(),
+                            classifier.get(at).unwrap_or_default(),
+                            g.labels[k],
+                        );
                         h.record(f64::from(s));
                         d.label_score = Some(s);
                         if scanning {
@@ -433,7 +442,7 @@ impl RouteModels {
                             });
                         }
                     }
-                    label = Some(probabilities);
+                    label = Some((probabilities, classifier));
                 }
                 Ok(_) => fail_all(&mut out, "label model returned anomaly outputs"),
                 Err(e) => fail_all(&mut out, &format!("label model: {e}")),
@@ -521,25 +530,37 @@ impl RouteModels {
                 });
                 add_model(d, &a.id);
             }
-            if let (Some(l), Some(probabilities), Some(s)) = (&self.label, &label, d.label_score) {
-                let classes = &l.model.meta().classes;
+            if let (Some(l), Some((probabilities, classifier)), Some(s)) = (&self.label, &label, d.label_score) {
+                let meta = l.model.meta();
+                let classes = &meta.classes;
                 let c = classes.len();
                 let p = &probabilities[k * c..(k + 1) * c];
+                let given_at = g.labels.get(k).copied().flatten();
+                let p_at = |row: &[f32]| given_at.and_then(|i| row.get(i)).copied().unwrap_or(0.0);
                 let (best, p_best) = p
                     .iter()
                     .enumerate()
                     .max_by(|x, y| x.1.total_cmp(y.1))
                     .map_or((0, 0.0), |(i, v)| (i, *v));
                 let given = rows.row(k).label().unwrap_or("(none)");
-                let p_given = 1.0 - s;
+                let p_given = p_at(p);
                 if l_over {
-                    d.reasons.push(Reason::new(
-                        ReasonCode::SCORE_LABEL,
-                        format!(
+                    let text = match (meta.label_statistics, classifier.get(k * c..(k + 1) * c)) {
+                        (Some(t), Some(q)) => format!(
+                            "label {given} has p={p_given:.4} by the vote of its nearest training rows (1 - p over {:.4}: {:.4}) and p={:.4} by the classifier (1 - p over {:.4}: {:.4}); the vote predicts {} (p={p_best:.4})",
+                            t.neighbours,
+                            f64::from(1.0 - p_given) / t.neighbours,
+                            p_at(q),
+                            t.classifier,
+                            f64::from(1.0 - p_at(q)) / t.classifier,
+                            classes[best]
+                        ),
+                        _ => format!(
                             "label {given} has p={p_given:.4} (score {s:.4} > {:.4}); the model predicts {} (p={p_best:.4})",
                             l.threshold, classes[best]
                         ),
-                    ));
+                    };
+                    d.reasons.push(Reason::new(ReasonCode::SCORE_LABEL, text));
                 }
                 explanation.label = Some(Role {
                     model: &l.id,

@@ -75,17 +75,24 @@ fn parity(domain: &str, role: &str) {
                 }
             }
         }
-        RoleScores::Label { probabilities, .. } => {
+        RoleScores::Label {
+            probabilities,
+            classifier,
+            ..
+        } => {
             let want = flat("probabilities");
             let classes = &model.meta().classes;
             for (i, (g, w)) in probabilities.iter().zip(&want).enumerate() {
                 assert!(close(*g, *w), "{domain}/{role} probabilities[{i}]: rust {g} python {w}");
                 compared += 1;
             }
-            // And the guard's score, 1 - p(given label), equals the fixture's.
+            // And the guard's score (1 - p(given label), or with the neighbour vote the larger
+            // of its two statistics over their thresholds) equals the fixture's.
+            let n = classes.len();
             for (r, label) in fixture["labels"].as_array().unwrap().iter().enumerate() {
                 let c = classes.iter().position(|c| c == label.as_str().unwrap()).unwrap();
-                let got = 1.0 - probabilities[r * classes.len() + c];
+                let q = classifier.get(r * n..(r + 1) * n).unwrap_or_default();
+                let got = model.meta().label_score(&probabilities[r * n..(r + 1) * n], q, Some(c));
                 let want = fixture["scores"][r].as_f64().unwrap();
                 assert!(close(got, want), "{domain}/{role} score[{r}]: rust {got} python {want}");
             }
