@@ -219,6 +219,14 @@ fn init_brings_a_new_domain_through_the_broker_and_the_guard() {
         .find(|e| e["attack"] == "inject:0.05")
         .expect("inject evaluated");
     assert!(inject["recall"].as_f64().unwrap() >= 0.95, "{inject}");
+    // A carrier is hard to tell from times and distances: the classifier alone ranked flips
+    // at 0.31 (precision at recall 0.86); the label model's neighbour vote at 0.588
+    // (BENCHMARKS.md, "A neighbour vote in the label model").
+    let flip = evals
+        .iter()
+        .find(|e| e["attack"] == "flip:0.05")
+        .expect("flip evaluated");
+    assert!(flip["precision_at_recall_0.86"].as_f64().unwrap() >= 0.5, "{flip}");
 
     // `evaluate --config` takes schema and models from the generated configuration's route.
     let shift = evaluate_one(&out, "shift:distance:2");

@@ -31,10 +31,22 @@ pub fn trained(out: &Path, t: &crate::train::Trained) -> String {
     );
     if let Some(models) = r["models"].as_object() {
         for (role, m) in models {
-            let squeezers = m["squeezers"]
+            let mut squeezers = m["squeezers"]
                 .as_array()
                 .map(|a| format!(", squeezers {}", serde_json::Value::Array(a.clone())))
                 .unwrap_or_default();
+            // The label model's neighbour vote, when it has one.
+            if let Some(k) = m["neighbours"]["k"].as_u64() {
+                if k > 0 {
+                    let _ = write!(
+                        squeezers,
+                        ", a vote of its {k} nearest of {} training rows",
+                        m["neighbours"]["reference_rows"]
+                    );
+                } else {
+                    squeezers.push_str(", no neighbour vote (it did not rank simulated flips better)");
+                }
+            }
             let _ = writeln!(
                 s,
                 "  {role}: threshold {:.6} (calibration FPR {:.4}), hidden layers {}, {} iterations{squeezers}",
