@@ -80,8 +80,8 @@ fn init_sample(input: &str, label: &str, out: &std::path::Path) {
     ]);
 }
 
-/// The arguments of `ingest-guard train --roles label --label-model conv`, then `extra`.
-fn conv_label_args<'a>(
+/// The arguments of `ingest-guard train --roles label`, then `extra`.
+fn label_args<'a>(
     schema: &'a std::path::Path,
     input: &'a std::path::Path,
     out: &'a std::path::Path,
@@ -93,13 +93,23 @@ fn conv_label_args<'a>(
         schema.to_str().unwrap(),
         "--input",
         input.to_str().unwrap(),
-        "--label-model",
-        "conv",
         "--roles",
         "label",
         "--out",
         out.to_str().unwrap(),
     ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The arguments of `ingest-guard train --roles label --label-model conv`, then `extra`.
+fn conv_label_args<'a>(
+    schema: &'a std::path::Path,
+    input: &'a std::path::Path,
+    out: &'a std::path::Path,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = label_args(schema, input, out, &["--label-model", "conv"]);
     args.extend_from_slice(extra);
     args
 }
@@ -523,19 +533,7 @@ fn second_image_set_through_init_and_evaluate() {
     let trusted = out.join("trusted.jsonl");
     let flips_with = |neighbours: &str| {
         let dir = out.join(format!("models-label-{neighbours}"));
-        guard_ok(&[
-            "train",
-            "--schema",
-            schema.to_str().unwrap(),
-            "--input",
-            trusted.to_str().unwrap(),
-            "--roles",
-            "label",
-            "--neighbours",
-            neighbours,
-            "--out",
-            dir.to_str().unwrap(),
-        ]);
+        guard_ok(&label_args(&schema, &trusted, &dir, &["--neighbours", neighbours]));
         let r = evaluate_models(&schema, &dir, &out.join("heldout.jsonl"), &["flip:0.05"]);
         f(&r[0], "precision_at_recall_0.86")
     };
