@@ -102,22 +102,10 @@ fn label_args<'a>(
     args
 }
 
-/// The arguments of `ingest-guard train --roles label --label-model conv`, then `extra`.
-fn conv_label_args<'a>(
-    schema: &'a std::path::Path,
-    input: &'a std::path::Path,
-    out: &'a std::path::Path,
-    extra: &[&'a str],
-) -> Vec<&'a str> {
-    let mut args = label_args(schema, input, out, &["--label-model", "conv"]);
-    args.extend_from_slice(extra);
-    args
-}
-
 /// `ingest-guard train --roles label --label-model conv` (which fails unless the guard reads
 /// the export as trained): the label model's metadata.
 fn train_conv_label(schema: &std::path::Path, input: &std::path::Path, out: &std::path::Path) -> Value {
-    guard_ok(&conv_label_args(schema, input, out, &[]));
+    guard_ok(&label_args(schema, input, out, &["--label-model", "conv"]));
     serde_json::from_slice(&std::fs::read(out.join("label.json")).unwrap()).unwrap()
 }
 
@@ -801,11 +789,11 @@ fn conv_label_model_without_jax_names_the_missing_package() {
     .unwrap();
     std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let out = dir.path().join("models");
-    let o = guard_output(&conv_label_args(
+    let o = guard_output(&label_args(
         &schema,
         &input,
         &out,
-        &["--python", python.to_str().unwrap()],
+        &["--label-model", "conv", "--python", python.to_str().unwrap()],
     ));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");
