@@ -806,6 +806,20 @@ class Squeezers:
         return names
 
 
+def class_indices(labels, classes):
+    """Each label's index in `classes` (-1 for a label the model does not know)."""
+    classes = list(classes)
+    return np.array([classes.index(c) if c in classes else -1 for c in labels])
+
+
+def label_scores(p, labels, classes):
+    """The guard's label score, 1 - p(given label), from probabilities `p` [N, C]: 1 for a
+    label the model does not know, -inf without a label (the guard scores nothing then)."""
+    yi = class_indices(labels, classes)
+    q = np.where(yi >= 0, p[np.arange(len(yi)), np.maximum(yi, 0)], 0.0)
+    return np.where(labels == "", -np.inf, 1.0 - q)
+
+
 def squeeze_scores(lp, yi):
     """The adversarial score from `log_probabilities` [N, 1 + S, C] and each row's class index
     (the given label's, else -1: the original prediction's)."""
@@ -1044,7 +1058,7 @@ def main():
 
         if role == "label" and a.neighbours != "0":
             classes = list(model.classes_)
-            yi = np.array([classes.index(c) if c in classes else -1 for c in y])
+            yi = class_indices(y, classes)
             hid = sess.run(["hidden"], {"x": x[train_l].astype(np.float32)})[0]
             nb = Neighbours(hid, yi[train_l], len(classes), a.seed)
             p_cal, r_cal = sess.run(["probabilities", "hidden"], {"x": x[calib_l].astype(np.float32)})
@@ -1068,21 +1082,15 @@ def main():
             outs = sess.run(None, {"x": x[idx].astype(np.float32)})
             if role == "anomaly":
                 return outs[0].astype(np.float64), outs
-            classes = list(model.classes_)
             if role == "adversarial":
-                yi = np.array([classes.index(c) if c in classes else -1 for c in y[idx]])
-                return squeeze_scores(outs[0].astype(np.float64), yi), outs
-            p = np.array([outs[0][j, classes.index(c)] if c in classes else 0.0 for j, c in enumerate(y[idx])])
-            # No label: the guard gives the label model nothing to score, so it never fires.
-            return np.where(y[idx] == "", -np.inf, 1.0 - p), outs
+                return squeeze_scores(outs[0].astype(np.float64), class_indices(y[idx], model.classes_)), outs
+            return label_scores(outs[0], y[idx], model.classes_), outs
 
         cal, _ = scores(calib)
         if role == "label" and "classifier_probabilities" in [o.name for o in sess.get_outputs()]:
             def classifier_scores(idx, sess=sess, model=model):
                 p = sess.run(["classifier_probabilities"], {"x": x[idx].astype(np.float32)})[0]
-                classes = list(model.classes_)
-                q = np.array([p[j, classes.index(c)] if c in classes else 0.0 for j, c in enumerate(y[idx])])
-                return np.where(y[idx] == "", -np.inf, 1.0 - q)
+                return label_scores(p, y[idx], model.classes_)
             # The label role's two statistics, calibrated as members of the joint budget (below).
             label_stats = ({"label classifier": np.nan_to_num(classifier_scores(calib), nan=np.inf),
                             "label neighbours": np.nan_to_num(cal, nan=np.inf)},
