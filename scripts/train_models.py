@@ -59,6 +59,13 @@ Roles
            the squeezers, of log p(given label) (the predicted class when there is none), each
            log-probability floored at ln 1e-6: an adversarial perturbation pushes the given
            label's probability down, and squeezing it away gives it back. Trained with label.
+           With `--reformer` (and the anomaly role's image autoencoder), the autoencoder's
+           reconstruction of the tensor, clipped to [0, 1], is one more squeezed copy (MagNet's
+           reformer, Meng and Chen 2017): it undoes perturbations that bit depths cannot round
+           away (FGSM at 0.2 of the range). Its clean rises run higher, so it has a threshold of
+           its own: the bit-depth and median squeezers and the autoencoder are two members of
+           the joint budget, and the score is the largest rise over its squeezer's threshold
+           (`squeezer_thresholds` in the metadata, `threshold` 1).
 
 Sizes (D = encoded width, n = training rows)
   autoencoder, tabular  (w, b, w), tanh, w = max(16, next power of two >= D) capped at 256,
@@ -753,6 +760,11 @@ class Squeezers:
     def apply(self, h, spec):
         return self.bits(h, spec[1]) if spec[0] == "bits" else self.median(h)
 
+    def reform(self, h, ae):
+        """The reformer: the anomaly autoencoder's reconstruction of the tensor columns,
+        clipped to [0, 1] (MagNet, Meng and Chen 2017)."""
+        return h + self.mask * (np.clip(ae.predict(h), 0.0, 1.0) - h)
+
     def graph(self, nodes, inits, h, specs):
         """One encoded row per squeezer, named h_sq{k}."""
         inits += [numpy_helper.from_array(self.mask.astype(np.float32), "sq_mask"),
@@ -820,19 +832,35 @@ def label_scores(p, labels, classes):
     return np.where(labels == "", -np.inf, 1.0 - q)
 
 
-def squeeze_scores(lp, yi):
-    """The adversarial score from `log_probabilities` [N, 1 + S, C] and each row's class index
-    (the given label's, else -1: the original prediction's)."""
+def squeeze_rises(lp, yi):
+    """Per row and squeezer, the rise of log p(class) from `log_probabilities` [N, 1 + S, C]
+    (each floored at LOG_FLOOR), the class being each row's given one (`yi`), else (-1) the
+    original prediction: [N, S]."""
     lp = np.maximum(lp, LOG_FLOOR)
     c = np.where(yi >= 0, yi, lp[:, 0, :].argmax(1))
     r = np.arange(len(lp))
-    return (lp[r, 1:, c] - lp[r, 0, c][:, None]).max(1)
+    return lp[r, 1:, c] - lp[r, 0, c][:, None]
 
 
-def adversarial_graph(clf, enc, sq, specs):
+def squeeze_scores(lp, yi, scales=None):
+    """The adversarial score: the largest rise (`squeeze_rises`), each over its squeezer's
+    threshold when `scales` (one per squeezer) is given."""
+    rises = squeeze_rises(lp, yi)
+    return (rises if scales is None else rises / np.asarray(scales, dtype=np.float64)).max(1)
+
+
+def adversarial_graph(clf, enc, sq, specs, reformer=None):
     nodes, inits = [], []
     h = enc.graph(nodes, inits)
     branches = [h] + sq.graph(nodes, inits, h, specs)
+    if reformer is not None:  # (autoencoder, activation): its reconstruction is one more copy
+        ae, act = reformer
+        rec = dense_layers(nodes, inits, h, ae.coefs_, ae.intercepts_, act, "ref")
+        nodes += [helper.make_node("Clip", [rec, "sq_zero", "sq_one"], ["ref_c"]),
+                  helper.make_node("Sub", ["ref_c", h], ["ref_d"]),
+                  helper.make_node("Mul", ["ref_d", "sq_mask"], ["ref_m"]),
+                  helper.make_node("Add", [h, "ref_m"], ["h_ref"])]
+        branches.append("h_ref")
     nodes.append(helper.make_node("Concat", branches, ["h_all"], axis=0))
     logits = dense_layers(nodes, inits, "h_all", clf.coefs_, clf.intercepts_, clf.activation, "adv")
     logits = class_logits(nodes, logits, clf, "adv")
@@ -927,6 +955,8 @@ def main():
                     help="conv: for rows with an image tensor, the MLP averaged with a ConvBranch")
     ap.add_argument("--neighbours", default="auto",
                     help="label model: the neighbour vote's k (auto: chosen on the calibration rows; 0: none)")
+    ap.add_argument("--reformer", action="store_true",
+                    help="adversarial: the anomaly role's image autoencoder is one more squeezer (MagNet), with its own threshold")
     a = ap.parse_args()
     if a.neighbours != "auto" and not (a.neighbours.isdigit()):
         fail(f"--neighbours {a.neighbours}: give auto or a count of neighbours (0: none)")
@@ -965,6 +995,7 @@ def main():
                 roles.remove(r)
     if "adversarial" in roles and not layout.has_tensor:
         fail("--roles adversarial: feature squeezing needs a tensor in the schema's x-guard section")
+    roles = [r for r in ("anomaly", "label", "adversarial") if r in roles]  # the anomaly autoencoder first: the adversarial role reuses it
     enc = Encoder(layout, x[train])
     if a.label_model == "conv" and "label" in roles and layout.has_tensor and ConvBranch.grid_of(Squeezers(enc)):
         try:
@@ -991,6 +1022,7 @@ def main():
     report, trained = {}, {}
     image_ae = None  # (autoencoder, activation, calibration values of each image statistic)
     label_stats = None  # (calibration values of the label role's two statistics, the same on the fixture rows)
+    adv_stats = None  # (calibration values of the adversarial role's two statistics, rises on the calibration and fixture rows)
     d, n = enc.dim, len(train)
     for role in list(roles):
         iters = max(LABEL_MIN_ITERATIONS, iterations(n, d)) if role == "label" else iterations(n, d)
@@ -1039,14 +1071,23 @@ def main():
                       f"({tried}); role skipped", file=sys.stderr)
                 roles.remove(role)
                 continue
-            graph = adversarial_graph(model, enc, sq, [k[1] for k in kept])
+            # The anomaly role's autoencoder as one more squeezer, with a threshold of its own.
+            reformer = image_ae[:2] if image_ae is not None and a.reformer else None
+            if a.reformer and reformer is None:
+                print("train: adversarial: --reformer needs the anomaly role's image autoencoder (train the anomaly role "
+                      "on rows with an image tensor); the squeezers are the bit-depth and median ones", file=sys.stderr)
+            if reformer is not None:
+                tried["autoencoder"] = round(float(np.mean(model.predict(sq.reform(h[calib_l], reformer[0])) == y[calib_l])), 4)
+            graph = adversarial_graph(model, enc, sq, [k[1] for k in kept], reformer)
             probe = calib_l[:256]
-            twin = np.stack([model.predict_proba(h[probe])] + [model.predict_proba(sq.apply(h[probe], k[1])) for k in kept], 1)
+            twin = np.stack([model.predict_proba(h[probe])] + [model.predict_proba(sq.apply(h[probe], k[1])) for k in kept]
+                            + ([model.predict_proba(sq.reform(h[probe], reformer[0]))] if reformer else []), 1)
             got = np.exp(ort.InferenceSession(graph_bytes(graph), providers=["CPUExecutionProvider"])
                          .run(None, {"x": x[probe].astype(np.float32)})[0])
             if not np.allclose(got, twin, atol=1e-3):  # the squeezers in the graph are the ones chosen
                 fail(f"adversarial: the exported squeezers differ from numpy's by {np.abs(got - twin).max():.2e}")
-            extra = dict(squeezers=[k[0] for k in kept], squeezer_accuracy=dict(tried, original=round(acc0, 4)))
+            extra = dict(squeezers=[k[0] for k in kept] + (["autoencoder"] if reformer else []),
+                         squeezer_accuracy=dict(tried, original=round(acc0, 4)))
         path = os.path.join(a.out, f"{role}.onnx")
         sess = save(graph, path)
         if conv is not None:  # the exported ensemble is the trained one
@@ -1096,6 +1137,18 @@ def main():
                             "label neighbours": np.nan_to_num(cal, nan=np.inf)},
                            (classifier_scores(fixture_rows), scores(fixture_rows)[0]))
 
+        if role == "adversarial" and "autoencoder" in extra.get("squeezers", []):
+            def rises(idx, sess=sess, model=model):
+                lp = sess.run(None, {"x": x[idx].astype(np.float32)})[0].astype(np.float64)
+                return squeeze_rises(lp, class_indices(y[idx], model.classes_))
+            # The bit-depth and median squeezers share a threshold; the autoencoder, whose
+            # clean rises run higher, has its own: two members of the joint budget (below).
+            r_cal = rises(calib)
+            with np.errstate(invalid="ignore"):
+                adv_stats = ({"adversarial squeezers": np.nan_to_num(r_cal[:, :-1].max(1), nan=np.inf),
+                              "adversarial autoencoder": np.nan_to_num(r_cal[:, -1], nan=np.inf)},
+                             r_cal, rises(fixture_rows))
+
         def hidden_rows(idx, sess=sess, model=model, conv=conv):
             if conv is None:
                 return hidden_of(model, h[idx])
@@ -1122,7 +1175,8 @@ def main():
     if not trained:
         fail("no model was trained")
     members = {r: c for r, (_, c) in trained.items()
-               if not (r == "anomaly" and image_ae) and not (r == "label" and label_stats)}
+               if not (r == "anomaly" and image_ae) and not (r == "label" and label_stats)
+               and not (r == "adversarial" and adv_stats)}
     groups = [[r] for r in members]
     if image_ae and "anomaly" in trained:  # the anomaly role's share, its statistics in turn
         members.update(image_ae[2])
@@ -1130,7 +1184,27 @@ def main():
     if label_stats and "label" in trained:  # the label role's share, the classifier and the vote in turn
         members.update(label_stats[0])
         groups.append(list(label_stats[0]))
+    if adv_stats and "adversarial" in trained:  # the adversarial role's share, the squeezers and the autoencoder in turn
+        members.update(adv_stats[0])
+        groups.append(list(adv_stats[0]))
     thresholds, u, bound, met = joint_thresholds(members, a.target_fpr, a.fpr_confidence, groups)
+    if adv_stats and "adversarial" in trained:
+        # The score is the largest rise over its squeezer's threshold (guard-score's
+        # squeeze_score with `squeezer_thresholds`): it passes 1 when any squeezer passes its own.
+        t_s = max(thresholds.pop("adversarial squeezers"), 1e-6)
+        t_r = max(thresholds.pop("adversarial autoencoder"), 1e-6)
+        thresholds["adversarial"] = 1.0
+        meta = trained["adversarial"][0]
+        scales = [t_s] * (len(meta["squeezers"]) - 1) + [t_r]
+        meta.update(squeezer_thresholds=scales)
+        with np.errstate(invalid="ignore"):
+            cal = (adv_stats[1] / np.asarray(scales)).max(1)
+        trained["adversarial"] = (meta, np.nan_to_num(cal, nan=np.inf))
+        path = os.path.join(a.out, "adversarial.fixture.json")
+        fixture = json.load(open(path))
+        fixture["scores"] = (adv_stats[2] / np.asarray(scales)).max(1).astype(float).tolist()
+        with open(path, "w") as f:
+            json.dump(fixture, f, separators=(",", ":"))
     if label_stats and "label" in trained:
         # The score is the larger statistic over its own threshold (guard-score's
         # ModelMeta::label_score): it passes 1 when either passes its own.

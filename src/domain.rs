@@ -42,6 +42,12 @@ pub enum DomainCommand {
         /// off (the label graph then scores about ten times faster), a number fixes k.
         #[arg(long, default_value = "auto")]
         neighbours: String,
+        /// The anomaly role's image autoencoder as one more squeezer of the adversarial role
+        /// (MagNet's reformer), with a threshold of its own: catches FGSM at ε 0.2 that
+        /// bit-depth squeezing cannot undo; one more statistic in the false-positive budget
+        /// (BENCHMARKS.md). Rows with an image tensor only.
+        #[arg(long)]
+        reformer: bool,
         /// Output folder: `<role>.onnx`, `<role>.json` (metadata, threshold), `<role>.fixture.json`.
         #[arg(long)]
         out: PathBuf,
@@ -180,6 +186,12 @@ pub enum DomainCommand {
         /// off (the label graph then scores about ten times faster), a number fixes k.
         #[arg(long, default_value = "auto")]
         neighbours: String,
+        /// The anomaly role's image autoencoder as one more squeezer of the adversarial role
+        /// (MagNet's reformer), with a threshold of its own: catches FGSM at ε 0.2 that
+        /// bit-depth squeezing cannot undo; one more statistic in the false-positive budget
+        /// (BENCHMARKS.md). Rows with an image tensor only.
+        #[arg(long)]
+        reformer: bool,
         /// Python for the training backend (see `train`).
         #[arg(long)]
         python: Option<PathBuf>,
@@ -197,6 +209,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
             seed,
             label_model,
             neighbours,
+            reformer,
             out,
             python,
         } => {
@@ -208,6 +221,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
                 seed,
                 label_model: label_model.parse()?,
                 neighbours: guard_eval::train::parse_neighbours(&neighbours).map_err(anyhow::Error::msg)?,
+                reformer,
                 out: out.clone(),
                 python: python.unwrap_or_else(|| guard_eval::train::default_python(&root())),
                 ort_library: guard_eval::train::default_ort_library(&root()),
@@ -301,6 +315,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
             seed,
             label_model,
             neighbours,
+            reformer,
             python,
         } => {
             let opts = guard_eval::init::InitOptions {
@@ -315,6 +330,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
                 seed,
                 label_model: label_model.parse()?,
                 neighbours: guard_eval::train::parse_neighbours(&neighbours).map_err(anyhow::Error::msg)?,
+                reformer,
                 python: python.unwrap_or_else(|| guard_eval::train::default_python(&root())),
                 ort_library: guard_eval::train::default_ort_library(&root()),
             };

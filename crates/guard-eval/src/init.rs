@@ -31,6 +31,8 @@ pub struct InitOptions<'a> {
     pub label_model: crate::train::LabelModel,
     /// The label model's neighbour vote (`crate::train::TrainOptions::neighbours`).
     pub neighbours: Option<u32>,
+    /// The adversarial role's autoencoder squeezer (`crate::train::TrainOptions::reformer`).
+    pub reformer: bool,
     /// Python of the training backend.
     pub python: PathBuf,
     /// ONNX Runtime library.
@@ -117,6 +119,7 @@ pub fn init(a: &InitOptions<'_>, say: &mut dyn FnMut(&str)) -> Result<(), EvalEr
             seed: a.seed,
             label_model: a.label_model,
             neighbours: a.neighbours,
+            reformer: a.reformer,
             out: models.clone(),
             python: a.python.clone(),
             ort_library: a.ort_library.clone(),

@@ -76,6 +76,9 @@ pub struct TrainOptions {
     /// The label model's neighbour vote: `None` lets the trainer choose k on the calibration
     /// rows (0 among the candidates), `Some(0)` turns it off, `Some(k)` takes k neighbours.
     pub neighbours: Option<u32>,
+    /// The adversarial role also squeezes through the anomaly role's image autoencoder
+    /// (`--reformer`).
+    pub reformer: bool,
     /// Output folder (`anomaly.onnx`, `anomaly.json`, `anomaly.fixture.json`, same for label).
     pub out: PathBuf,
     /// The Python interpreter with scikit-learn, onnx and onnxruntime.
@@ -166,6 +169,7 @@ pub fn train(input: &Input<'_>, opts: &TrainOptions) -> Result<Trained, EvalErro
         .arg(opts.label_model.as_str())
         .arg("--neighbours")
         .arg(opts.neighbours.map_or_else(|| "auto".to_owned(), |k| k.to_string()))
+        .args(opts.reformer.then_some("--reformer"))
         .arg("--roles")
         .arg(if opts.roles.is_empty() {
             "auto".to_owned()
@@ -288,6 +292,32 @@ fn check_parity(schema: &DomainSchema, dir: &Path, role: &str, lines: &[Vec<u8>]
             if (f64::from(got) - want).abs() > 1e-4 * want.abs().max(1.0) {
                 return Err(EvalError::Input(format!(
                     "label: the guard scores fixture row {r} {got}, the trainer {want}"
+                )));
+            }
+        }
+    }
+    if let guard_score::RoleScores::Adversarial { log_probabilities } = &scores {
+        // The guard's adversarial score of each fixture row (with a threshold per squeezer,
+        // the largest rise over its own) is the trainer's.
+        let meta = model.meta();
+        let per_row = (1 + meta.squeezers.len()) * meta.classes.len();
+        let thresholds = meta.squeezer_thresholds.as_deref().unwrap_or_default();
+        let labels = fixture["labels"].as_array().cloned().unwrap_or_default();
+        for (r, (label, want)) in labels
+            .iter()
+            .zip(fixture["scores"].as_array().cloned().unwrap_or_default())
+            .enumerate()
+        {
+            let given = meta.classes.iter().position(|c| Some(c.as_str()) == label.as_str());
+            let row = log_probabilities
+                .get(r * per_row..(r + 1) * per_row)
+                .unwrap_or_default();
+            let got =
+                guard_score::squeeze_score(row, meta.classes.len(), given, thresholds).map_or(f32::NAN, |q| q.score);
+            let want = want.as_f64().unwrap_or(f64::NAN);
+            if (f64::from(got) - want).abs() > 1e-3 * want.abs().max(1.0) {
+                return Err(EvalError::Input(format!(
+                    "adversarial: the guard scores fixture row {r} {got}, the trainer {want}"
                 )));
             }
         }

@@ -130,8 +130,11 @@ pub const LOG_FLOOR: f32 = -13.815_511;
 /// One row's adversarial verdict from its log-probabilities (`[1 + squeezers, classes]`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Squeezed {
-    /// The largest rise of log p(class) over the squeezers (NaN when the row holds a NaN).
+    /// The largest rise of log p(class) over the squeezers, each rise over its squeezer's
+    /// threshold when the model has `squeezer_thresholds` (NaN when the row holds a NaN).
     pub score: f32,
+    /// That squeezer's rise of log p(class) itself.
+    pub rise: f32,
     /// The squeezer that gave it (index into `ModelMeta::squeezers`).
     pub squeezer: usize,
     /// The class the original row is predicted as.
@@ -141,10 +144,20 @@ pub struct Squeezed {
 }
 
 /// Score one row: with `given` (the given label's class index), the largest rise of its
-/// log-probability under a squeezer; without, of the original prediction's. Log-probabilities
-/// are floored at [`LOG_FLOOR`]. `None` for a malformed row (fewer than two blocks).
-pub fn squeeze_score(log_probabilities: &[f32], classes: usize, given: Option<usize>) -> Option<Squeezed> {
+/// log-probability under a squeezer; without, of the original prediction's. With
+/// `thresholds` (one per squeezer, each positive) each rise is divided by its squeezer's
+/// threshold first; empty: as it is. Log-probabilities are floored at [`LOG_FLOOR`]. `None`
+/// for a malformed row (fewer than two blocks, or thresholds that do not match the blocks).
+pub fn squeeze_score(
+    log_probabilities: &[f32],
+    classes: usize,
+    given: Option<usize>,
+    thresholds: &[f64],
+) -> Option<Squeezed> {
     if classes == 0 || log_probabilities.len() < 2 * classes || !log_probabilities.len().is_multiple_of(classes) {
+        return None;
+    }
+    if !thresholds.is_empty() && thresholds.len() + 1 != log_probabilities.len() / classes {
         return None;
     }
     let argmax = |b: &[f32]| {
@@ -162,6 +175,7 @@ pub fn squeeze_score(log_probabilities: &[f32], classes: usize, given: Option<us
     let base = blocks[0][c].max(LOG_FLOOR);
     let mut best = Squeezed {
         score: f32::NEG_INFINITY,
+        rise: f32::NEG_INFINITY,
         squeezer: 0,
         from,
         to: from,
@@ -169,13 +183,19 @@ pub fn squeeze_score(log_probabilities: &[f32], classes: usize, given: Option<us
     // `f32::max` would hide a NaN behind the floor: a NaN anywhere makes the score NaN.
     if log_probabilities.iter().any(|v| v.is_nan()) {
         best.score = f32::NAN;
+        best.rise = f32::NAN;
         return Some(best);
     }
     for (k, b) in blocks.iter().enumerate().skip(1) {
         let rise = b[c].max(LOG_FLOOR) - base;
-        if rise > best.score {
+        let score = match thresholds.get(k - 1) {
+            Some(t) => (f64::from(rise) / t) as f32,
+            None => rise,
+        };
+        if score > best.score {
             best = Squeezed {
-                score: rise,
+                score,
+                rise,
                 squeezer: k - 1,
                 from,
                 to: argmax(b),
@@ -272,6 +292,12 @@ pub struct ModelMeta {
     /// `bit depth 1`, `median 2x2`.
     #[serde(default)]
     pub squeezers: Vec<String>,
+    /// Adversarial: each squeezer's threshold of the rise of log p(label), in `squeezers`
+    /// order, when they differ (the `autoencoder` reformer's clean rises run higher than the
+    /// bit-depth squeezers'): the score is the largest rise over its squeezer's threshold
+    /// ([`squeeze_score`]), and `threshold` is 1. Absent: one threshold, `threshold`.
+    #[serde(default)]
+    pub squeezer_thresholds: Option<Vec<f64>>,
     /// Label: the window scan's statistics (with a `hidden` graph output), if trained.
     #[serde(default)]
     pub scan: Option<crate::ScanMeta>,
@@ -650,6 +676,14 @@ impl Model {
         if m.role == Role::Adversarial && (m.squeezers.is_empty() || m.classes.is_empty()) {
             return Err(self.mismatch("an adversarial model lists no squeezers or no classes".into()));
         }
+        if let Some(t) = &m.squeezer_thresholds {
+            if t.len() != m.squeezers.len() || t.iter().any(|t| !t.is_finite() || *t <= 0.0) {
+                return Err(self.mismatch(format!(
+                    "squeezer_thresholds must hold one positive number per squeezer ({} squeezers, got {t:?})",
+                    m.squeezers.len()
+                )));
+            }
+        }
         if m.role != Role::Anomaly {
             let name = match m.role {
                 Role::Label => m.probabilities_output.as_deref(),
@@ -988,22 +1022,32 @@ mod tests {
             ln(0.05),
             ln(0.05),
         ];
-        let s = squeeze_score(&lp, 3, Some(0)).unwrap();
+        let s = squeeze_score(&lp, 3, Some(0), &[]).unwrap();
         assert_eq!((s.squeezer, s.from, s.to), (1, 1, 0));
         assert!((s.score - (0.9f32.ln() - 0.1f32.ln())).abs() < 1e-5);
         // No label: the original prediction's class (1) is followed; both squeezers lower it.
-        let s = squeeze_score(&lp, 3, None).unwrap();
+        let s = squeeze_score(&lp, 3, None, &[]).unwrap();
         assert!(s.score < 0.0);
         // The floor keeps a ruled-out class from making a huge score alone.
         let tiny = [-50.0, 0.0, 0.0, -1e-6];
-        let s = squeeze_score(&tiny, 2, Some(0)).unwrap();
+        let s = squeeze_score(&tiny, 2, Some(0), &[]).unwrap();
         assert!((s.score - (0.0 - LOG_FLOOR)).abs() < 1e-3);
         // Malformed rows and NaN never pass silently.
-        assert!(squeeze_score(&lp[..3], 3, Some(0)).is_none());
-        assert!(squeeze_score(&[0.0, f32::NAN, 0.0, 0.0], 2, Some(1))
+        assert!(squeeze_score(&lp[..3], 3, Some(0), &[]).is_none());
+        assert!(squeeze_score(&[0.0, f32::NAN, 0.0, 0.0], 2, Some(1), &[])
             .unwrap()
             .score
             .is_nan());
+        // A threshold per squeezer: each rise over its own. Squeezer 0's rise of class 0
+        // (ln 2) over 0.1 beats squeezer 1's (ln 9) over 10.
+        let s = squeeze_score(&lp, 3, Some(0), &[0.1, 10.0]).unwrap();
+        assert_eq!(s.squeezer, 0);
+        assert!((s.rise - 2f32.ln()).abs() < 1e-5);
+        assert!((s.score - 2f32.ln() / 0.1).abs() < 1e-4);
+        let s = squeeze_score(&lp, 3, Some(0), &[1.0, 1.0]).unwrap();
+        assert_eq!((s.squeezer, s.score), (1, s.rise));
+        // Thresholds that do not match the blocks: malformed.
+        assert!(squeeze_score(&lp, 3, Some(0), &[1.0]).is_none());
     }
 
     use super::parse_placement;

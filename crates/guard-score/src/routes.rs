@@ -462,12 +462,13 @@ impl RouteModels {
                 Ok(RoleScores::Adversarial { log_probabilities }) => {
                     let c = a.model.meta().classes.len();
                     let per_row = (1 + a.model.meta().squeezers.len()) * c;
+                    let thresholds = a.model.meta().squeezer_thresholds.as_deref().unwrap_or_default();
                     let h = metrics::histogram!("guard_score_adversarial", "topic" => self.topic.clone());
                     for (k, d) in out.iter_mut().enumerate() {
                         let row = log_probabilities
                             .get(k * per_row..(k + 1) * per_row)
                             .unwrap_or_default();
-                        let sq = squeeze_score(row, c, x_labels.get(k).copied().flatten());
+                        let sq = squeeze_score(row, c, x_labels.get(k).copied().flatten(), thresholds);
                         // A row the model could not score is held back, never passed.
                         let s = sq.map_or(f32::NAN, |q| q.score);
                         h.record(f64::from(s));
@@ -584,12 +585,18 @@ impl RouteModels {
                     .and_then(|q| meta.squeezers.get(q.squeezer))
                     .map_or("?", String::as_str);
                 let (from, to) = sq.map_or(("?", "?"), |q| (name(q.from), name(q.to)));
+                // With a threshold per squeezer the score is a rise over its threshold.
+                let own = sq.and_then(|q| meta.squeezer_thresholds.as_ref()?.get(q.squeezer).copied());
+                let rise = sq.map_or(s, |q| q.rise);
                 if x_over {
+                    let bar = match own {
+                        Some(t) => format!("{t:.4} (that squeezer's threshold)"),
+                        None => format!("{:.4}", x.threshold),
+                    };
                     d.reasons.push(Reason::new(
                         ReasonCode::SCORE_ADVERSARIAL,
                         format!(
-                            "squeezer '{squeezer}' moves the prediction from {from} to {to}: log p(label) rises by {s:.4} > {:.4}",
-                            x.threshold
+                            "squeezer '{squeezer}' moves the prediction from {from} to {to}: log p(label) rises by {rise:.4} > {bar}"
                         ),
                     ));
                 }
@@ -598,8 +605,10 @@ impl RouteModels {
                     result: AdversarialResult {
                         from,
                         over: x_over,
+                        rise: own.and(wide(rise)),
                         score: wide(s),
                         squeezer,
+                        squeezer_threshold: own,
                         threshold: x.threshold,
                         to,
                     },
@@ -644,8 +653,14 @@ struct Explanation<'a> {
 struct AdversarialResult<'a> {
     from: &'a str,
     over: bool,
+    /// With a threshold per squeezer: that squeezer's rise of log p(label) (the score is
+    /// the rise over `squeezer_threshold`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rise: Option<f64>,
     score: Option<f64>,
     squeezer: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    squeezer_threshold: Option<f64>,
     threshold: f64,
     to: &'a str,
 }

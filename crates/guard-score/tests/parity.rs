@@ -114,7 +114,10 @@ fn parity(domain: &str, role: &str) {
             for (r, label) in fixture["labels"].as_array().unwrap().iter().enumerate() {
                 let c = classes.iter().position(|c| c == label.as_str().unwrap());
                 let row = &log_probabilities[r * per_row..(r + 1) * per_row];
-                let got = guard_score::squeeze_score(row, classes.len(), c).unwrap().score;
+                let thresholds = model.meta().squeezer_thresholds.as_deref().unwrap_or_default();
+                let got = guard_score::squeeze_score(row, classes.len(), c, thresholds)
+                    .unwrap()
+                    .score;
                 let want = fixture["scores"][r].as_f64().unwrap();
                 assert!(close(got, want), "{domain}/{role} score[{r}]: rust {got} python {want}");
             }
