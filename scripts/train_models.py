@@ -59,13 +59,14 @@ Roles
            the squeezers, of log p(given label) (the predicted class when there is none), each
            log-probability floored at ln 1e-6: an adversarial perturbation pushes the given
            label's probability down, and squeezing it away gives it back. Trained with label.
-           With `--reformer` (and the anomaly role's image autoencoder), the autoencoder's
+           With `--reformer auto|on` (and the anomaly role's image autoencoder), the autoencoder's
            reconstruction of the tensor, clipped to [0, 1], is one more squeezed copy (MagNet's
            reformer, Meng and Chen 2017): it undoes perturbations that bit depths cannot round
            away (FGSM at 0.2 of the range). Its clean rises run higher, so it has a threshold of
            its own: the bit-depth and median squeezers and the autoencoder are two members of
            the joint budget, and the score is the largest rise over its squeezer's threshold
-           (`squeezer_thresholds` in the metadata, `threshold` 1).
+           (`squeezer_thresholds` in the metadata, `threshold` 1). `auto` (the default) adds it
+           only where the calibration rows can bound the budget with one more statistic.
 
 Sizes (D = encoded width, n = training rows)
   autoencoder, tabular  (w, b, w), tanh, w = max(16, next power of two >= D) capped at 256,
@@ -876,23 +877,28 @@ def adversarial_graph(clf, enc, sq, specs, reformer=None):
         inits)
 
 
+def union_bound(cuts, n, confidence):
+    """The `confidence` quantile of the union's FPR when each member's threshold is its
+    (m+1)-th largest of n exchangeable calibration scores (m in `cuts`): each member's FPR is
+    distributed Beta(m + 1, n - m), and the union's is at most their sum."""
+    from scipy.stats import beta
+    rng = np.random.default_rng(12345)  # the same draws for every cut: comparable bounds
+    total = sum(beta.rvs(m + 1, max(1, n - m), size=20_000, random_state=rng) for m in cuts)
+    return float(np.quantile(total, confidence))
+
+
 def joint_thresholds(cal, target, confidence, groups=None):
     """Per member, a threshold such that a clean record fired on by any member is within the
     budget with the stated confidence (module docstring). `cal`: member -> calibration scores
     (same rows). `groups`: the members of each role (default one each); the roles share the
     budget evenly, and a role's members take its turns in rotation. Returns (thresholds, union
     exceedances on the calibration rows, bound, met)."""
-    from scipy.stats import beta
     roles = list(cal)
     n = len(cal[roles[0]])
     desc = {r: np.sort(np.nan_to_num(np.asarray(cal[r], dtype=np.float64), nan=np.inf))[::-1] for r in roles}
 
     def bound(cut):
-        # A threshold at a role's (m+1)-th largest of n exchangeable scores has an FPR
-        # distributed Beta(m + 1, n - m); the union's FPR is at most their sum.
-        rng = np.random.default_rng(12345)  # the same draws for every cut: comparable bounds
-        total = sum(beta.rvs(cut[r] + 1, max(1, n - cut[r]), size=20_000, random_state=rng) for r in roles)
-        return float(np.quantile(total, confidence))
+        return union_bound([cut[r] for r in roles], n, confidence)
 
     cut = {r: 0 for r in roles}
     groups = groups or [[r] for r in roles]
@@ -955,8 +961,9 @@ def main():
                     help="conv: for rows with an image tensor, the MLP averaged with a ConvBranch")
     ap.add_argument("--neighbours", default="auto",
                     help="label model: the neighbour vote's k (auto: chosen on the calibration rows; 0: none)")
-    ap.add_argument("--reformer", action="store_true",
-                    help="adversarial: the anomaly role's image autoencoder is one more squeezer (MagNet), with its own threshold")
+    ap.add_argument("--reformer", choices=("auto", "on", "off"), default="auto",
+                    help="adversarial: the anomaly role's image autoencoder is one more squeezer (MagNet), with its own "
+                         "threshold; auto: where the calibration rows can bound the budget with it")
     a = ap.parse_args()
     if a.neighbours != "auto" and not (a.neighbours.isdigit()):
         fail(f"--neighbours {a.neighbours}: give auto or a count of neighbours (0: none)")
@@ -1072,10 +1079,23 @@ def main():
                 roles.remove(role)
                 continue
             # The anomaly role's autoencoder as one more squeezer, with a threshold of its own.
-            reformer = image_ae[:2] if image_ae is not None and a.reformer else None
-            if a.reformer and reformer is None:
+            # `auto`: only where the calibration rows can still bound the budget with one more
+            # statistic (every statistic's threshold below its largest calibration score);
+            # where they cannot, each statistic adds a tail of its own to the stream's FPR.
+            reformer = image_ae[:2] if image_ae is not None and a.reformer != "off" else None
+            declined = None
+            if a.reformer == "on" and reformer is None:
                 print("train: adversarial: --reformer needs the anomaly role's image autoencoder (train the anomaly role "
                       "on rows with an image tensor); the squeezers are the bit-depth and median ones", file=sys.stderr)
+            if a.reformer == "auto" and reformer is not None:
+                members = (len(IMAGE_STATISTICS) + (2 if label_stats else 1 if "label" in trained else 0)
+                           + 2)  # the anomaly role's, the label role's, and the squeezers and the autoencoder
+                b0 = union_bound([0] * members, len(calib), a.fpr_confidence)
+                if b0 > a.target_fpr:
+                    declined = (f"{len(calib)} calibration rows cannot bound {members} statistics by {a.target_fpr} "
+                                f"(bound {b0:.4f}); --reformer on forces it")
+                    print(f"train: adversarial: no autoencoder squeezer: {declined}", file=sys.stderr)
+                    reformer = None
             if reformer is not None:
                 tried["autoencoder"] = round(float(np.mean(model.predict(sq.reform(h[calib_l], reformer[0])) == y[calib_l])), 4)
             graph = adversarial_graph(model, enc, sq, [k[1] for k in kept], reformer)
@@ -1088,6 +1108,8 @@ def main():
                 fail(f"adversarial: the exported squeezers differ from numpy's by {np.abs(got - twin).max():.2e}")
             extra = dict(squeezers=[k[0] for k in kept] + (["autoencoder"] if reformer else []),
                          squeezer_accuracy=dict(tried, original=round(acc0, 4)))
+            if declined:
+                extra["reformer_declined"] = declined
         path = os.path.join(a.out, f"{role}.onnx")
         sess = save(graph, path)
         if conv is not None:  # the exported ensemble is the trained one

@@ -44,10 +44,11 @@ pub enum DomainCommand {
         neighbours: String,
         /// The anomaly role's image autoencoder as one more squeezer of the adversarial role
         /// (MagNet's reformer), with a threshold of its own: catches FGSM at ε 0.2 that
-        /// bit-depth squeezing cannot undo; one more statistic in the false-positive budget
-        /// (BENCHMARKS.md). Rows with an image tensor only.
-        #[arg(long)]
-        reformer: bool,
+        /// bit-depth squeezing cannot undo, at the cost of one more statistic in the
+        /// false-positive budget (BENCHMARKS.md). `auto`: where the calibration rows can bound
+        /// the budget with it. Rows with an image tensor only.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+        reformer: String,
         /// Output folder: `<role>.onnx`, `<role>.json` (metadata, threshold), `<role>.fixture.json`.
         #[arg(long)]
         out: PathBuf,
@@ -188,10 +189,11 @@ pub enum DomainCommand {
         neighbours: String,
         /// The anomaly role's image autoencoder as one more squeezer of the adversarial role
         /// (MagNet's reformer), with a threshold of its own: catches FGSM at ε 0.2 that
-        /// bit-depth squeezing cannot undo; one more statistic in the false-positive budget
-        /// (BENCHMARKS.md). Rows with an image tensor only.
-        #[arg(long)]
-        reformer: bool,
+        /// bit-depth squeezing cannot undo, at the cost of one more statistic in the
+        /// false-positive budget (BENCHMARKS.md). `auto`: where the calibration rows can bound
+        /// the budget with it. Rows with an image tensor only.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+        reformer: String,
         /// Python for the training backend (see `train`).
         #[arg(long)]
         python: Option<PathBuf>,
@@ -221,7 +223,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
                 seed,
                 label_model: label_model.parse()?,
                 neighbours: guard_eval::train::parse_neighbours(&neighbours).map_err(anyhow::Error::msg)?,
-                reformer,
+                reformer: guard_eval::train::parse_reformer(&reformer).map_err(anyhow::Error::msg)?,
                 out: out.clone(),
                 python: python.unwrap_or_else(|| guard_eval::train::default_python(&root())),
                 ort_library: guard_eval::train::default_ort_library(&root()),
@@ -330,7 +332,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
                 seed,
                 label_model: label_model.parse()?,
                 neighbours: guard_eval::train::parse_neighbours(&neighbours).map_err(anyhow::Error::msg)?,
-                reformer,
+                reformer: guard_eval::train::parse_reformer(&reformer).map_err(anyhow::Error::msg)?,
                 python: python.unwrap_or_else(|| guard_eval::train::default_python(&root())),
                 ort_library: guard_eval::train::default_ort_library(&root()),
             };

@@ -543,23 +543,13 @@ fn second_image_set_through_init_and_evaluate() {
     );
     assert!(conv_flips >= mlp_flips + 0.05, "conv {conv_flips} mlp {mlp_flips}");
 
-    // `--reformer`: every role trained again on the same rows (the same anomaly and label
-    // models), the adversarial role also squeezing through the autoencoder with a threshold
-    // of its own. Bit depths 2 and 3 cannot round FGSM's 0.2 of the range away; the
-    // autoencoder can (seed 7: ε 0.2 recall 0.970 → 1.000, clean FPR 0.57 % both ways;
+    // The adversarial role squeezes through the anomaly autoencoder too (`--reformer auto`:
+    // 1,635 calibration rows bound the budget with it), with a threshold of its own. Every
+    // role trained again on the same rows with `--reformer off` (the same anomaly and label
+    // models): bit depths 2 and 3 cannot round FGSM's 0.2 of the range away, the autoencoder
+    // can (seed 7: ε 0.2 recall 1.000 with it, 0.970 without, clean FPR 0.57 % both ways;
     // BENCHMARKS.md, "The autoencoder as a squeezer").
-    let reformed = out.join("models-reformer");
-    guard_ok(&[
-        "train",
-        "--schema",
-        schema.to_str().unwrap(),
-        "--input",
-        trusted.to_str().unwrap(),
-        "--reformer",
-        "--out",
-        reformed.to_str().unwrap(),
-    ]);
-    let adv: Value = serde_json::from_slice(&std::fs::read(reformed.join("adversarial.json")).unwrap()).unwrap();
+    let adv: Value = serde_json::from_slice(&std::fs::read(out.join("models/adversarial.json")).unwrap()).unwrap();
     assert_eq!(
         adv["squeezers"].as_array().unwrap().last(),
         Some(&json!("autoencoder")),
@@ -567,13 +557,24 @@ fn second_image_set_through_init_and_evaluate() {
     );
     assert_eq!(adv["squeezer_thresholds"].as_array().map(Vec::len), Some(3), "{adv}");
     assert_eq!(adv["threshold"], json!(1.0));
-    let r = evaluate_models(&schema, &reformed, &out.join("heldout.jsonl"), &["none", "fgsm:0.2"]);
+    let plain = out.join("models-no-reformer");
+    guard_ok(&[
+        "train",
+        "--schema",
+        schema.to_str().unwrap(),
+        "--input",
+        trusted.to_str().unwrap(),
+        "--reformer",
+        "off",
+        "--out",
+        plain.to_str().unwrap(),
+    ]);
+    let r = evaluate_models(&schema, &plain, &out.join("heldout.jsonl"), &["fgsm:0.2"]);
     eprintln!("{r:?}");
-    assert!(f(&r[0], "false_positive_rate") <= 0.01, "{}", r[0]);
     assert!(
-        f(&r[1], "recall") >= 0.98 && f(&r[1], "recall") >= f(fgsm2, "recall") + 0.02,
-        "with the autoencoder {}, without {fgsm2}",
-        r[1]
+        f(fgsm2, "recall") >= 0.98 && f(fgsm2, "recall") >= f(&r[0], "recall") + 0.02,
+        "with the autoencoder {fgsm2}, without {}",
+        r[0]
     );
 }
 

@@ -32,7 +32,7 @@ pub struct InitOptions<'a> {
     /// The label model's neighbour vote (`crate::train::TrainOptions::neighbours`).
     pub neighbours: Option<u32>,
     /// The adversarial role's autoencoder squeezer (`crate::train::TrainOptions::reformer`).
-    pub reformer: bool,
+    pub reformer: Option<bool>,
     /// Python of the training backend.
     pub python: PathBuf,
     /// ONNX Runtime library.

@@ -35,6 +35,10 @@ pub fn trained(out: &Path, t: &crate::train::Trained) -> String {
                 .as_array()
                 .map(|a| format!(", squeezers {}", serde_json::Value::Array(a.clone())))
                 .unwrap_or_default();
+            // Why the adversarial role has no autoencoder squeezer, when `auto` declined it.
+            if let Some(why) = m["reformer_declined"].as_str() {
+                let _ = write!(squeezers, ", no autoencoder squeezer ({why})");
+            }
             // The label model's neighbour vote, when it has one.
             if let Some(k) = m["neighbours"]["k"].as_u64() {
                 if k > 0 {

@@ -77,8 +77,9 @@ pub struct TrainOptions {
     /// rows (0 among the candidates), `Some(0)` turns it off, `Some(k)` takes k neighbours.
     pub neighbours: Option<u32>,
     /// The adversarial role also squeezes through the anomaly role's image autoencoder
-    /// (`--reformer`).
-    pub reformer: bool,
+    /// (`--reformer`): `None` where the calibration rows can bound the budget with it (auto),
+    /// `Some(true)` always, `Some(false)` never.
+    pub reformer: Option<bool>,
     /// Output folder (`anomaly.onnx`, `anomaly.json`, `anomaly.fixture.json`, same for label).
     pub out: PathBuf,
     /// The Python interpreter with scikit-learn, onnx and onnxruntime.
@@ -169,7 +170,12 @@ pub fn train(input: &Input<'_>, opts: &TrainOptions) -> Result<Trained, EvalErro
         .arg(opts.label_model.as_str())
         .arg("--neighbours")
         .arg(opts.neighbours.map_or_else(|| "auto".to_owned(), |k| k.to_string()))
-        .args(opts.reformer.then_some("--reformer"))
+        .arg("--reformer")
+        .arg(match opts.reformer {
+            None => "auto",
+            Some(true) => "on",
+            Some(false) => "off",
+        })
         .arg("--roles")
         .arg(if opts.roles.is_empty() {
             "auto".to_owned()
@@ -356,6 +362,16 @@ fn flatten(v: &Value) -> Vec<f64> {
     }
 }
 
+/// Parse `--reformer`: `auto` (None), `on` or `off`.
+pub fn parse_reformer(s: &str) -> Result<Option<bool>, String> {
+    match s {
+        "auto" => Ok(None),
+        "on" => Ok(Some(true)),
+        "off" => Ok(Some(false)),
+        other => Err(format!("--reformer {other}: give auto, on or off")),
+    }
+}
+
 /// Parse `--neighbours`: `auto` (None) or a count (0: no vote).
 pub fn parse_neighbours(s: &str) -> Result<Option<u32>, String> {
     match s {
@@ -369,7 +385,7 @@ pub fn parse_neighbours(s: &str) -> Result<Option<u32>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_neighbours, LabelModel};
+    use super::{parse_neighbours, parse_reformer, LabelModel};
 
     #[test]
     fn neighbours_parse_as_auto_or_a_count() {
@@ -378,6 +394,10 @@ mod tests {
         assert_eq!(parse_neighbours("20"), Ok(Some(20)));
         assert!(parse_neighbours("-1").is_err());
         assert!(parse_neighbours("some").is_err());
+        assert_eq!(parse_reformer("auto"), Ok(None));
+        assert_eq!(parse_reformer("on"), Ok(Some(true)));
+        assert_eq!(parse_reformer("off"), Ok(Some(false)));
+        assert!(parse_reformer("yes").is_err());
     }
 
     #[test]
