@@ -80,8 +80,8 @@ fn init_sample(input: &str, label: &str, out: &std::path::Path) {
     ]);
 }
 
-/// The arguments of `ingest-guard train --roles label`, then `extra`.
-fn label_args<'a>(
+/// The arguments of `ingest-guard train`, then `extra`.
+fn train_args<'a>(
     schema: &'a std::path::Path,
     input: &'a std::path::Path,
     out: &'a std::path::Path,
@@ -93,11 +93,21 @@ fn label_args<'a>(
         schema.to_str().unwrap(),
         "--input",
         input.to_str().unwrap(),
-        "--roles",
-        "label",
         "--out",
         out.to_str().unwrap(),
     ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The arguments of `ingest-guard train --roles label`, then `extra`.
+fn label_args<'a>(
+    schema: &'a std::path::Path,
+    input: &'a std::path::Path,
+    out: &'a std::path::Path,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = train_args(schema, input, out, &["--roles", "label"]);
     args.extend_from_slice(extra);
     args
 }
@@ -558,17 +568,7 @@ fn second_image_set_through_init_and_evaluate() {
     assert_eq!(adv["squeezer_thresholds"].as_array().map(Vec::len), Some(3), "{adv}");
     assert_eq!(adv["threshold"], json!(1.0));
     let plain = out.join("models-no-reformer");
-    guard_ok(&[
-        "train",
-        "--schema",
-        schema.to_str().unwrap(),
-        "--input",
-        trusted.to_str().unwrap(),
-        "--reformer",
-        "off",
-        "--out",
-        plain.to_str().unwrap(),
-    ]);
+    guard_ok(&train_args(&schema, &trusted, &plain, &["--reformer", "off"]));
     let r = evaluate_models(&schema, &plain, &out.join("heldout.jsonl"), &["fgsm:0.2"]);
     eprintln!("{r:?}");
     assert!(

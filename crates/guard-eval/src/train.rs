@@ -271,62 +271,36 @@ fn check_parity(schema: &DomainSchema, dir: &Path, role: &str, lines: &[Vec<u8>]
         }
     }
     let scores = model.run(&batch)?;
-    if let guard_score::RoleScores::Label {
-        probabilities,
-        classifier,
-        ..
-    } = &scores
-    {
+    let meta = model.meta();
+    let n = meta.classes.len();
+    match &scores {
         // The guard's label score of each fixture row (with a neighbour vote, the larger of
         // its two statistics over their thresholds) is the trainer's.
-        let meta = model.meta();
-        let n = meta.classes.len();
-        let labels = fixture["labels"].as_array().cloned().unwrap_or_default();
-        for (r, (label, want)) in labels
-            .iter()
-            .zip(fixture["scores"].as_array().cloned().unwrap_or_default())
-            .enumerate()
-        {
-            let given = meta.classes.iter().position(|c| Some(c.as_str()) == label.as_str());
+        guard_score::RoleScores::Label {
+            probabilities,
+            classifier,
+            ..
+        } => fixture_scores_match(&fixture, meta, 1e-4, |r, given| {
             let at = r * n..(r + 1) * n;
-            let got = meta.label_score(
+            meta.label_score(
                 probabilities.get(at.clone()).unwrap_or_default(),
                 classifier.get(at).unwrap_or_default(),
                 given,
-            );
-            let want = want.as_f64().unwrap_or(f64::NAN);
-            if (f64::from(got) - want).abs() > 1e-4 * want.abs().max(1.0) {
-                return Err(EvalError::Input(format!(
-                    "label: the guard scores fixture row {r} {got}, the trainer {want}"
-                )));
-            }
-        }
-    }
-    if let guard_score::RoleScores::Adversarial { log_probabilities } = &scores {
+            )
+        })?,
         // The guard's adversarial score of each fixture row (with a threshold per squeezer,
         // the largest rise over its own) is the trainer's.
-        let meta = model.meta();
-        let per_row = (1 + meta.squeezers.len()) * meta.classes.len();
-        let thresholds = meta.squeezer_thresholds.as_deref().unwrap_or_default();
-        let labels = fixture["labels"].as_array().cloned().unwrap_or_default();
-        for (r, (label, want)) in labels
-            .iter()
-            .zip(fixture["scores"].as_array().cloned().unwrap_or_default())
-            .enumerate()
-        {
-            let given = meta.classes.iter().position(|c| Some(c.as_str()) == label.as_str());
-            let row = log_probabilities
-                .get(r * per_row..(r + 1) * per_row)
-                .unwrap_or_default();
-            let got =
-                guard_score::squeeze_score(row, meta.classes.len(), given, thresholds).map_or(f32::NAN, |q| q.score);
-            let want = want.as_f64().unwrap_or(f64::NAN);
-            if (f64::from(got) - want).abs() > 1e-3 * want.abs().max(1.0) {
-                return Err(EvalError::Input(format!(
-                    "adversarial: the guard scores fixture row {r} {got}, the trainer {want}"
-                )));
-            }
+        guard_score::RoleScores::Adversarial { log_probabilities } => {
+            let per_row = (1 + meta.squeezers.len()) * n;
+            let thresholds = meta.squeezer_thresholds.as_deref().unwrap_or_default();
+            fixture_scores_match(&fixture, meta, 1e-3, |r, given| {
+                let row = log_probabilities
+                    .get(r * per_row..(r + 1) * per_row)
+                    .unwrap_or_default();
+                guard_score::squeeze_score(row, n, given, thresholds).map_or(f32::NAN, |q| q.score)
+            })?
         }
+        guard_score::RoleScores::Anomaly { .. } => {}
     }
     let (name, got): (&str, Vec<f32>) = match scores {
         guard_score::RoleScores::Anomaly { score, .. } => ("score", score),
@@ -352,6 +326,33 @@ fn check_parity(schema: &DomainSchema, dir: &Path, role: &str, lines: &[Vec<u8>]
         )));
     }
     Ok(diff)
+}
+
+/// Each fixture row's score as the guard computes it (`score(row, given class)`) is the
+/// trainer's (`scores`), within `tolerance` relative to the larger of 1 and the score.
+fn fixture_scores_match(
+    fixture: &Value,
+    meta: &guard_score::ModelMeta,
+    tolerance: f64,
+    score: impl Fn(usize, Option<usize>) -> f32,
+) -> Result<(), EvalError> {
+    let labels = fixture["labels"].as_array().cloned().unwrap_or_default();
+    for (r, (label, want)) in labels
+        .iter()
+        .zip(fixture["scores"].as_array().cloned().unwrap_or_default())
+        .enumerate()
+    {
+        let given = meta.classes.iter().position(|c| Some(c.as_str()) == label.as_str());
+        let got = score(r, given);
+        let want = want.as_f64().unwrap_or(f64::NAN);
+        if (f64::from(got) - want).abs() > tolerance * want.abs().max(1.0) {
+            return Err(EvalError::Input(format!(
+                "{}: the guard scores fixture row {r} {got}, the trainer {want}",
+                format!("{:?}", meta.role).to_lowercase()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn flatten(v: &Value) -> Vec<f64> {
