@@ -843,11 +843,10 @@ def squeeze_rises(lp, yi):
     return lp[r, 1:, c] - lp[r, 0, c][:, None]
 
 
-def squeeze_scores(lp, yi, scales=None):
-    """The adversarial score: the largest rise (`squeeze_rises`), each over its squeezer's
-    threshold when `scales` (one per squeezer) is given."""
-    rises = squeeze_rises(lp, yi)
-    return (rises if scales is None else rises / np.asarray(scales, dtype=np.float64)).max(1)
+def squeeze_scores(lp, yi):
+    """The adversarial score with one threshold for every squeezer: the largest rise
+    (`squeeze_rises`)."""
+    return squeeze_rises(lp, yi).max(1)
 
 
 def adversarial_graph(clf, enc, sq, specs, reformer=None):
