@@ -876,6 +876,18 @@ def adversarial_graph(clf, enc, sq, specs, reformer=None):
         inits)
 
 
+class Statistics:
+    """A role whose score is the largest of several statistics, each over its own threshold
+    (the anomaly role's image statistics, the label role's classifier and neighbour vote, the
+    adversarial role's squeezers and autoencoder). `members`: statistic -> calibration values,
+    each a member of the joint budget. `finish(thresholds, meta)`, with the members' thresholds
+    in order (at least `floor`): records them in the role's metadata and returns the role's
+    calibration scores and the fixture's new fields."""
+
+    def __init__(self, members, floor, finish):
+        self.members, self.floor, self.finish = members, floor, finish
+
+
 def union_bound(cuts, n, confidence):
     """The `confidence` quantile of the union's FPR when each member's threshold is its
     (m+1)-th largest of n exchangeable calibration scores (m in `cuts`): each member's FPR is
@@ -1026,9 +1038,8 @@ def main():
     train_l, calib_l = (train, calib) if y is None else (train[y[train] != ""], calib[y[calib] != ""])
     fixture_rows = clean[: 4 * k]
     report, trained = {}, {}
-    image_ae = None  # (autoencoder, activation, calibration values of each image statistic)
-    label_stats = None  # (calibration values of the label role's two statistics, the same on the fixture rows)
-    adv_stats = None  # (calibration values of the adversarial role's two statistics, rises on the calibration and fixture rows)
+    image_ae = None  # (autoencoder, activation) of the anomaly role on rows with an image tensor
+    stats = {}  # role -> Statistics: the roles whose score is several statistics, each over its own threshold
     d, n = enc.dim, len(train)
     for role in list(roles):
         iters = max(LABEL_MIN_ITERATIONS, iterations(n, d)) if role == "label" else iterations(n, d)
@@ -1047,8 +1058,19 @@ def main():
                 stat_graph = autoencoder_graph(model, enc, act, (1.0, 1.0, 1.0), stat_outputs=True)
                 stat_sess = ort.InferenceSession(graph_bytes(stat_graph), providers=["CPUExecutionProvider"])
                 stats_cal = stat_sess.run(["top_rel", "bg_rel", "all_rel"], {"x": x[calib].astype(np.float32)})
-                image_ae = (model, act, {f"anomaly {k}": np.nan_to_num(v.astype(np.float64), nan=np.inf)
-                                         for k, v in zip(IMAGE_STATISTICS, stats_cal)})
+                image_ae = (model, act)
+
+                def finish_anomaly(scales, meta, model=model, act=act):
+                    # The anomaly graph again, each statistic divided by its threshold.
+                    sess = save(autoencoder_graph(model, enc, act, tuple(scales)), os.path.join(a.out, "anomaly.onnx"))
+                    report["anomaly"]["bytes"] = os.path.getsize(os.path.join(a.out, "anomaly.onnx"))
+                    meta.update(statistic_thresholds=dict(zip(IMAGE_STATISTICS, scales)))
+                    outs = sess.run(None, {"x": x[fixture_rows].astype(np.float32)})
+                    return (sess.run(None, {"x": x[calib].astype(np.float32)})[0].astype(np.float64),
+                            dict(outputs={o.name: v.tolist() for o, v in zip(sess.get_outputs(), outs)},
+                                 scores=outs[0].astype(float).tolist()))
+                stats["anomaly"] = Statistics({f"anomaly {k}": v.astype(np.float64) for k, v in zip(IMAGE_STATISTICS, stats_cal)},
+                                              1e-12, finish_anomaly)
         else:
             hidden = (min(256, max(16, 4 * pow2(math.sqrt(d)))),)
             alpha = 1.0 if layout.has_tensor and role == "label" else 1e-4
@@ -1087,8 +1109,8 @@ def main():
                 print("train: adversarial: --reformer needs the anomaly role's image autoencoder (train the anomaly role "
                       "on rows with an image tensor); the squeezers are the bit-depth and median ones", file=sys.stderr)
             if a.reformer == "auto" and reformer is not None:
-                members = (len(IMAGE_STATISTICS) + (2 if label_stats else 1 if "label" in trained else 0)
-                           + 2)  # the anomaly role's, the label role's, and the squeezers and the autoencoder
+                members = (sum(len(stats[r].members) if r in stats else 1 for r in trained)
+                           + 2)  # the other roles' statistics, and the squeezers and the autoencoder
                 b0 = union_bound([0] * members, len(calib), a.fpr_confidence)
                 if b0 > a.target_fpr:
                     declined = (f"{len(calib)} calibration rows cannot bound {members} statistics by {a.target_fpr} "
@@ -1153,10 +1175,20 @@ def main():
             def classifier_scores(idx, sess=sess, model=model):
                 p = sess.run(["classifier_probabilities"], {"x": x[idx].astype(np.float32)})[0]
                 return label_scores(p, y[idx], model.classes_)
-            # The label role's two statistics, calibrated as members of the joint budget (below).
-            label_stats = ({"label classifier": np.nan_to_num(classifier_scores(calib), nan=np.inf),
-                            "label neighbours": np.nan_to_num(cal, nan=np.inf)},
-                           (classifier_scores(fixture_rows), scores(fixture_rows)[0]))
+            # The label role's two statistics: the score is the larger over its own threshold
+            # (guard-score's ModelMeta::label_score).
+            c_cal = classifier_scores(calib)
+
+            def finish_label(ts, meta, c=(c_cal, cal), f=(classifier_scores(fixture_rows), scores(fixture_rows)[0])):
+                meta.update(label_statistics=dict(classifier=ts[0], neighbours=ts[1]))
+                with np.errstate(invalid="ignore"):
+                    cal = np.maximum(np.nan_to_num(c[0], nan=np.inf) / ts[0], np.nan_to_num(c[1], nan=np.inf) / ts[1])
+                finite = cal[np.isfinite(cal)]
+                if "scan" in meta and len(finite):
+                    meta["scan"]["doubt_threshold"] = float(np.quantile(finite, SCAN_DOUBT))
+                return cal, dict(scores=np.maximum(f[0] / ts[0], f[1] / ts[1]).astype(float).tolist())
+            stats["label"] = Statistics({"label classifier": c_cal, "label neighbours": cal},
+                                        1e-12, finish_label)
 
         if role == "adversarial" and "autoencoder" in extra.get("squeezers", []):
             def rises(idx, sess=sess, model=model):
@@ -1164,11 +1196,18 @@ def main():
                 return squeeze_rises(lp, class_indices(y[idx], model.classes_))
             # The bit-depth and median squeezers share a threshold; the autoencoder, whose
             # clean rises run higher, has its own: two members of the joint budget (below).
-            r_cal = rises(calib)
+            r_cal, r_fix = rises(calib), rises(fixture_rows)
+
+            def finish_adversarial(ts, meta, r_cal=r_cal, r_fix=r_fix):
+                # guard-score's squeeze_score with `squeezer_thresholds`: the largest rise over
+                # its squeezer's threshold.
+                scales = np.asarray([ts[0]] * (len(meta["squeezers"]) - 1) + [ts[1]])
+                meta.update(squeezer_thresholds=scales.tolist())
+                with np.errstate(invalid="ignore"):
+                    return (r_cal / scales).max(1), dict(scores=(r_fix / scales).max(1).astype(float).tolist())
             with np.errstate(invalid="ignore"):
-                adv_stats = ({"adversarial squeezers": np.nan_to_num(r_cal[:, :-1].max(1), nan=np.inf),
-                              "adversarial autoencoder": np.nan_to_num(r_cal[:, -1], nan=np.inf)},
-                             r_cal, rises(fixture_rows))
+                stats["adversarial"] = Statistics({"adversarial squeezers": r_cal[:, :-1].max(1),
+                                                   "adversarial autoencoder": r_cal[:, -1]}, 1e-6, finish_adversarial)
 
         def hidden_rows(idx, sess=sess, model=model, conv=conv):
             if conv is None:
@@ -1195,77 +1234,31 @@ def main():
         report[role] = dict(hidden=list(hidden), iterations=iters, bytes=os.path.getsize(path), **extra)
     if not trained:
         fail("no model was trained")
-    members = {r: c for r, (_, c) in trained.items()
-               if not (r == "anomaly" and image_ae) and not (r == "label" and label_stats)
-               and not (r == "adversarial" and adv_stats)}
-    groups = [[r] for r in members]
-    if image_ae and "anomaly" in trained:  # the anomaly role's share, its statistics in turn
-        members.update(image_ae[2])
-        groups.append(list(image_ae[2]))
-    if label_stats and "label" in trained:  # the label role's share, the classifier and the vote in turn
-        members.update(label_stats[0])
-        groups.append(list(label_stats[0]))
-    if adv_stats and "adversarial" in trained:  # the adversarial role's share, the squeezers and the autoencoder in turn
-        members.update(adv_stats[0])
-        groups.append(list(adv_stats[0]))
+    # Each role shares the budget evenly (joint_thresholds); a role with statistics spends its
+    # share on them in turn, and its score is then their largest over each one's threshold, so
+    # its own threshold is 1. The plain roles come first, then the others in training order.
+    stats = {r: st for r, st in stats.items() if r in trained}
+    members, groups = {}, []
+    for r, (_, c) in trained.items():
+        if r not in stats:
+            members[r] = c
+            groups.append([r])
+    for st in stats.values():
+        members.update({k: np.nan_to_num(v, nan=np.inf) for k, v in st.members.items()})
+        groups.append(list(st.members))
     thresholds, u, bound, met = joint_thresholds(members, a.target_fpr, a.fpr_confidence, groups)
-    if adv_stats and "adversarial" in trained:
-        # The score is the largest rise over its squeezer's threshold (guard-score's
-        # squeeze_score with `squeezer_thresholds`): it passes 1 when any squeezer passes its own.
-        t_s = max(thresholds.pop("adversarial squeezers"), 1e-6)
-        t_r = max(thresholds.pop("adversarial autoencoder"), 1e-6)
-        thresholds["adversarial"] = 1.0
-        meta = trained["adversarial"][0]
-        scales = [t_s] * (len(meta["squeezers"]) - 1) + [t_r]
-        meta.update(squeezer_thresholds=scales)
-        with np.errstate(invalid="ignore"):
-            cal = (adv_stats[1] / np.asarray(scales)).max(1)
-        trained["adversarial"] = (meta, np.nan_to_num(cal, nan=np.inf))
-        path = os.path.join(a.out, "adversarial.fixture.json")
-        fixture = json.load(open(path))
-        fixture["scores"] = (adv_stats[2] / np.asarray(scales)).max(1).astype(float).tolist()
+    for role, st in stats.items():
+        ts = [max(thresholds.pop(k), st.floor) for k in st.members]
+        thresholds[role] = 1.0
+        meta = trained[role][0]
+        cal, update = st.finish(ts, meta)
+        trained[role] = (meta, np.nan_to_num(cal, nan=np.inf))
+        path = os.path.join(a.out, f"{role}.fixture.json")
+        with open(path) as f:
+            fixture = json.load(f)
+        fixture.update(update)
         with open(path, "w") as f:
             json.dump(fixture, f, separators=(",", ":"))
-    if label_stats and "label" in trained:
-        # The score is the larger statistic over its own threshold (guard-score's
-        # ModelMeta::label_score): it passes 1 when either passes its own.
-        t_c = max(thresholds.pop("label classifier"), 1e-12)
-        t_v = max(thresholds.pop("label neighbours"), 1e-12)
-        thresholds["label"] = 1.0
-        cal_c, cal_v = label_stats[0]["label classifier"], label_stats[0]["label neighbours"]
-        with np.errstate(invalid="ignore"):
-            cal = np.maximum(cal_c / t_c, cal_v / t_v)
-        meta = trained["label"][0]
-        meta.update(label_statistics=dict(classifier=t_c, neighbours=t_v))
-        finite = cal[np.isfinite(cal)]
-        if "scan" in meta and len(finite):
-            meta["scan"]["doubt_threshold"] = float(np.quantile(finite, SCAN_DOUBT))
-        trained["label"] = (meta, cal)
-        path = os.path.join(a.out, "label.fixture.json")
-        fixture = json.load(open(path))
-        fixture["scores"] = np.maximum(label_stats[1][0] / t_c, label_stats[1][1] / t_v).astype(float).tolist()
-        with open(path, "w") as f:
-            json.dump(fixture, f, separators=(",", ":"))
-    if image_ae and "anomaly" in trained:
-        # The anomaly graph again, each statistic divided by its threshold: the score passes 1
-        # when any statistic passes its own. Its calibration scores and fixture follow it.
-        model, act, _ = image_ae
-        scales = tuple(max(thresholds.pop(f"anomaly {k}"), 1e-12) for k in IMAGE_STATISTICS)
-        path = os.path.join(a.out, "anomaly.onnx")
-        sess = save(autoencoder_graph(model, enc, act, scales), path)
-        cal = sess.run(None, {"x": x[calib].astype(np.float32)})[0].astype(np.float64)
-        meta = trained["anomaly"][0]
-        meta.update(statistic_thresholds=dict(zip(IMAGE_STATISTICS, scales)))
-        trained["anomaly"] = (meta, np.nan_to_num(cal, nan=np.inf))
-        thresholds["anomaly"] = 1.0
-        outs = sess.run(None, {"x": x[fixture_rows].astype(np.float32)})
-        fixture = dict(role="anomaly", row_index=[int(i) for i in fixture_rows],
-                       inputs=x[fixture_rows].astype(np.float32).tolist(), labels=(y[fixture_rows].tolist() if y is not None else []),
-                       outputs={o.name: v.tolist() for o, v in zip(sess.get_outputs(), outs)},
-                       scores=outs[0].astype(float).tolist())
-        with open(os.path.join(a.out, "anomaly.fixture.json"), "w") as f:
-            json.dump(fixture, f, separators=(",", ":"))
-        report["anomaly"]["bytes"] = os.path.getsize(path)
     if not met:
         print(f"train: {len(calib)} calibration rows cannot bound the false-positive rate by {a.target_fpr} with "
               f"confidence {a.fpr_confidence}: each threshold is the largest calibration score (bound {bound:.4f})",
