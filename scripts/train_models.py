@@ -121,7 +121,7 @@ ACCURACY_DROP = 0.02  # adversarial: a squeezer may cost the classifier this muc
 LABEL_MIN_ITERATIONS = 100  # label model: fewest epochs (sklearn still stops once the loss settles)
 SCAN_DIMS = 16  # window scan: whitened dimensions of the hidden representation
 SCAN_SHRINK = 0.2  # window scan: covariance shrinkage toward a multiple of the identity
-SCAN_DOUBT = 0.95  # window scan: label-score quantile above which a record in a poisoned class window is held
+SCAN_DOUBT_SHARE = 0.5  # window scan: most of the budget the doubt rule may spend on one poisoned class's clean rows
 SCAN_MIN_CLUSTER = 5  # window scan: fewer trimmed records than this is no cluster
 SCAN_MIN_CLASS_ROWS = 20  # window scan: a class with fewer records in the window is not scanned
 KNN_CANDIDATES = (0, 5, 10, 20, 40)  # label model: neighbour counts k tried (0: the classifier alone)
@@ -681,14 +681,23 @@ class Neighbours:
                   helper.make_node("Mul", ["knn_sum", "knn_share"], [out])]
 
 
-def scan_section(classes_, r_train, y_train, r_cal, y_cal, cal_scores):
+def scan_doubt_quantile(n_classes, target):
+    """The label-score quantile of clean rows over which the window scan doubts a record of a
+    class window it found poisoned. Over it lie (1 - q) of that class's clean rows, about
+    (1 - q) / n_classes of the stream's when one class is attacked: q = 1 - n_classes *
+    target * SCAN_DOUBT_SHARE keeps that within SCAN_DOUBT_SHARE of the budget (0.95 for ten
+    classes at 1 %), within [0.5, 0.999]."""
+    return float(min(0.999, max(0.5, 1.0 - n_classes * target * SCAN_DOUBT_SHARE)))
+
+
+def scan_section(classes_, r_train, y_train, r_cal, y_cal, cal_scores, doubt_q):
     """The label model's window-scan statistics (guard-score's `scan.rs` reads them): per
     class, the mean of the trusted rows' hidden representation and a whitening projection
     (the top SCAN_DIMS eigenvectors of its covariance, shrunk by SCAN_SHRINK toward a
     multiple of the identity, divided by the square roots of their eigenvalues), so a clean
     window of the class has a second-moment matrix near the identity; the eigenvalue factor
     over the Marchenko-Pastur edge that clean calibration rows reach (90th percentile over the
-    classes, times 1.1, within [1.3, 3]); and the doubt threshold (SCAN_DOUBT quantile of the
+    classes, times 1.1, within [1.3, 3]); and the doubt threshold (the `doubt_q` quantile of the
     calibration rows' label scores) applied inside a class window the scan found poisoned.
     `r_train`, `r_cal`: the label graph's `hidden` output on the training and calibration rows."""
     classes, null = {}, []
@@ -710,7 +719,8 @@ def scan_section(classes_, r_train, y_train, r_cal, y_cal, cal_scores):
             null.append(lam / (1 + math.sqrt(zc.shape[1] / len(zc))) ** 2)
     factor = float(min(3.0, max(1.3, 1.1 * np.quantile(null, 0.9)))) if null else 2.0
     return dict(hidden_output="hidden", dims=SCAN_DIMS, factor=factor, min_cluster=SCAN_MIN_CLUSTER,
-                min_class_rows=SCAN_MIN_CLASS_ROWS, doubt_threshold=float(np.quantile(cal_scores[np.isfinite(cal_scores)], SCAN_DOUBT)),
+                min_class_rows=SCAN_MIN_CLASS_ROWS, doubt_quantile=doubt_q,
+                doubt_threshold=float(np.quantile(cal_scores[np.isfinite(cal_scores)], doubt_q)),
                 null_factors=[round(float(x), 4) for x in sorted(null)], classes=classes)
 
 
@@ -1185,7 +1195,7 @@ def main():
                     cal = np.maximum(np.nan_to_num(c[0], nan=np.inf) / ts[0], np.nan_to_num(c[1], nan=np.inf) / ts[1])
                 finite = cal[np.isfinite(cal)]
                 if "scan" in meta and len(finite):
-                    meta["scan"]["doubt_threshold"] = float(np.quantile(finite, SCAN_DOUBT))
+                    meta["scan"]["doubt_threshold"] = float(np.quantile(finite, meta["scan"]["doubt_quantile"]))
                 return cal, dict(scores=np.maximum(f[0] / ts[0], f[1] / ts[1]).astype(float).tolist())
             stats["label"] = Statistics({"label classifier": c_cal, "label neighbours": cal},
                                         1e-12, finish_label)
@@ -1220,7 +1230,8 @@ def main():
             if extra.get("neighbours", {}).get("k", 0) > 0:
                 meta.update(classifier_probabilities_output="classifier_probabilities")
             meta.update(probabilities_output="probabilities", classes=[str(c) for c in model.classes_],
-                        scan=scan_section(model.classes_, hidden_rows(train_l), y[train_l], hidden_rows(calib), y[calib], cal))
+                        scan=scan_section(model.classes_, hidden_rows(train_l), y[train_l], hidden_rows(calib), y[calib], cal,
+                                         scan_doubt_quantile(len(model.classes_), a.target_fpr)))
         else:
             meta.update(log_probabilities_output="log_probabilities", classes=[str(c) for c in model.classes_])
         trained[role] = (meta, np.nan_to_num(cal, nan=np.inf))

@@ -629,6 +629,28 @@ fn conv_member_takes_leading_axes_as_channels() {
     assert_eq!(meta["conv"]["grid"], json!([12, 12]), "{}", meta["conv"]);
 }
 
+/// The window scan's doubt bar follows the budget: in a class window the scan found poisoned,
+/// the clean rows over it cost (1 − q) of that class's clean rows, so q = 1 − classes ×
+/// target × 0.5 keeps one attacked class within half the budget (0.95 for ten classes at
+/// 1 %). The same label model at two budgets: the smaller one doubts fewer rows.
+#[test]
+fn scan_doubt_bar_follows_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let (schema, input) = strokes_sample(dir.path());
+    let scan_at = |target: &str| {
+        let out = dir.path().join(format!("models-{target}"));
+        guard_ok(&label_args(&schema, &input, &out, &["--target-fpr", target]));
+        let meta: Value = serde_json::from_slice(&std::fs::read(out.join("label.json")).unwrap()).unwrap();
+        meta["scan"].clone()
+    };
+    let (wide, narrow) = (scan_at("0.04"), scan_at("0.01"));
+    let q = |s: &Value| s["doubt_quantile"].as_f64().unwrap_or_else(|| panic!("{s}"));
+    assert!((q(&wide) - (1.0 - 3.0 * 0.04 * 0.5)).abs() < 1e-9, "{}", q(&wide));
+    assert!((q(&narrow) - (1.0 - 3.0 * 0.01 * 0.5)).abs() < 1e-9, "{}", q(&narrow));
+    let t = |s: &Value| s["doubt_threshold"].as_f64().unwrap();
+    assert!(t(&narrow) > t(&wide), "{} {}", t(&narrow), t(&wide));
+}
+
 /// Images nested as `ndarray.tolist()` writes them (MNIST's 5,000 rows as `[28][28]`):
 /// `init` infers their shape, trains on them and evaluates; and the same models judge the same
 /// held-out rows written flat (with the schema's array made flat) to exactly the same figures,

@@ -24,7 +24,9 @@
 //!    being judged (the campaign goes on now, not only in the context), the class window
 //!    counts as poisoned: its cluster is flagged, and so is every other record of the class
 //!    whose label score is over `doubt_threshold` (a lower bar than the per-record threshold:
-//!    the window gave evidence).
+//!    the window gave evidence). That bar is the `doubt_quantile` of clean calibration
+//!    scores, which the trainer sets so that one attacked class's clean rows over it cost at
+//!    most half the false-positive budget.
 //!
 //! Only the records being judged (the hold) can be flagged; the context (records released
 //! before, and records of the route a per-record check quarantined) adds statistical power.
@@ -48,6 +50,10 @@ pub struct ScanMeta {
     pub min_class_rows: usize,
     /// Label score above which a record of a poisoned class window is flagged too.
     pub doubt_threshold: f64,
+    /// The quantile of clean calibration label scores that `doubt_threshold` is (for
+    /// review): the trainer sets it from the class count and the budget.
+    #[serde(default)]
+    pub doubt_quantile: Option<f64>,
     /// The factors clean calibration rows reached per class (for review).
     #[serde(default)]
     pub null_factors: Vec<f64>,
@@ -509,6 +515,7 @@ mod tests {
             min_cluster: 5,
             min_class_rows: 20,
             doubt_threshold: 0.8,
+            doubt_quantile: None,
             null_factors: Vec::new(),
             classes,
         };
