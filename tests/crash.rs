@@ -204,4 +204,32 @@ fn sigkill_while_the_window_scan_holds_records_loses_nothing() {
     assert!(both <= n / 100, "{both} offsets on both sides");
     assert!(by_scan > 0, "the scan quarantined part of the campaign");
     assert!(held_metric > 0.0, "records were held and released");
+    // Every scan row explains itself: the class and the cluster, and for a doubted record its
+    // label score over the doubt bar, the model's 95th percentile of clean scores (ten
+    // classes at the committed 1 % budget).
+    let store = guard_quarantine::LocalDirStore::new(&guard.quarantine);
+    let mut doubted = 0;
+    for r in guard_quarantine::read_all(&store).unwrap() {
+        if r.reason_codes.first().map(String::as_str) != Some("scan.spectral") {
+            continue;
+        }
+        let e: serde_json::Value = serde_json::from_str(r.explanation.as_deref().unwrap()).unwrap();
+        let flag = &e["scan"]["flag"];
+        assert!(flag["cluster"].as_u64().unwrap() >= 5, "{e}");
+        if flag["why"] == "doubt" {
+            doubted += 1;
+            let (s, bar) = (
+                flag["label_score"].as_f64().unwrap(),
+                flag["doubt_threshold"].as_f64().unwrap(),
+            );
+            assert!(s > bar, "{e}");
+            assert_eq!(flag["doubt_quantile"], serde_json::json!(0.95), "{e}");
+            assert!(
+                r.reasons[0].detail.contains("over the doubt bar"),
+                "{}",
+                r.reasons[0].detail
+            );
+        }
+    }
+    eprintln!("scan rows: {by_scan}, doubted {doubted}");
 }

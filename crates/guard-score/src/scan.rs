@@ -115,6 +115,12 @@ pub struct ScanFlag {
     pub reference: f64,
     /// Why.
     pub why: ScanWhy,
+    /// The record's label score (`null` when it is not a number).
+    pub label_score: f64,
+    /// The doubt bar: a record of a poisoned class window over it is flagged.
+    pub doubt_threshold: f64,
+    /// The quantile of clean calibration scores the bar is (when the metadata says).
+    pub doubt_quantile: Option<f64>,
 }
 
 impl ScanFlag {
@@ -126,8 +132,15 @@ impl ScanFlag {
                 self.cluster, self.class_rows, self.class, self.eigen_ratio, self.factor, self.reference
             ),
             ScanWhy::Doubt => format!(
-                "labelled {} in a window where that class holds a cluster of {} of {} records (eigenvalue {:.2} x the clean edge), and the label model doubts the label",
-                self.class, self.cluster, self.class_rows, self.eigen_ratio
+                "labelled {} in a window where that class holds a cluster of {} of {} records (eigenvalue {:.2} x the clean edge), and the label model doubts the label: label score {:.3} over the doubt bar {:.3}{}",
+                self.class,
+                self.cluster,
+                self.class_rows,
+                self.eigen_ratio,
+                self.label_score,
+                self.doubt_threshold,
+                self.doubt_quantile
+                    .map_or(String::new(), |q| format!(" (the {q} quantile of clean records' scores)"))
             ),
         }
     }
@@ -147,6 +160,7 @@ pub struct SpectralScan {
     min_cluster: usize,
     min_class_rows: usize,
     doubt: f64,
+    doubt_quantile: Option<f64>,
 }
 
 impl std::fmt::Debug for SpectralScan {
@@ -193,6 +207,7 @@ impl SpectralScan {
             min_cluster: meta.min_cluster.max(2),
             min_class_rows: meta.min_class_rows.max(meta.dims + 2),
             doubt: meta.doubt_threshold,
+            doubt_quantile: meta.doubt_quantile,
         })
     }
 
@@ -263,6 +278,9 @@ impl SpectralScan {
                     factor: self.factor,
                     reference,
                     why,
+                    label_score: f64::from(items[*i].label_score),
+                    doubt_threshold: self.doubt,
+                    doubt_quantile: self.doubt_quantile,
                 });
             }
         }
@@ -562,6 +580,18 @@ mod tests {
         let f = flags[first_poison].as_ref().unwrap();
         assert_eq!(f.class, "a");
         assert!(f.eigen_ratio > 1.6);
+        // A clean-looking record of the poisoned class that the label model doubts is flagged
+        // for that, and its reason names its score and the bar.
+        let mut doubted = items.clone();
+        doubted.push(item(&mut g, 0, 0.0, 0.95));
+        let flags = s.scan(&doubted, &vec![true; doubted.len()]);
+        let d = flags
+            .last()
+            .and_then(Option::as_ref)
+            .expect("the doubted record is flagged");
+        assert_eq!(d.why, ScanWhy::Doubt);
+        let m = d.message(1500);
+        assert!(m.contains("label score 0.950 over the doubt bar 0.800"), "{m}");
         // Context is never flagged: only the judged part can be.
         let judge: Vec<bool> = (0..items.len()).map(|i| i < first_poison).collect();
         let flags = s.scan(&items, &judge);
