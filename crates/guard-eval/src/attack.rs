@@ -236,6 +236,9 @@ impl Attack {
 pub(crate) struct Item {
     pub(crate) payload: Vec<u8>,
     pub(crate) poison: bool,
+    /// Gradient attacks: whether the attacked classifier misclassifies the row as written
+    /// (a successful adversarial example); `None` for every other row.
+    pub(crate) evades: Option<bool>,
 }
 
 /// What the held-out rows look like, field by field.
@@ -430,10 +433,12 @@ pub(crate) fn apply(
     let clean = |v: &Value| Item {
         payload: payload(&nest_tensors(g, &nested, v)),
         poison: false,
+        evades: None,
     };
     let bad = |v: &Value| Item {
         payload: payload(&nest_tensors(g, &nested, v)),
         poison: true,
+        evades: None,
     };
     let need_label = || {
         obs.label
@@ -675,7 +680,11 @@ pub(crate) fn apply(
                 match class {
                     Some(class) if made < fgsm_limit && unit(i as u64, 8) < *rate => {
                         let w = gradient_attack(lm, &obs, v, class, eps, steps)?;
-                        out.push(bad(&w));
+                        let evades = predicted(lm, &w)?.is_some_and(|p| p != class);
+                        out.push(Item {
+                            evades: Some(evades),
+                            ..bad(&w)
+                        });
                         made += 1;
                     }
                     _ => out.push(clean(v)),
@@ -740,6 +749,27 @@ fn gradient_attack(
         }
     }
     Ok(w)
+}
+
+/// The class the attacked classifier predicts for the record `v` as it is written (integers
+/// rounded); `None` when its output has no class.
+fn predicted(lm: &mut LabelModel<'_>, v: &Value) -> Result<Option<usize>, EvalError> {
+    let mut row = Vec::new();
+    lm.extractor.extend_row(v, &mut row);
+    let classes = lm.classes.len();
+    let first: Vec<f32> = match lm.model.run(&row)? {
+        RoleScores::Label { probabilities, .. } => probabilities,
+        // The first block is the original input's; the others are its squeezed copies.
+        RoleScores::Adversarial { log_probabilities } => log_probabilities.into_iter().take(classes).collect(),
+        RoleScores::Anomaly { .. } => return Ok(None),
+    };
+    Ok(first
+        .iter()
+        .take(classes)
+        .enumerate()
+        .filter(|(_, p)| !p.is_nan())
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(k, _)| k))
 }
 
 /// Per model input, the sign of the loss's gradient at `x` (0 where unknown or flat).

@@ -44,6 +44,11 @@ pub struct Evaluation {
     pub scan_flagged: Option<usize>,
     /// Of them, records the attack made.
     pub scan_true: Option<usize>,
+    /// Gradient attacks: the share of crafted records the attacked classifier misclassifies
+    /// (successful adversarial examples; the others still count as poison).
+    pub attack_success_rate: Option<f64>,
+    /// Gradient attacks: recall over the successful adversarial examples alone.
+    pub recall_successful: Option<f64>,
     /// Precision of the per-record verdicts alone (without the scan).
     pub precision_per_record: Option<f64>,
     /// Recall of the per-record verdicts alone.
@@ -315,6 +320,7 @@ fn judge_attack(
             .map(|v| crate::attack::Item {
                 payload: serde_json::to_vec(v).unwrap_or_default(),
                 poison: truth.is_some_and(|t| t.matches(v)),
+                evades: None,
             })
             .collect()
     } else {
@@ -454,6 +460,8 @@ fn judge_attack(
     let tp = flagged.iter().zip(&poison).filter(|(f, p)| **f && **p).count() as f64;
     let fp = flagged.iter().zip(&poison).filter(|(f, p)| **f && !**p).count() as f64;
     let np = poison.iter().filter(|p| **p).count();
+    let crafted = items.iter().filter(|i| i.evades.is_some()).count();
+    let successful: Vec<usize> = (0..items.len()).filter(|k| items[*k].evades == Some(true)).collect();
     let nn = (poison.len() - np) as f64;
     let round = |x: Option<f64>| x.map(|x| (x * 10_000.0).round() / 10_000.0);
     Ok(Evaluation {
@@ -477,6 +485,11 @@ fn judge_attack(
         recall: round((np > 0).then(|| tp / np as f64)),
         scan_flagged: has_scan.then_some(scan_flagged),
         scan_true: has_scan.then_some(scan_true),
+        attack_success_rate: round((crafted > 0).then(|| successful.len() as f64 / crafted as f64)),
+        recall_successful: round(
+            (!successful.is_empty())
+                .then(|| successful.iter().filter(|k| flagged[**k]).count() as f64 / successful.len() as f64),
+        ),
         precision_per_record: round((tp1 + fp1 > 0.0).then(|| tp1 / (tp1 + fp1))),
         recall_per_record: round((np > 0).then(|| tp1 / np as f64)),
         false_positive_rate: round((nn > 0.0).then(|| fp / nn)),
@@ -497,7 +510,11 @@ fn write_items(dir: &Path, n: usize, items: &[crate::attack::Item]) -> Result<()
     let mut text = String::new();
     for it in items {
         let record: Value = serde_json::from_slice(&it.payload).unwrap_or(Value::Null);
-        text.push_str(&serde_json::json!({ "poison": it.poison, "record": record }).to_string());
+        let mut line = serde_json::json!({ "poison": it.poison, "record": record });
+        if let Some(e) = it.evades {
+            line["evades"] = Value::Bool(e);
+        }
+        text.push_str(&line.to_string());
         text.push('\n');
     }
     std::fs::write(&path, text).map_err(EvalError::io(&path))
