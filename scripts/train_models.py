@@ -908,6 +908,19 @@ def union_bound(cuts, n, confidence):
     return float(np.quantile(total, confidence))
 
 
+def rows_needed(members, target, confidence):
+    """The fewest calibration rows whose largest scores bound `members` statistics' union by
+    `target` with `confidence` (`union_bound` with every cut at 0): what a sample that cannot
+    meet the budget would need."""
+    lo, hi = 1, 2
+    while union_bound([0] * members, hi, confidence) > target:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if union_bound([0] * members, mid, confidence) > target else (lo, mid)
+    return hi
+
+
 def joint_thresholds(cal, target, confidence, groups=None):
     """Per member, a threshold such that a clean record fired on by any member is within the
     budget with the stated confidence (module docstring). `cal`: member -> calibration scores
@@ -1270,10 +1283,11 @@ def main():
         fixture.update(update)
         with open(path, "w") as f:
             json.dump(fixture, f, separators=(",", ":"))
+    needed = None if met else rows_needed(len(members), a.target_fpr, a.fpr_confidence)
     if not met:
         print(f"train: {len(calib)} calibration rows cannot bound the false-positive rate by {a.target_fpr} with "
-              f"confidence {a.fpr_confidence}: each threshold is the largest calibration score (bound {bound:.4f})",
-              file=sys.stderr)
+              f"confidence {a.fpr_confidence}: each threshold is the largest calibration score (bound {bound:.4f}; "
+              f"{len(members)} statistics need about {needed})", file=sys.stderr)
     for role, (meta, cal) in trained.items():
         t = thresholds[role]
         meta.update(threshold=t, target_fpr=a.target_fpr, fpr_confidence=a.fpr_confidence,
@@ -1291,7 +1305,8 @@ def main():
         report[role].update(threshold=t, role_calibration_fpr=meta["role_calibration_fpr"])
     print(json.dumps(dict(schema_id=layout.schema_id, trusted_sha256=sha, train=int(len(train)),
                           calibration=int(len(calib)), roles=roles, calibration_fpr=u / len(calib),
-                          fpr_bound=bound, fpr_confidence=a.fpr_confidence, budget_met=met, models=report)))
+                          fpr_bound=bound, fpr_confidence=a.fpr_confidence, budget_met=met,
+                          statistics=len(members), calibration_rows_needed=needed, models=report)))
 
 
 if __name__ == "__main__":

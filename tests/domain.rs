@@ -651,6 +651,34 @@ fn scan_doubt_bar_follows_the_budget() {
     assert!(t(&narrow) > t(&wide), "{} {}", t(&narrow), t(&wide));
 }
 
+/// A sample too small for its budget says how many calibration rows the same statistics
+/// would need: at least what one statistic needs at 90 % confidence (ln 10 / budget), and more
+/// than it has.
+#[test]
+fn too_small_a_calibration_sample_names_the_rows_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (schema, input) = strokes_sample(dir.path());
+    let out = dir.path().join("models");
+    let o = guard_ok(&label_args(&schema, &input, &out, &["--target-fpr", "0.001"]));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let number_before = |s: &str, word: &str| -> u64 {
+        let head = &s[..s.find(word).unwrap_or_else(|| panic!("{word:?} in {s}"))];
+        head.trim_end().rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let have = number_before(&text, "calibration rows;");
+    let need: u64 = text
+        .split(" would need about ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the rows needed in {text}"))
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(need > have, "{text}");
+    assert!(need as f64 >= 10f64.ln() / 0.001, "{text}");
+}
+
 /// Images nested as `ndarray.tolist()` writes them (MNIST's 5,000 rows as `[28][28]`):
 /// `init` infers their shape, trains on them and evaluates; and the same models judge the same
 /// held-out rows written flat (with the schema's array made flat) to exactly the same figures,

@@ -24,9 +24,16 @@ pub fn trained(out: &Path, t: &crate::train::Trained) -> String {
         r["fpr_bound"].as_f64().unwrap_or(f64::NAN),
         r["fpr_confidence"],
         if r["budget_met"].as_bool() == Some(false) {
-            " (over the budget: too few calibration rows; each threshold is the largest calibration score)"
+            // How many calibration rows the same statistics would need.
+            match (r["calibration_rows_needed"].as_u64(), r["statistics"].as_u64()) {
+                (Some(n), Some(k)) => format!(
+                    " (over the budget: too few calibration rows, {} need about {n}, and `train` calibrates on about a fifth of its input; each threshold is the largest calibration score)",
+                    if k == 1 { "one statistic would".to_owned() } else { format!("{k} statistics would") }
+                ),
+                _ => " (over the budget: too few calibration rows; each threshold is the largest calibration score)".to_owned(),
+            }
         } else {
-            ""
+            String::new()
         }
     );
     if let Some(models) = r["models"].as_object() {
