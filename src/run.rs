@@ -18,10 +18,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
-/// Time allowed after `pipeline.drain_timeout_ms` for the last quarantine files, profile
-/// publication and producer flush; shutdown never takes longer than the two together.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
 type EventsRx = Option<mpsc::Receiver<guard_drift::DriftEvent>>;
 
 /// The drift hub (topics with a baseline; sources of every topic), with the receiving end of
@@ -170,7 +166,12 @@ async fn run_async(cfg: Config, prom: PrometheusHandle, judge: Arc<Judge>) -> an
 
     shared.health.set_shutting_down();
     shared.shutdown.store(true, Ordering::Relaxed);
-    start_watchdog(Duration::from_millis(cfg.pipeline.drain_timeout_ms) + SHUTDOWN_GRACE)?;
+    // Shutdown never takes longer than the drain and the grace together.
+    start_watchdog(Duration::from_millis(
+        cfg.pipeline
+            .drain_timeout_ms
+            .saturating_add(cfg.pipeline.shutdown_grace_ms),
+    ))?;
     if !failed {
         let _ = (&mut consumer_done).await;
     }

@@ -41,6 +41,8 @@ pub const DEFAULT_CHANNEL_CAPACITY: usize = 4;
 pub const MAX_AUTO_WORKERS: usize = 64;
 /// Default for [`PipelineConfig::drain_timeout_ms`].
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
+/// Default for [`PipelineConfig::shutdown_grace_ms`].
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
 /// Default for [`PipelineConfig::memory_budget_mb`].
 pub const DEFAULT_MEMORY_BUDGET_MB: usize = 256;
 /// Smallest memory budget accepted, in MiB.
@@ -540,8 +542,13 @@ pub struct PipelineConfig {
     /// [`MAX_AUTO_WORKERS`]; or a number.
     pub workers: Workers,
     /// Longest a rebalance or shutdown waits for in-flight records to become durable, in ms.
-    /// Shutdown as a whole never takes more than this plus 30 s.
+    /// Shutdown as a whole never takes more than this plus `shutdown_grace_ms`.
     pub drain_timeout_ms: u64,
+    /// Time allowed after `drain_timeout_ms` for the last quarantine files, profile
+    /// publication and the producer's flush, in ms; past both the process exits 1 without
+    /// waiting (what was not durable was not committed). Keep the two together under the
+    /// orchestrator's grace period (Kubernetes' `terminationGracePeriodSeconds`).
+    pub shutdown_grace_ms: u64,
     /// Memory the guard plans for, in MiB: librdkafka's fetch and queue sizes, batch and
     /// quarantine-queue sizes and the clean producer's queue are derived from it
     /// ([`Config::memory_plan`]; README "Memory" gives the formula for peak memory).
@@ -619,6 +626,7 @@ impl Default for PipelineConfig {
             channel_capacity: DEFAULT_CHANNEL_CAPACITY,
             workers: Workers::Auto,
             drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             memory_budget_mb: DEFAULT_MEMORY_BUDGET_MB,
         }
     }
