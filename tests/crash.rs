@@ -206,9 +206,10 @@ fn sigkill_while_the_window_scan_holds_records_loses_nothing() {
     assert!(held_metric > 0.0, "records were held and released");
     // Every scan row explains itself: the class and the cluster, and for a doubted record its
     // label score over the doubt bar, the model's 95th percentile of clean scores (ten
-    // classes at the committed 1 % budget).
+    // classes at the committed 1 % budget). The campaign mislabels (its blends are labelled 0),
+    // so a cluster member is flagged only over that bar too.
     let store = guard_quarantine::LocalDirStore::new(&guard.quarantine);
-    let mut doubted = 0;
+    let (mut doubted, mut mislabelling) = (0, 0);
     for r in guard_quarantine::read_all(&store).unwrap() {
         if r.reason_codes.first().map(String::as_str) != Some("scan.spectral") {
             continue;
@@ -216,6 +217,13 @@ fn sigkill_while_the_window_scan_holds_records_loses_nothing() {
         let e: serde_json::Value = serde_json::from_str(r.explanation.as_deref().unwrap()).unwrap();
         let flag = &e["scan"]["flag"];
         assert!(flag["cluster"].as_u64().unwrap() >= 5, "{e}");
+        if flag["mislabelling"] == serde_json::json!(true) {
+            mislabelling += 1;
+            assert!(
+                flag["label_score"].as_f64().unwrap() > flag["doubt_threshold"].as_f64().unwrap(),
+                "{e}"
+            );
+        }
         if flag["why"] == "doubt" {
             doubted += 1;
             let (s, bar) = (
@@ -231,5 +239,6 @@ fn sigkill_while_the_window_scan_holds_records_loses_nothing() {
             );
         }
     }
-    eprintln!("scan rows: {by_scan}, doubted {doubted}");
+    eprintln!("scan rows: {by_scan}, doubted {doubted}, in a mislabelling cluster {mislabelling}");
+    assert!(mislabelling > 0, "the scan saw the campaign mislabel");
 }

@@ -120,8 +120,12 @@ fn detection_meets_its_floors_on_real_data() {
     // f. Blended trigger: the per-record models miss a quarter; the window scan (hold-back,
     //    spectral clusters per class on the label model's hidden layer) brings recall up.
     assert!(f(blend, "recall_per_record") < 0.9, "{blend}");
-    assert!(f(blend, "recall") >= 0.97 && f(blend, "precision") >= 0.9, "{blend}");
+    assert!(f(blend, "recall") >= 0.97 && f(blend, "precision") >= 0.94, "{blend}");
     assert!(f(blend, "scan_true") >= 40.0, "{blend}");
+    //    The campaign mislabels, so cluster members the label model believes (clean records
+    //    the split took in) stay out: 60 of 63 scan flags are poison (60 of 67 when every
+    //    member was flagged).
+    assert!(f(blend, "scan_true") >= 0.93 * f(blend, "scan_flagged"), "{blend}");
     // Clean records keep passing: the budget (1 % over all roles, with 90 % confidence)
     // holds on the stream, the scan included.
     for v in [flip, badnets, noise, fgsm1, fgsm2, pgd, blend] {

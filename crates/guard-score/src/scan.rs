@@ -26,7 +26,11 @@
 //!    whose label score is over `doubt_threshold` (a lower bar than the per-record threshold:
 //!    the window gave evidence). That bar is the `doubt_quantile` of clean calibration
 //!    scores, which the trainer sets so that one attacked class's clean rows over it cost at
-//!    most half the false-positive budget.
+//!    most half the false-positive budget. When most of the cluster's judged records are over
+//!    the bar, the campaign mislabels (a dirty-label backdoor), and a member whose label the
+//!    model believes is more likely a clean record the split took in: members are then
+//!    flagged only over the bar too. A campaign that keeps true labels (a clean-label
+//!    backdoor) is flagged by the cluster alone.
 //!
 //! Only the records being judged (the hold) can be flagged; the context (records released
 //! before, and records of the route a per-record check quarantined) adds statistical power.
@@ -121,12 +125,26 @@ pub struct ScanFlag {
     pub doubt_threshold: f64,
     /// The quantile of clean calibration scores the bar is (when the metadata says).
     pub doubt_quantile: Option<f64>,
+    /// Most of the cluster's judged records are over the doubt bar (a campaign that
+    /// mislabels): a member is flagged only over the bar too.
+    pub mislabelling: bool,
 }
 
 impl ScanFlag {
     /// One line for the quarantine reason.
     pub fn message(&self, window: usize) -> String {
         match self.why {
+            ScanWhy::Cluster if self.mislabelling => format!(
+                "in a cluster of {} of the {} records labelled {} in a window of {window}: top eigenvalue {:.2} x the clean edge (a cluster from {:.2} x the other classes' {:.2}); the label model doubts its label, as it does most of the cluster's: label score {:.3} over the doubt bar {:.3}",
+                self.cluster,
+                self.class_rows,
+                self.class,
+                self.eigen_ratio,
+                self.factor,
+                self.reference,
+                self.label_score,
+                self.doubt_threshold
+            ),
             ScanWhy::Cluster => format!(
                 "in a cluster of {} of the {} records labelled {} in a window of {window}: top eigenvalue {:.2} x the clean edge (a cluster from {:.2} x the other classes' {:.2})",
                 self.cluster, self.class_rows, self.class, self.eigen_ratio, self.factor, self.reference
@@ -259,13 +277,25 @@ impl SpectralScan {
             if judged_members < self.min_cluster {
                 continue;
             }
+            let doubted = |i: usize| f64::from(items[i].label_score) > self.doubt || items[i].label_score.is_nan();
+            // A campaign that mislabels (most of its judged members over the doubt bar): a
+            // member whose label the model believes is more likely a clean record of the
+            // class that the split took in than poison, so members need the doubt too. A
+            // campaign whose records keep their true label (a clean-label backdoor) is found
+            // by the cluster alone.
+            let doubted_members = idx
+                .iter()
+                .zip(&cluster)
+                .filter(|(i, m)| **m && judge.get(**i).copied().unwrap_or(false) && doubted(**i))
+                .count();
+            let mislabelling = 2 * doubted_members > judged_members;
             for (k, i) in idx.iter().enumerate() {
                 if !judge.get(*i).copied().unwrap_or(false) {
                     continue;
                 }
-                let why = if cluster[k] {
+                let why = if cluster[k] && (!mislabelling || doubted(*i)) {
                     ScanWhy::Cluster
-                } else if f64::from(items[*i].label_score) > self.doubt || items[*i].label_score.is_nan() {
+                } else if doubted(*i) {
                     ScanWhy::Doubt
                 } else {
                     continue;
@@ -281,6 +311,7 @@ impl SpectralScan {
                     label_score: f64::from(items[*i].label_score),
                     doubt_threshold: self.doubt,
                     doubt_quantile: self.doubt_quantile,
+                    mislabelling,
                 });
             }
         }
@@ -596,6 +627,38 @@ mod tests {
         let judge: Vec<bool> = (0..items.len()).map(|i| i < first_poison).collect();
         let flags = s.scan(&items, &judge);
         assert!(flags[first_poison..].iter().all(Option::is_none));
+    }
+
+    /// A mislabelling campaign's cluster flags only its members the label model doubts (the
+    /// clean records the split took in are believed); a campaign that keeps true labels is
+    /// flagged by the cluster alone.
+    #[test]
+    fn members_need_the_doubt_only_when_the_campaign_mislabels() {
+        let s = scan();
+        let mut g = Normal(13);
+        let mut items: Vec<ScanItem> = (0..400).map(|i| item(&mut g, i % 2, 0.0, 0.1)).collect();
+        let first = items.len();
+        // 30 records share a shift; 24 of them mislabelled (score 0.9), 6 believed (0.1).
+        items.extend((0..30).map(|k| item(&mut g, 0, 4.0, if k < 24 { 0.9 } else { 0.1 })));
+        let flags = s.scan(&items, &vec![true; items.len()]);
+        let doubted = flags[first..first + 24].iter().filter(|f| f.is_some()).count();
+        let believed = flags[first + 24..].iter().filter(|f| f.is_some()).count();
+        assert!(doubted >= 22, "{doubted} of 24 doubted members flagged");
+        assert_eq!(believed, 0, "members the label model believes are not flagged");
+        let f = flags[first].as_ref().unwrap();
+        assert!(f.mislabelling && f.why == ScanWhy::Cluster);
+        assert!(
+            f.message(1500).contains("as it does most of the cluster's"),
+            "{}",
+            f.message(1500)
+        );
+        // The same shift with true labels (every score 0.1): the cluster alone flags them.
+        let mut items: Vec<ScanItem> = (0..400).map(|i| item(&mut g, i % 2, 0.0, 0.1)).collect();
+        items.extend((0..30).map(|_| item(&mut g, 0, 4.0, 0.1)));
+        let flags = s.scan(&items, &vec![true; items.len()]);
+        let caught = flags[first..].iter().filter(|f| f.is_some()).count();
+        assert!(caught >= 28, "caught {caught} of 30");
+        assert!(!flags[first].as_ref().unwrap().mislabelling);
     }
 
     /// A stream whose windows differ from the trusted rows in every class (sorted, or
