@@ -134,20 +134,22 @@ impl ScanFlag {
     /// One line for the quarantine reason.
     pub fn message(&self, window: usize) -> String {
         match self.why {
-            ScanWhy::Cluster if self.mislabelling => format!(
-                "in a cluster of {} of the {} records labelled {} in a window of {window}: top eigenvalue {:.2} x the clean edge (a cluster from {:.2} x the other classes' {:.2}); the label model doubts its label, as it does most of the cluster's: label score {:.3} over the doubt bar {:.3}",
+            ScanWhy::Cluster => format!(
+                "in a cluster of {} of the {} records labelled {} in a window of {window}: top eigenvalue {:.2} x the clean edge (a cluster from {:.2} x the other classes' {:.2}){}",
                 self.cluster,
                 self.class_rows,
                 self.class,
                 self.eigen_ratio,
                 self.factor,
                 self.reference,
-                self.label_score,
-                self.doubt_threshold
-            ),
-            ScanWhy::Cluster => format!(
-                "in a cluster of {} of the {} records labelled {} in a window of {window}: top eigenvalue {:.2} x the clean edge (a cluster from {:.2} x the other classes' {:.2})",
-                self.cluster, self.class_rows, self.class, self.eigen_ratio, self.factor, self.reference
+                if self.mislabelling {
+                    format!(
+                        "; the label model doubts its label, as it does most of the cluster's: label score {:.3} over the doubt bar {:.3}",
+                        self.label_score, self.doubt_threshold
+                    )
+                } else {
+                    String::new()
+                }
             ),
             ScanWhy::Doubt => format!(
                 "labelled {} in a window where that class holds a cluster of {} of {} records (eigenvalue {:.2} x the clean edge), and the label model doubts the label: label score {:.3} over the doubt bar {:.3}{}",
