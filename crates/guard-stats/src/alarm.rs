@@ -52,11 +52,7 @@ pub fn firing_calibrated(policy: &AlarmPolicy, drifts: &[FeatureDrift], calibrat
     for ((f, d), c) in out.iter_mut().zip(drifts).zip(calibration) {
         f.ks &= d.ks > c.ks_hi;
         f.psi &= d.psi > c.psi_hi;
-        let lv = if d.var_ratio > 0.0 {
-            d.var_ratio.ln()
-        } else {
-            f64::NEG_INFINITY
-        };
+        let lv = crate::profile::log_var_ratio(d.var_ratio);
         f.variance &= lv > c.log_var_hi || lv < c.log_var_lo;
     }
     out

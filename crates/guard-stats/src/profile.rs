@@ -252,6 +252,29 @@ mod tests {
         assert!(scaled.ks_hi > c1000.ks_hi && scaled.psi_hi > c1000.psi_hi);
     }
 
+    /// A feature that is zero in most rows (Image Segments' `short_line_density_2`: 1,795 of
+    /// 1,867) has same-distribution windows of zero variance. Their band is a number, so the
+    /// baseline file reads back, and such a window stays inside it at any window size.
+    #[test]
+    fn windows_of_zero_variance_calibrate_to_a_finite_band() {
+        let base: Vec<f64> = (0..2_000).map(|i| if i % 25 == 0 { 0.2 } else { 0.0 }).collect();
+        let bins = Bins::from_sample(&base, 20).unwrap_or_else(|e| panic!("{e}"));
+        let mut p = NumericProfile::new(&bins);
+        base.iter().for_each(|x| p.push(&bins, *x));
+        let c = Calibration::from_baseline(&bins, &p, &base, 93, 2_000, CALIBRATION_QUANTILE, 7)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.log_var_lo, LOG_VAR_FLOOR, "{c:?}");
+        let text = serde_json::to_string(&c).unwrap_or_else(|e| panic!("{e}"));
+        let back: Calibration = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!((back.window, back.log_var_lo), (c.window, c.log_var_lo));
+        let mut zeros = NumericProfile::new(&bins);
+        (0..93).for_each(|_| zeros.push(&bins, 0.0));
+        let d = compare(&bins, &p, &zeros).unwrap_or_else(|e| panic!("{e}"));
+        for band in [c, c.at(40, 2_000), c.at(400, 2_000)] {
+            assert!(log_var_ratio(d.var_ratio) >= band.log_var_lo, "{d:?} {band:?}");
+        }
+    }
+
     #[test]
     fn merge_adds_windows() {
         let bins = Bins::from_sample(&[1.0, 2.0, 3.0, 4.0], 4).unwrap_or_else(|e| panic!("{e}"));
@@ -287,6 +310,21 @@ pub struct Calibration {
     pub log_var_hi: f64,
 }
 
+/// ln(variance ratio) of a window whose variance is zero (or whose ratio is not a number): a
+/// finite floor below the log of any positive `f64`, so a calibrated band that includes such
+/// windows is written to JSON as a number (a JSON number cannot be −∞) and reads back the same.
+pub const LOG_VAR_FLOOR: f64 = -1_000.0;
+
+/// ln(variance ratio), at [`LOG_VAR_FLOOR`] for a zero or undefined ratio: what the
+/// calibration bands and the alarm compare.
+pub fn log_var_ratio(ratio: f64) -> f64 {
+    if ratio > 0.0 {
+        ratio.ln().max(LOG_VAR_FLOOR)
+    } else {
+        LOG_VAR_FLOOR
+    }
+}
+
 /// Default quantile level for calibration bands. With `f` features and three tests per
 /// feature, about `3·f·(1 − q)` of same-distribution windows have a firing test by chance;
 /// 0.999 keeps that near 3 % for nine features, and two consecutive windows make it an alarm
@@ -309,7 +347,12 @@ impl Calibration {
             window: n as usize,
             ks_hi: self.ks_hi * s,
             psi_hi: self.psi_hi * r,
-            log_var_lo: self.log_var_lo * s,
+            // The floor stays the floor: zero-variance windows stay inside the band.
+            log_var_lo: if self.log_var_lo <= LOG_VAR_FLOOR {
+                LOG_VAR_FLOOR
+            } else {
+                self.log_var_lo * s
+            },
             log_var_hi: self.log_var_hi * s,
         }
     }
@@ -349,11 +392,7 @@ impl Calibration {
             let d = compare(bins, baseline, &w)?;
             ks.push(d.ks);
             psi.push(d.psi);
-            lv.push(if d.var_ratio > 0.0 {
-                d.var_ratio.ln()
-            } else {
-                f64::NEG_INFINITY
-            });
+            lv.push(log_var_ratio(d.var_ratio));
         }
         let q = |v: &mut Vec<f64>, p: f64| {
             v.sort_by(f64::total_cmp);
