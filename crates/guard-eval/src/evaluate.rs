@@ -92,6 +92,11 @@ pub struct Setup {
     pub ort_library: PathBuf,
     /// Write each attacked stream here (`<n>.jsonl`, `{"poison", "record"}` lines).
     pub write_attacked: Option<PathBuf>,
+    /// The window scan's hold and context sizes (a configuration's `[scan]`, else the
+    /// defaults). The scan always runs where the label model carries its statistics.
+    pub scan: guard_config::ScanConfig,
+    /// Near-duplicate flood settings (a configuration's `[flood]`, else the defaults).
+    pub flood: guard_config::FloodConfig,
 }
 
 impl Setup {
@@ -107,6 +112,8 @@ impl Setup {
             baseline: None,
             ort_library,
             write_attacked: None,
+            scan: guard_config::ScanConfig::default(),
+            flood: guard_config::FloodConfig::default(),
         }
     }
 
@@ -153,13 +160,17 @@ impl Setup {
                 .clone()
                 .unwrap_or_else(|| crate::train::default_ort_library(Path::new("."))),
             write_attacked: None,
+            scan: cfg.scan.clone(),
+            flood: cfg.flood.clone(),
         })
     }
 
     fn config(&self) -> Config {
         let mut cfg = Config::default();
-        // The scan runs when the label model carries its statistics, with the defaults.
+        // The scan runs when the label model carries its statistics, with the route's sizes.
+        cfg.scan = self.scan.clone();
         cfg.scan.enabled = true;
+        cfg.flood = self.flood.clone();
         cfg.scoring.execution_provider = ExecutionProvider::Cpu;
         cfg.scoring.library = Some(self.ort_library.clone());
         cfg.routes.push(Route {
@@ -518,4 +529,38 @@ fn write_items(dir: &Path, n: usize, items: &[crate::attack::Item]) -> Result<()
         text.push('\n');
     }
     std::fs::write(&path, text).map_err(EvalError::io(&path))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// `evaluate --config` judges with the configuration's scan and flood settings (the scan
+    /// always on), not the defaults: a longer hold sees more of a slow campaign at once.
+    #[test]
+    fn a_configuration_route_keeps_its_scan_and_flood_settings() {
+        let mut cfg = Config::default();
+        cfg.scan.hold_records = 1_234;
+        cfg.scan.window_records = 4_321;
+        cfg.flood.window_records = 777;
+        cfg.routes.push(Route {
+            topic: "t".into(),
+            schema: PathBuf::from("s.json"),
+            ..Route::default()
+        });
+        let setup = Setup::from_config(&cfg, None).unwrap();
+        let judged = setup.config();
+        assert!(judged.scan.enabled, "the scan runs where the label model can");
+        assert_eq!(
+            (
+                judged.scan.hold_records,
+                judged.scan.window_records,
+                judged.flood.window_records
+            ),
+            (1_234, 4_321, 777)
+        );
+        let plain = Setup::from_dir(Path::new("s.json"), Path::new("."), PathBuf::new()).config();
+        assert_eq!(plain.scan.hold_records, guard_config::DEFAULT_SCAN_HOLD_RECORDS);
+    }
 }
