@@ -166,11 +166,15 @@ impl Setup {
     }
 
     fn config(&self) -> Config {
-        let mut cfg = Config::default();
         // The scan runs when the label model carries its statistics, with the route's sizes.
-        cfg.scan = self.scan.clone();
-        cfg.scan.enabled = true;
-        cfg.flood = self.flood.clone();
+        let mut cfg = Config {
+            scan: guard_config::ScanConfig {
+                enabled: true,
+                ..self.scan.clone()
+            },
+            flood: self.flood.clone(),
+            ..Config::default()
+        };
         cfg.scoring.execution_provider = ExecutionProvider::Cpu;
         cfg.scoring.library = Some(self.ort_library.clone());
         cfg.routes.push(Route {
