@@ -629,7 +629,11 @@ fn neighbour_vote_exports_on_rows_that_tie() {
         .map(|i| {
             let f: Vec<f64> = (0..6).map(|_| (rng.next() % 3) as f64 / 2.0).collect();
             let class = ((f[0] + 2.0 * f[1] + f[2]) * 2.0) as u64 % 3;
-            let label = if rng.next() % 10 == 0 { rng.next() % 3 } else { class };
+            let label = if rng.next().is_multiple_of(10) {
+                rng.next() % 3
+            } else {
+                class
+            };
             let mut r = json!({"source": format!("s{}", i % 3), "label": format!("c{label}")});
             for (k, v) in f.iter().enumerate() {
                 r[format!("f{k}")] = json!(v);
