@@ -80,6 +80,16 @@ fn init_sample(input: &str, label: &str, out: &std::path::Path) {
     ]);
 }
 
+/// `rows` (JSON lines) written to `dir/NAME.jsonl`, then [`init_sample`] on them into
+/// `dir/NAME`: that folder.
+fn init_rows(dir: &std::path::Path, name: &str, rows: &[String]) -> std::path::PathBuf {
+    let input = dir.join(format!("{name}.jsonl"));
+    std::fs::write(&input, rows.join("\n") + "\n").unwrap();
+    let out = dir.join(name);
+    init_sample(input.to_str().unwrap(), "label", &out);
+    out
+}
+
 /// The arguments of `ingest-guard train`, then `extra`.
 fn train_args<'a>(
     schema: &'a std::path::Path,
@@ -641,10 +651,7 @@ fn neighbour_vote_exports_on_rows_that_tie() {
             r.to_string()
         })
         .collect();
-    let input = dir.path().join("discrete.jsonl");
-    std::fs::write(&input, rows.join("\n") + "\n").unwrap();
-    let out = dir.path().join("discrete");
-    init_sample(input.to_str().unwrap(), "label", &out);
+    let out = init_rows(dir.path(), "discrete", &rows);
     // The vote forced on (k 5), whatever `auto` would choose: `train` checks its export.
     let models = out.join("models-k5");
     guard_ok(&label_args(
@@ -777,10 +784,7 @@ fn nested_image_rows_judge_as_their_flat_form() {
             v.to_string()
         })
         .collect();
-    let input = dir.path().join("nested.jsonl");
-    std::fs::write(&input, rows.join("\n") + "\n").unwrap();
-    let out = dir.path().join("nested");
-    init_sample(input.to_str().unwrap(), "label", &out);
+    let out = init_rows(dir.path(), "nested", &rows);
     let schema_path = out.join("nested.schema.json");
     let mut schema: Value = serde_json::from_slice(&std::fs::read(&schema_path).unwrap()).unwrap();
     assert_eq!(
