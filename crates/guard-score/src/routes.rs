@@ -595,9 +595,7 @@ impl RouteModels {
                     };
                     d.reasons.push(Reason::new(
                         ReasonCode::SCORE_ADVERSARIAL,
-                        format!(
-                            "squeezer '{squeezer}' moves the prediction from {from} to {to}: log p(label) rises by {rise:.4} > {bar}"
-                        ),
+                        adversarial_reason(squeezer, from, to, rise, &bar),
                     ));
                 }
                 explanation.adversarial = Some(Role {
@@ -846,9 +844,32 @@ pub fn watch(reloader: std::sync::Arc<Reloader>, interval: std::time::Duration) 
         .map(drop)
 }
 
+/// The `score.adversarial` reason: which squeezer fired, what it did to the prediction (it may
+/// change the predicted class, or only how sure the model is), and the rise over the bar.
+fn adversarial_reason(squeezer: &str, from: &str, to: &str, rise: f32, bar: &str) -> String {
+    let moved = if from == to {
+        format!("keeps the prediction {from}, but")
+    } else {
+        format!("moves the prediction from {from} to {to}:")
+    };
+    format!("squeezer '{squeezer}' {moved} log p(label) rises by {rise:.4} > {bar}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_adversarial_reason_says_whether_the_prediction_moved() {
+        assert_eq!(
+            adversarial_reason("bit depth 1", "2", "2", 2.2869, "1.7068"),
+            "squeezer 'bit depth 1' keeps the prediction 2, but log p(label) rises by 2.2869 > 1.7068"
+        );
+        assert_eq!(
+            adversarial_reason("median 2x2", "7", "1", 3.0, "1.5000"),
+            "squeezer 'median 2x2' moves the prediction from 7 to 1: log p(label) rises by 3.0000 > 1.5000"
+        );
+    }
     use serde_json::json;
 
     #[test]
