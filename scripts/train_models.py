@@ -608,13 +608,18 @@ class Neighbours:
         self.k = 0
         self.tried = {}
 
-    def counts(self, r, k):
-        """Votes [N, C] of the k nearest reference rows (float32, as the graph computes)."""
+    def distances(self, r):
+        """Blocks (start, rows, squared distances to the reference rows less the rows' own
+        norm) of 1,024 rows of `r`, in float32 as the graph computes them."""
         r = r.astype(np.float32)
         r2 = (self.ref * self.ref).sum(1)
-        out = np.zeros((len(r), self.n_classes))
         for i in range(0, len(r), 1024):
-            d = r2[None, :] - 2.0 * (r[i:i + 1024] @ self.ref.T)
+            yield i, r[i:i + 1024], r2[None, :] - 2.0 * (r[i:i + 1024] @ self.ref.T)
+
+    def counts(self, r, k):
+        """Votes [N, C] of the k nearest reference rows (float32, as the graph computes)."""
+        out = np.zeros((len(r), self.n_classes))
+        for i, _, d in self.distances(r):
             near = np.argpartition(d, k - 1, axis=1)[:, :k]
             lab = self.labels[near]
             for c in range(self.n_classes):
@@ -625,16 +630,14 @@ class Neighbours:
         """Rows [N] whose k-th and (k+1)-th nearest reference rows are at the same distance, to
         float32 rounding: either may be the k-th neighbour, and numpy and the graph's TopK may
         choose differently (rows of discrete features tie often)."""
-        r = r.astype(np.float32)
-        r2 = (self.ref * self.ref).sum(1)
         out = np.zeros(len(r), bool)
         if self.k == 0 or self.k >= len(self.ref):
             return out
-        for i in range(0, len(r), 1024):
-            d = r2[None, :] - 2.0 * (r[i:i + 1024] @ self.ref.T)
+        ref_sq = float((self.ref * self.ref).sum(1).max())
+        for i, block, d in self.distances(r):
             two = np.sort(np.partition(d, [self.k - 1, self.k], axis=1)[:, self.k - 1:self.k + 1], axis=1)
-            scale = float(r2.max()) + (r[i:i + 1024] * r[i:i + 1024]).sum(1)
-            out[i:i + 1024] = two[:, 1] - two[:, 0] <= 1e-4 * np.maximum(scale, 1e-6)
+            scale = ref_sq + (block * block).sum(1)
+            out[i:i + len(block)] = two[:, 1] - two[:, 0] <= 1e-4 * np.maximum(scale, 1e-6)
         return out
 
     def choose(self, r_cal, p_cal, yi_cal, seed):
