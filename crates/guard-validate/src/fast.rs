@@ -745,8 +745,11 @@ mod tests {
     use std::path::PathBuf;
     use std::sync::Arc;
 
+    /// The repository (`cargo test` sets `CARGO_MANIFEST_DIR` at run time; the compiled-in
+    /// path is stale when a shared build cache was filled from another clone).
     fn root() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()))
+            .join("../..")
     }
 
     fn judge() -> Judge {
