@@ -27,6 +27,11 @@ pub fn init_runtime(path: &Path) -> Result<(), ScoreError> {
     if !path.is_file() {
         return Err(fail("no such file".into()));
     }
+    // One loader at a time: two threads that both found no environment would both load the
+    // library and build an environment, and ONNX Runtime crashes on that (seen as SIGSEGV
+    // when tests ran two at a time).
+    static LOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = LOADING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if ENV.get().is_some() {
         return Ok(());
     }
