@@ -94,6 +94,11 @@ pub enum DomainCommand {
         /// `scripts/anchors.py`, which runs other tools on the same rows).
         #[arg(long)]
         write_attacked: Option<PathBuf>,
+        /// Seed of the attacks' random draws (rows picked, labels, noise, patterns). 0, the
+        /// default, gives the draws BENCHMARKS.md's figures use; other seeds give new
+        /// attackers on the same rows, for a figure's spread.
+        #[arg(long, default_value_t = 0)]
+        attack_seed: u64,
         /// One JSON line per attack instead of a table.
         #[arg(long)]
         json: bool,
@@ -243,6 +248,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
             truth,
             fgsm_limit,
             write_attacked,
+            attack_seed,
             json,
         } => {
             let mut setup = guard_eval::evaluate::Setup::resolve(
@@ -253,6 +259,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
                 &root(),
             )?;
             setup.write_attacked = write_attacked;
+            setup.attack_seed = attack_seed;
             let rows = guard_eval::evaluate::read_rows(&input)?;
             let attacks = if attacks.is_empty() {
                 let tensor = !guard_validate::DomainSchema::load(&setup.schema)?

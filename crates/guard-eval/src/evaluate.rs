@@ -92,6 +92,10 @@ pub struct Setup {
     pub ort_library: PathBuf,
     /// Write each attacked stream here (`<n>.jsonl`, `{"poison", "record"}` lines).
     pub write_attacked: Option<PathBuf>,
+    /// Seed of the attacks' random draws (which rows, which labels, noise, patterns): 0 gives
+    /// the draws every figure in BENCHMARKS.md was measured with; others give new attackers
+    /// on the same rows, for the spread of a figure.
+    pub attack_seed: u64,
     /// The window scan's hold and context sizes (a configuration's `[scan]`, else the
     /// defaults). The scan always runs where the label model carries its statistics.
     pub scan: guard_config::ScanConfig,
@@ -112,6 +116,7 @@ impl Setup {
             baseline: None,
             ort_library,
             write_attacked: None,
+            attack_seed: 0,
             scan: guard_config::ScanConfig::default(),
             flood: guard_config::FloodConfig::default(),
         }
@@ -160,6 +165,7 @@ impl Setup {
                 .clone()
                 .unwrap_or_else(|| crate::train::default_ort_library(Path::new("."))),
             write_attacked: None,
+            attack_seed: 0,
             scan: cfg.scan.clone(),
             flood: cfg.flood.clone(),
         })
@@ -375,7 +381,7 @@ fn judge_attack(
             }),
             _ => None,
         };
-        apply(attack, g, &clean, lm, fgsm_limit)?
+        apply(attack, g, &clean, lm, fgsm_limit, setup.attack_seed)?
     };
     if let Some(dir) = &setup.write_attacked {
         write_items(dir, run.index, &items)?;
