@@ -34,10 +34,30 @@ fn heldout(dir: &std::path::Path, domain: &str) -> String {
 }
 
 fn evaluate(domain: &str, input: &str, attacks: &[&str], truth: Option<&str>) -> Vec<serde_json::Value> {
+    evaluate_seeded(domain, input, attacks, truth, 0)
+}
+
+fn evaluate_seeded(
+    domain: &str,
+    input: &str,
+    attacks: &[&str],
+    truth: Option<&str>,
+    seed: u64,
+) -> Vec<serde_json::Value> {
     let schema = format!("schemas/{domain}.schema.json");
     let models = format!("models/{domain}");
+    let seed = seed.to_string();
     let mut args = vec![
-        "evaluate", "--schema", &schema, "--models", &models, "--input", input, "--json",
+        "evaluate",
+        "--schema",
+        &schema,
+        "--models",
+        &models,
+        "--input",
+        input,
+        "--json",
+        "--attack-seed",
+        &seed,
     ];
     for a in attacks {
         args.extend(["--attack", a]);
@@ -84,7 +104,9 @@ fn detection_meets_its_floors_on_real_data() {
     );
     // a. Shuttle ground-truth anomalies: AUROC (target ≥ 0.99).
     assert!(f(shuttle, "auroc_anomaly") >= 0.995, "{shuttle}");
-    // b. 5 % label flips: precision at recall 0.86 (issue 14: ≥ 0.85; cleanlab 0.44).
+    // b. 5 % label flips: precision at recall 0.86 (issue 14: ≥ 0.85; cleanlab 0.44). This
+    //    draw (0.861) is one of the better ones: the mean over draws is below the bar
+    //    (`the_floors_hold_on_average_over_other_attack_draws`).
     assert!(f(flip, "precision_at_recall_0.86") >= 0.85, "{flip}");
     // c. BadNets 10 %: precision and recall at the calibrated thresholds (issue 14: 0.95 / 0.95).
     assert!(
@@ -130,5 +152,39 @@ fn detection_meets_its_floors_on_real_data() {
     // holds on the stream, the scan included.
     for v in [flip, badnets, noise, fgsm1, fgsm2, pgd, blend] {
         assert!(f(v, "false_positive_rate") <= 0.01, "{v}");
+    }
+}
+
+/// The same attacks drawn by four other attackers (`evaluate --attack-seed 1..4`): the floors
+/// on their means sit below what was measured (BENCHMARKS.md, "The same attacks drawn ten
+/// times"), so a change that only holds on seed 0's draw fails here. Label flips' mean is
+/// short of issue 14's 0.85 (0.821 over these four draws), and the floor says so.
+#[test]
+fn the_floors_hold_on_average_over_other_attack_draws() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnist = heldout(dir.path(), "mnist");
+    let attacks = ["flip:0.05", "trigger:3:0:0.1", "blend:0.1:0:0.1", "fgsm:0.1"];
+    let draws: Vec<Vec<serde_json::Value>> = (1..=4)
+        .map(|s| evaluate_seeded("mnist", &mnist, &attacks, None, s))
+        .collect();
+    let mean = |a: usize, k: &str| draws.iter().map(|d| f(&d[a], k)).sum::<f64>() / draws.len() as f64;
+    for d in &draws {
+        eprintln!("{}", serde_json::Value::Array(d.clone()));
+    }
+    // The seed reaches the attacks: the draws differ.
+    let flips: Vec<f64> = draws.iter().map(|d| f(&d[0], "precision_at_recall_0.86")).collect();
+    assert!(flips.iter().any(|x| *x != flips[0]), "{flips:?}");
+    let blend_picked: Vec<f64> = draws.iter().map(|d| f(&d[2], "scan_flagged")).collect();
+    assert!(blend_picked.iter().any(|x| *x != blend_picked[0]), "{blend_picked:?}");
+    // Measured means over seeds 1-4: flips 0.821, BadNets 0.962 / 1.000, blend 0.949 / 0.998,
+    // FGSM ε 0.1 0.832.
+    assert!(mean(0, "precision_at_recall_0.86") >= 0.8, "flips {flips:?}");
+    assert!(mean(1, "precision") >= 0.95 && mean(1, "recall") >= 0.99, "BadNets");
+    assert!(mean(2, "precision") >= 0.94 && mean(2, "recall") >= 0.98, "blend");
+    assert!(mean(3, "recall") >= 0.81, "FGSM ε 0.1");
+    for d in &draws {
+        for v in d {
+            assert!(f(v, "false_positive_rate") <= 0.01, "{v}");
+        }
     }
 }
