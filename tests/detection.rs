@@ -108,6 +108,7 @@ fn detection_meets_its_floors_on_real_data() {
     //    draw (0.861) is one of the better ones: the mean over draws is below the bar
     //    (`the_floors_hold_on_average_over_other_attack_draws`).
     assert!(f(flip, "precision_at_recall_0.86") >= 0.85, "{flip}");
+    assert!(f(flip, "precision_at_recall_0.86_label") >= 0.9, "{flip}");
     // c. BadNets 10 %: precision and recall at the calibrated thresholds (issue 14: 0.95 / 0.95).
     assert!(
         f(badnets, "precision") >= 0.95 && f(badnets, "recall") >= 0.98,
@@ -158,7 +159,8 @@ fn detection_meets_its_floors_on_real_data() {
 /// The same attacks drawn by four other attackers (`evaluate --attack-seed 1..4`): the floors
 /// on their means sit below what was measured (BENCHMARKS.md, "The same attacks drawn ten
 /// times"), so a change that only holds on seed 0's draw fails here. Label flips' mean is
-/// short of issue 14's 0.85 (0.821 over these four draws), and the floor says so.
+/// short of issue 14's 0.85 (0.821 over these four draws), and the floor says so; the label
+/// role's own ranking is not (0.867).
 #[test]
 fn the_floors_hold_on_average_over_other_attack_draws() {
     let dir = tempfile::tempdir().unwrap();
@@ -179,6 +181,16 @@ fn the_floors_hold_on_average_over_other_attack_draws() {
     // Measured means over seeds 1-4: flips 0.821, BadNets 0.962 / 1.000, blend 0.949 / 0.998,
     // FGSM ε 0.1 0.832.
     assert!(mean(0, "precision_at_recall_0.86") >= 0.8, "flips {flips:?}");
+    //    The label role's ranking alone meets the bar on average (0.867 over seeds 1-4);
+    //    the combined ranking loses 0.04 to the other roles' scores of clean rows.
+    assert!(mean(0, "precision_at_recall_0.86_label") >= 0.85, "flips, label role");
+    for d in &draws {
+        assert!(
+            f(&d[0], "precision_at_recall_0.86_label") > f(&d[0], "precision_at_recall_0.86"),
+            "{}",
+            d[0]
+        );
+    }
     assert!(mean(1, "precision") >= 0.95 && mean(1, "recall") >= 0.99, "BadNets");
     assert!(mean(2, "precision") >= 0.94 && mean(2, "recall") >= 0.98, "blend");
     assert!(mean(3, "recall") >= 0.81, "FGSM ε 0.1");

@@ -64,6 +64,11 @@ pub struct Evaluation {
     /// Precision at recall 0.95 (combined score).
     #[serde(rename = "precision_at_recall_0.95")]
     pub precision_at_recall_095: Option<f64>,
+    /// Precision at recall 0.86 of the label role's score alone (`None`: no label model). On
+    /// label flips it shows what the combined ranking costs: the other roles' scores of clean
+    /// rows rank among the flipped rows there.
+    #[serde(rename = "precision_at_recall_0.86_label")]
+    pub precision_at_recall_086_label: Option<f64>,
     /// The anomaly model's calibrated threshold.
     pub anomaly_threshold: Option<f64>,
     /// The label model's calibrated threshold.
@@ -517,6 +522,11 @@ fn judge_attack(
         recall_at_fpr_001: round(recall_at_fpr(&combined, &poison, 0.01)),
         precision_at_recall_086: round(precision_at_recall(&combined, &poison, 0.86)),
         precision_at_recall_095: round(precision_at_recall(&combined, &poison, 0.95)),
+        precision_at_recall_086_label: if l_thr.is_some() {
+            round(precision_at_recall(&l_scores, &poison, 0.86))
+        } else {
+            None
+        },
         anomaly_threshold: a_thr,
         label_threshold: l_thr,
         adversarial_threshold: x_thr,
