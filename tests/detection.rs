@@ -182,15 +182,9 @@ fn the_floors_hold_on_average_over_other_attack_draws() {
     // FGSM ε 0.1 0.832.
     assert!(mean(0, "precision_at_recall_0.86") >= 0.8, "flips {flips:?}");
     //    The label role's ranking alone meets the bar on average (0.867 over seeds 1-4);
-    //    the combined ranking loses 0.04 to the other roles' scores of clean rows.
+    //    the combined ranking loses 0.04 to the other roles' scores of clean rows (a gap to
+    //    close, so no assertion keeps it).
     assert!(mean(0, "precision_at_recall_0.86_label") >= 0.85, "flips, label role");
-    for d in &draws {
-        assert!(
-            f(&d[0], "precision_at_recall_0.86_label") > f(&d[0], "precision_at_recall_0.86"),
-            "{}",
-            d[0]
-        );
-    }
     assert!(mean(1, "precision") >= 0.95 && mean(1, "recall") >= 0.99, "BadNets");
     assert!(mean(2, "precision") >= 0.94 && mean(2, "recall") >= 0.98, "blend");
     assert!(mean(3, "recall") >= 0.81, "FGSM ε 0.1");
