@@ -33,9 +33,10 @@ pub enum DomainCommand {
         /// Seed of the calibration split and the networks' initialisation.
         #[arg(long, default_value_t = 7)]
         seed: u64,
-        /// The label model: `mlp`, or `conv` (for image tensors, the MLP averaged with a small
-        /// convolutional network: better at label flips, worse at FGSM; BENCHMARKS.md).
-        #[arg(long, default_value = "mlp", value_parser = ["mlp", "conv"])]
+        /// The label model: `mlp`, `conv` (for image tensors, the MLP averaged with a small
+        /// convolutional network: better at label flips, worse at FGSM) or `svm` (an RBF SVM's
+        /// probabilities, for at most 20,000 training rows; BENCHMARKS.md).
+        #[arg(long, default_value = "mlp", value_parser = ["mlp", "conv", "svm"])]
         label_model: String,
         /// The label model's neighbour vote (deep k-NN over its hidden layer, which ranks label
         /// flips better; BENCHMARKS.md): `auto` chooses k on the calibration rows, 0 turns it
@@ -183,9 +184,10 @@ pub enum DomainCommand {
         /// Seed of the split, the calibration split and the networks.
         #[arg(long, default_value_t = 7)]
         seed: u64,
-        /// The label model: `mlp`, or `conv` (for image tensors, the MLP averaged with a small
-        /// convolutional network: better at label flips, worse at FGSM; BENCHMARKS.md).
-        #[arg(long, default_value = "mlp", value_parser = ["mlp", "conv"])]
+        /// The label model: `mlp`, `conv` (for image tensors, the MLP averaged with a small
+        /// convolutional network: better at label flips, worse at FGSM) or `svm` (an RBF SVM's
+        /// probabilities, for at most 20,000 training rows; BENCHMARKS.md).
+        #[arg(long, default_value = "mlp", value_parser = ["mlp", "conv", "svm"])]
         label_model: String,
         /// The label model's neighbour vote (deep k-NN over its hidden layer, which ranks label
         /// flips better; BENCHMARKS.md): `auto` chooses k on the calibration rows, 0 turns it

@@ -32,6 +32,10 @@ pub enum LabelModel {
     /// squeezing to catch (BENCHMARKS.md, "A learned convolutional member"). Without such a
     /// tensor it is the MLP.
     Conv,
+    /// An RBF-kernel SVM's probabilities (libsvm's pairwise sigmoids and coupling, in the
+    /// graph), the MLP's hidden layer for the scan. On a few thousand rows the stronger
+    /// classifier; at most 20,000 training rows (BENCHMARKS.md, "A kernel label model").
+    Svm,
 }
 
 impl LabelModel {
@@ -40,6 +44,7 @@ impl LabelModel {
         match self {
             LabelModel::Mlp => "mlp",
             LabelModel::Conv => "conv",
+            LabelModel::Svm => "svm",
         }
     }
 }
@@ -50,7 +55,10 @@ impl std::str::FromStr for LabelModel {
         match s {
             "mlp" => Ok(LabelModel::Mlp),
             "conv" => Ok(LabelModel::Conv),
-            other => Err(EvalError::Input(format!("unknown label model {other:?} (mlp, conv)"))),
+            "svm" => Ok(LabelModel::Svm),
+            other => Err(EvalError::Input(format!(
+                "unknown label model {other:?} (mlp, conv, svm)"
+            ))),
         }
     }
 }
