@@ -5,7 +5,13 @@
 //! Per top-level field, from the rows that decode as JSON objects:
 //! * numbers: `integer` when every value is whole, else `number`; the observed range widened
 //!   by [`InferOptions::margin`] × the span on each side (a span of zero counts as
-//!   max(|value|, 1)), never below 0 when no value was negative; an `x-guard` numeric feature;
+//!   max(|value|, 1)), never below 0 when no value was negative; an `x-guard` numeric feature.
+//!   Fractional numbers that all lie on a grid of 1/2, 1/4, 1/8 or 1/16 (at least
+//!   [`GRID_MIN_VALUES`] of them) get `multipleOf` that step: a feature recorded on a coarse
+//!   grid (a rating in halves, a three-level indicator coded 0, 0.5, 1) rejects a fabricated
+//!   value between its levels. Only steps that are powers of two, the levels of a coded
+//!   feature (a decimal precision says more about how a producer prints numbers), and which
+//!   the typed fast path can test exactly;
 //! * strings with at most `categorical_max` distinct values: an `enum` and an `x-guard`
 //!   categorical feature; other strings: a length bound of twice the longest seen;
 //! * arrays of numbers of one fixed length: up to `numeric_array_max` elements, one numeric
@@ -61,10 +67,23 @@ impl Default for InferOptions {
     }
 }
 
+/// Fewest numbers of a field, all on one grid, that make it a `multipleOf` (a continuous
+/// feature puts 30 values on a grid of 1/16 by chance with probability 16^-30).
+pub const GRID_MIN_VALUES: u64 = 30;
+
+/// Finest grid `multipleOf` is inferred for: 2^-GRID_MAX_EXP.
+const GRID_MAX_EXP: i32 = 4;
+
 /// What was seen of one field.
 #[derive(Debug, Default)]
 struct FieldSeen {
     rows: u64,
+    /// Scalar numbers seen.
+    numbers: u64,
+    /// The finest grid they need so far: 2^-grid_exp (0: whole numbers).
+    grid_exp: i32,
+    /// A scalar number on no grid of 2^-GRID_MAX_EXP or coarser.
+    off_grid: bool,
     nulls: u64,
     kinds: BTreeSet<&'static str>,
     min: f64,
@@ -202,6 +221,12 @@ fn observe(f: &mut FieldSeen, v: &Value, cap: usize) {
             f.min = f.min.min(x);
             f.max = f.max.max(x);
             f.fractional |= !(n.is_i64() || n.is_u64());
+            f.numbers += 1;
+            // Scaling by a power of two is exact: x · 2^k is whole exactly when x is on the grid.
+            match (0..=GRID_MAX_EXP).find(|k| (x * f64::from(1u32 << k)).fract() == 0.0) {
+                Some(k) => f.grid_exp = f.grid_exp.max(k),
+                None => f.off_grid = true,
+            }
         }
         Value::String(s) => {
             f.kinds.insert("string");
@@ -310,16 +335,25 @@ impl Builder<'_> {
             Some("number") => {
                 let (lo, hi) = self.widen(f);
                 self.numeric.push(json!({"name": name, "pointer": pointer}));
+                let grid = (f.fractional && !f.off_grid && f.numbers >= GRID_MIN_VALUES)
+                    .then(|| 1.0 / f64::from(1u32 << f.grid_exp));
                 self.review.push(format!(
-                    "{name}: numeric feature, observed {} to {}, accepted {lo} to {hi} ({seen})",
-                    f.min, f.max
+                    "{name}: numeric feature, observed {} to {}, accepted {lo} to {hi}{} ({seen})",
+                    f.min,
+                    f.max,
+                    grid.map_or(String::new(), |g| format!(", multiples of {g} only"))
                 ));
-                json!({
+                let mut p = json!({
                     "type": if f.fractional { "number" } else { "integer" },
                     "minimum": lo,
                     "maximum": hi,
-                    "description": format!("observed {} to {} in {}; widened by {} of the span on each side", f.min, f.max, self.from, self.o.margin),
-                })
+                    "description": format!("observed {} to {} in {}; widened by {} of the span on each side{}", f.min, f.max, self.from, self.o.margin,
+                        grid.map_or(String::new(), |g| format!("; every one of the {} values a multiple of {g}", f.numbers))),
+                });
+                if let Some(g) = grid {
+                    p["multipleOf"] = json!(g);
+                }
+                p
             }
             Some("string") if self.is_label(name) => self.label(name, f, &seen)?,
             Some("string") if self.o.source.as_deref() == Some(name) => {
@@ -557,6 +591,55 @@ mod tests {
         let p = dir.path().join("in.jsonl");
         std::fs::write(&p, lines).unwrap();
         infer(&Input::Jsonl(&p), o)
+    }
+
+    /// Fractional features on a coarse power-of-two grid get `multipleOf`; continuous ones,
+    /// whole numbers and too few values do not. The schema accepts its own rows and rejects a
+    /// value between the levels.
+    #[test]
+    fn a_coarse_grid_becomes_multiple_of() {
+        let row = |i: u32| {
+            let level = [0.0, 0.5, 1.0][i as usize % 3];
+            json!({
+                "level": level, "quarter": f64::from(i % 9) * 0.25,
+                "ratio": f64::from(i) / 7.0, "count": i, "whole": f64::from(i % 4),
+            })
+        };
+        let text: String = (0..40).map(|i| row(i).to_string() + "\n").collect();
+        let got = infer_lines(&text, &InferOptions::default()).unwrap();
+        let p = &got.schema["properties"];
+        assert_eq!(p["level"]["multipleOf"], json!(0.5), "{}", p["level"]);
+        assert_eq!(p["quarter"]["multipleOf"], json!(0.25), "{}", p["quarter"]);
+        assert_eq!(
+            p["whole"]["multipleOf"],
+            json!(1.0),
+            "whole numbers written as 0.0, 1.0, …"
+        );
+        assert!(p["ratio"].get("multipleOf").is_none(), "{}", p["ratio"]);
+        assert!(
+            p["count"].get("multipleOf").is_none(),
+            "an integer needs no grid: {}",
+            p["count"]
+        );
+        assert!(
+            got.review
+                .iter()
+                .any(|l| l.starts_with("level:") && l.contains("multiples of 0.5")),
+            "{:?}",
+            got.review
+        );
+        let schema = guard_validate::DomainSchema::from_value(&got.schema).unwrap();
+        for i in 0..40 {
+            assert!(schema.check(&row(i)).is_ok(), "{}", row(i));
+        }
+        let mut off = row(1);
+        off["level"] = json!(0.37);
+        let reasons = schema.check(&off).unwrap_err();
+        assert!(format!("{reasons:?}").contains("multipleOf"), "{reasons:?}");
+        // 29 values are not enough evidence of a grid.
+        let text: String = (0..29).map(|i| row(i).to_string() + "\n").collect();
+        let got = infer_lines(&text, &InferOptions::default()).unwrap();
+        assert!(got.schema["properties"]["level"].get("multipleOf").is_none());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! A domain schema written in the common subset of JSON Schema (objects with `properties`,
 //! `required` and `additionalProperties: false`; arrays with `items`, `minItems`, `maxItems`;
-//! numbers and integers with bounds and integer `enum`; strings with lengths and `enum`;
+//! numbers and integers with bounds, integer `enum` and a `multipleOf` that is a power of two
+//! (whose test is exact in binary); strings with lengths and `enum`;
 //! booleans) compiles into a [`Shape`]. A record is then decoded by serde straight against the
 //! shape: every value is checked as it is read, and the `x-guard` fields go straight into the
 //! batch's typed row ([`FeatureRows`]), so no `serde_json::Value` is built.
@@ -55,6 +56,9 @@ struct NumberRule {
     exclusive_maximum: Option<f64>,
     /// Allowed integers (`enum` of integers only).
     one_of: Option<Vec<i64>>,
+    /// `multipleOf`, a power of two (`x / m` is then exact, and whole exactly when the full
+    /// path's exact fraction test says so).
+    multiple_of: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +213,7 @@ fn compile_node(v: &Value) -> Option<Shape> {
             "exclusiveMinimum",
             "exclusiveMaximum",
             "enum",
+            "multipleOf",
         ],
         "string" => &["type", "minLength", "maxLength", "enum"],
         "boolean" => &["type"],
@@ -275,7 +280,13 @@ fn compile_node(v: &Value) -> Option<Shape> {
                         .collect::<Option<Vec<i64>>>()?,
                 ),
             };
+            // Any other divisor: the whole schema takes the full path.
+            let multiple_of = match m.get("multipleOf") {
+                None => None,
+                Some(v) => Some(v.as_f64().filter(|x| power_of_two(*x))?),
+            };
             Kind::Number(NumberRule {
+                multiple_of,
                 integer: ty == "integer",
                 minimum: bound("minimum")?,
                 maximum: bound("maximum")?,
@@ -305,6 +316,11 @@ fn compile_node(v: &Value) -> Option<Shape> {
     })
 }
 
+/// A positive normal f64 with no mantissa bits: 2^k.
+fn power_of_two(x: f64) -> bool {
+    x.is_normal() && x > 0.0 && x.to_bits() & ((1u64 << 52) - 1) == 0
+}
+
 /// A bound as an exact f64 (integers beyond 2^53 and non-numbers do not compile).
 fn exact(v: &Value) -> Option<f64> {
     if let Some(i) = v.as_i64() {
@@ -327,7 +343,8 @@ impl NumberRule {
                 return false;
             }
         }
-        self.minimum.is_none_or(|b| x >= b)
+        self.multiple_of.is_none_or(|m| (x / m).fract() == 0.0)
+            && self.minimum.is_none_or(|b| x >= b)
             && self.maximum.is_none_or(|b| x <= b)
             && self.exclusive_minimum.is_none_or(|b| x > b)
             && self.exclusive_maximum.is_none_or(|b| x < b)
@@ -949,6 +966,38 @@ mod tests {
                 m.insert(key.to_owned(), value);
             }
             assert!(Shape::compile(&s, &g).is_none(), "{path} {key}");
+        }
+    }
+
+    /// `multipleOf` compiles only for a power of two, and then the fast path accepts exactly
+    /// what the JSON Schema validator accepts (inside f64's range; beyond it, it gives up).
+    #[test]
+    fn multiple_of_compiles_for_powers_of_two_and_agrees_with_the_validator() {
+        let g: GuardSection = serde_json::from_value(serde_json::json!({"id": "t"})).unwrap_or_else(|e| panic!("{e}"));
+        let schema = |m: f64| {
+            serde_json::json!({"type": "object", "additionalProperties": false,
+                "properties": {"a": {"type": "number", "multipleOf": m}}})
+        };
+        for m in [0.1, 3.0, 0.3] {
+            assert!(Shape::compile(&schema(m), &g).is_none(), "{m}");
+        }
+        for m in [0.5, 0.25, 1.0, 2.0, 0.0625] {
+            let shape = Shape::compile(&schema(m), &g).unwrap_or_else(|| panic!("{m} compiles"));
+            let Kind::Object { props, .. } = &shape.kind else {
+                panic!("an object")
+            };
+            let Kind::Number(rule) = &props[0].1.kind else {
+                panic!("a number")
+            };
+            let full = jsonschema::validator_for(&schema(m)).unwrap_or_else(|e| panic!("{e}"));
+            for x in [
+                0.0, -0.0, 0.5, 1.5, -2.25, 0.37, 3.0, 7.75, 0.0625, 0.03125, 1e300, 1e-300,
+            ] {
+                let ok = full.is_valid(&serde_json::json!({ "a": x }));
+                assert_eq!(rule.accepts(x, None), ok, "{x} multipleOf {m}");
+            }
+            // Beyond f64's range the quotient overflows: the fast path gives up, never accepts.
+            assert!(!rule.accepts(f64::MAX, None) || full.is_valid(&serde_json::json!({ "a": f64::MAX })));
         }
     }
 
