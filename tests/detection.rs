@@ -194,3 +194,32 @@ fn the_floors_hold_on_average_over_other_attack_draws() {
         }
     }
 }
+
+/// The backdoors against every class, not only the first: the table's blend relabels to 0,
+/// the class the label model doubts least, which makes the scan's doubt rule cheap there.
+/// Measured on attack seed 0 (BENCHMARKS.md, "The blended trigger against every class"):
+/// blend precision 0.881–0.959 (mean 0.920), recall 0.853–0.991 (mean 0.958); BadNets
+/// 0.960–0.963 / 1.000 on every target. Against 2, 3, 5 and 8 the doubt rule spends more than
+/// its half of the budget and the stream's FPR reaches 1.15–1.28 % (the README says so); the
+/// bound below catches a rule that spends more still.
+#[test]
+fn backdoors_against_every_class_keep_their_floors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnist = heldout(dir.path(), "mnist");
+    let (mut p, mut r) = (Vec::new(), Vec::new());
+    for t in 0..10 {
+        let (blend, trigger) = (format!("blend:0.1:{t}:0.1"), format!("trigger:3:{t}:0.1"));
+        let e = evaluate("mnist", &mnist, &[&blend, &trigger], None);
+        eprintln!("{} {}", e[0], e[1]);
+        assert!(f(&e[1], "precision") >= 0.95 && f(&e[1], "recall") >= 0.99, "{}", e[1]);
+        assert!(f(&e[0], "recall") >= 0.83, "{}", e[0]);
+        assert!(f(&e[0], "false_positive_rate") <= 0.014, "{}", e[0]);
+        p.push(f(&e[0], "precision"));
+        r.push(f(&e[0], "recall"));
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert!(
+        mean(&p) >= 0.91 && mean(&r) >= 0.95,
+        "blend precision {p:?}, recall {r:?}"
+    );
+}
