@@ -787,6 +787,15 @@ mod tests {
             "items": {"type": "array", "minItems": 28, "maxItems": 28, "items": leaf}});
         let s = DomainSchema::from_value(&v).unwrap_or_else(|e| panic!("{e:?}"));
         routes.insert("mnist-nested".to_owned(), Arc::new(s));
+        // Shuttle with its features on a grid of quarters (`multipleOf: 0.25`, which the fast
+        // path checks itself): 50.5 passes, 50.3 takes the full path and its reason.
+        let mut v: Value =
+            serde_json::from_slice(&std::fs::read(root().join("schemas/shuttle.schema.json")).unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{e}"));
+        v["properties"]["features"]["items"]["multipleOf"] = serde_json::json!(0.25);
+        let s = DomainSchema::from_value(&v).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(s.fast().is_some(), "the grid keeps the shuttle schema on the fast path");
+        routes.insert("shuttle-grid".to_owned(), Arc::new(s));
         Judge::new(Limits::default(), routes)
     }
 
@@ -862,6 +871,15 @@ mod tests {
                 assert!(agree(&j, topic, &l));
             }
         }
+        // On the grid of quarters: 50.25 is taken fast; 50.3 is not, and the full path names
+        // `multipleOf`.
+        let on = br#"{"source":"s","id":"g","features":[50.25,21,77,0,28,0,27,48,22],"label":1}"#;
+        let off = br#"{"source":"s","id":"g","features":[50.3,21,77,0,28,0,27,48,22],"label":1}"#;
+        assert!(accepted(&j, "shuttle-grid", on) && agree(&j, "shuttle-grid", on));
+        assert!(!accepted(&j, "shuttle-grid", off) && !agree(&j, "shuttle-grid", off));
+        let r = Record::whole(0, None, None, Vec::new(), Some(off.to_vec()));
+        let why = format!("{:?}", j.judge("shuttle-grid", &r).verdict);
+        assert!(why.contains("multipleOf"), "{why}");
         // Nested pixels: taken fast, into the same typed row as the flat record's.
         assert!(j.schema_for("mnist-nested").and_then(|s| s.fast()).is_some());
         for (flat, nested) in lines("schemas/samples/mnist.valid.jsonl").iter().zip(nested_mnist()) {
@@ -1029,8 +1047,10 @@ mod tests {
                 b"0123456789-+.eE,:{}[]\"\\ atrufn1.5x\xc3\xa9".to_vec())), 0..4),
         ) {
             let j = judge();
-            let (topic, seeds) = if which < 60 {
+            let (topic, seeds) = if which < 45 {
                 ("shuttle", lines("schemas/samples/shuttle.valid.jsonl"))
+            } else if which < 60 {
+                ("shuttle-grid", lines("schemas/samples/shuttle.valid.jsonl"))
             } else if which < 80 {
                 ("mnist", lines("schemas/samples/mnist.valid.jsonl"))
             } else {
