@@ -67,7 +67,12 @@ fn evaluate_json(args: &[&str], attacks: &[&str]) -> Vec<Value> {
 
 /// `ingest-guard init` on a shipped sample (its producer in `source`) into `out`.
 fn init_sample(input: &str, label: &str, out: &std::path::Path) {
-    guard_ok(&[
+    init_sample_with(input, label, out, &[]);
+}
+
+/// [`init_sample`], then `extra` flags.
+fn init_sample_with(input: &str, label: &str, out: &std::path::Path, extra: &[&str]) {
+    let mut args = vec![
         "init",
         "--input",
         input,
@@ -77,7 +82,35 @@ fn init_sample(input: &str, label: &str, out: &std::path::Path) {
         "source",
         "--out",
         out.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    guard_ok(&args);
+}
+
+/// The rows of `from` (JSON lines) that `keep` takes (by index and value), written to
+/// `dir/NAME`: that path.
+fn write_rows(
+    dir: &std::path::Path,
+    name: &str,
+    from: &str,
+    keep: &dyn Fn(usize, &Value) -> bool,
+) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let rows: Vec<String> = lines(std::path::Path::new(from))
+        .into_iter()
+        .enumerate()
+        .filter(|(i, l)| keep(*i, &serde_json::from_str(l).unwrap()))
+        .map(|(_, l)| l)
+        .collect();
+    std::fs::write(&path, rows.join("\n") + "\n").unwrap();
+    path
+}
+
+/// MNIST's threes and eights, written to `dir/digits.jsonl`.
+fn threes_and_eights(dir: &std::path::Path) -> std::path::PathBuf {
+    write_rows(dir, "digits.jsonl", ".data/mnist.jsonl", &|_, r| {
+        r["label"] == json!(3) || r["label"] == json!(8)
+    })
 }
 
 /// `rows` (JSON lines) written to `dir/NAME.jsonl`, then [`init_sample`] on them into
@@ -673,29 +706,9 @@ fn svm_label_model_exports_and_ranks_flips() {
     // Two classes (the threes and eights of the whole set) through `init`: its schema
     // declares the two, and the export check passes on libsvm's sigmoid. Seed 7 measured
     // 0.818 (9 of 10 flips among 185 held-out rows before the first clean row: the MLP's too).
-    let digits = dir.path().join("digits.jsonl");
-    let rows: Vec<String> = lines(std::path::Path::new(".data/mnist.jsonl"))
-        .into_iter()
-        .filter(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            v["label"] == json!(3) || v["label"] == json!(8)
-        })
-        .collect();
-    std::fs::write(&digits, rows.join("\n") + "\n").unwrap();
+    let digits = threes_and_eights(dir.path());
     let out = dir.path().join("digits");
-    guard_ok(&[
-        "init",
-        "--label-model",
-        "svm",
-        "--input",
-        digits.to_str().unwrap(),
-        "--label",
-        "label",
-        "--source",
-        "source",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    init_sample_with(digits.to_str().unwrap(), "label", &out, &["--label-model", "svm"]);
     let meta: Value = serde_json::from_slice(&std::fs::read(out.join("models/label.json")).unwrap()).unwrap();
     assert_eq!(meta["classes"].as_array().map(Vec::len), Some(2), "{}", meta["classes"]);
     assert!(meta["svm"]["support_vectors"].as_u64().unwrap() > 10, "{}", meta["svm"]);
@@ -1087,23 +1100,8 @@ fn a_sorted_stream_raises_no_scan_cluster() {
 #[test]
 fn two_class_labels_train_and_score() {
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, keep: &dyn Fn(usize, &Value) -> bool, from: &str| {
-        let path = dir.path().join(name);
-        let rows: Vec<String> = lines(std::path::Path::new(from))
-            .into_iter()
-            .enumerate()
-            .filter(|(i, l)| keep(*i, &serde_json::from_str(l).unwrap()))
-            .map(|(_, l)| l)
-            .collect();
-        std::fs::write(&path, rows.join("\n") + "\n").unwrap();
-        path
-    };
-    let shuttle = write("shuttle.jsonl", &|i, _| i < 10_000, ".data/shuttle.jsonl");
-    let digits = write(
-        "digits.jsonl",
-        &|_, r| r["label"] == json!(3) || r["label"] == json!(8),
-        ".data/mnist.jsonl",
-    );
+    let shuttle = write_rows(dir.path(), "shuttle.jsonl", ".data/shuttle.jsonl", &|i, _| i < 10_000);
+    let digits = threes_and_eights(dir.path());
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
     // The digits' floor is coarse: 10 flips among 195 held-out rows, and 166 calibration rows,
     // too few to meet the budget, so every threshold is its largest calibration score. Each of
