@@ -24,8 +24,10 @@ Roles
            scale per tensor), reconstructs, and outputs `feature_error` [N, width] (squared
            error per input value, a categorical's one-hot block summed: the explanation) and
            `score` [N]: their mean for tabular rows; for rows with a tensor, the largest of the
-           mean of the 16 largest errors (a local patch such as a trigger), the mean error
-           where the reconstruction is background (a faint whole-image pattern) and the mean
+           mean of the 16 largest errors (a local patch such as a trigger), the mean absolute
+           error where the reconstruction is background (a faint whole-image pattern: a
+           blended trigger, an adversarial perturbation's ±ε; absolute, since squared the
+           faint values vanish next to a few missed stroke pixels) and the mean
            error over the row (a whole image unlike the trusted ones, such as noise in a set of
            textured photographs, which has no background), each divided by its own threshold:
            the three statistics are calibrated as members of the joint budget (below), so the
@@ -390,7 +392,8 @@ def autoencoder_graph(ae, enc, activation, scales, err_scale=None, stat_outputs=
             helper.make_node("ReduceMean", ["top_err"], ["top_mean"], axes=[1], keepdims=0),
             helper.make_node("Less", [rec, "bg_level"], ["is_bg"]),
             helper.make_node("Cast", ["is_bg"], ["bg_mask"], to=TensorProto.FLOAT),
-            helper.make_node("Mul", ["err", "bg_mask"], ["bg_err"]),
+            helper.make_node("Abs", ["diff"], ["abs_err"]),
+            helper.make_node("Mul", ["abs_err", "bg_mask"], ["bg_err"]),
             helper.make_node("ReduceSum", ["bg_err", "axis1"], ["bg_sum"], keepdims=0),
             helper.make_node("ReduceSum", ["bg_mask", "axis1"], ["bg_n"], keepdims=0),
             helper.make_node("Add", ["bg_n", "one"], ["bg_n1"]),

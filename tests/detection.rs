@@ -89,6 +89,7 @@ fn detection_meets_its_floors_on_real_data() {
             "fgsm:0.2",
             "pgd:0.1:5",
             "blend:0.1:0:0.1",
+            "blend:0.05:0:0.1",
         ],
         None,
     );
@@ -96,7 +97,8 @@ fn detection_meets_its_floors_on_real_data() {
         eprintln!("{v}");
     }
     let (shuttle, inject) = (&s[0], &s[1]);
-    let (flip, badnets, noise, fgsm1, fgsm2, pgd, blend) = (&m[0], &m[1], &m[2], &m[3], &m[4], &m[5], &m[6]);
+    let (flip, badnets, noise, fgsm1, fgsm2, pgd) = (&m[0], &m[1], &m[2], &m[3], &m[4], &m[5]);
+    let (blend, faint) = (&m[6], &m[7]);
     assert_eq!(
         f(shuttle, "poison"),
         3511.0,
@@ -120,18 +122,22 @@ fn detection_meets_its_floors_on_real_data() {
         assert!(f(v, "recall_at_fpr_0.01") >= 0.99, "{v}");
         assert!(f(v, "recall") >= 0.99 && f(v, "false_positive_rate") <= 0.015, "{v}");
     }
-    // e. Adversarial examples (white-box on the guard's label model; feature squeezing with
-    //    the anomaly and label models): FGSM ε 0.1 ≥ 0.80, ε 0.2 ≥ 0.95 (issue 14), PGD.
-    assert!(f(fgsm1, "recall") >= 0.8, "{fgsm1}");
+    // e. Adversarial examples (white-box on the guard's label model): FGSM ε 0.1 ≥ 0.80,
+    //    ε 0.2 ≥ 0.95 (issue 14), PGD. Measured 0.992, 1.000 and 0.988: the anomaly role's
+    //    background statistic (mean absolute error where the reconstruction is background)
+    //    sees the perturbation whether or not it fools the classifier; with the squared error
+    //    it was 0.816, 1.000 and 0.844.
+    assert!(f(fgsm1, "recall") >= 0.95, "{fgsm1}");
     assert!(f(fgsm2, "recall") >= 0.98, "{fgsm2}");
-    assert!(f(pgd, "recall") >= 0.8, "{pgd}");
+    assert!(f(pgd, "recall") >= 0.95, "{pgd}");
+    assert!(f(fgsm1, "auroc_anomaly") >= 0.99, "{fgsm1}");
+    //    Feature squeezing, the adversarial role, ranks them too on its own (0.989).
     assert!(f(fgsm1, "auroc_adversarial") >= 0.97, "{fgsm1}");
-    // Of the crafted rows, those that fool the attacked classifier (ε 0.1: 0.628 measured)
-    // are the ones squeezing sees: recall over them 0.975 against 0.816 over all. Only the
-    // gradient attacks report it.
+    //    Of the crafted rows, those that fool the attacked classifier (ε 0.1: 0.628
+    //    measured) are all caught as well. Only the gradient attacks report it.
     let success = f(fgsm1, "attack_success_rate");
     assert!(success > 0.3 && success < 0.95, "{fgsm1}");
-    assert!(f(fgsm1, "recall_successful") >= f(fgsm1, "recall") + 0.05, "{fgsm1}");
+    assert!(f(fgsm1, "recall_successful") >= 0.95, "{fgsm1}");
     assert!(
         f(fgsm2, "attack_success_rate") >= 0.9 && f(fgsm2, "recall_successful") >= 0.98,
         "{fgsm2}"
@@ -140,18 +146,24 @@ fn detection_meets_its_floors_on_real_data() {
         flip["attack_success_rate"].is_null() && flip["recall_successful"].is_null(),
         "{flip}"
     );
-    // f. Blended trigger: the per-record models miss a quarter; the window scan (hold-back,
-    //    spectral clusters per class on the label model's hidden layer) brings recall up.
-    assert!(f(blend, "recall_per_record") < 0.9, "{blend}");
-    assert!(f(blend, "recall") >= 0.97 && f(blend, "precision") >= 0.94, "{blend}");
-    assert!(f(blend, "scan_true") >= 40.0, "{blend}");
+    // f. Blended trigger at α 0.1: the background statistic catches every record
+    //    (0.962 / 1.000 measured).
+    assert!(
+        f(blend, "recall_per_record") >= 0.99 && f(blend, "precision") >= 0.95,
+        "{blend}"
+    );
+    //    At α 0.05 the per-record models miss a quarter (the rows the label model believes);
+    //    the window scan (hold-back, spectral clusters per class on the label model's hidden
+    //    layer) brings recall up: 0.950 / 0.996 measured.
+    assert!(f(faint, "recall_per_record") < 0.9, "{faint}");
+    assert!(f(faint, "recall") >= 0.97 && f(faint, "precision") >= 0.94, "{faint}");
+    assert!(f(faint, "scan_true") >= 40.0, "{faint}");
     //    The campaign mislabels, so cluster members the label model believes (clean records
-    //    the split took in) stay out: 60 of 63 scan flags are poison (60 of 67 when every
-    //    member was flagged).
-    assert!(f(blend, "scan_true") >= 0.93 * f(blend, "scan_flagged"), "{blend}");
+    //    the split took in) stay out: 56 of 59 scan flags are poison.
+    assert!(f(faint, "scan_true") >= 0.93 * f(faint, "scan_flagged"), "{faint}");
     // Clean records keep passing: the budget (1 % over all roles, with 90 % confidence)
     // holds on the stream, the scan included.
-    for v in [flip, badnets, noise, fgsm1, fgsm2, pgd, blend] {
+    for v in [flip, badnets, noise, fgsm1, fgsm2, pgd, blend, faint] {
         assert!(f(v, "false_positive_rate") <= 0.01, "{v}");
     }
 }
@@ -165,7 +177,13 @@ fn detection_meets_its_floors_on_real_data() {
 fn the_floors_hold_on_average_over_other_attack_draws() {
     let dir = tempfile::tempdir().unwrap();
     let mnist = heldout(dir.path(), "mnist");
-    let attacks = ["flip:0.05", "trigger:3:0:0.1", "blend:0.1:0:0.1", "fgsm:0.1"];
+    let attacks = [
+        "flip:0.05",
+        "trigger:3:0:0.1",
+        "blend:0.1:0:0.1",
+        "fgsm:0.1",
+        "blend:0.05:0:0.1",
+    ];
     let draws: Vec<Vec<serde_json::Value>> = (1..=4)
         .map(|s| evaluate_seeded("mnist", &mnist, &attacks, None, s))
         .collect();
@@ -176,18 +194,22 @@ fn the_floors_hold_on_average_over_other_attack_draws() {
     // The seed reaches the attacks: the draws differ.
     let flips: Vec<f64> = draws.iter().map(|d| f(&d[0], "precision_at_recall_0.86")).collect();
     assert!(flips.iter().any(|x| *x != flips[0]), "{flips:?}");
-    let blend_picked: Vec<f64> = draws.iter().map(|d| f(&d[2], "scan_flagged")).collect();
+    let blend_picked: Vec<f64> = draws.iter().map(|d| f(&d[4], "scan_flagged")).collect();
     assert!(blend_picked.iter().any(|x| *x != blend_picked[0]), "{blend_picked:?}");
-    // Measured means over seeds 1-4: flips 0.821, BadNets 0.962 / 1.000, blend 0.949 / 0.998,
-    // FGSM ε 0.1 0.832.
+    // Measured means over seeds 1-4: flips 0.821, BadNets 0.959 / 1.000, blend 0.959 / 1.000,
+    // FGSM ε 0.1 0.992, the fainter blend (α 0.05, the scan's work) 0.946 / 0.998.
     assert!(mean(0, "precision_at_recall_0.86") >= 0.8, "flips {flips:?}");
     //    The label role's ranking alone meets the bar on average (0.867 over seeds 1-4);
     //    the combined ranking loses 0.04 to the other roles' scores of clean rows (a gap to
     //    close, so no assertion keeps it).
     assert!(mean(0, "precision_at_recall_0.86_label") >= 0.85, "flips, label role");
     assert!(mean(1, "precision") >= 0.95 && mean(1, "recall") >= 0.99, "BadNets");
-    assert!(mean(2, "precision") >= 0.94 && mean(2, "recall") >= 0.98, "blend");
-    assert!(mean(3, "recall") >= 0.81, "FGSM ε 0.1");
+    assert!(mean(2, "precision") >= 0.95 && mean(2, "recall") >= 0.99, "blend");
+    assert!(mean(3, "recall") >= 0.97, "FGSM ε 0.1");
+    assert!(
+        mean(4, "precision") >= 0.93 && mean(4, "recall") >= 0.98,
+        "blend α 0.05"
+    );
     for d in &draws {
         for v in d {
             assert!(f(v, "false_positive_rate") <= 0.01, "{v}");
@@ -198,20 +220,28 @@ fn the_floors_hold_on_average_over_other_attack_draws() {
 /// The backdoors against every class, not only the first: the table's blend relabels to 0,
 /// the class the label model doubts least, which makes the scan's doubt rule cheap there.
 /// Measured on attack seed 0 (BENCHMARKS.md, "The blended trigger against every class"):
-/// blend precision 0.881–0.959 (mean 0.920), recall 0.853–0.991 (mean 0.958); BadNets
-/// 0.960–0.963 / 1.000 on every target. Against 2, 3, 5 and 8 the doubt rule spends more than
-/// its half of the budget and the stream's FPR reaches 1.15–1.28 % (the README says so); the
-/// bound below catches a rule that spends more still.
+/// BadNets 0.960–0.963 / 1.000 and the blend at α 0.1 0.958–0.963 / 1.000 on every target
+/// (the anomaly role's background statistic). The fainter blend (α 0.05) is the scan's:
+/// precision 0.881–0.956 (mean 0.921), recall 0.843–0.996 (mean 0.933). Against 2, 3, 5 and 8
+/// its doubt rule spends more than its half of the budget and the stream's FPR reaches
+/// 1.01–1.28 % (the README says so); the bound below catches a rule that spends more still.
 #[test]
 fn backdoors_against_every_class_keep_their_floors() {
     let dir = tempfile::tempdir().unwrap();
     let mnist = heldout(dir.path(), "mnist");
     let (mut p, mut r) = (Vec::new(), Vec::new());
     for t in 0..10 {
-        let (blend, trigger) = (format!("blend:0.1:{t}:0.1"), format!("trigger:3:{t}:0.1"));
-        let e = evaluate("mnist", &mnist, &[&blend, &trigger], None);
-        eprintln!("{} {}", e[0], e[1]);
-        assert!(f(&e[1], "precision") >= 0.95 && f(&e[1], "recall") >= 0.99, "{}", e[1]);
+        let (faint, blend, trigger) = (
+            format!("blend:0.05:{t}:0.1"),
+            format!("blend:0.1:{t}:0.1"),
+            format!("trigger:3:{t}:0.1"),
+        );
+        let e = evaluate("mnist", &mnist, &[&faint, &blend, &trigger], None);
+        eprintln!("{} {} {}", e[0], e[1], e[2]);
+        for v in [&e[1], &e[2]] {
+            assert!(f(v, "precision") >= 0.95 && f(v, "recall") >= 0.99, "{v}");
+            assert!(f(v, "false_positive_rate") <= 0.01, "{v}");
+        }
         assert!(f(&e[0], "recall") >= 0.83, "{}", e[0]);
         assert!(f(&e[0], "false_positive_rate") <= 0.014, "{}", e[0]);
         p.push(f(&e[0], "precision"));
@@ -219,7 +249,7 @@ fn backdoors_against_every_class_keep_their_floors() {
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     assert!(
-        mean(&p) >= 0.91 && mean(&r) >= 0.95,
+        mean(&p) >= 0.91 && mean(&r) >= 0.92,
         "blend precision {p:?}, recall {r:?}"
     );
 }

@@ -600,7 +600,9 @@ fn second_image_set_through_init_and_evaluate() {
     // 1,635 calibration rows bound the budget with it), with a threshold of its own. Every
     // role trained again on the same rows with `--reformer off` (the same anomaly and label
     // models): bit depths 2 and 3 cannot round FGSM's 0.2 of the range away, the autoencoder
-    // can (seed 7: ε 0.2 recall 1.000 with it, 0.970 without, clean FPR 0.57 % both ways;
+    // can (seed 7: the adversarial role's AUROC 0.991 with it, 0.818 without; ε 0.2 recall
+    // 1.000 and 0.990, clean FPR 0.64 % both ways, since the anomaly role's background
+    // statistic catches most of them too; 1.000 and 0.970 before it was an absolute error;
     // BENCHMARKS.md, "The autoencoder as a squeezer").
     let adv: Value = serde_json::from_slice(&std::fs::read(out.join("models/adversarial.json")).unwrap()).unwrap();
     assert_eq!(
@@ -615,7 +617,7 @@ fn second_image_set_through_init_and_evaluate() {
     let r = evaluate_models(&schema, &plain, &out.join("heldout.jsonl"), &["fgsm:0.2"]);
     eprintln!("{r:?}");
     assert!(
-        f(fgsm2, "recall") >= 0.98 && f(fgsm2, "recall") >= f(&r[0], "recall") + 0.02,
+        f(fgsm2, "recall") >= 0.98 && f(fgsm2, "auroc_adversarial") >= f(&r[0], "auroc_adversarial") + 0.1,
         "with the autoencoder {fgsm2}, without {}",
         r[0]
     );
