@@ -41,6 +41,11 @@ Roles
            also outputs its first hidden layer, `hidden` [N, H], which the guard's window scan
            reads (`scan` in the metadata: per class, the trusted rows' mean and a whitening
            projection; see `scan_section` and crates/guard-score/src/scan.rs).
+           With `--augment shifts` (opt-in), on rows with an image grid of at least 8 x 8
+           the MLP also trains on each row shifted by one element in each of four directions
+           (`shifted_copies`), for the same row visits (epochs divided by the copies, at least
+           SHIFT_MIN_ITERATIONS); the scan's statistics, the neighbour vote's reference rows,
+           the conv and svm members and the calibration all see the rows as they are.
            With `--label-model conv` and an image tensor, the probabilities are the mean of the
            MLP's and a small convolutional network's (ConvBranch), and `hidden` holds both
            hidden layers; with `--label-model svm`, an RBF SVM's (SvmMember), `hidden` staying
@@ -121,6 +126,9 @@ BACKGROUND = 0.05  # normalised reconstruction below this counts as background (
 MASK = (1 << 64) - 1
 LOG_FLOOR = math.log(1e-6)  # adversarial: log-probabilities are floored here (guard-score does the same)
 ACCURACY_DROP = 0.02  # adversarial: a squeezer may cost the classifier this much accuracy
+SHIFTS = ((0, 1), (0, -1), (1, 0), (-1, 0))  # label MLP on image grids: shifted copies (`shifted_copies`)
+SHIFT_MIN_GRID = 8  # ... of grids at least this wide and high
+SHIFT_MIN_ITERATIONS = 30  # ... trained for the same row visits as without them, at least this many epochs
 LABEL_MIN_ITERATIONS = 100  # label model: fewest epochs (sklearn still stops once the loss settles)
 SCAN_DIMS = 16  # window scan: whitened dimensions of the hidden representation
 SCAN_SHRINK = 0.2  # window scan: covariance shrinkage toward a multiple of the identity
@@ -1005,6 +1013,33 @@ class Squeezers:
         return names
 
 
+def shifted_copies(sq, h, y):
+    """The label MLP's training rows for image tensors: each row as it is and shifted by one
+    element up, down, left and right (SHIFTS) on every grid of at least SHIFT_MIN_GRID x
+    SHIFT_MIN_GRID, the vacated edge repeating its neighbour. An MLP sees each pixel as its
+    own input and learns no translation invariance from a few thousand rows; a digit drawn
+    one pixel over is still the same digit (the augmentation of LeCun et al. 1998 and of
+    most image training). Rows without such a grid are returned as they are."""
+    grids = [g for g in sq.grids if g[2] >= SHIFT_MIN_GRID and g[3] >= SHIFT_MIN_GRID]
+    if not grids or len(h) == 0:
+        return h, y
+    out = [h]
+    for dy, dx in SHIFTS:
+        c = h.copy()
+        for start, size, hh, ww, last in grids:
+            im = h[:, start:start + size].reshape((-1, hh, ww) + ((last,) if last else ()))
+            sh = np.roll(im, (dy, dx), axis=(1, 2))
+            if dy:
+                edge = 0 if dy > 0 else hh - 1
+                sh[:, edge] = im[:, edge]
+            if dx:
+                edge = 0 if dx > 0 else ww - 1
+                sh[:, :, edge] = im[:, :, edge]
+            c[:, start:start + size] = sh.reshape(len(h), size)
+        out.append(c)
+    return np.concatenate(out), np.concatenate([y] * len(out))
+
+
 def class_indices(labels, classes):
     """Each label's index in `classes` (-1 for a label the model does not know)."""
     classes = list(classes)
@@ -1170,6 +1205,9 @@ def main():
     ap.add_argument("--label-model", choices=("mlp", "conv", "svm"), default="mlp",
                     help="conv: for rows with an image tensor, the MLP averaged with a ConvBranch; svm: an RBF SVM's "
                          "probabilities (SvmMember)")
+    ap.add_argument("--augment", choices=("none", "shifts"), default="none",
+                    help="shifts: the label MLP on rows with an image grid also trains on each row shifted by "
+                         "one element (shifted_copies); none: the rows as they are")
     ap.add_argument("--neighbours", default="auto",
                     help="label model: the neighbour vote's k (auto: chosen on the calibration rows; 0: none)")
     ap.add_argument("--reformer", choices=("auto", "on", "off"), default="auto",
@@ -1274,19 +1312,25 @@ def main():
         else:
             hidden = (min(256, max(16, 4 * pow2(math.sqrt(d)))),)
             alpha = 1.0 if layout.has_tensor and role == "label" else 1e-4
+            hx, hy = h[train_l], y[train_l]
+            if role == "label" and a.augment == "shifts":
+                hx, hy = shifted_copies(Squeezers(enc), hx, hy)
+                if len(hx) > len(train_l):  # the same row visits as without the copies
+                    iters = max(SHIFT_MIN_ITERATIONS, iters * len(train_l) // len(hx))
+                    extra = dict(augment=dict(shifts=SHIFTS, rows=len(hx), iterations=iters))
             model = MLPClassifier(hidden_layer_sizes=hidden, max_iter=iters, alpha=alpha, random_state=a.seed)
-            model.fit(h[train_l], y[train_l])
+            model.fit(hx, hy)
         conv = svm = None
         if role == "label":
             grid = ConvBranch.grid_of(Squeezers(enc)) if a.label_model == "conv" and layout.has_tensor else None
             if grid is not None:
                 conv = ConvBranch(grid, enc.dim).fit(h[train_l], y[train_l], model.classes_, a.seed)
-                extra = dict(conv=dict(channels=list(CONV_CHANNELS), hidden=CONV_HIDDEN, epochs=conv.epochs,
-                                       grid=[conv.hh, conv.ww], in_channels=conv.channels,
-                                       channels_last=conv.channels_last, jax=conv.jax_version))
+                extra["conv"] = dict(channels=list(CONV_CHANNELS), hidden=CONV_HIDDEN, epochs=conv.epochs,
+                                     grid=[conv.hh, conv.ww], in_channels=conv.channels,
+                                     channels_last=conv.channels_last, jax=conv.jax_version)
             if a.label_model == "svm":
                 svm = SvmMember(a.seed).fit(h[train_l], y[train_l], model.classes_)
-                extra = dict(svm=dict(kernel="rbf", C=1.0, gamma=svm.gamma, support_vectors=int(len(svm.sv))))
+                extra["svm"] = dict(kernel="rbf", C=1.0, gamma=svm.gamma, support_vectors=int(len(svm.sv)))
             graph = classifier_graph(model, enc, conv, svm=svm)
         elif role == "adversarial":
             sq = Squeezers(enc)

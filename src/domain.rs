@@ -38,6 +38,13 @@ pub enum DomainCommand {
         /// probabilities, for at most 20,000 training rows; BENCHMARKS.md).
         #[arg(long, default_value = "mlp", value_parser = ["mlp", "conv", "svm"])]
         label_model: String,
+        /// How the label MLP learns rows with an image grid (a tensor of at least 8 x 8):
+        /// `none`, the rows as they are; `shifts` also trains on each row shifted by one
+        /// element up, down, left and right (for the same number of row visits), which ranks
+        /// label flips better, but the FGSM examples crafted against it are harder for the
+        /// adversarial role to catch on some sets (BENCHMARKS.md).
+        #[arg(long, default_value = "none", value_parser = ["none", "shifts"])]
+        augment: String,
         /// The label model's neighbour vote (deep k-NN over its hidden layer, which ranks label
         /// flips better; BENCHMARKS.md): `auto` chooses k on the calibration rows, 0 turns it
         /// off (the label graph then scores about ten times faster), a number fixes k.
@@ -189,6 +196,13 @@ pub enum DomainCommand {
         /// probabilities, for at most 20,000 training rows; BENCHMARKS.md).
         #[arg(long, default_value = "mlp", value_parser = ["mlp", "conv", "svm"])]
         label_model: String,
+        /// How the label MLP learns rows with an image grid (a tensor of at least 8 x 8):
+        /// `none`, the rows as they are; `shifts` also trains on each row shifted by one
+        /// element up, down, left and right (for the same number of row visits), which ranks
+        /// label flips better, but the FGSM examples crafted against it are harder for the
+        /// adversarial role to catch on some sets (BENCHMARKS.md).
+        #[arg(long, default_value = "none", value_parser = ["none", "shifts"])]
+        augment: String,
         /// The label model's neighbour vote (deep k-NN over its hidden layer, which ranks label
         /// flips better; BENCHMARKS.md): `auto` chooses k on the calibration rows, 0 turns it
         /// off (the label graph then scores about ten times faster), a number fixes k.
@@ -217,6 +231,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
             fpr_confidence,
             seed,
             label_model,
+            augment,
             neighbours,
             reformer,
             out,
@@ -229,6 +244,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
                 fpr_confidence,
                 seed,
                 label_model: label_model.parse()?,
+                shifts: augment == "shifts",
                 neighbours: guard_eval::train::parse_neighbours(&neighbours).map_err(anyhow::Error::msg)?,
                 reformer: guard_eval::train::parse_reformer(&reformer).map_err(anyhow::Error::msg)?,
                 out: out.clone(),
@@ -325,6 +341,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
             target_fpr,
             seed,
             label_model,
+            augment,
             neighbours,
             reformer,
             python,
@@ -340,6 +357,7 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
                 target_fpr,
                 seed,
                 label_model: label_model.parse()?,
+                shifts: augment == "shifts",
                 neighbours: guard_eval::train::parse_neighbours(&neighbours).map_err(anyhow::Error::msg)?,
                 reformer: guard_eval::train::parse_reformer(&reformer).map_err(anyhow::Error::msg)?,
                 python: python.unwrap_or_else(|| guard_eval::train::default_python(&root())),

@@ -29,6 +29,8 @@ pub struct InitOptions<'a> {
     pub seed: u64,
     /// The label model's family.
     pub label_model: crate::train::LabelModel,
+    /// The label MLP also trains on shifted copies of image rows (`train`'s `--augment`).
+    pub shifts: bool,
     /// The label model's neighbour vote (`crate::train::TrainOptions::neighbours`).
     pub neighbours: Option<u32>,
     /// The adversarial role's autoencoder squeezer (`crate::train::TrainOptions::reformer`).
@@ -118,6 +120,7 @@ pub fn init(a: &InitOptions<'_>, say: &mut dyn FnMut(&str)) -> Result<(), EvalEr
             fpr_confidence: crate::train::FPR_CONFIDENCE,
             seed: a.seed,
             label_model: a.label_model,
+            shifts: a.shifts,
             neighbours: a.neighbours,
             reformer: a.reformer,
             out: models.clone(),

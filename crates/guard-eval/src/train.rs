@@ -81,6 +81,10 @@ pub struct TrainOptions {
     pub seed: u64,
     /// The label model's family.
     pub label_model: LabelModel,
+    /// The label MLP also trains on each row shifted by one element in each direction, on
+    /// rows with an image grid of at least 8 x 8 (`--augment shifts`; `false`, the default:
+    /// `--augment none`).
+    pub shifts: bool,
     /// The label model's neighbour vote: `None` lets the trainer choose k on the calibration
     /// rows (0 among the candidates), `Some(0)` turns it off, `Some(k)` takes k neighbours.
     pub neighbours: Option<u32>,
@@ -176,6 +180,8 @@ pub fn train(input: &Input<'_>, opts: &TrainOptions) -> Result<Trained, EvalErro
         .arg(opts.fpr_confidence.to_string())
         .arg("--label-model")
         .arg(opts.label_model.as_str())
+        .arg("--augment")
+        .arg(if opts.shifts { "shifts" } else { "none" })
         .arg("--neighbours")
         .arg(opts.neighbours.map_or_else(|| "auto".to_owned(), |k| k.to_string()))
         .arg("--reformer")
