@@ -12,7 +12,8 @@
 # pipeline.memory_budget_mb, which also sizes the consumer's fetches: README "Memory");
 # WORKERS sets pipeline.workers (default "auto": one per usable core); PARTITIONS the
 # topics' partitions (default 4; a judge worker takes whole partitions, so at most this many
-# workers are busy).
+# workers are busy); MODELS the folder of the MNIST models (default models/mnist; for example
+# one that `ingest-guard train --label-model conv` wrote).
 # Prebuilt parts: GPU_GUARD_BIN, TANSU_BIN, and ORT_GPU_DIR (the onnxruntime-gpu wheel's
 # capi/lib* files; scripts/gpu-env.sh then finds the CUDA libraries), or ORT_DYLIB_PATH and
 # LD_LIBRARY_PATH set by hand.
@@ -25,6 +26,7 @@ N=${1:-40000}
 RUNS=${RUNS:-${PROVIDERS:-cpu cuda}}
 WORKERS=${WORKERS:-'"auto"'}
 PARTITIONS=${PARTITIONS:-4}
+MODELS=$(cd "${MODELS:-models/mnist}" && pwd)
 PORT=${BENCH_BROKER_PORT:-29393}
 HTTP=${BENCH_HTTP_PORT:-29898}
 OUT=${OUT_DIR:-$PWD/bench-out/gpu-pipeline}
@@ -66,8 +68,8 @@ for spec in $RUNS; do
   mem=256
   [ "$spec" != "$prov" ] && mem=${spec#*:}
   name=$prov-$mem
-  models="anomaly_model = \"$PWD/models/mnist/anomaly.onnx\"
-label_model = \"$PWD/models/mnist/label.onnx\""
+  models="anomaly_model = \"$MODELS/anomaly.onnx\"
+label_model = \"$MODELS/label.onnx\""
   # "none": the guard without models (limits, decode, schema, drift only).
   [ "$prov" = none ] && models="" && prov=cpu
   "$BIN" tools create-topic --brokers "$B" --topic "gp.out.$name" --partitions "$PARTITIONS" >/dev/null
