@@ -27,7 +27,7 @@ pub use scan::{ScanClass, ScanFlag, ScanItem, ScanMeta, ScanWhy, ScanWindow, Spe
 
 pub use model::{
     init_runtime, parse_placement, squeeze_score, Extractor, Model, ModelFiles, ModelMeta, ProviderChoice,
-    ProviderInUse, Role, RoleScores, SessionSettings, Squeezed, LOG_FLOOR, MODEL_FORMAT,
+    ProviderInUse, Role, RoleScores, SessionSettings, Squeezed, CPU_RUN_ROWS, LOG_FLOOR, MODEL_FORMAT,
 };
 
 /// Errors of scoring.

@@ -515,6 +515,51 @@ pub enum RoleScores {
     },
 }
 
+impl RoleScores {
+    /// `more`'s rows after this one's (the same role; another role's rows are dropped).
+    fn append(&mut self, more: RoleScores) {
+        match (self, more) {
+            (
+                RoleScores::Anomaly { score, feature_error },
+                RoleScores::Anomaly {
+                    score: s,
+                    feature_error: f,
+                },
+            ) => {
+                score.extend(s);
+                feature_error.extend(f);
+            }
+            (
+                RoleScores::Label {
+                    probabilities,
+                    classifier,
+                    hidden,
+                },
+                RoleScores::Label {
+                    probabilities: p,
+                    classifier: c,
+                    hidden: h,
+                },
+            ) => {
+                probabilities.extend(p);
+                classifier.extend(c);
+                hidden.extend(h);
+            }
+            (RoleScores::Adversarial { log_probabilities }, RoleScores::Adversarial { log_probabilities: l }) => {
+                log_probabilities.extend(l);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Most rows one call of a graph takes on the CPU provider ([`Model::run`] splits larger
+/// batches): ONNX Runtime keeps its largest activations per session, and a convolutional
+/// label member's are about 0.2 MB per 28 × 28 row. Throughput on one core is the same or
+/// better at 256 rows than at 1,024 for every committed graph (BENCHMARKS.md, "A
+/// convolutional label member by default").
+pub const CPU_RUN_ROWS: usize = 256;
+
 /// A model's graph (`.onnx`) and metadata (`.json` beside it), read from disk once. Every
 /// session of every worker is built from these same bytes, so what was validated (and pinned
 /// by its SHA-256) is exactly what runs; nothing re-reads the files behind the guard's back.
@@ -782,7 +827,10 @@ impl Model {
         self.provider
     }
 
-    /// Score `rows` (row-major, `meta.width` values per row).
+    /// Score `rows` (row-major, `meta.width` values per row). On the CPU provider, at most
+    /// [`CPU_RUN_ROWS`] rows go through the graph at a time, so the activations ONNX Runtime
+    /// holds per worker do not grow with the batch (a convolutional label member's grow with
+    /// the image: about 0.2 MB per MNIST row); CUDA takes the whole batch.
     pub fn run(&mut self, rows: &[f32]) -> Result<RoleScores, ScoreError> {
         let w = self.meta.width;
         if w == 0 || !rows.len().is_multiple_of(w) {
@@ -791,6 +839,20 @@ impl Model {
                 rows.len()
             )));
         }
+        if self.provider == ProviderInUse::Cpu && rows.len() > CPU_RUN_ROWS * w {
+            let mut parts = rows.chunks(CPU_RUN_ROWS * w);
+            let mut all = self.run_rows(parts.next().unwrap_or_default())?;
+            for part in parts {
+                all.append(self.run_rows(part)?);
+            }
+            return Ok(all);
+        }
+        self.run_rows(rows)
+    }
+
+    /// [`Model::run`] on whole rows, in one call of the graph.
+    fn run_rows(&mut self, rows: &[f32]) -> Result<RoleScores, ScoreError> {
+        let w = self.meta.width;
         let n = rows.len() / w;
         if n == 0 {
             return Ok(match self.meta.role {

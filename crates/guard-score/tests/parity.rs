@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use guard_core::GuardSection;
-use guard_score::{init_runtime, Model, ProviderChoice, ProviderInUse, RoleScores, ScoreError, SessionSettings};
+use guard_score::{
+    init_runtime, Model, ProviderChoice, ProviderInUse, RoleScores, ScoreError, SessionSettings, CPU_RUN_ROWS,
+};
 use std::path::PathBuf;
 
 /// The `x-guard` section of a schema file.
@@ -124,6 +126,60 @@ fn parity(domain: &str, role: &str) {
         }
     }
     assert!(compared >= rows, "compared {compared} values");
+}
+
+/// Every output of a role, flattened in a fixed order.
+fn all_outputs(s: RoleScores) -> Vec<Vec<f32>> {
+    match s {
+        RoleScores::Anomaly { score, feature_error } => vec![score, feature_error],
+        RoleScores::Label {
+            probabilities,
+            classifier,
+            hidden,
+        } => vec![probabilities, classifier, hidden],
+        RoleScores::Adversarial { log_probabilities } => vec![log_probabilities],
+    }
+}
+
+/// A batch larger than one CPU run (`Model::run` splits it into runs of `CPU_RUN_ROWS` rows)
+/// scores each row as the row alone in a small batch does: every output, the label model's
+/// hidden layer included, in the order of the rows.
+#[test]
+fn batches_split_into_cpu_runs_score_as_their_rows() {
+    runtime();
+    let dir = root().join("models/mnist");
+    for role in ["anomaly", "label", "adversarial"] {
+        let fixture: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("{role}.fixture.json"))).unwrap()).unwrap();
+        let rows: Vec<Vec<f32>> = fixture["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect()
+            })
+            .collect();
+        let mut model = Model::load(&dir.join(format!("{role}.onnx")), &CPU).unwrap();
+        // Each fixture row alone, then all of them cycled into 2 runs and a part.
+        let alone: Vec<Vec<Vec<f32>>> = rows.iter().map(|r| all_outputs(model.run(r).unwrap())).collect();
+        let n = 2 * CPU_RUN_ROWS + 7;
+        let batch: Vec<f32> = (0..n).flat_map(|i| rows[i % rows.len()].clone()).collect();
+        let together = all_outputs(model.run(&batch).unwrap());
+        for (k, out) in together.iter().enumerate() {
+            let per_row = alone[0][k].len();
+            assert_eq!(out.len(), n * per_row, "{role} output {k}");
+            for i in 0..n {
+                let (got, want) = (&out[i * per_row..(i + 1) * per_row], &alone[i % rows.len()][k]);
+                for (g, w) in got.iter().zip(want) {
+                    assert!(close(*g, f64::from(*w)), "{role} output {k} row {i}: {g} against {w}");
+                }
+            }
+        }
+    }
 }
 
 #[test]
