@@ -3,7 +3,8 @@
 # through the same commands a user runs for their own domain (README "Your own domain"):
 # `ingest-guard split` (half the rows held out, seed 7; Shuttle's own anomalies, label 1, are
 # never trusted) then `ingest-guard train` on the trusted half. Deterministic for the seed.
-# About 15 s after the build and setup (setup installs the Python training backend).
+# About 50 s after the build and setup (setup installs the Python training backend; MNIST's label
+# model trains its convolutional member with jax, the default for image rows).
 #   scripts/train-models.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,10 +1,10 @@
 """The training backend of `ingest-guard train`: anomaly and label-consistency models for any
 domain schema, calibrated on held-out trusted rows and exported to ONNX (no torch:
-scikit-learn trains, jax only the optional convolutional label member, the `onnx` helper API
+scikit-learn trains, jax only the convolutional label member of image rows, the `onnx` helper API
 writes the graphs, onnxruntime checks the export).
 
     ingest-guard train --schema S --input TRUSTED.jsonl --out DIR [--roles anomaly,label,adversarial]
-                       [--target-fpr 0.01] [--fpr-confidence 0.9] [--seed 7] [--label-model mlp|conv|svm]
+                       [--target-fpr 0.01] [--fpr-confidence 0.9] [--seed 7] [--label-model conv|mlp|svm]
                        [--neighbours auto|K]
 
 runs `python scripts/train_models.py` with the same flags (the binary carries a copy of this
@@ -46,9 +46,10 @@ Roles
            (`shifted_copies`), for the same row visits (epochs divided by the copies, at least
            SHIFT_MIN_ITERATIONS); the scan's statistics, the neighbour vote's reference rows,
            the conv and svm members and the calibration all see the rows as they are.
-           With `--label-model conv` and an image tensor, the probabilities are the mean of the
-           MLP's and a small convolutional network's (ConvBranch), and `hidden` holds both
-           hidden layers; with `--label-model svm`, an RBF SVM's (SvmMember), `hidden` staying
+           With `--label-model conv` (the default) and an image tensor, the probabilities are
+           the mean of the MLP's and a small convolutional network's (ConvBranch), and `hidden`
+           holds both hidden layers; without an image tensor, and with `--label-model mlp`,
+           the MLP alone; with `--label-model svm`, an RBF SVM's (SvmMember), `hidden` staying
            the MLP's. With `--neighbours auto|K` (default auto; see Neighbours) and k > 0,
            `probabilities` is the vote of the k training rows nearest in `hidden` (the
            classifier one more voter) and the classifier's own are `classifier_probabilities`;
@@ -82,7 +83,7 @@ Sizes (D = encoded width, n = training rows)
   autoencoder, tensor   (2 * next power of two >= sqrt D,), relu
   classifier            (4 * next power of two >= sqrt D,) clamped to [16, 256], relu;
                         L2 alpha 1.0 with a tensor (pixels are many weak inputs), 1e-4 else
-  conv member           `--label-model conv`: see ConvBranch
+  conv member           `--label-model conv` (default) on rows with an image grid: see ConvBranch
   iterations            clamp(round(1e8 / (n D)), 30, 300); the label model at least 100
                         (its probabilities rank label flips and its hidden layer feeds the
                         scan; wide tensor rows get few epochs from the rule, and 30 left it
@@ -470,7 +471,7 @@ def classifier_graph(clf, enc, conv=None, neighbours=None, svm=None):
 
 
 CONV_MIN_SIDE = 8  # label model: a tensor grid at least this many elements on each side gets a conv branch
-CONV_CHANNELS = (16, 32)  # label model: channels of the two 5x5 convolutions (each followed by 2x2 max pooling)
+CONV_CHANNELS = (8, 16)  # label model: channels of the two 5x5 convolutions (each followed by 2x2 max pooling); 16, 32 ranked flips the same at 2.5x the scoring time (BENCHMARKS.md)
 CONV_HIDDEN = 128  # label model: the conv branch's dense hidden layer
 
 
@@ -1202,9 +1203,9 @@ def main():
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--target-fpr", type=float, default=0.01)
     ap.add_argument("--fpr-confidence", type=float, default=0.9)
-    ap.add_argument("--label-model", choices=("mlp", "conv", "svm"), default="mlp",
-                    help="conv: for rows with an image tensor, the MLP averaged with a ConvBranch; svm: an RBF SVM's "
-                         "probabilities (SvmMember)")
+    ap.add_argument("--label-model", choices=("mlp", "conv", "svm"), default="conv",
+                    help="conv: for rows with an image tensor, the MLP averaged with a ConvBranch, else the MLP; "
+                         "mlp: the MLP alone; svm: an RBF SVM's probabilities (SvmMember)")
     ap.add_argument("--augment", choices=("none", "shifts"), default="none",
                     help="shifts: the label MLP on rows with an image grid also trains on each row shifted by "
                          "one element (shifted_copies); none: the rows as they are")
@@ -1257,8 +1258,9 @@ def main():
         try:
             import jax  # noqa: F401  (trains the convolutional member; fail before any training)
         except ImportError as e:
-            fail(f"--label-model conv needs jax and jaxlib in this Python ({sys.executable}): {e}; "
-                 "scripts/setup.sh installs them into .tools/venv-train")
+            fail(f"--label-model conv (the default for rows with an image tensor) needs jax and jaxlib in this "
+                 f"Python ({sys.executable}): {e}; scripts/setup.sh installs them into .tools/venv-train, "
+                 "or train the MLP alone with --label-model mlp")
     h = enc.numpy(x)
     os.makedirs(a.out, exist_ok=True)
     sha = hashlib.sha256(b"".join(l + b"\n" for l in lines)).hexdigest()

@@ -106,11 +106,12 @@ fn detection_meets_its_floors_on_real_data() {
     );
     // a. Shuttle ground-truth anomalies: AUROC (target ≥ 0.99).
     assert!(f(shuttle, "auroc_anomaly") >= 0.995, "{shuttle}");
-    // b. 5 % label flips: precision at recall 0.86 (issue 14: ≥ 0.85; cleanlab 0.44). This
-    //    draw (0.861) is one of the better ones: the mean over draws is below the bar
-    //    (`the_floors_hold_on_average_over_other_attack_draws`).
-    assert!(f(flip, "precision_at_recall_0.86") >= 0.85, "{flip}");
-    assert!(f(flip, "precision_at_recall_0.86_label") >= 0.9, "{flip}");
+    // b. 5 % label flips: precision at recall 0.86 (issue 14: ≥ 0.85; cleanlab 0.44). The
+    //    label model averages the MLP with a small convolutional network (the default for
+    //    image rows): 0.915 measured on this draw, the label role alone 0.975 (the MLP alone:
+    //    0.861 and 0.915; BENCHMARKS.md, "A convolutional label member by default").
+    assert!(f(flip, "precision_at_recall_0.86") >= 0.89, "{flip}");
+    assert!(f(flip, "precision_at_recall_0.86_label") >= 0.95, "{flip}");
     // c. BadNets 10 %: precision and recall at the calibrated thresholds (issue 14: 0.95 / 0.95).
     assert!(
         f(badnets, "precision") >= 0.95 && f(badnets, "recall") >= 0.98,
@@ -123,7 +124,8 @@ fn detection_meets_its_floors_on_real_data() {
         assert!(f(v, "recall") >= 0.99 && f(v, "false_positive_rate") <= 0.015, "{v}");
     }
     // e. Adversarial examples (white-box on the guard's label model): FGSM ε 0.1 ≥ 0.80,
-    //    ε 0.2 ≥ 0.95 (issue 14), PGD. Measured 0.992, 1.000 and 0.988: the anomaly role's
+    //    ε 0.2 ≥ 0.95 (issue 14), PGD. Measured 1.000, 1.000 and 1.000 (0.992, 1.000 and
+    //    0.988 against the MLP alone): the anomaly role's
     //    background statistic (mean absolute error where the reconstruction is background)
     //    sees the perturbation whether or not it fools the classifier; with the squared error
     //    it was 0.816, 1.000 and 0.844.
@@ -133,13 +135,15 @@ fn detection_meets_its_floors_on_real_data() {
     assert!(f(fgsm1, "auroc_anomaly") >= 0.99, "{fgsm1}");
     //    Feature squeezing, the adversarial role, ranks them too on its own (0.989).
     assert!(f(fgsm1, "auroc_adversarial") >= 0.97, "{fgsm1}");
-    //    Of the crafted rows, those that fool the attacked classifier (ε 0.1: 0.628
-    //    measured) are all caught as well. Only the gradient attacks report it.
+    //    Of the crafted rows, those that fool the attacked classifier (ε 0.1: 0.220, ε 0.2:
+    //    0.712 measured; 0.628 and over 0.9 against the MLP alone, which the convolutional
+    //    member makes harder to fool) are all caught as well. Only the gradient attacks
+    //    report it.
     let success = f(fgsm1, "attack_success_rate");
-    assert!(success > 0.3 && success < 0.95, "{fgsm1}");
+    assert!(success > 0.1 && success < 0.95, "{fgsm1}");
     assert!(f(fgsm1, "recall_successful") >= 0.95, "{fgsm1}");
     assert!(
-        f(fgsm2, "attack_success_rate") >= 0.9 && f(fgsm2, "recall_successful") >= 0.98,
+        f(fgsm2, "attack_success_rate") >= 0.6 && f(fgsm2, "recall_successful") >= 0.98,
         "{fgsm2}"
     );
     assert!(
@@ -154,13 +158,14 @@ fn detection_meets_its_floors_on_real_data() {
     );
     //    At α 0.05 the per-record models miss a quarter (the rows the label model believes);
     //    the window scan (hold-back, spectral clusters per class on the label model's hidden
-    //    layer) brings recall up: 0.950 / 0.996 measured.
+    //    layer) brings recall up: 0.931 / 1.000 measured (0.950 / 0.996 with the MLP alone).
     assert!(f(faint, "recall_per_record") < 0.9, "{faint}");
-    assert!(f(faint, "recall") >= 0.97 && f(faint, "precision") >= 0.94, "{faint}");
+    assert!(f(faint, "recall") >= 0.97 && f(faint, "precision") >= 0.92, "{faint}");
     assert!(f(faint, "scan_true") >= 40.0, "{faint}");
     //    The campaign mislabels, so cluster members the label model believes (clean records
-    //    the split took in) stay out: 56 of 59 scan flags are poison.
-    assert!(f(faint, "scan_true") >= 0.93 * f(faint, "scan_flagged"), "{faint}");
+    //    the split took in) stay out: 50 of 58 scan flags are poison (56 of 59 with the MLP
+    //    alone, which doubts fewer clean 0s).
+    assert!(f(faint, "scan_true") >= 0.8 * f(faint, "scan_flagged"), "{faint}");
     // Clean records keep passing: the budget (1 % over all roles, with 90 % confidence)
     // holds on the stream, the scan included.
     for v in [flip, badnets, noise, fgsm1, fgsm2, pgd, blend, faint] {
@@ -170,9 +175,7 @@ fn detection_meets_its_floors_on_real_data() {
 
 /// The same attacks drawn by four other attackers (`evaluate --attack-seed 1..4`): the floors
 /// on their means sit below what was measured (BENCHMARKS.md, "The same attacks drawn ten
-/// times"), so a change that only holds on seed 0's draw fails here. Label flips' mean is
-/// short of issue 14's 0.85 (0.821 over these four draws), and the floor says so; the label
-/// role's own ranking is not (0.867).
+/// times"), so a change that only holds on seed 0's draw fails here.
 #[test]
 fn the_floors_hold_on_average_over_other_attack_draws() {
     let dir = tempfile::tempdir().unwrap();
@@ -196,18 +199,17 @@ fn the_floors_hold_on_average_over_other_attack_draws() {
     assert!(flips.iter().any(|x| *x != flips[0]), "{flips:?}");
     let blend_picked: Vec<f64> = draws.iter().map(|d| f(&d[4], "scan_flagged")).collect();
     assert!(blend_picked.iter().any(|x| *x != blend_picked[0]), "{blend_picked:?}");
-    // Measured means over seeds 1-4: flips 0.821, BadNets 0.959 / 1.000, blend 0.959 / 1.000,
-    // FGSM ε 0.1 0.992, the fainter blend (α 0.05, the scan's work) 0.946 / 0.998.
-    assert!(mean(0, "precision_at_recall_0.86") >= 0.8, "flips {flips:?}");
-    //    The label role's ranking alone meets the bar on average (0.867 over seeds 1-4);
-    //    the combined ranking loses 0.04 to the other roles' scores of clean rows (a gap to
-    //    close, so no assertion keeps it).
-    assert!(mean(0, "precision_at_recall_0.86_label") >= 0.85, "flips, label role");
+    // Measured means over seeds 1-4: flips 0.891 (label role alone 0.945), BadNets 0.959 /
+    // 1.000, blend 0.959 / 1.000, FGSM ε 0.1 0.999, the fainter blend (α 0.05, the scan's
+    // work) 0.926 / 0.991. With the MLP alone as the label model: flips 0.821 (0.867), FGSM
+    // 0.992, the fainter blend 0.946 / 0.998.
+    assert!(mean(0, "precision_at_recall_0.86") >= 0.87, "flips {flips:?}");
+    assert!(mean(0, "precision_at_recall_0.86_label") >= 0.92, "flips, label role");
     assert!(mean(1, "precision") >= 0.95 && mean(1, "recall") >= 0.99, "BadNets");
     assert!(mean(2, "precision") >= 0.95 && mean(2, "recall") >= 0.99, "blend");
-    assert!(mean(3, "recall") >= 0.97, "FGSM ε 0.1");
+    assert!(mean(3, "recall") >= 0.99, "FGSM ε 0.1");
     assert!(
-        mean(4, "precision") >= 0.93 && mean(4, "recall") >= 0.98,
+        mean(4, "precision") >= 0.915 && mean(4, "recall") >= 0.98,
         "blend α 0.05"
     );
     for d in &draws {
@@ -222,9 +224,12 @@ fn the_floors_hold_on_average_over_other_attack_draws() {
 /// Measured on attack seed 0 (BENCHMARKS.md, "The blended trigger against every class"):
 /// BadNets 0.960–0.963 / 1.000 and the blend at α 0.1 0.958–0.963 / 1.000 on every target
 /// (the anomaly role's background statistic). The fainter blend (α 0.05) is the scan's:
-/// precision 0.881–0.956 (mean 0.921), recall 0.843–0.996 (mean 0.933). Against 2, 3, 5 and 8
-/// its doubt rule spends more than its half of the budget and the stream's FPR reaches
-/// 1.01–1.28 % (the README says so); the bound below catches a rule that spends more still.
+/// precision 0.872–0.957 (mean 0.919), recall 0.811–1.000 (mean 0.950; against 4 the scan
+/// finds no cluster and the per-record models catch 0.811). Against 2, 5 and 8 its doubt rule
+/// spends more than its half of the budget and the stream's FPR reaches 1.10–1.41 % (the
+/// README says so); the bound below catches a rule that spends more still. With the MLP alone
+/// as the label model: precision mean 0.921, recall 0.843–0.996 (mean 0.933), FPR up to
+/// 1.28 %.
 #[test]
 fn backdoors_against_every_class_keep_their_floors() {
     let dir = tempfile::tempdir().unwrap();
@@ -242,14 +247,14 @@ fn backdoors_against_every_class_keep_their_floors() {
             assert!(f(v, "precision") >= 0.95 && f(v, "recall") >= 0.99, "{v}");
             assert!(f(v, "false_positive_rate") <= 0.01, "{v}");
         }
-        assert!(f(&e[0], "recall") >= 0.83, "{}", e[0]);
-        assert!(f(&e[0], "false_positive_rate") <= 0.014, "{}", e[0]);
+        assert!(f(&e[0], "recall") >= 0.8, "{}", e[0]);
+        assert!(f(&e[0], "false_positive_rate") <= 0.015, "{}", e[0]);
         p.push(f(&e[0], "precision"));
         r.push(f(&e[0], "recall"));
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     assert!(
-        mean(&p) >= 0.91 && mean(&r) >= 0.92,
+        mean(&p) >= 0.91 && mean(&r) >= 0.94,
         "blend precision {p:?}, recall {r:?}"
     );
 }

@@ -532,24 +532,27 @@ fn second_image_set_through_init_and_evaluate() {
     }
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
     let (none, fgsm1, fgsm2, trigger, blend) = (&e[0], &e[1], &e[2], &e[3], &e[4]);
-    // Seed 7 measured 0.57 % (0.99 % before the anomaly role's statistics were calibrated
-    // each against its own threshold); BENCHMARKS.md, "Colour photographs, nested".
+    // Seed 7 measured 0.68 % (0.57 % with the MLP alone as the label model, 0.99 % before the
+    // anomaly role's statistics were calibrated each against its own threshold); FGSM ε 0.1
+    // and 0.2 0.925 and 0.995.
     assert!(f(none, "false_positive_rate") <= 0.01, "{none}");
     assert!(
         f(fgsm1, "recall") >= 0.9 && f(fgsm2, "recall") >= 0.95,
         "{fgsm1} {fgsm2}"
     );
-    // The per-record models miss many backdoored records; the window scan finds them.
+    // The per-record models miss some backdoored records; the window scan finds them (seed
+    // 7: BadNets 0.896 per record, 0.977 with the scan, 14 of its 17 flags poison; the blend
+    // 0.809 and 0.971, 28 of 33; at P 0.924 and 0.913).
     for v in [trigger, blend] {
-        assert!(f(v, "recall_per_record") < 0.8, "{v}");
+        assert!(f(v, "recall") >= f(v, "recall_per_record") + 0.05, "{v}");
         assert!(f(v, "recall") >= 0.95 && f(v, "precision") >= 0.9, "{v}");
-        assert!(f(v, "scan_true") >= 40.0, "{v}");
+        assert!(f(v, "scan_true") >= 10.0, "{v}");
     }
+    // Label flips: seed 7 measured 0.845 (seeds 1-5: 0.843-0.935 over two attack draws;
+    // BENCHMARKS.md, "A convolutional label member by default").
+    assert!(f(&e[6], "precision_at_recall_0.86") >= 0.82, "{}", e[6]);
     // About 960 near-copies of one image from one extra source: the flood detector (the route
     // has a baseline) catches them, and no honest row is judged a flood.
-    // Label flips rank below MNIST's (a weaker label model; BENCHMARKS.md, "Label model
-    // epochs"), but well above chance; seed 7 measured 0.770 with the neighbour vote.
-    assert!(f(&e[6], "precision_at_recall_0.86") >= 0.75, "{}", e[6]);
     let flood = &e[5];
     assert!(f(flood, "recall") >= 0.95, "{flood}");
     assert!(
@@ -557,53 +560,51 @@ fn second_image_set_through_init_and_evaluate() {
         "{flood} {none}"
     );
 
-    // The label model votes with its nearest training rows (k chosen on the calibration rows)
-    // and the classifier and the vote are calibrated as two statistics of the label role.
+    // The default label model on an image set is the MLP averaged with a convolutional
+    // network (jax), and its export is what was trained (train checks the parity).
     let label: Value = serde_json::from_slice(&std::fs::read(out.join("models/label.json")).unwrap()).unwrap();
-    assert!(
-        label["neighbours"]["k"].as_u64().unwrap() > 0,
-        "{}",
-        label["neighbours"]
-    );
-    assert!(label["label_statistics"]["neighbours"].as_f64().is_some(), "{label:?}");
+    assert_eq!(label["conv"]["grid"], json!([28, 28]), "{}", label["conv"]);
     assert_eq!(label["threshold"], json!(1.0));
-    // The vote ranks flips better than the classifier alone: the label role trained on the
-    // same rows with and without it (seed 7: 0.829 against 0.798; BENCHMARKS.md, "A
-    // neighbour vote in the label model").
+    // The MLP alone (`--label-model mlp`) on the same trusted rows, with and without its
+    // neighbour vote (k chosen on the calibration rows; the classifier and the vote then
+    // calibrated as two statistics of the label role). The vote ranks flips better than the
+    // MLP alone, and the conv member better still (seed 7: 0.798, 0.829 with the vote,
+    // 0.845 with conv; BENCHMARKS.md, "A convolutional label member by default").
     let schema = out.join("animals.schema.json");
     let trusted = out.join("trusted.jsonl");
-    let flips_with = |neighbours: &str| {
-        let dir = out.join(format!("models-label-{neighbours}"));
-        guard_ok(&label_args(&schema, &trusted, &dir, &["--neighbours", neighbours]));
+    let mlp_flips = |neighbours: &str| {
+        let dir = out.join(format!("models-mlp-{neighbours}"));
+        guard_ok(&label_args(
+            &schema,
+            &trusted,
+            &dir,
+            &["--label-model", "mlp", "--neighbours", neighbours],
+        ));
+        let meta: Value = serde_json::from_slice(&std::fs::read(dir.join("label.json")).unwrap()).unwrap();
+        assert!(meta.get("conv").is_none(), "{meta}");
+        if neighbours == "auto" {
+            assert!(meta["neighbours"]["k"].as_u64().unwrap() > 0, "{}", meta["neighbours"]);
+            assert!(meta["label_statistics"]["neighbours"].as_f64().is_some(), "{meta}");
+        }
         let r = evaluate_models(&schema, &dir, &out.join("heldout.jsonl"), &["flip:0.05"]);
         f(&r[0], "precision_at_recall_0.86")
     };
-    let (voted, alone) = (flips_with("auto"), flips_with("0"));
+    let (voted, alone) = (mlp_flips("auto"), mlp_flips("0"));
     assert!(voted >= alone + 0.02, "with the vote {voted}, without {alone}");
-
-    // `--label-model conv` on the same trusted rows: the MLP averaged with a convolutional
-    // network (jax) ranks label flips better (seed 7: 0.770 for every role of the MLP models,
-    // 0.906 for the conv label model alone; BENCHMARKS.md, "A learned convolutional member"),
-    // and its export is what was trained (train checks the parity).
-    let conv = out.join("models-conv");
-    let meta = train_conv_label(&schema, &trusted, &conv);
-    assert_eq!(meta["conv"]["grid"], json!([28, 28]), "{}", meta["conv"]);
-    let c = evaluate_models(&schema, &conv, &out.join("heldout.jsonl"), &["flip:0.05"]);
-    eprintln!("{c:?}");
-    let (mlp_flips, conv_flips) = (
-        f(&e[6], "precision_at_recall_0.86"),
-        f(&c[0], "precision_at_recall_0.86"),
+    let conv_flips = f(&e[6], "precision_at_recall_0.86");
+    assert!(
+        conv_flips >= voted && conv_flips >= alone + 0.03,
+        "conv {conv_flips}, the MLP with its vote {voted}, alone {alone}"
     );
-    assert!(conv_flips >= mlp_flips + 0.05, "conv {conv_flips} mlp {mlp_flips}");
 
     // The adversarial role squeezes through the anomaly autoencoder too (`--reformer auto`:
-    // 1,635 calibration rows bound the budget with it), with a threshold of its own. Every
-    // role trained again on the same rows with `--reformer off` (the same anomaly and label
-    // models): bit depths 2 and 3 cannot round FGSM's 0.2 of the range away, the autoencoder
-    // can (seed 7: the adversarial role's AUROC 0.991 with it, 0.818 without; ε 0.2 recall
-    // 1.000 and 0.990, clean FPR 0.64 % both ways, since the anomaly role's background
-    // statistic catches most of them too; 1.000 and 0.970 before it was an absolute error;
-    // BENCHMARKS.md, "The autoencoder as a squeezer").
+    // 1,635 calibration rows bound the budget with it), with a threshold of its own. The
+    // anomaly and adversarial roles trained again on the same rows with `--reformer off` (the
+    // same anomaly model), next to the same label model: bit depths 2 and 3 cannot round FGSM's 0.2 of the range away, the autoencoder
+    // can (seed 7: the adversarial role's AUROC 0.986 with it, 0.880 without; ε 0.2 recall
+    // 0.995 and 0.990, since the anomaly role's background statistic catches most of them
+    // too; with the MLP alone as the label model, 0.991 and 0.818; BENCHMARKS.md, "The
+    // autoencoder as a squeezer").
     let adv: Value = serde_json::from_slice(&std::fs::read(out.join("models/adversarial.json")).unwrap()).unwrap();
     assert_eq!(
         adv["squeezers"].as_array().unwrap().last(),
@@ -613,11 +614,19 @@ fn second_image_set_through_init_and_evaluate() {
     assert_eq!(adv["squeezer_thresholds"].as_array().map(Vec::len), Some(3), "{adv}");
     assert_eq!(adv["threshold"], json!(1.0));
     let plain = out.join("models-no-reformer");
-    guard_ok(&train_args(&schema, &trusted, &plain, &["--reformer", "off"]));
+    guard_ok(&train_args(
+        &schema,
+        &trusted,
+        &plain,
+        &["--roles", "anomaly,adversarial", "--reformer", "off"],
+    ));
+    for name in ["label.onnx", "label.json"] {
+        std::fs::copy(out.join("models").join(name), plain.join(name)).unwrap();
+    }
     let r = evaluate_models(&schema, &plain, &out.join("heldout.jsonl"), &["fgsm:0.2"]);
     eprintln!("{r:?}");
     assert!(
-        f(fgsm2, "recall") >= 0.98 && f(fgsm2, "auroc_adversarial") >= f(&r[0], "auroc_adversarial") + 0.1,
+        f(fgsm2, "recall") >= 0.98 && f(fgsm2, "auroc_adversarial") >= f(&r[0], "auroc_adversarial") + 0.05,
         "with the autoencoder {fgsm2}, without {}",
         r[0]
     );
@@ -702,14 +711,21 @@ fn svm_label_model_exports_and_ranks_flips() {
         eprintln!("{e}");
         f(&e, "precision_at_recall_0.86_label")
     };
-    // Against the committed MLP (the rows as they are): 0.967 against 0.915.
-    let by_mlp = flips(std::path::Path::new("models/mnist"));
+    // Against the MLP alone (`--label-model mlp`, the rows as they are): 0.967 against 0.915.
+    let mlp = dir.path().join("mlp");
+    guard_ok(&label_args(schema, &trusted, &mlp, &["--label-model", "mlp"]));
+    let by_mlp = flips(&mlp);
     let by_svm = flips(&svm);
     assert!(by_svm >= 0.94 && by_svm >= by_mlp + 0.03, "svm {by_svm}, mlp {by_mlp}");
     // The MLP trained on shifted copies of its rows as well (`--augment shifts`: five rows
     // for each, 30 epochs) ranks them about as well as the svm: 0.959.
     let shifted = dir.path().join("shifted");
-    guard_ok(&label_args(schema, &trusted, &shifted, &["--augment", "shifts"]));
+    guard_ok(&label_args(
+        schema,
+        &trusted,
+        &shifted,
+        &["--label-model", "mlp", "--augment", "shifts"],
+    ));
     let meta: Value = serde_json::from_slice(&std::fs::read(shifted.join("label.json")).unwrap()).unwrap();
     assert_eq!(
         meta["augment"]["rows"].as_u64(),
@@ -1061,9 +1077,10 @@ fn conv_member_reads_nested_channels_last_images_as_their_channels_first_form() 
     );
 }
 
-/// `--label-model conv` with a training backend that has no jax (an older virtual environment)
-/// fails before any training, naming what is missing and how to install it, and writes no
-/// models.
+/// The default label model (`conv`) on image rows, with a training backend that has no jax
+/// (an older virtual environment), fails before any training, naming what is missing, how to
+/// install it and the MLP that needs none, and writes no models; `--label-model mlp` then
+/// trains.
 #[test]
 fn conv_label_model_without_jax_names_the_missing_package() {
     let dir = tempfile::tempdir().unwrap();
@@ -1089,15 +1106,23 @@ fn conv_label_model_without_jax_names_the_missing_package() {
         &schema,
         &input,
         &out,
-        &["--label-model", "conv", "--python", python.to_str().unwrap()],
+        &["--python", python.to_str().unwrap()],
     ));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");
     assert!(
-        err.contains("--label-model conv needs jax") && err.contains("no jax here"),
+        err.contains("needs jax") && err.contains("no jax here") && err.contains("--label-model mlp"),
         "{err}"
     );
     assert!(!out.join("label.onnx").exists());
+    guard_ok(&label_args(
+        &schema,
+        &input,
+        &out,
+        &["--label-model", "mlp", "--python", python.to_str().unwrap()],
+    ));
+    let meta: Value = serde_json::from_slice(&std::fs::read(out.join("label.json")).unwrap()).unwrap();
+    assert!(meta.get("conv").is_none(), "{meta}");
 }
 
 /// diamonds in the order its file holds it (sorted by price), with `cut` as the label: every
