@@ -128,7 +128,7 @@ MASK = (1 << 64) - 1
 LOG_FLOOR = math.log(1e-6)  # adversarial: log-probabilities are floored here (guard-score does the same)
 ACCURACY_DROP = 0.02  # adversarial: a squeezer may cost the classifier this much accuracy
 SHIFTS = ((0, 1), (0, -1), (1, 0), (-1, 0))  # label MLP on image grids: shifted copies (`shifted_copies`)
-SHIFT_MIN_GRID = 8  # ... of grids at least this wide and high
+IMAGE_MIN_SIDE = 8  # a tensor grid at least this many elements on each side is an image (Squeezers.image_grids): the conv member reads it, --augment shifts shifts it
 SHIFT_MIN_ITERATIONS = 30  # ... trained for the same row visits as without them, at least this many epochs
 LABEL_MIN_ITERATIONS = 100  # label model: fewest epochs (sklearn still stops once the loss settles)
 SCAN_DIMS = 16  # window scan: whitened dimensions of the hidden representation
@@ -470,14 +470,13 @@ def classifier_graph(clf, enc, conv=None, neighbours=None, svm=None):
         outputs, inits)
 
 
-CONV_MIN_SIDE = 8  # label model: a tensor grid at least this many elements on each side gets a conv branch
 CONV_CHANNELS = (8, 16)  # label model: channels of the two 5x5 convolutions (each followed by 2x2 max pooling); 16, 32 ranked flips the same at 2.5x the scoring time (BENCHMARKS.md)
 CONV_HIDDEN = 128  # label model: the conv branch's dense hidden layer
 
 
 class ConvBranch:
     """The label model's convolutional member, for rows with an image-like tensor (a grid of at
-    least CONV_MIN_SIDE on each side: its last two axes, the axes before them channels, or with
+    least IMAGE_MIN_SIDE on each side: its last two axes, the axes before them channels, or with
     `"channels": "last"` the two axes before the last, which holds the channels; the largest
     grid when there are several): two 5x5
     convolutions (zero padding 2, ReLU, 2x2 max pooling), their features and every other
@@ -494,7 +493,7 @@ class ConvBranch:
 
     @staticmethod
     def grid_of(sq):
-        grids = [g for g in sq.grids if g[2] >= CONV_MIN_SIDE and g[3] >= CONV_MIN_SIDE]
+        grids = sq.image_grids()
         return max(grids, key=lambda g: g[1]) if grids else None
 
     def _forward(self, jnp, jax, p, h):
@@ -933,6 +932,10 @@ class Squeezers:
                     self.grids.append((start, size, int(shape[-2]), int(shape[-1]), 0))
             c += size
 
+    def image_grids(self):
+        """The grids at least IMAGE_MIN_SIDE on each side: the images."""
+        return [g for g in self.grids if g[2] >= IMAGE_MIN_SIDE and g[3] >= IMAGE_MIN_SIDE]
+
     def bits(self, h, b):
         m = float((1 << b) - 1)
         q = np.round(np.clip(h, 0.0, 1.0) * m) / m
@@ -1016,12 +1019,12 @@ class Squeezers:
 
 def shifted_copies(sq, h, y):
     """The label MLP's training rows for image tensors: each row as it is and shifted by one
-    element up, down, left and right (SHIFTS) on every grid of at least SHIFT_MIN_GRID x
-    SHIFT_MIN_GRID, the vacated edge repeating its neighbour. An MLP sees each pixel as its
+    element up, down, left and right (SHIFTS) on every image grid (Squeezers.image_grids), the
+    vacated edge repeating its neighbour. An MLP sees each pixel as its
     own input and learns no translation invariance from a few thousand rows; a digit drawn
     one pixel over is still the same digit (the augmentation of LeCun et al. 1998 and of
     most image training). Rows without such a grid are returned as they are."""
-    grids = [g for g in sq.grids if g[2] >= SHIFT_MIN_GRID and g[3] >= SHIFT_MIN_GRID]
+    grids = sq.image_grids()
     if not grids or len(h) == 0:
         return h, y
     out = [h]

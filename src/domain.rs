@@ -33,31 +33,8 @@ pub enum DomainCommand {
         /// Seed of the calibration split and the networks' initialisation.
         #[arg(long, default_value_t = 7)]
         seed: u64,
-        /// The label model: `conv` (for image tensors, the MLP averaged with a small
-        /// convolutional network, which ranks label flips better; without one, the MLP), `mlp`
-        /// (the MLP alone: its graph scores image rows several times faster) or `svm` (an RBF
-        /// SVM's probabilities, for at most 20,000 training rows; BENCHMARKS.md).
-        #[arg(long, default_value = "conv", value_parser = ["conv", "mlp", "svm"])]
-        label_model: String,
-        /// How the label MLP learns rows with an image grid (a tensor of at least 8 x 8):
-        /// `none`, the rows as they are; `shifts` also trains on each row shifted by one
-        /// element up, down, left and right (for the same number of row visits), which ranks
-        /// label flips better, but the FGSM examples crafted against it are harder for the
-        /// adversarial role to catch on some sets (BENCHMARKS.md).
-        #[arg(long, default_value = "none", value_parser = ["none", "shifts"])]
-        augment: String,
-        /// The label model's neighbour vote (deep k-NN over its hidden layer, which ranks label
-        /// flips better; BENCHMARKS.md): `auto` chooses k on the calibration rows, 0 turns it
-        /// off (the label graph then scores about ten times faster), a number fixes k.
-        #[arg(long, default_value = "auto")]
-        neighbours: String,
-        /// The anomaly role's image autoencoder as one more squeezer of the adversarial role
-        /// (MagNet's reformer), with a threshold of its own: catches FGSM at ε 0.2 that
-        /// bit-depth squeezing cannot undo, at the cost of one more statistic in the
-        /// false-positive budget (BENCHMARKS.md). `auto`: where the calibration rows can bound
-        /// the budget with it. Rows with an image tensor only.
-        #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
-        reformer: String,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Output folder: `<role>.onnx`, `<role>.json` (metadata, threshold), `<role>.fixture.json`.
         #[arg(long)]
         out: PathBuf,
@@ -192,31 +169,8 @@ pub enum DomainCommand {
         /// Seed of the split, the calibration split and the networks.
         #[arg(long, default_value_t = 7)]
         seed: u64,
-        /// The label model: `conv` (for image tensors, the MLP averaged with a small
-        /// convolutional network, which ranks label flips better; without one, the MLP), `mlp`
-        /// (the MLP alone: its graph scores image rows several times faster) or `svm` (an RBF
-        /// SVM's probabilities, for at most 20,000 training rows; BENCHMARKS.md).
-        #[arg(long, default_value = "conv", value_parser = ["conv", "mlp", "svm"])]
-        label_model: String,
-        /// How the label MLP learns rows with an image grid (a tensor of at least 8 x 8):
-        /// `none`, the rows as they are; `shifts` also trains on each row shifted by one
-        /// element up, down, left and right (for the same number of row visits), which ranks
-        /// label flips better, but the FGSM examples crafted against it are harder for the
-        /// adversarial role to catch on some sets (BENCHMARKS.md).
-        #[arg(long, default_value = "none", value_parser = ["none", "shifts"])]
-        augment: String,
-        /// The label model's neighbour vote (deep k-NN over its hidden layer, which ranks label
-        /// flips better; BENCHMARKS.md): `auto` chooses k on the calibration rows, 0 turns it
-        /// off (the label graph then scores about ten times faster), a number fixes k.
-        #[arg(long, default_value = "auto")]
-        neighbours: String,
-        /// The anomaly role's image autoencoder as one more squeezer of the adversarial role
-        /// (MagNet's reformer), with a threshold of its own: catches FGSM at ε 0.2 that
-        /// bit-depth squeezing cannot undo, at the cost of one more statistic in the
-        /// false-positive budget (BENCHMARKS.md). `auto`: where the calibration rows can bound
-        /// the budget with it. Rows with an image tensor only.
-        #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
-        reformer: String,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Python for the training backend (see `train`).
         #[arg(long)]
         python: Option<PathBuf>,
@@ -232,23 +186,21 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
             target_fpr,
             fpr_confidence,
             seed,
-            label_model,
-            augment,
-            neighbours,
-            reformer,
+            model,
             out,
             python,
         } => {
+            let (label_model, shifts, neighbours, reformer) = model.parse()?;
             let opts = guard_eval::train::TrainOptions {
                 schema,
                 roles,
                 target_fpr,
                 fpr_confidence,
                 seed,
-                label_model: label_model.parse()?,
-                shifts: augment == "shifts",
-                neighbours: guard_eval::train::parse_neighbours(&neighbours).map_err(anyhow::Error::msg)?,
-                reformer: guard_eval::train::parse_reformer(&reformer).map_err(anyhow::Error::msg)?,
+                label_model,
+                shifts,
+                neighbours,
+                reformer,
                 out: out.clone(),
                 python: python.unwrap_or_else(|| guard_eval::train::default_python(&root())),
                 ort_library: guard_eval::train::default_ort_library(&root()),
@@ -342,12 +294,10 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
             holdout,
             target_fpr,
             seed,
-            label_model,
-            augment,
-            neighbours,
-            reformer,
+            model,
             python,
         } => {
+            let (label_model, shifts, neighbours, reformer) = model.parse()?;
             let opts = guard_eval::init::InitOptions {
                 input: guard_eval::read::Input::file(&input, None),
                 label,
@@ -358,10 +308,10 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
                 holdout,
                 target_fpr,
                 seed,
-                label_model: label_model.parse()?,
-                shifts: augment == "shifts",
-                neighbours: guard_eval::train::parse_neighbours(&neighbours).map_err(anyhow::Error::msg)?,
-                reformer: guard_eval::train::parse_reformer(&reformer).map_err(anyhow::Error::msg)?,
+                label_model,
+                shifts,
+                neighbours,
+                reformer,
                 python: python.unwrap_or_else(|| guard_eval::train::default_python(&root())),
                 ort_library: guard_eval::train::default_ort_library(&root()),
             };
@@ -396,6 +346,50 @@ pub fn dispatch(cmd: DomainCommand) -> anyhow::Result<ExitCode> {
 
 fn root() -> PathBuf {
     std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// How `train` and `init` build the models: the label model, its training rows, its
+/// neighbour vote and the adversarial role's reformer.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// The label model: `conv` (for image tensors, the MLP averaged with a small
+    /// convolutional network, which ranks label flips better; without one, the MLP), `mlp`
+    /// (the MLP alone: its graph scores image rows several times faster) or `svm` (an RBF
+    /// SVM's probabilities, for at most 20,000 training rows; BENCHMARKS.md).
+    #[arg(long, default_value = "conv", value_parser = ["conv", "mlp", "svm"])]
+    label_model: String,
+    /// How the label MLP learns rows with an image grid (a tensor of at least 8 x 8):
+    /// `none`, the rows as they are; `shifts` also trains on each row shifted by one
+    /// element up, down, left and right (for the same number of row visits), which ranks
+    /// label flips better, but the FGSM examples crafted against it are harder for the
+    /// adversarial role to catch on some sets (BENCHMARKS.md).
+    #[arg(long, default_value = "none", value_parser = ["none", "shifts"])]
+    augment: String,
+    /// The label model's neighbour vote (deep k-NN over its hidden layer, which ranks label
+    /// flips better; BENCHMARKS.md): `auto` chooses k on the calibration rows, 0 turns it
+    /// off (the label graph then scores about ten times faster), a number fixes k.
+    #[arg(long, default_value = "auto")]
+    neighbours: String,
+    /// The anomaly role's image autoencoder as one more squeezer of the adversarial role
+    /// (MagNet's reformer), with a threshold of its own: catches FGSM at ε 0.2 that
+    /// bit-depth squeezing cannot undo, at the cost of one more statistic in the
+    /// false-positive budget (BENCHMARKS.md). `auto`: where the calibration rows can bound
+    /// the budget with it. Rows with an image tensor only.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+    reformer: String,
+}
+
+impl ModelArgs {
+    /// The label model, whether it trains on shifted copies, the vote's k (`None`: chosen)
+    /// and the reformer (`None`: `auto`).
+    fn parse(&self) -> anyhow::Result<(guard_eval::train::LabelModel, bool, Option<u32>, Option<bool>)> {
+        Ok((
+            self.label_model.parse()?,
+            self.augment == "shifts",
+            guard_eval::train::parse_neighbours(&self.neighbours).map_err(anyhow::Error::msg)?,
+            guard_eval::train::parse_reformer(&self.reformer).map_err(anyhow::Error::msg)?,
+        ))
+    }
 }
 
 /// Where records come from (`baseline`, `schema infer`, `train`, `drift`, `split`).
