@@ -867,22 +867,69 @@ class Neighbours:
 
 def scan_doubt_quantile(n_classes, target):
     """The label-score quantile of clean rows over which the window scan doubts a record of a
-    class window it found poisoned. Over it lie (1 - q) of that class's clean rows, about
+    class window it found poisoned (each class's bar: `set_doubt_bars`). Over it lie at most
+    (1 - q) of that class's clean rows, about
     (1 - q) / n_classes of the stream's when one class is attacked: q = 1 - n_classes *
     target * SCAN_DOUBT_SHARE keeps that within SCAN_DOUBT_SHARE of the budget (0.95 for ten
     classes at 1 %), within [0.5, 0.999]."""
     return float(min(0.999, max(0.5, 1.0 - n_classes * target * SCAN_DOUBT_SHARE)))
 
 
-def scan_section(classes_, r_train, y_train, r_cal, y_cal, cal_scores, doubt_q):
+def set_doubt_bars(scan, scores, labels, confidence):
+    """The window scan's doubt bars from clean calibration label scores (`scores`, their
+    `labels`): each class's bar is the lowest over which the `confidence` upper bound of the
+    share of its clean rows stays within 1 - `doubt_quantile` (every higher bar's too), so an
+    attacked class's clean rows over its bar cost about the share of the budget
+    `scan_doubt_quantile` allows, whether the model finds the class hard or easy.
+    The bound is empirical Bayes: at each candidate bar a class's count over it is binomial
+    with a share drawn from a Beta across classes, whose mean and spread come from all classes'
+    counts (the method of moments for the beta-binomial); the bound is the posterior's
+    `confidence` quantile. Classes alike in how the model doubts them pool their rows; a class
+    unlike the others, or with many rows, is bounded mostly by its own. The shared bar
+    (`doubt_threshold`, for a class without statistics) is the same bound over all rows as one
+    class. A bound no bar meets gives the largest score."""
+    from scipy.stats import beta
+    q = scan["doubt_quantile"]
+    ok = np.isfinite(scores)
+    if not ok.any():
+        return
+    s_all, lab = scores[ok], np.array([str(v) for v in labels])[ok]
+    u = np.unique(s_all)[::-1]  # candidate bars, largest first; a row over its bar is doubted
+
+    def lowest(ucb):
+        bad = np.nonzero(ucb > 1 - q)[0]
+        return float(u[max(bad[0] - 1, 0) if len(bad) else len(u) - 1])
+
+    def over(rows):  # rows strictly over each candidate bar
+        return (len(rows) - np.searchsorted(np.sort(rows), u, side="right")).astype(float)
+
+    k_all = over(s_all)
+    scan["doubt_threshold"] = lowest(beta.ppf(confidence, k_all + 1, np.maximum(len(s_all) - k_all, 1e-9)))
+    names = [c for c in scan["classes"] if (lab == c).any()]
+    if not names:
+        return
+    n = np.array([(lab == c).sum() for c in names], dtype=float)
+    k = np.stack([over(s_all[lab == c]) for c in names])  # [classes, candidates]
+    mu = k.sum(0) / n.sum()
+    w = n / n.sum()
+    spread = (w[:, None] * (k / n[:, None] - mu) ** 2).sum(0)  # the observed shares' variance...
+    between = np.maximum(spread - mu * (1 - mu) * (w / n).sum(), 1e-12)  # ...less the binomial part
+    kappa = np.clip(mu * (1 - mu) / between - 1, 0, n.sum()) if len(names) > 1 else np.zeros_like(mu)
+    ucb = beta.ppf(confidence, mu * kappa + k + 1e-9, (1 - mu) * kappa + n[:, None] - k + 1e-9)
+    for i, c in enumerate(names):
+        scan["classes"][c]["doubt_threshold"] = lowest(ucb[i])
+
+
+def scan_section(classes_, r_train, y_train, r_cal, y_cal, cal_scores, doubt_q, confidence):
     """The label model's window-scan statistics (guard-score's `scan.rs` reads them): per
     class, the mean of the trusted rows' hidden representation and a whitening projection
     (the top SCAN_DIMS eigenvectors of its covariance, shrunk by SCAN_SHRINK toward a
     multiple of the identity, divided by the square roots of their eigenvalues), so a clean
     window of the class has a second-moment matrix near the identity; the eigenvalue factor
     over the Marchenko-Pastur edge that clean calibration rows reach (90th percentile over the
-    classes, times 1.1, within [1.3, 3]); and the doubt threshold (the `doubt_q` quantile of the
-    calibration rows' label scores) applied inside a class window the scan found poisoned.
+    classes, times 1.1, within [1.3, 3]); and the doubt bars, shared and per class, bounding
+    the `doubt_q` quantile of the calibration rows' label scores (`set_doubt_bars`), applied
+    inside a class window the scan found poisoned.
     `r_train`, `r_cal`: the label graph's `hidden` output on the training and calibration rows."""
     classes, null = {}, []
     for c in classes_:
@@ -902,10 +949,11 @@ def scan_section(classes_, r_train, y_train, r_cal, y_cal, cal_scores, doubt_q):
             lam = np.linalg.eigvalsh(zc.T @ zc / len(zc))[-1]
             null.append(lam / (1 + math.sqrt(zc.shape[1] / len(zc))) ** 2)
     factor = float(min(3.0, max(1.3, 1.1 * np.quantile(null, 0.9)))) if null else 2.0
-    return dict(hidden_output="hidden", dims=SCAN_DIMS, factor=factor, min_cluster=SCAN_MIN_CLUSTER,
-                min_class_rows=SCAN_MIN_CLASS_ROWS, doubt_quantile=doubt_q,
-                doubt_threshold=float(np.quantile(cal_scores[np.isfinite(cal_scores)], doubt_q)),
+    scan = dict(hidden_output="hidden", dims=SCAN_DIMS, factor=factor, min_cluster=SCAN_MIN_CLUSTER,
+                min_class_rows=SCAN_MIN_CLASS_ROWS, doubt_quantile=doubt_q, doubt_threshold=1.0,
                 null_factors=[round(float(x), 4) for x in sorted(null)], classes=classes)
+    set_doubt_bars(scan, cal_scores, y_cal, confidence)
+    return scan
 
 
 class Squeezers:
@@ -1446,9 +1494,8 @@ def main():
                 meta.update(label_statistics=dict(classifier=ts[0], neighbours=ts[1]))
                 with np.errstate(invalid="ignore"):
                     cal = np.maximum(np.nan_to_num(c[0], nan=np.inf) / ts[0], np.nan_to_num(c[1], nan=np.inf) / ts[1])
-                finite = cal[np.isfinite(cal)]
-                if "scan" in meta and len(finite):
-                    meta["scan"]["doubt_threshold"] = float(np.quantile(finite, meta["scan"]["doubt_quantile"]))
+                if "scan" in meta:
+                    set_doubt_bars(meta["scan"], cal, y[calib], a.fpr_confidence)
                 return cal, dict(scores=np.maximum(f[0] / ts[0], f[1] / ts[1]).astype(float).tolist())
             stats["label"] = Statistics({"label classifier": c_cal, "label neighbours": cal},
                                         1e-12, finish_label)
@@ -1484,7 +1531,7 @@ def main():
                 meta.update(classifier_probabilities_output="classifier_probabilities")
             meta.update(probabilities_output="probabilities", classes=[str(c) for c in model.classes_],
                         scan=scan_section(model.classes_, hidden_rows(train_l), y[train_l], hidden_rows(calib), y[calib], cal,
-                                         scan_doubt_quantile(len(model.classes_), a.target_fpr)))
+                                         scan_doubt_quantile(len(model.classes_), a.target_fpr), a.fpr_confidence))
         else:
             meta.update(log_probabilities_output="log_probabilities", classes=[str(c) for c in model.classes_])
         trained[role] = (meta, np.nan_to_num(cal, nan=np.inf))

@@ -24,9 +24,10 @@
 //!    being judged (the campaign goes on now, not only in the context), the class window
 //!    counts as poisoned: its cluster is flagged, and so is every other record of the class
 //!    whose label score is over `doubt_threshold` (a lower bar than the per-record threshold:
-//!    the window gave evidence). That bar is the `doubt_quantile` of clean calibration
-//!    scores, which the trainer sets so that one attacked class's clean rows over it cost at
-//!    most half the false-positive budget. When most of the cluster's judged records are over
+//!    the window gave evidence). That bar is the class's own (`ScanClass::doubt_threshold`):
+//!    the trainer sets it so that, at the calibration's confidence, at most 1 −
+//!    `doubt_quantile` of the class's clean rows lie over it, which keeps one attacked class's
+//!    clean rows over it within half the false-positive budget. When most of the cluster's judged records are over
 //!    the bar, the campaign mislabels (a dirty-label backdoor), and a member whose label the
 //!    model believes is more likely a clean record the split took in: members are then
 //!    flagged only over the bar too. A campaign that keeps true labels (a clean-label
@@ -52,10 +53,12 @@ pub struct ScanMeta {
     pub min_cluster: usize,
     /// Fewest records of a class in the window for it to be scanned.
     pub min_class_rows: usize,
-    /// Label score above which a record of a poisoned class window is flagged too.
+    /// Label score above which a record of a poisoned class window is flagged too (the bar of
+    /// a class whose statistics give none of its own).
     pub doubt_threshold: f64,
-    /// The quantile of clean calibration label scores that `doubt_threshold` is (for
-    /// review): the trainer sets it from the class count and the budget.
+    /// The doubt bars' quantile (for review): at most 1 − this share of a class's clean
+    /// calibration rows lie over its bar, at the calibration's confidence. The trainer sets it
+    /// from the class count and the budget.
     #[serde(default)]
     pub doubt_quantile: Option<f64>,
     /// The factors clean calibration rows reached per class (for review).
@@ -79,6 +82,12 @@ pub struct ScanClass {
     pub mean: Vec<f32>,
     /// Whitening projection, `dims` rows of `width`.
     pub projection: Vec<Vec<f32>>,
+    /// This class's doubt bar, from its own clean calibration rows' label scores (shrunk
+    /// toward all classes' where it has few): a class the model finds harder than the others
+    /// has higher scores, and a bar shared by all classes would spend more of the budget when
+    /// that class is attacked. Absent: [`ScanMeta::doubt_threshold`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doubt_threshold: Option<f64>,
 }
 
 /// One record of a scan window.
@@ -123,7 +132,7 @@ pub struct ScanFlag {
     pub label_score: f64,
     /// The doubt bar: a record of a poisoned class window over it is flagged.
     pub doubt_threshold: f64,
-    /// The quantile of clean calibration scores the bar is (when the metadata says).
+    /// The bar's quantile of the class's clean calibration scores (when the metadata says).
     pub doubt_quantile: Option<f64>,
     /// Most of the cluster's judged records are over the doubt bar (a campaign that
     /// mislabels): a member is flagged only over the bar too.
@@ -160,7 +169,7 @@ impl ScanFlag {
                 self.label_score,
                 self.doubt_threshold,
                 self.doubt_quantile
-                    .map_or(String::new(), |q| format!(" (the {q} quantile of clean records' scores)"))
+                    .map_or(String::new(), |q| format!(" (the {q} quantile of the class's clean records' scores, bounded at the calibration's confidence)"))
             ),
         }
     }
@@ -169,6 +178,8 @@ impl ScanFlag {
 struct Whiten {
     mean: Vec<f32>,
     projection: Vec<Vec<f32>>,
+    /// The class's doubt bar.
+    doubt: f64,
 }
 
 /// The scan of one label model.
@@ -179,7 +190,6 @@ pub struct SpectralScan {
     factor: f64,
     min_cluster: usize,
     min_class_rows: usize,
-    doubt: f64,
     doubt_quantile: Option<f64>,
 }
 
@@ -214,9 +224,17 @@ impl SpectralScan {
             if *dims.get_or_insert(sc.projection.len()) != sc.projection.len() {
                 return Err("scan: classes have different numbers of dimensions".into());
             }
+            let doubt = match sc.doubt_threshold {
+                Some(d) if !d.is_finite() => {
+                    return Err(format!("scan: class {c}: the doubt threshold must be a number"));
+                }
+                Some(d) => d,
+                None => meta.doubt_threshold,
+            };
             out.push(Some(Whiten {
                 mean: sc.mean.clone(),
                 projection: sc.projection.clone(),
+                doubt,
             }));
         }
         Ok(Self {
@@ -226,7 +244,6 @@ impl SpectralScan {
             factor: meta.factor,
             min_cluster: meta.min_cluster.max(2),
             min_class_rows: meta.min_class_rows.max(meta.dims + 2),
-            doubt: meta.doubt_threshold,
             doubt_quantile: meta.doubt_quantile,
         })
     }
@@ -249,6 +266,7 @@ impl SpectralScan {
         }
         for (pos, (c, idx, z, sum, first)) in windows.iter().enumerate() {
             let c = *c;
+            let bar = self.classes[c].as_ref().map_or(f64::INFINITY, |w| w.doubt);
             if !idx.iter().any(|i| judge.get(*i).copied().unwrap_or(false)) {
                 continue;
             }
@@ -279,7 +297,7 @@ impl SpectralScan {
             if judged_members < self.min_cluster {
                 continue;
             }
-            let doubted = |i: usize| f64::from(items[i].label_score) > self.doubt || items[i].label_score.is_nan();
+            let doubted = |i: usize| f64::from(items[i].label_score) > bar || items[i].label_score.is_nan();
             // A campaign that mislabels (most of its judged members over the doubt bar): a
             // member whose label the model believes is more likely a clean record of the
             // class that the split took in than poison, so members need the doubt too. A
@@ -311,7 +329,7 @@ impl SpectralScan {
                     reference,
                     why,
                     label_score: f64::from(items[*i].label_score),
-                    doubt_threshold: self.doubt,
+                    doubt_threshold: bar,
                     doubt_quantile: self.doubt_quantile,
                     mislabelling,
                 });
@@ -545,6 +563,11 @@ mod tests {
 
     /// Two classes in 8 hidden dimensions; identity whitening; 4 scan dimensions.
     fn scan() -> SpectralScan {
+        scan_with_bar(None)
+    }
+
+    /// As [`scan`], class a with its own doubt bar.
+    fn scan_with_bar(bar_a: Option<f64>) -> SpectralScan {
         let width = 8;
         let mut classes = BTreeMap::new();
         for c in ["a", "b"] {
@@ -556,6 +579,7 @@ mod tests {
                 ScanClass {
                     mean: vec![0.0; width],
                     projection,
+                    doubt_threshold: if c == "a" { bar_a } else { None },
                 },
             );
         }
@@ -629,6 +653,54 @@ mod tests {
         let judge: Vec<bool> = (0..items.len()).map(|i| i < first_poison).collect();
         let flags = s.scan(&items, &judge);
         assert!(flags[first_poison..].iter().all(Option::is_none));
+    }
+
+    /// A class's own doubt bar replaces the shared one for that class only; a bar that is
+    /// not a number is refused.
+    #[test]
+    fn a_class_bar_replaces_the_shared_one() {
+        let mut g = Normal(7);
+        let mut items: Vec<ScanItem> = (0..400).map(|i| item(&mut g, i % 2, 0.0, 0.1)).collect();
+        items.extend((0..30).map(|_| item(&mut g, 0, 4.0, 0.99)));
+        // Two clean-looking records of the poisoned class a, doubted at 0.9 and 0.97.
+        items.push(item(&mut g, 0, 0.0, 0.9));
+        items.push(item(&mut g, 0, 0.0, 0.97));
+        let n = items.len();
+        let shared = scan().scan(&items, &vec![true; n]);
+        assert!(
+            shared[n - 2].is_some() && shared[n - 1].is_some(),
+            "both over the shared 0.8"
+        );
+        let own = scan_with_bar(Some(0.95)).scan(&items, &vec![true; n]);
+        assert!(own[n - 2].is_none(), "0.9 is under class a's own bar");
+        let d = own[n - 1].as_ref().expect("0.97 is over class a's own bar");
+        assert_eq!(d.why, ScanWhy::Doubt);
+        assert!(
+            d.message(1500).contains("over the doubt bar 0.950"),
+            "{}",
+            d.message(1500)
+        );
+        let mut meta = ScanMeta {
+            hidden_output: "hidden".into(),
+            dims: 4,
+            factor: 1.6,
+            min_cluster: 5,
+            min_class_rows: 20,
+            doubt_threshold: 0.8,
+            doubt_quantile: None,
+            null_factors: Vec::new(),
+            classes: BTreeMap::new(),
+        };
+        meta.classes.insert(
+            "a".into(),
+            ScanClass {
+                mean: vec![0.0; 8],
+                projection: vec![vec![1.0; 8]; 4],
+                doubt_threshold: Some(f64::NAN),
+            },
+        );
+        let err = SpectralScan::new(&meta, &["a".into()], 8).unwrap_err();
+        assert!(err.contains("class a"), "{err}");
     }
 
     /// A mislabelling campaign's cluster flags only its members the label model doubts (the
