@@ -134,6 +134,7 @@ LABEL_MIN_ITERATIONS = 100  # label model: fewest epochs (sklearn still stops on
 SCAN_DIMS = 16  # window scan: whitened dimensions of the hidden representation
 SCAN_SHRINK = 0.2  # window scan: covariance shrinkage toward a multiple of the identity
 SCAN_DOUBT_SHARE = 0.5  # window scan: most of the budget the doubt rule may spend on one poisoned class's clean rows
+SCAN_DOUBT_CANDIDATES = 2048  # window scan: most candidate doubt bars tried (quantiles of the calibration scores beyond)
 SCAN_MIN_CLUSTER = 5  # window scan: fewer trimmed records than this is no cluster
 SCAN_MIN_CLASS_ROWS = 20  # window scan: a class with fewer records in the window is not scanned
 KNN_CANDIDATES = (0, 5, 10, 20, 40)  # label model: neighbour counts k tried (0: the classifier alone)
@@ -894,7 +895,10 @@ def set_doubt_bars(scan, scores, labels, confidence):
     if not ok.any():
         return
     s_all, lab = scores[ok], np.array([str(v) for v in labels])[ok]
-    u = np.unique(s_all)[::-1]  # candidate bars, largest first; a row over its bar is doubted
+    u = np.unique(s_all)  # candidate bars; a row over its bar is doubted
+    if len(u) > SCAN_DOUBT_CANDIDATES:  # many rows: evenly spaced quantiles (bounded work per class)
+        u = np.unique(np.quantile(s_all, np.linspace(0.0, 1.0, SCAN_DOUBT_CANDIDATES), method="lower"))
+    u = u[::-1]  # largest first
 
     def lowest(ucb):
         bad = np.nonzero(ucb > 1 - q)[0]

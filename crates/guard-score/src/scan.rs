@@ -26,12 +26,12 @@
 //!    whose label score is over `doubt_threshold` (a lower bar than the per-record threshold:
 //!    the window gave evidence). That bar is the class's own (`ScanClass::doubt_threshold`):
 //!    the trainer sets it so that, at the calibration's confidence, at most 1 −
-//!    `doubt_quantile` of the class's clean rows lie over it, which keeps one attacked class's
-//!    clean rows over it within half the false-positive budget. When most of the cluster's judged records are over
-//!    the bar, the campaign mislabels (a dirty-label backdoor), and a member whose label the
-//!    model believes is more likely a clean record the split took in: members are then
-//!    flagged only over the bar too. A campaign that keeps true labels (a clean-label
-//!    backdoor) is flagged by the cluster alone.
+//!    `doubt_quantile` of the class's clean rows lie over it, which keeps one attacked
+//!    class's clean rows over it within half the false-positive budget. When most of the
+//!    cluster's judged records are over the bar, the campaign mislabels (a dirty-label
+//!    backdoor), and a member whose label the model believes is more likely a clean record
+//!    the split took in: members are then flagged only over the bar too. A campaign that
+//!    keeps true labels (a clean-label backdoor) is flagged by the cluster alone.
 //!
 //! Only the records being judged (the hold) can be flagged; the context (records released
 //! before, and records of the route a per-record check quarantined) adds statistical power.
@@ -82,10 +82,11 @@ pub struct ScanClass {
     pub mean: Vec<f32>,
     /// Whitening projection, `dims` rows of `width`.
     pub projection: Vec<Vec<f32>>,
-    /// This class's doubt bar, from its own clean calibration rows' label scores (shrunk
-    /// toward all classes' where it has few): a class the model finds harder than the others
-    /// has higher scores, and a bar shared by all classes would spend more of the budget when
-    /// that class is attacked. Absent: [`ScanMeta::doubt_threshold`].
+    /// This class's doubt bar, from its clean calibration rows' label scores (pooled with
+    /// the classes the model doubts alike: the trainer's empirical-Bayes bound): a class the
+    /// model finds harder than the others has higher scores, and a bar shared by all classes
+    /// would spend more of the budget when that class is attacked. Absent:
+    /// [`ScanMeta::doubt_threshold`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doubt_threshold: Option<f64>,
 }
@@ -583,7 +584,12 @@ mod tests {
                 },
             );
         }
-        let meta = ScanMeta {
+        SpectralScan::new(&meta(classes), &["a".into(), "b".into()], width).unwrap()
+    }
+
+    /// The tests' scan settings over `classes` (shared doubt bar 0.8).
+    fn meta(classes: BTreeMap<String, ScanClass>) -> ScanMeta {
+        ScanMeta {
             hidden_output: "hidden".into(),
             dims: 4,
             factor: 1.6,
@@ -593,8 +599,7 @@ mod tests {
             doubt_quantile: None,
             null_factors: Vec::new(),
             classes,
-        };
-        SpectralScan::new(&meta, &["a".into(), "b".into()], width).unwrap()
+        }
     }
 
     fn item(g: &mut Normal, class: usize, shift: f64, score: f32) -> ScanItem {
@@ -680,17 +685,7 @@ mod tests {
             "{}",
             d.message(1500)
         );
-        let mut meta = ScanMeta {
-            hidden_output: "hidden".into(),
-            dims: 4,
-            factor: 1.6,
-            min_cluster: 5,
-            min_class_rows: 20,
-            doubt_threshold: 0.8,
-            doubt_quantile: None,
-            null_factors: Vec::new(),
-            classes: BTreeMap::new(),
-        };
+        let mut meta = meta(BTreeMap::new());
         meta.classes.insert(
             "a".into(),
             ScanClass {
