@@ -224,11 +224,12 @@ fn the_floors_hold_on_average_over_other_attack_draws() {
 /// Measured on attack seed 0 (BENCHMARKS.md, "The blended trigger against every class"):
 /// BadNets 0.960–0.963 / 1.000 and the blend at α 0.1 0.958–0.963 / 1.000 on every target
 /// (the anomaly role's background statistic). The fainter blend (α 0.05) is the scan's:
-/// precision 0.919–0.961 (mean 0.937), recall 0.811–1.000 (mean 0.937; against 4 the scan
-/// finds no cluster and the per-record models catch 0.811), the stream's FPR 0.40–0.89 %
-/// (BENCHMARKS.md, "Doubt bars per class, bounded"). With one bar shared by all classes the
+/// precision 0.919–0.961 (mean 0.935), recall 0.896–1.000 (mean 0.972), the stream's FPR
+/// 0.40–0.89 % (BENCHMARKS.md, "Doubt bars per class, bounded" and "The escapees of a
+/// campaign the per-record roles mostly catch"). With one bar shared by all classes the
 /// doubt rule spent more than its half of the budget against 2, 5 and 8 (FPR 1.10–1.41 %):
-/// the FPR bound below fails then.
+/// the FPR bound below fails then. Without the excess rule the scan found nothing against
+/// 4, where the per-record models catch 0.811: the recall bound fails then.
 #[test]
 fn backdoors_against_every_class_keep_their_floors() {
     let dir = tempfile::tempdir().unwrap();
@@ -246,14 +247,14 @@ fn backdoors_against_every_class_keep_their_floors() {
             assert!(f(v, "precision") >= 0.95 && f(v, "recall") >= 0.99, "{v}");
             assert!(f(v, "false_positive_rate") <= 0.01, "{v}");
         }
-        assert!(f(&e[0], "recall") >= 0.8, "{}", e[0]);
+        assert!(f(&e[0], "recall") >= 0.85, "{}", e[0]);
         assert!(f(&e[0], "false_positive_rate") <= 0.01, "{}", e[0]);
         p.push(f(&e[0], "precision"));
         r.push(f(&e[0], "recall"));
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     assert!(
-        mean(&p) >= 0.93 && mean(&r) >= 0.92,
+        mean(&p) >= 0.925 && mean(&r) >= 0.95,
         "blend precision {p:?}, recall {r:?}"
     );
 }

@@ -23,7 +23,7 @@ pub use routes::{
     configured, init, watch, Decision, Gathered, ModelSet, ModelsStatus, Reloader, RouteModels, Scorer, Scoring,
     Sections,
 };
-pub use scan::{ScanClass, ScanFlag, ScanItem, ScanMeta, ScanWhy, ScanWindow, SpectralScan};
+pub use scan::{Excess, ScanClass, ScanFlag, ScanItem, ScanMeta, ScanWhy, ScanWindow, SpectralScan, EXCESS_ALPHA};
 
 pub use model::{
     init_runtime, parse_placement, squeeze_score, Extractor, Model, ModelFiles, ModelMeta, ProviderChoice,

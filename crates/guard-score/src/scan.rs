@@ -32,6 +32,14 @@
 //!    backdoor), and a member whose label the model believes is more likely a clean record
 //!    the split took in: members are then flagged only over the bar too. A campaign that
 //!    keeps true labels (a clean-label backdoor) is flagged by the cluster alone.
+//! 4. Fewer than `min_cluster` of the cluster judged: the per-record checks may have caught
+//!    most of the campaign (its cluster is the context's quarantined records) and let a few
+//!    milder records through, which are not members. Their labels are doubted, so the
+//!    judged records of the class hold more over the bar than its clean records would: when
+//!    at least that many over it among that many clean ones is less likely than
+//!    [`EXCESS_ALPHA`] (binomial, at the bar's share 1 − `doubt_quantile`), the campaign
+//!    counts as going on now and mislabelling, and the judged records over the bar are
+//!    flagged ([`Excess`] in the explanation).
 //!
 //! Only the records being judged (the hold) can be flagged; the context (records released
 //! before, and records of the route a per-record check quarantined) adds statistical power.
@@ -138,12 +146,47 @@ pub struct ScanFlag {
     /// Most of the cluster's judged records are over the doubt bar (a campaign that
     /// mislabels): a member is flagged only over the bar too.
     pub mislabelling: bool,
+    /// Set when fewer than `min_cluster` of the cluster are held: the held records of the
+    /// class hold more that the label model doubts than clean records would.
+    pub excess: Option<Excess>,
+}
+
+/// The held records of a poisoned class window hold more doubted records than its clean
+/// records would (a binomial tail at the bar's share, under [`EXCESS_ALPHA`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Excess {
+    /// Held records of the class.
+    pub held: usize,
+    /// Of them, over the doubt bar.
+    pub doubted: usize,
+    /// Chance of at least that many over the bar among clean records.
+    pub p_value: f64,
+}
+
+/// The significance under which doubted held records count as a campaign going on now
+/// although fewer than `min_cluster` of them are in the cluster.
+pub const EXCESS_ALPHA: f64 = 0.01;
+
+/// P(X ≥ `over`) for X ~ Binomial(`n`, `share`); `None` when it is not defined.
+fn excess_p(over: usize, n: usize, share: f64) -> Option<f64> {
+    use statrs::distribution::{Binomial, DiscreteCDF};
+    if over == 0 {
+        return Some(1.0);
+    }
+    let b = Binomial::new(share, n as u64).ok()?;
+    Some(b.sf(over as u64 - 1))
 }
 
 impl ScanFlag {
     /// One line for the quarantine reason.
     pub fn message(&self, window: usize) -> String {
-        match self.why {
+        let excess = self.excess.map_or(String::new(), |e| {
+            format!(
+                "; {} of the class's {} held records are over the bar, more than its clean records would give (p = {:.1e})",
+                e.doubted, e.held, e.p_value
+            )
+        });
+        let reason = match self.why {
             ScanWhy::Cluster => format!(
                 "in a cluster of {} of the {} records labelled {} in a window of {window}: top eigenvalue {:.2} x the clean edge (a cluster from {:.2} x the other classes' {:.2}){}",
                 self.cluster,
@@ -172,7 +215,8 @@ impl ScanFlag {
                 self.doubt_quantile
                     .map_or(String::new(), |q| format!(" (the {q} quantile of the class's clean records' scores, bounded at the calibration's confidence)"))
             ),
-        }
+        };
+        reason + &excess
     }
 }
 
@@ -295,10 +339,29 @@ impl SpectralScan {
                 .zip(&cluster)
                 .filter(|(i, m)| **m && judge.get(**i).copied().unwrap_or(false))
                 .count();
-            if judged_members < self.min_cluster {
-                continue;
-            }
             let doubted = |i: usize| f64::from(items[i].label_score) > bar || items[i].label_score.is_nan();
+            // Fewer members among the judged records: the campaign may still go on now when
+            // the per-record checks catch most of it and its few escapees are held. Their
+            // labels are doubted, so the judged records of the class hold more records over
+            // the bar than its clean records would (at most 1 − `doubt_quantile` of them).
+            let excess = if judged_members < self.min_cluster {
+                let judged: Vec<usize> = idx
+                    .iter()
+                    .copied()
+                    .filter(|i| judge.get(*i).copied().unwrap_or(false))
+                    .collect();
+                let over = judged.iter().filter(|i| doubted(**i)).count();
+                match self.doubt_quantile.and_then(|q| excess_p(over, judged.len(), 1.0 - q)) {
+                    Some(p) if p < EXCESS_ALPHA => Some(Excess {
+                        held: judged.len(),
+                        doubted: over,
+                        p_value: p,
+                    }),
+                    _ => continue,
+                }
+            } else {
+                None
+            };
             // A campaign that mislabels (most of its judged members over the doubt bar): a
             // member whose label the model believes is more likely a clean record of the
             // class that the split took in than poison, so members need the doubt too. A
@@ -309,7 +372,7 @@ impl SpectralScan {
                 .zip(&cluster)
                 .filter(|(i, m)| **m && judge.get(**i).copied().unwrap_or(false) && doubted(**i))
                 .count();
-            let mislabelling = 2 * doubted_members > judged_members;
+            let mislabelling = excess.is_some() || 2 * doubted_members > judged_members;
             for (k, i) in idx.iter().enumerate() {
                 if !judge.get(*i).copied().unwrap_or(false) {
                     continue;
@@ -333,6 +396,7 @@ impl SpectralScan {
                     doubt_threshold: bar,
                     doubt_quantile: self.doubt_quantile,
                     mislabelling,
+                    excess,
                 });
             }
         }
@@ -569,6 +633,11 @@ mod tests {
 
     /// As [`scan`], class a with its own doubt bar.
     fn scan_with_bar(bar_a: Option<f64>) -> SpectralScan {
+        scan_with(bar_a, None)
+    }
+
+    /// As [`scan`], class a with its own doubt bar and the metadata's doubt quantile.
+    fn scan_with(bar_a: Option<f64>, doubt_quantile: Option<f64>) -> SpectralScan {
         let width = 8;
         let mut classes = BTreeMap::new();
         for c in ["a", "b"] {
@@ -584,7 +653,11 @@ mod tests {
                 },
             );
         }
-        SpectralScan::new(&meta(classes), &["a".into(), "b".into()], width).unwrap()
+        let meta = ScanMeta {
+            doubt_quantile,
+            ..meta(classes)
+        };
+        SpectralScan::new(&meta, &["a".into(), "b".into()], width).unwrap()
     }
 
     /// The tests' scan settings over `classes` (shared doubt bar 0.8).
@@ -696,6 +769,50 @@ mod tests {
         );
         let err = SpectralScan::new(&meta, &["a".into()], 8).unwrap_err();
         assert!(err.contains("class a"), "{err}");
+    }
+
+    /// A campaign the per-record checks mostly catch: its cluster is in the context (the
+    /// records they quarantined), and only a few milder escapees are held, too few to be
+    /// members. They are flagged when the held records of the class hold more over the doubt
+    /// bar than clean records would (binomial tail at 1 − `doubt_quantile`, under
+    /// `EXCESS_ALPHA`); a few doubted records, or no quantile to test against, flag nothing.
+    #[test]
+    fn escapees_of_a_caught_campaign_are_flagged_by_their_excess() {
+        let window = |g: &mut Normal, escapees: usize| {
+            // Context: a clean stream and 40 quarantined poison records of class a.
+            let mut items: Vec<ScanItem> = (0..400).map(|i| item(g, i % 2, 0.0, 0.1)).collect();
+            items.extend((0..40).map(|_| item(g, 0, 4.0, 0.99)));
+            let context = items.len();
+            // Held: 48 clean records of a, 40 of b, and the escapees (mildly shifted, doubted).
+            items.extend((0..48).map(|_| item(g, 0, 0.0, 0.1)));
+            items.extend((0..40).map(|_| item(g, 1, 0.0, 0.1)));
+            items.extend((0..escapees).map(|_| item(g, 0, 0.5, 0.99)));
+            let judge: Vec<bool> = (0..items.len()).map(|i| i >= context).collect();
+            (items, judge)
+        };
+        let s = scan_with(None, Some(0.95));
+        let mut g = Normal(21);
+        let (items, judge) = window(&mut g, 8);
+        let n = items.len();
+        let flags = s.scan(&items, &judge);
+        let caught = flags[n - 8..].iter().filter(|f| f.is_some()).count();
+        let clean = flags[..n - 8].iter().filter(|f| f.is_some()).count();
+        assert_eq!((caught, clean), (8, 0), "{:?}", flags.iter().flatten().next());
+        let f = flags[n - 1].as_ref().unwrap();
+        let e = f.excess.expect("flagged for the excess");
+        assert_eq!((e.held, e.doubted), (56, 8));
+        assert!(e.p_value < EXCESS_ALPHA && f.mislabelling, "{f:?}");
+        assert!(
+            f.message(1500)
+                .contains("8 of the class's 56 held records are over the bar"),
+            "{}",
+            f.message(1500)
+        );
+        // The same window judged without a quantile to test against: nothing.
+        assert!(scan().scan(&items, &judge).iter().all(Option::is_none));
+        // Three doubted escapees among 51 are what clean records may give: nothing.
+        let (items, judge) = window(&mut g, 3);
+        assert!(s.scan(&items, &judge).iter().all(Option::is_none));
     }
 
     /// A mislabelling campaign's cluster flags only its members the label model doubts (the
