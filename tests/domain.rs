@@ -891,9 +891,7 @@ fn scan_doubt_bar_follows_the_budget() {
 /// quantile of all rows) lets 22–26 % of the hardest class's rows over it.
 #[test]
 fn doubt_bars_bound_each_class_share() {
-    let python = std::env::var_os("INGEST_GUARD_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo().join(".tools/venv-train/bin/python"));
+    let python = guard_eval::train::default_python(&repo());
     let script = r#"
 import json, sys
 import numpy as np
