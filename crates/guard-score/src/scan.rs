@@ -297,6 +297,8 @@ impl SpectralScan {
     /// flagged (the rest is context).
     pub fn scan(&self, items: &[ScanItem], judge: &[bool]) -> Vec<Option<ScanFlag>> {
         let mut out = vec![None; items.len()];
+        // Whether record `i` is being judged (held), not context.
+        let held = |i: usize| judge.get(i).copied().unwrap_or(false);
         let mut windows = Vec::new();
         for (c, w) in self.classes.iter().enumerate() {
             let Some(w) = w else { continue };
@@ -312,7 +314,7 @@ impl SpectralScan {
         for (pos, (c, idx, z, sum, first)) in windows.iter().enumerate() {
             let c = *c;
             let bar = self.classes[c].as_ref().map_or(f64::INFINITY, |w| w.doubt);
-            if !idx.iter().any(|i| judge.get(*i).copied().unwrap_or(false)) {
+            if !idx.iter().any(|i| held(*i)) {
                 continue;
             }
             // What the window does to every class is not a campaign against one: the bar
@@ -334,22 +336,14 @@ impl SpectralScan {
             let size = cluster.iter().filter(|x| **x).count();
             // The campaign must be going on among the judged records, not only in the
             // context (records already released or already quarantined).
-            let judged_members = idx
-                .iter()
-                .zip(&cluster)
-                .filter(|(i, m)| **m && judge.get(**i).copied().unwrap_or(false))
-                .count();
+            let judged_members = idx.iter().zip(&cluster).filter(|(i, m)| **m && held(**i)).count();
             let doubted = |i: usize| f64::from(items[i].label_score) > bar || items[i].label_score.is_nan();
             // Fewer members among the judged records: the campaign may still go on now when
             // the per-record checks catch most of it and its few escapees are held. Their
             // labels are doubted, so the judged records of the class hold more records over
             // the bar than its clean records would (at most 1 − `doubt_quantile` of them).
             let excess = if judged_members < self.min_cluster {
-                let judged: Vec<usize> = idx
-                    .iter()
-                    .copied()
-                    .filter(|i| judge.get(*i).copied().unwrap_or(false))
-                    .collect();
+                let judged: Vec<usize> = idx.iter().copied().filter(|i| held(*i)).collect();
                 let over = judged.iter().filter(|i| doubted(**i)).count();
                 match self.doubt_quantile.and_then(|q| excess_p(over, judged.len(), 1.0 - q)) {
                     Some(p) if p < EXCESS_ALPHA => Some(Excess {
@@ -370,11 +364,11 @@ impl SpectralScan {
             let doubted_members = idx
                 .iter()
                 .zip(&cluster)
-                .filter(|(i, m)| **m && judge.get(**i).copied().unwrap_or(false) && doubted(**i))
+                .filter(|(i, m)| **m && held(**i) && doubted(**i))
                 .count();
             let mislabelling = excess.is_some() || 2 * doubted_members > judged_members;
             for (k, i) in idx.iter().enumerate() {
-                if !judge.get(*i).copied().unwrap_or(false) {
+                if !held(*i) {
                     continue;
                 }
                 let why = if cluster[k] && (!mislabelling || doubted(*i)) {
